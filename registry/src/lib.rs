@@ -1,0 +1,1 @@
+//! OCI distribution client shared by the converter and the daemon.
