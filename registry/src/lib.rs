@@ -1,1 +1,30 @@
 //! OCI distribution client shared by the converter and the daemon.
+//!
+//! Media-type agnostic: manifests travel as bytes plus a media type; callers own the JSON
+//! schemas. Blobs can be downloaded whole (digest-verified), read by byte ranges, and
+//! pushed monolithically from files. Auth: anonymous, HTTP basic, bearer tokens, with
+//! credentials from a docker `config.json` or given explicitly.
+
+mod auth;
+mod blobs;
+mod challenge;
+mod client;
+mod config;
+mod credentials;
+mod error;
+mod manifests;
+mod ranges;
+mod reference;
+mod retry;
+mod stream;
+mod transport;
+mod upload;
+
+pub use client::Client;
+pub use config::ClientConfig;
+pub use credentials::{Credential, Credentials, CredentialsError};
+pub use error::Error;
+pub use estargz::Digest;
+pub use manifests::{Manifest, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE};
+pub use reference::{Reference, ReferenceError};
+pub use stream::BlobStream;

@@ -1,0 +1,337 @@
+//! Building an `Index` from TOC entries: the rules listed in the parent module.
+
+use std::collections::HashMap;
+
+use crate::toc::{EntryType, Toc, TocEntry, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME};
+
+use super::{clean_path, ChunkInfo, DirEntry, Entry, EntryId, Index, IndexError};
+
+/// Sorted distinct blob offsets where data members start, plus the TOC offset.
+pub(super) fn member_starts(toc: &Toc, toc_offset: u64) -> Vec<u64> {
+    let mut starts: Vec<u64> = toc
+        .entries
+        .iter()
+        .filter(|e| has_data(e))
+        .map(|e| e.offset)
+        .chain([toc_offset])
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    starts
+}
+
+fn has_data(entry: &TocEntry) -> bool {
+    match entry.entry_type {
+        EntryType::Reg => entry.size > 0,
+        EntryType::Chunk => true,
+        _ => false,
+    }
+}
+
+pub(super) struct Builder {
+    index: Index,
+    member_starts: Vec<u64>,
+    toc_offset: u64,
+    /// The regular file the next `chunk` entries belong to.
+    last_reg: Option<EntryId>,
+    /// Owner names seen per uid/gid: Go writers omit a name equal to the previous one.
+    user_names: HashMap<u32, String>,
+    group_names: HashMap<u32, String>,
+}
+
+impl Builder {
+    pub(super) fn new(member_starts: Vec<u64>, toc_offset: u64) -> Self {
+        let root = Entry::implicit_dir(String::new(), Index::ROOT);
+        let index = Index {
+            entries: vec![root],
+            by_path: HashMap::from([(String::new(), Index::ROOT)]),
+            prefetch_landmark_offset: None,
+            no_prefetch_landmark: false,
+        };
+        Self {
+            index,
+            member_starts,
+            toc_offset,
+            last_reg: None,
+            user_names: HashMap::new(),
+            group_names: HashMap::new(),
+        }
+    }
+
+    pub(super) fn add(&mut self, toc: &TocEntry) -> Result<(), IndexError> {
+        let path = clean_path(&toc.name)?;
+        if toc.entry_type == EntryType::Chunk {
+            return self.add_chunk(&path, toc);
+        }
+        self.last_reg = None;
+        match path.as_str() {
+            TOC_TAR_NAME => return Ok(()),
+            PREFETCH_LANDMARK => {
+                self.index.prefetch_landmark_offset = Some(toc.offset);
+                return Ok(());
+            }
+            NO_PREFETCH_LANDMARK => {
+                self.index.no_prefetch_landmark = true;
+                return Ok(());
+            }
+            "" if toc.entry_type == EntryType::Dir => {
+                update_dir(&mut self.index.entries[0], toc);
+                self.fill_owner_names(Index::ROOT);
+                return Ok(());
+            }
+            "" => return Err(IndexError::EmptyName(toc.name.clone())),
+            _ => {}
+        }
+        let (parent_path, name) = split_parent(&path);
+        let parent = self.ensure_dir(parent_path, &path)?;
+        let name = name.to_string();
+        match toc.entry_type {
+            EntryType::Hardlink => self.add_hardlink(parent, &name, &path, toc),
+            EntryType::Dir => self.add_dir(parent, &name, path, toc),
+            _ => {
+                let id = self.replace_or_insert(parent, &name, path, toc)?;
+                if toc.entry_type == EntryType::Reg {
+                    self.start_chunks(id, toc)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn add_dir(
+        &mut self,
+        parent: EntryId,
+        name: &str,
+        path: String,
+        toc: &TocEntry,
+    ) -> Result<(), IndexError> {
+        if let Some(&id) = self.index.by_path.get(&path) {
+            let existing = &mut self.index.entries[id as usize];
+            if !existing.is_dir() {
+                return Err(IndexError::DuplicateConflict { path });
+            }
+            update_dir(existing, toc);
+            self.fill_owner_names(id);
+            return Ok(());
+        }
+        let id = self.push(Entry::from_toc(path.clone(), parent, toc))?;
+        self.link(parent, name, path, id);
+        Ok(())
+    }
+
+    /// Adds a non-directory; a later one replaces an earlier non-directory of the same path.
+    fn replace_or_insert(
+        &mut self,
+        parent: EntryId,
+        name: &str,
+        path: String,
+        toc: &TocEntry,
+    ) -> Result<EntryId, IndexError> {
+        let id = self.push(Entry::from_toc(path.clone(), parent, toc))?;
+        if let Some(&old) = self.index.by_path.get(&path) {
+            let old_entry = &mut self.index.entries[old as usize];
+            if old_entry.is_dir() {
+                return Err(IndexError::DuplicateConflict { path });
+            }
+            old_entry.nlink = old_entry.nlink.saturating_sub(1);
+            self.unlink(parent, name);
+        }
+        self.link(parent, name, path, id);
+        Ok(id)
+    }
+
+    fn add_hardlink(
+        &mut self,
+        parent: EntryId,
+        name: &str,
+        path: &str,
+        toc: &TocEntry,
+    ) -> Result<(), IndexError> {
+        let bad = || IndexError::BadHardlink {
+            path: path.to_string(),
+            target: toc.link_name.clone(),
+        };
+        let target_path = clean_path(&toc.link_name)?;
+        let target = *self.index.by_path.get(&target_path).ok_or_else(bad)?;
+        if self.index.entries[target as usize].is_dir() {
+            return Err(bad());
+        }
+        if let Some(&old) = self.index.by_path.get(path) {
+            if old == target {
+                return Ok(());
+            }
+            let old_entry = &mut self.index.entries[old as usize];
+            if old_entry.is_dir() {
+                return Err(IndexError::DuplicateConflict {
+                    path: path.to_string(),
+                });
+            }
+            old_entry.nlink = old_entry.nlink.saturating_sub(1);
+            self.unlink(parent, name);
+        }
+        self.index.entries[target as usize].nlink += 1;
+        self.link(parent, name, path.to_string(), target);
+        Ok(())
+    }
+
+    fn start_chunks(&mut self, id: EntryId, toc: &TocEntry) -> Result<(), IndexError> {
+        self.last_reg = Some(id);
+        if toc.size == 0 {
+            return Ok(());
+        }
+        let chunk = self.chunk_info(&toc.name, toc, toc.size, 0)?;
+        self.index.entries[id as usize].chunks.push(chunk);
+        Ok(())
+    }
+
+    fn add_chunk(&mut self, path: &str, toc: &TocEntry) -> Result<(), IndexError> {
+        let orphan = || IndexError::OrphanChunk(toc.name.clone());
+        let id = self.last_reg.ok_or_else(orphan)?;
+        let file = &self.index.entries[id as usize];
+        if file.path != path {
+            return Err(orphan());
+        }
+        let size = file.size;
+        let chunk = self.chunk_info(path, toc, size, toc.chunk_offset)?;
+        self.index.entries[id as usize].chunks.push(chunk);
+        Ok(())
+    }
+
+    fn chunk_info(
+        &self,
+        path: &str,
+        toc: &TocEntry,
+        file_size: u64,
+        chunk_offset: u64,
+    ) -> Result<ChunkInfo, IndexError> {
+        let bad_chunks = || IndexError::BadChunks {
+            path: path.to_string(),
+            size: file_size,
+        };
+        let rest = file_size.checked_sub(chunk_offset).ok_or_else(bad_chunks)?;
+        let size = match toc.chunk_size {
+            0 => rest,
+            n if n <= rest => n,
+            _ => return Err(bad_chunks()),
+        };
+        let end_at = self.member_starts.partition_point(|&s| s <= toc.offset);
+        let end = match self.member_starts.get(end_at) {
+            Some(&end) if toc.offset < self.toc_offset => end,
+            _ => {
+                return Err(IndexError::BadOffset {
+                    path: path.to_string(),
+                    offset: toc.offset,
+                    toc_offset: self.toc_offset,
+                })
+            }
+        };
+        Ok(ChunkInfo {
+            file_offset: chunk_offset,
+            size,
+            compressed: toc.offset..end,
+            inner_offset: toc.inner_offset,
+            digest: toc.chunk_digest,
+        })
+    }
+
+    /// Returns the id of directory `path`, creating it and its ancestors when missing.
+    fn ensure_dir(&mut self, path: &str, child: &str) -> Result<EntryId, IndexError> {
+        if let Some(&id) = self.index.by_path.get(path) {
+            if !self.index.entries[id as usize].is_dir() {
+                return Err(IndexError::ParentNotDir {
+                    path: child.to_string(),
+                    parent: path.to_string(),
+                });
+            }
+            return Ok(id);
+        }
+        let (parent_path, name) = split_parent(path);
+        let parent = self.ensure_dir(parent_path, child)?;
+        let id = self.push(Entry::implicit_dir(path.to_string(), parent))?;
+        self.link(parent, name, path.to_string(), id);
+        Ok(id)
+    }
+
+    fn push(&mut self, entry: Entry) -> Result<EntryId, IndexError> {
+        let id =
+            EntryId::try_from(self.index.entries.len()).map_err(|_| IndexError::TooManyEntries)?;
+        self.index.entries.push(entry);
+        self.fill_owner_names(id);
+        Ok(id)
+    }
+
+    /// Records owner names, or fills an omitted one from an earlier entry with that id.
+    fn fill_owner_names(&mut self, id: EntryId) {
+        let entry = &mut self.index.entries[id as usize];
+        fill_name(&mut self.user_names, entry.uid, &mut entry.user_name);
+        fill_name(&mut self.group_names, entry.gid, &mut entry.group_name);
+    }
+
+    fn link(&mut self, parent: EntryId, name: &str, path: String, id: EntryId) {
+        self.index.entries[parent as usize].children.push(DirEntry {
+            name: name.to_string(),
+            id,
+        });
+        self.index.by_path.insert(path, id);
+    }
+
+    fn unlink(&mut self, parent: EntryId, name: &str) {
+        self.index.entries[parent as usize]
+            .children
+            .retain(|c| c.name != name);
+    }
+
+    pub(super) fn finish(mut self) -> Result<Index, IndexError> {
+        for entry in &mut self.index.entries {
+            entry.children.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            check_chunks_cover(entry)?;
+        }
+        Ok(self.index)
+    }
+}
+
+fn fill_name(seen: &mut HashMap<u32, String>, id: u32, name: &mut String) {
+    if name.is_empty() {
+        if let Some(known) = seen.get(&id) {
+            name.clone_from(known);
+        }
+    } else if seen.get(&id) != Some(name) {
+        seen.insert(id, name.clone());
+    }
+}
+
+fn update_dir(dir: &mut Entry, toc: &TocEntry) {
+    let children = std::mem::take(&mut dir.children);
+    let parent = dir.parent;
+    let path = std::mem::take(&mut dir.path);
+    *dir = Entry::from_toc(path, parent, toc);
+    dir.children = children;
+}
+
+fn check_chunks_cover(entry: &Entry) -> Result<(), IndexError> {
+    if entry.kind != EntryType::Reg {
+        return Ok(());
+    }
+    let mut next = Some(0u64);
+    for chunk in &entry.chunks {
+        if next != Some(chunk.file_offset) {
+            next = None;
+            break;
+        }
+        next = chunk.file_offset.checked_add(chunk.size);
+    }
+    if next != Some(entry.size) {
+        return Err(IndexError::BadChunks {
+            path: entry.path.clone(),
+            size: entry.size,
+        });
+    }
+    Ok(())
+}
+
+fn split_parent(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some((parent, name)) => (parent, name),
+        None => ("", path),
+    }
+}

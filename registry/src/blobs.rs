@@ -1,0 +1,299 @@
+//! Blob reads: existence and size (HEAD), verified whole downloads, and byte-range reads.
+//!
+//! Range reads expect 206; a registry that ignores `Range` and answers 200 is handled by
+//! skipping to the range while streaming, so the whole blob is never held in memory.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use estargz::Digest;
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use reqwest::{Method, Response, StatusCode};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::ranges::{merge_ranges, parse_content_range, range_header};
+use crate::reference::Reference;
+use crate::retry::with_retries;
+use crate::stream::BlobStream;
+use crate::transport::{pull_scope, transport_error, Call};
+
+/// Ranges closer than this share one request in `read_blob_ranges`.
+const MERGE_GAP: u64 = 64 * 1024;
+/// Requests in flight at once in `read_blob_ranges`.
+const PARALLEL_RANGE_REQUESTS: usize = 4;
+/// Buffers for range reads start at most this big; they grow as bytes arrive.
+const MAX_PREALLOCATION: u64 = 16 * 1024 * 1024;
+
+impl Client {
+    /// The blob's size from a HEAD request.
+    pub async fn blob_size(&self, repo: &Reference, digest: &Digest) -> Result<u64, Error> {
+        let call = self.blob_call(Method::HEAD, repo, digest)?;
+        let response = self.send(&call).await?;
+        // HEAD bodies are empty, so read the header rather than the body's length.
+        let length = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        length.ok_or_else(|| Error::Protocol {
+            method: "HEAD".to_owned(),
+            url: call.shown_url(),
+            problem: "no valid Content-Length".to_owned(),
+        })
+    }
+
+    /// Whether the repository has the blob (HEAD; 404 is `false`).
+    pub async fn blob_exists(&self, repo: &Reference, digest: &Digest) -> Result<bool, Error> {
+        let call = self.blob_call(Method::HEAD, repo, digest)?;
+        match self.send(&call).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Streams a blob into `dest`, verifying its sha256; returns the byte count. A broken
+    /// connection is resumed with a `Range` request (up to `retries` times). On a digest
+    /// mismatch the bytes were written anyway: the caller discards them.
+    pub async fn download_blob<W>(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+        dest: &mut W,
+    ) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let mut stream = self.blob_stream(repo, digest).await?;
+        let write_error = |e| Error::io(format!("write blob {digest}"), e);
+        while let Some(chunk) = stream.next_chunk().await? {
+            dest.write_all(&chunk).await.map_err(write_error)?;
+        }
+        dest.flush().await.map_err(write_error)?;
+        Ok(stream.received())
+    }
+
+    /// Starts a verified streaming download of a blob.
+    pub async fn blob_stream(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+    ) -> Result<BlobStream, Error> {
+        let call = self.blob_call(Method::GET, repo, digest)?.streaming();
+        let response = self.send(&call).await?;
+        Ok(BlobStream::new(
+            self.clone(),
+            repo,
+            digest,
+            call.shown_url(),
+            response,
+        ))
+    }
+
+    /// Reads `range` of a blob (not verified: the caller checks chunk digests).
+    pub async fn read_blob_range(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+        range: Range<u64>,
+    ) -> Result<Bytes, Error> {
+        if range.start == range.end {
+            return Ok(Bytes::new());
+        }
+        let call = self
+            .blob_call(Method::GET, repo, digest)?
+            .header(RANGE, &range_header(&range))
+            .streaming();
+        if range.start > range.end {
+            return Err(not_satisfiable(&call, digest, &range));
+        }
+        let (call, range) = (&call, &range);
+        let retries = self.inner.config.retries;
+        with_retries(retries, &call.shown_url(), || async move {
+            let response = match self.send_authorized(call).await {
+                Err(Error::BadResponse { status: 416, .. }) => {
+                    return Err(not_satisfiable(call, digest, range))
+                }
+                other => other?,
+            };
+            receive_range(call, digest, range, response).await
+        })
+        .await
+    }
+
+    /// Reads several ranges of a blob, merging close ones into fewer requests sent in
+    /// parallel; the result is in the order of `ranges`. One range per request, so
+    /// registries that reject multi-range requests work.
+    pub async fn read_blob_ranges(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>, Error> {
+        if let Some(bad) = ranges.iter().find(|r| r.start > r.end) {
+            let call = self.blob_call(Method::GET, repo, digest)?;
+            return Err(not_satisfiable(&call, digest, bad));
+        }
+        let merged = merge_ranges(ranges, MERGE_GAP);
+        let fetched: Vec<(usize, Bytes)> = futures_util::stream::iter(merged.iter().enumerate())
+            .map(|(i, group)| async move {
+                let bytes = self
+                    .read_blob_range(repo, digest, group.range.clone())
+                    .await?;
+                Ok::<_, Error>((i, bytes))
+            })
+            .buffer_unordered(PARALLEL_RANGE_REQUESTS)
+            .try_collect()
+            .await?;
+        let mut results = vec![Bytes::new(); ranges.len()];
+        for (group_index, bytes) in fetched {
+            let group = &merged[group_index];
+            for &member in &group.members {
+                let wanted = &ranges[member];
+                let start = offset_in(group.range.start, wanted.start);
+                let end = offset_in(group.range.start, wanted.end);
+                results[member] = bytes.slice(start..end);
+            }
+        }
+        Ok(results)
+    }
+
+    pub(crate) fn blob_call<'a>(
+        &self,
+        method: Method,
+        repo: &'a Reference,
+        digest: &Digest,
+    ) -> Result<Call<'a>, Error> {
+        let url = self.repository_url(repo, &format!("blobs/{digest}"))?;
+        Ok(Call::new(method, url, repo, vec![pull_scope(repo)]))
+    }
+}
+
+/// Collects exactly `range` from a 206 (partial) or 200 (whole blob) response.
+async fn receive_range(
+    call: &Call<'_>,
+    digest: &Digest,
+    range: &Range<u64>,
+    response: Response,
+) -> Result<Bytes, Error> {
+    let whole_blob = response.status() == StatusCode::OK;
+    let skip = match response.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            check_content_range(call, digest, range, &response)?;
+            0
+        }
+        StatusCode::OK => {
+            if response.content_length().is_some_and(|len| len < range.end) {
+                return Err(not_satisfiable(call, digest, range));
+            }
+            range.start
+        }
+        other => {
+            return Err(protocol(call, format!("status {other} to a range request")));
+        }
+    };
+    let collected = collect_window(call, range, skip, response).await?;
+    let wanted = range.end - range.start;
+    if len_u64(&collected) == wanted {
+        return Ok(collected.freeze());
+    }
+    if whole_blob {
+        // The whole blob came back and it is shorter than the range.
+        return Err(not_satisfiable(call, digest, range));
+    }
+    let problem = format!(
+        "body ended after {} of {wanted} bytes of {}..{}",
+        collected.len(),
+        range.start,
+        range.end
+    );
+    Err(protocol(call, problem))
+}
+
+fn check_content_range(
+    call: &Call<'_>,
+    digest: &Digest,
+    range: &Range<u64>,
+    response: &Response,
+) -> Result<(), Error> {
+    let header = response
+        .headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let parsed = parse_content_range(header)
+        .ok_or_else(|| protocol(call, format!("bad Content-Range {header:?}")))?;
+    if parsed.total.is_some_and(|total| total < range.end) {
+        return Err(not_satisfiable(call, digest, range));
+    }
+    if parsed.range != *range {
+        return Err(protocol(
+            call,
+            format!(
+                "Content-Range {header:?} for a request of {}..{}",
+                range.start, range.end
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the body, drops its first `skip` bytes, and returns up to the next `range.end -
+/// range.start` bytes (fewer if the body ends first); the rest of the body is not read.
+async fn collect_window(
+    call: &Call<'_>,
+    range: &Range<u64>,
+    mut skip: u64,
+    mut response: Response,
+) -> Result<BytesMut, Error> {
+    let wanted = range.end - range.start;
+    let capacity = usize::try_from(wanted.min(MAX_PREALLOCATION)).unwrap_or(0);
+    let mut window = BytesMut::with_capacity(capacity);
+    while len_u64(&window) < wanted {
+        let next = response.chunk().await;
+        let Some(mut chunk) =
+            next.map_err(|e| transport_error(&call.method, &call.shown_url(), e))?
+        else {
+            break;
+        };
+        if skip > 0 {
+            let dropped = skip.min(len_u64(&chunk));
+            skip -= dropped;
+            let _ = chunk.split_to(usize::try_from(dropped).unwrap_or(chunk.len()));
+        }
+        let room = wanted - len_u64(&window);
+        let take = usize::try_from(room.min(len_u64(&chunk))).unwrap_or(chunk.len());
+        window.extend_from_slice(&chunk[..take]);
+    }
+    Ok(window)
+}
+
+fn not_satisfiable(call: &Call<'_>, digest: &Digest, range: &Range<u64>) -> Error {
+    Error::RangeNotSatisfied {
+        method: call.method.to_string(),
+        url: call.shown_url(),
+        digest: *digest,
+        range: range.clone(),
+    }
+}
+
+fn protocol(call: &Call<'_>, problem: String) -> Error {
+    Error::Protocol {
+        method: call.method.to_string(),
+        url: call.shown_url(),
+        problem,
+    }
+}
+
+pub(crate) fn len_u64(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+}
+
+/// `absolute - base` as an index into a buffer that starts at `base` (merge_ranges
+/// guarantees `base <= absolute` and that the buffer covers it).
+fn offset_in(base: u64, absolute: u64) -> usize {
+    usize::try_from(absolute.saturating_sub(base)).unwrap_or(usize::MAX)
+}

@@ -1,0 +1,57 @@
+//! Builds a test image in code and pushes it to a registry or writes it to an OCI layout.
+//!
+//! ```text
+//! make-image push HOST NAME:TAG [demo|bench[:MIB]]
+//! make-image layout DIR TAG [demo|bench[:MIB]]
+//! ```
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use testkit::image::{bench_image, demo_image};
+use testkit::{write_layout, BuiltImage, RegistryClient};
+
+const USAGE: &str =
+    "usage: make-image push HOST NAME:TAG [demo|bench[:MIB]] | make-image layout DIR TAG [demo|bench[:MIB]]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("make-image: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let [mode, target, name, rest @ ..] = args else {
+        return Err(USAGE.into());
+    };
+    let image = build(rest.first().map_or("demo", String::as_str))?;
+    match mode.as_str() {
+        "push" => {
+            let (repo, tag) = name.rsplit_once(':').ok_or("NAME:TAG needs a tag")?;
+            testkit::image::push_artifact(&RegistryClient::new(target, None), repo, tag, &image)
+                .map_err(|e| e.to_string())?;
+            println!("{target}/{name}");
+        }
+        "layout" => {
+            write_layout(Path::new(target), name, &image).map_err(|e| e.to_string())?;
+            println!("oci:{target}:{name}");
+        }
+        _ => return Err(USAGE.into()),
+    }
+    Ok(())
+}
+
+fn build(kind: &str) -> Result<BuiltImage, String> {
+    let built = match kind.split_once(':') {
+        None if kind == "demo" => demo_image(),
+        None if kind == "bench" => bench_image(300),
+        Some(("bench", mib)) => bench_image(mib.parse().map_err(|_| format!("bad size {mib}"))?),
+        _ => return Err(format!("unknown image kind {kind:?}\n{USAGE}")),
+    };
+    built.map_err(|e| e.to_string())
+}

@@ -1,0 +1,19 @@
+//! Images built in code: layer tars, busybox base, config/manifest/index, layouts, pushing.
+
+pub mod build;
+pub mod busybox;
+pub mod content;
+pub mod layer;
+pub mod layout;
+pub mod presets;
+pub mod push;
+
+pub use build::{
+    build_index, Artifact, Blob, BuildError, BuiltImage, BuiltIndex, BuiltLayer, ImageBuilder,
+    MediaTypes, Platform,
+};
+pub use busybox::{busybox_layer, BusyboxError};
+pub use layer::{data_layer, DataFile, LayerBuilder, LayerError};
+pub use layout::{write_layout, Layout, LayoutError};
+pub use presets::{bench_image, demo_image, PresetError, DEMO_GREETING};
+pub use push::push_artifact;
