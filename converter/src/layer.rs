@@ -253,6 +253,7 @@ fn rewrite(
         compression: opts.compression,
         prioritized_files,
         threads: opts.threads,
+        spool_dir: Some(opts.work_dir.clone()),
     };
     let mut input = SourceReader::new(file, progress.clone(), opts.cancel.clone());
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, output.as_file());

@@ -130,9 +130,6 @@ fn run(cli: Cli, progress: Progress) -> anyhow::Result<()> {
         .prefix("estargz-convert-")
         .tempdir_in(&work_root)
         .with_context(|| format!("create work dir in {}", work_root.display()))?;
-    // The writer spools reordered layers to anonymous files in TMPDIR: keep them in the
-    // work dir too. Set while this is the only thread, before any pool starts.
-    std::env::set_var("TMPDIR", work_dir.path());
     // Compression of every layer shares one pool: --threads bounds the CPU use of the run.
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

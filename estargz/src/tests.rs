@@ -18,6 +18,7 @@ fn options(compression: Compression, chunk_size: u64) -> WriterOptions {
         compression,
         prioritized_files: Vec::new(),
         threads: 2,
+        spool_dir: None,
     }
 }
 

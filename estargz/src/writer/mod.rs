@@ -65,6 +65,9 @@ pub struct WriterOptions {
     /// The work runs on rayon's global pool, whose size caps the total across concurrent
     /// conversions.
     pub threads: usize,
+    /// Directory for the spool file that reordering for prioritized files needs
+    /// (default: the system temp dir). The file is anonymous and gone when the build ends.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for WriterOptions {
@@ -74,6 +77,7 @@ impl Default for WriterOptions {
             compression: Compression::default(),
             prioritized_files: Vec::new(),
             threads: 0,
+            spool_dir: None,
         }
     }
 }

@@ -24,7 +24,7 @@ pub(super) fn write_layer(
     if opts.prioritized_files.is_empty() {
         stream(tar, emitter)
     } else {
-        spooled(tar, emitter, &opts.prioritized_files)
+        spooled(tar, emitter, opts)
     }
 }
 
@@ -48,9 +48,14 @@ fn stream<W: Write>(tar: impl Read, mut emitter: Emitter<W>) -> Result<WriteResu
 fn spooled<W: Write>(
     tar: impl Read,
     mut emitter: Emitter<W>,
-    prioritized: &[String],
+    opts: &WriterOptions,
 ) -> Result<WriteResult, WriteError> {
-    let spool = tempfile::tempfile().map_err(WriteError::Spool)?;
+    let prioritized = &opts.prioritized_files;
+    let spool = match &opts.spool_dir {
+        Some(dir) => tempfile::tempfile_in(dir),
+        None => tempfile::tempfile(),
+    }
+    .map_err(WriteError::Spool)?;
     let entries = split_into_spool(tar, &spool)?;
     let plan = plan_order(&entries, prioritized);
     if plan.prioritized == 0 {
