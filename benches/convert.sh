@@ -96,3 +96,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 row "ours / reference" "$(ratio "$our_wall" "$ref_wall")" "$(ratio "$our_cpu" "$ref_total_cpu")" \
   "$(ratio "$our_rss" "$ref_rss")" "$(ratio "$our_bytes" "$ref_bytes")"
 echo "(cpu ratio is against ctr-remote + containerd; RSS ratio against the ctr-remote client only)"
+
+# Peak RSS must not grow with layer size: convert a larger image with ours only.
+BIG_MIB=${BIG_MIB:-$((SIZE_MIB * 4))}
+if [[ "$BIG_MIB" -gt 0 ]]; then
+  log "ours on a ${BIG_MIB} MiB image (peak RSS vs size)"
+  "$MAKE_IMAGE" layout "$WORK/big" v1 "bench:$BIG_MIB" >/dev/null
+  $TIME -v -o "$WORK/time-big" "$CONVERT" "oci:$WORK/big:v1" "oci:$WORK/big-out:esgz" \
+    --compression-level "$LEVEL" --chunk-size "$CHUNK" >/dev/null
+  read -r big_wall big_cpu big_rss < <(parse_time "$WORK/time-big")
+  rm -rf "$WORK/big" "$WORK/big-out"
+  row "estargz-convert, input MiB" "wall s" "cpu s" "peak RSS MiB" ""
+  row "$SIZE_MIB" "$our_wall" "$our_cpu" "$(mib $((our_rss * 1024)))" ""
+  row "$BIG_MIB" "$big_wall" "$big_cpu" "$(mib $((big_rss * 1024)))" ""
+fi
