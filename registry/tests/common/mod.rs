@@ -232,15 +232,7 @@ pub fn client_with(credentials: Credentials) -> registry::Client {
     registry::Client::with_credentials(plain_config(), credentials).expect("build client")
 }
 
-/// Deterministic pseudo-random bytes (xorshift), so content is not trivially compressible.
+/// Deterministic pseudo-random bytes, so content is not trivially compressible.
 pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    estargz::testutil::pseudo_random_bytes(seed, len)
 }
