@@ -8,8 +8,10 @@ PACKAGES=(
   containerd runc docker-registry fuse3 stargz-snapshotter busybox-static
   # tools used by scripts and tests
   jq curl ca-certificates time util-linux
-  # building Rust crates with C parts and protobuf code generation
-  build-essential pkg-config protobuf-compiler
+  # building Rust crates with C parts (protoc comes from the protoc-bin-vendored crate)
+  build-essential pkg-config
+  # containerd's snapshotter conformance suite (tests/conformance), built in GOPATH mode
+  golang-go golang-github-containerd-containerd-dev
 )
 
 missing_packages() {

@@ -1,7 +1,64 @@
-//! `estargz-snapshotter`: the containerd remote snapshotter daemon.
-//!
-//! The daemon lands with its own issue; until then the binary only says so.
+//! `estargz-snapshotter`: the containerd remote snapshotter daemon. Parses flags, loads
+//! the config, installs logging and serves until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use estargz_snapshotter::config::{Config, DEFAULT_CONFIG_PATH};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// containerd remote snapshotter serving the Snapshots v1 gRPC API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file; a missing file at the default path means defaults.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Directory for the metadata database and snapshots (overrides the config).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Unix socket to serve on (overrides the config).
+    #[arg(long)]
+    address: Option<PathBuf>,
+    /// Log filter such as `info` or `debug` (overrides the config).
+    #[arg(long)]
+    log_level: Option<String>,
+}
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("the snapshotter daemon is not built yet; use estargz-convert")
+    let args = Args::parse();
+    let optional = args.config == std::path::Path::new(DEFAULT_CONFIG_PATH);
+    let mut config = Config::load(&args.config, optional)?;
+    if let Some(root) = args.root {
+        config.root = root;
+    }
+    if let Some(address) = args.address {
+        config.address = address;
+    }
+    if let Some(level) = args.log_level {
+        config.log_level = level;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .with_context(|| format!("log level {:?}", config.log_level))?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let runtime = tokio::runtime::Runtime::new().context("start tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        estargz_snapshotter::service::run(&config, shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }

@@ -1,0 +1,9 @@
+//! `estargz-snapshotter`: a containerd remote snapshotter serving the Snapshots v1 gRPC
+//! API on a unix socket. The binary in `main.rs` wires these modules together.
+
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod proto;
+pub mod service;
+pub mod snapshot;

@@ -1,0 +1,201 @@
+//! The seam where lazy pulling plugs in. The store decides *whether* a Prepare is a
+//! candidate (it carries `containerd.io/snapshot.ref`) and keeps containerd's
+//! bookkeeping; a [`Mounter`] decides *how* a layer is served on a snapshot directory.
+//!
+//! The contract with containerd (PROTOCOL.md section 1): when the mounter serves the
+//! layer, the active snapshot is committed under the ref name with every label plus
+//! `containerd.io/snapshot/remote`, and Prepare answers AlreadyExists so that containerd
+//! skips downloading the layer. When it cannot, the Prepare is an ordinary one.
+
+use std::path::{Path, PathBuf};
+
+use super::db::Backing;
+use super::{Error, Labels, Mount, Store};
+
+/// Label naming the chain id a prepared layer is to be committed as.
+pub const SNAPSHOT_REF_LABEL: &str = "containerd.io/snapshot.ref";
+/// Label marking a lazily mounted snapshot.
+pub const REMOTE_LABEL: &str = "containerd.io/snapshot/remote";
+/// Value of [`REMOTE_LABEL`].
+pub const REMOTE_LABEL_VALUE: &str = "remote snapshot";
+
+/// Why a layer could not be mounted lazily.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("layer cannot be mounted lazily: {0}")]
+    NotRemote(String),
+    #[error("mount layer at {mountpoint}: {source}")]
+    Mount {
+        mountpoint: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Serves layers lazily on snapshot directories (issue 4 implements it with FUSE).
+pub trait Mounter: Send + Sync {
+    /// Mounts the layer that `labels` describe on `mountpoint`, or says why it cannot.
+    fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError>;
+    /// Unmounts what [`Mounter::mount`] mounted on `mountpoint`.
+    fn unmount(&self, mountpoint: &Path) -> Result<(), MountError>;
+}
+
+impl Store {
+    /// Tries to serve the freshly prepared `key` lazily and commit it as `target`.
+    /// Answers AlreadyExists when that worked, and the ordinary `mounts` when not.
+    pub(super) fn try_remote(
+        &self,
+        mounter: &dyn Mounter,
+        ns: &str,
+        key: &str,
+        target: &str,
+        labels: Labels,
+        mounts: Vec<Mount>,
+    ) -> Result<Vec<Mount>, Error> {
+        let id = self.stat_id(ns, key)?;
+        let fs = self.fs_dir(id);
+        if let Err(reason) = mounter.mount(&fs, &labels) {
+            tracing::info!(key, layer = target, %reason, "no lazy pull; containerd pulls the layer");
+            return Ok(mounts);
+        }
+        let mut labels = labels;
+        labels.insert(REMOTE_LABEL.to_owned(), REMOTE_LABEL_VALUE.to_owned());
+        match self.commit_as(ns, target, key, labels, Backing::Remote) {
+            Ok(()) => {
+                tracing::info!(layer = target, "serving layer lazily");
+                Err(Error::AlreadyExists {
+                    namespace: ns.to_owned(),
+                    key: target.to_owned(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(key, layer = target, error = %e, "commit lazily mounted layer; containerd pulls it");
+                self.unmount_remote(&fs);
+                Ok(mounts)
+            }
+        }
+    }
+
+    /// Unmounts a remote snapshot's directory; failures are logged, Cleanup retries.
+    pub(super) fn unmount_remote(&self, fs: &Path) {
+        let Some(mounter) = &self.mounter else {
+            return;
+        };
+        if let Err(e) = mounter.unmount(fs) {
+            tracing::warn!(dir = %fs.display(), error = %e, "unmount remote snapshot");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::snapshot_code;
+    use crate::snapshot::Kind;
+    use std::sync::{Arc, Mutex};
+    use tonic::Code;
+
+    /// Serves layers whose labels say `fake/remote=yes` by writing a marker file.
+    #[derive(Default)]
+    struct FakeMounter {
+        unmounted: Mutex<Vec<PathBuf>>,
+    }
+
+    impl Mounter for FakeMounter {
+        fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError> {
+            if labels.get("fake/remote").map(String::as_str) != Some("yes") {
+                return Err(MountError::NotRemote("no fake/remote label".into()));
+            }
+            std::fs::write(mountpoint.join("marker"), vec![1u8; 9000]).unwrap();
+            Ok(())
+        }
+
+        fn unmount(&self, mountpoint: &Path) -> Result<(), MountError> {
+            self.unmounted
+                .lock()
+                .unwrap()
+                .push(mountpoint.to_path_buf());
+            Ok(())
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn store() -> (tempfile::TempDir, Store, Arc<FakeMounter>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mounter = Arc::new(FakeMounter::default());
+        let store = Store::open_with(dir.path(), Some(mounter.clone())).unwrap();
+        (dir, store, mounter)
+    }
+
+    #[test]
+    fn served_layer_is_committed_and_answers_already_exists() {
+        let (_dir, store, mounter) = store();
+        let wanted = labels(&[(SNAPSHOT_REF_LABEL, "chain-1"), ("fake/remote", "yes")]);
+        let err = store
+            .prepare("ns", "extract-1", "", wanted.clone())
+            .unwrap_err();
+        assert_eq!(snapshot_code(&err), Code::AlreadyExists);
+
+        let info = store.stat("ns", "chain-1").unwrap();
+        assert_eq!(info.kind, Kind::Committed);
+        let mut expected = wanted;
+        expected.insert(REMOTE_LABEL.into(), REMOTE_LABEL_VALUE.into());
+        assert_eq!(info.labels, expected);
+        assert_eq!(
+            snapshot_code(&store.stat("ns", "extract-1").unwrap_err()),
+            Code::NotFound
+        );
+        assert_eq!(
+            store.usage("ns", "chain-1").unwrap().size,
+            0,
+            "remote usage is 0"
+        );
+
+        store.remove("ns", "chain-1").unwrap();
+        assert_eq!(
+            mounter.unmounted.lock().unwrap().len(),
+            1,
+            "remove unmounts"
+        );
+    }
+
+    #[test]
+    fn ordinary_prepares_fall_back() {
+        let cases: &[(&str, Labels)] = &[
+            (
+                "mounter refuses",
+                labels(&[(SNAPSHOT_REF_LABEL, "chain-1")]),
+            ),
+            ("no ref label", labels(&[("fake/remote", "yes")])),
+        ];
+        for (name, wanted) in cases {
+            let (_dir, store, _mounter) = store();
+            let mounts = store
+                .prepare("ns", "extract-1", "", wanted.clone())
+                .unwrap();
+            assert_eq!(mounts[0].kind, "bind", "{name}");
+            assert_eq!(
+                store.stat("ns", "extract-1").unwrap().kind,
+                Kind::Active,
+                "{name}"
+            );
+            assert_eq!(store.list::<&str>("ns", &[]).unwrap().len(), 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn existing_target_falls_back_and_unmounts() {
+        let (_dir, store, mounter) = store();
+        store.prepare("ns", "k", "", Labels::new()).unwrap();
+        store.commit("ns", "chain-1", "k", Labels::new()).unwrap();
+        let wanted = labels(&[(SNAPSHOT_REF_LABEL, "chain-1"), ("fake/remote", "yes")]);
+        store.prepare("ns", "extract-1", "", wanted).unwrap();
+        assert_eq!(store.stat("ns", "extract-1").unwrap().kind, Kind::Active);
+        assert_eq!(mounter.unmounted.lock().unwrap().len(), 1);
+    }
+}

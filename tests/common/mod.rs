@@ -1,0 +1,78 @@
+//! Shared by the integration tests: the `estargz-snapshotter` binary as a child process
+//! on its own root and socket under a test directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// A daemon process; killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon with root `dir/root` and socket `dir/run/snapshotter.sock`,
+    /// logging at debug level to `dir/daemon.log`, and waits until the socket exists.
+    pub fn start(dir: &Path) -> Daemon {
+        let config = dir.join("config.toml");
+        std::fs::write(&config, "log_level = \"debug\"\n").unwrap();
+        let socket = dir.join("run/snapshotter.sock");
+        let log = dir.join("daemon.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_estargz-snapshotter"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--address")
+            .arg(&socket)
+            .stderr(out.try_clone().unwrap())
+            .stdout(out)
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon { child, socket, log };
+        daemon.wait_for_socket();
+        daemon
+    }
+
+    fn wait_for_socket(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket.exists() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("daemon exited with {status}: {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no socket after 20s: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (e.g. `-TERM`) with kill(1) and waits for the exit.
+    pub fn signal(&mut self, signal: &str) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(sent.success(), "kill {signal} {pid}");
+        self.child.wait().unwrap()
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
