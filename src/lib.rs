@@ -1,9 +1,13 @@
 //! `estargz-snapshotter`: a containerd remote snapshotter serving the Snapshots v1 gRPC
 //! API on a unix socket. The binary in `main.rs` wires these modules together.
 
+pub mod cache;
 pub mod config;
 pub mod error;
+pub mod fs;
 pub mod grpc;
+pub mod layer;
 pub mod proto;
+pub mod remote;
 pub mod service;
 pub mod snapshot;

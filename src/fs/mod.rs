@@ -1,0 +1,162 @@
+//! The read-only FUSE filesystem of one eStargz layer.
+//!
+//! [`LayerFs`] answers every metadata operation from memory (the layer's
+//! [`estargz::Index`] plus a [`LayerView`] built once at mount) and serves reads from
+//! tasks on a tokio runtime, so a FUSE thread never waits on the network. [`mount`]
+//! mounts it and returns a [`MountHandle`] that unmounts on drop.
+
+mod layer_fs;
+mod view;
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+
+pub use layer_fs::LayerFs;
+pub use view::{LayerView, Node};
+
+/// The content of one layer, as the lazy layer provides it.
+pub trait LayerContent: Send + Sync + 'static {
+    /// The layer's tree.
+    fn index(&self) -> &estargz::Index;
+
+    /// Reads up to `len` bytes of regular file `file` from `offset` (verified bytes
+    /// only). Shorter results mean end of file. Errors reach the reader as EIO.
+    fn read(
+        &self,
+        file: estargz::EntryId,
+        offset: u64,
+        len: u32,
+    ) -> BoxFuture<'static, Result<Vec<u8>, std::io::Error>>;
+}
+
+/// How a layer is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Report opaque directories with `user.overlay.opaque` too, for overlay mounts with
+    /// `userxattr` (default false: only `trusted.overlay.opaque`).
+    pub userxattr: bool,
+    /// Let users other than the mounter (containers, root containerd) in (default true).
+    pub allow_other: bool,
+    /// FUSE worker threads (default 2).
+    pub threads: usize,
+    /// Filesystem subtype shown in the mount table (default "estargz").
+    pub subtype: String,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        Self {
+            userxattr: false,
+            allow_other: true,
+            threads: 2,
+            subtype: "estargz".to_string(),
+        }
+    }
+}
+
+/// Errors from mounting a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("mount layer at {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unmount layer at {path}: {source}")]
+    Unmount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A mounted layer; dropping it unmounts.
+pub struct MountHandle {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+}
+
+impl std::fmt::Debug for MountHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountHandle")
+            .field("mountpoint", &self.mountpoint)
+            .field("mounted", &self.session.is_some())
+            .finish()
+    }
+}
+
+impl MountHandle {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts and waits for the FUSE threads to finish.
+    pub fn unmount(mut self) -> Result<(), FsError> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> Result<(), FsError> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        tracing::info!(mountpoint = %self.mountpoint.display(), "unmounting layer");
+        session
+            .umount_and_join()
+            .map_err(|source| FsError::Unmount {
+                path: self.mountpoint.clone(),
+                source,
+            })
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Err(error) = self.unmount_inner() {
+            tracing::warn!(%error, "unmount on drop failed");
+        }
+    }
+}
+
+/// Mounts `content` read-only at `mountpoint`; reads run on `runtime`.
+pub fn mount(
+    mountpoint: &Path,
+    content: std::sync::Arc<dyn LayerContent>,
+    runtime: tokio::runtime::Handle,
+    options: &MountOptions,
+) -> Result<MountHandle, FsError> {
+    let fs = LayerFs::new(content, runtime, options.userxattr);
+    let session = fuser::spawn_mount(fs, mountpoint, &fuser_config(options)).map_err(|source| {
+        FsError::Mount {
+            path: mountpoint.to_path_buf(),
+            source,
+        }
+    })?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted layer");
+    Ok(MountHandle {
+        session: Some(session),
+        mountpoint: mountpoint.to_path_buf(),
+    })
+}
+
+fn fuser_config(options: &MountOptions) -> fuser::Config {
+    use fuser::MountOption;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("estargz".to_string()),
+        MountOption::Subtype(options.subtype.clone()),
+        // The kernel checks modes and owners from our attributes, as on a local disk.
+        MountOption::DefaultPermissions,
+        // Container images carry device nodes and setuid binaries.
+        MountOption::Dev,
+        MountOption::Suid,
+        MountOption::NoAtime,
+    ];
+    if options.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config.n_threads = Some(options.threads.max(1));
+    config
+}

@@ -1,0 +1,61 @@
+//! `LayerConfig`: how layers are verified and how long a read may take.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Default bound on one read, including fetching its chunks.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default largest TOC region fetched when opening a layer.
+pub const DEFAULT_MAX_TOC_BYTES: u64 = 256 << 20;
+
+/// Settings of lazily read layers (the `[layer]` table of the daemon config).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayerConfig {
+    /// Require the TOC digest label and check the TOC against it. Default true; false
+    /// serves layers whose TOC cannot be verified (chunk digests are checked either way).
+    pub verify: bool,
+    /// Longest time a read (or one chunk fetch) may take before failing, in seconds
+    /// (fractions allowed). Default 30.
+    #[serde(deserialize_with = "seconds")]
+    pub read_timeout: Duration,
+    /// Largest TOC region fetched when opening a layer, bytes. Default 256 MiB.
+    pub max_toc_bytes: u64,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        LayerConfig {
+            verify: true,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            max_toc_bytes: DEFAULT_MAX_TOC_BYTES,
+        }
+    }
+}
+
+fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let secs = f64::deserialize(deserializer)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_toml() {
+        let config: LayerConfig =
+            toml::from_str("verify = false\nread_timeout = 1.5").expect("parse");
+        assert_eq!(
+            config,
+            LayerConfig {
+                verify: false,
+                read_timeout: Duration::from_millis(1500),
+                max_toc_bytes: DEFAULT_MAX_TOC_BYTES,
+            }
+        );
+        assert!(toml::from_str::<LayerConfig>("verfy = true").is_err());
+        assert!(toml::from_str::<LayerConfig>("read_timeout = -1").is_err());
+    }
+}

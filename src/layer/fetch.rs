@@ -1,0 +1,337 @@
+//! Loading chunks: from the cache, else by joining a fetch already under way, else by
+//! fetching the missing chunks' compressed bytes (adjacent chunks in one range request),
+//! then decompressing and verifying them before they are cached or returned.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use estargz::{decompress_chunk, ChunkError, ChunkInfo, Digest};
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use super::{Inner, LayerError};
+use crate::cache::{CacheKey, ChunkBytes};
+use crate::remote::RemoteError;
+
+/// Errors of one fetch, shared by every reader waiting on it.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("fetch blob bytes {}..{}: {source}", range.start, range.end)]
+    Remote {
+        range: Range<u64>,
+        #[source]
+        source: RemoteError,
+    },
+    #[error("layer {blob}: fetch of blob bytes {}..{} timed out after {timeout:?}", range.start, range.end)]
+    TimedOut {
+        blob: Digest,
+        range: Range<u64>,
+        timeout: Duration,
+    },
+    #[error("layer {blob}: chunk at blob bytes {}..{}: {source}", range.start, range.end)]
+    Chunk {
+        blob: Digest,
+        range: Range<u64>,
+        #[source]
+        source: Box<ChunkError>,
+    },
+    #[error("layer {blob}: chunk at blob byte {offset} missing from the fetch that covers it")]
+    Lost { blob: Digest, offset: u64 },
+    #[error("layer {blob}: fetch task failed: {source}")]
+    Task {
+        blob: Digest,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Each fetched chunk's verified bytes or why it failed verification.
+type ChunkResults = HashMap<CacheKey, Result<ChunkBytes, Arc<FetchError>>>;
+/// A fetch that any number of readers can await.
+pub(super) type SharedFetch =
+    Shared<BoxFuture<'static, Result<Arc<ChunkResults>, Arc<FetchError>>>>;
+
+impl Inner {
+    /// The verified bytes of each of `chunks`, in order.
+    pub(super) async fn load_chunks(
+        self: &Arc<Self>,
+        chunks: &[ChunkInfo],
+    ) -> Result<Vec<ChunkBytes>, LayerError> {
+        let keys: Vec<CacheKey> = chunks
+            .iter()
+            .map(|c| CacheKey::for_chunk(self.blob, c))
+            .collect();
+        let mut found: Vec<Option<ChunkBytes>> = keys
+            .iter()
+            .zip(chunks)
+            .map(|(key, chunk)| self.cache.get_memory(key, chunk.size))
+            .collect();
+        self.look_on_disk(chunks, &keys, &mut found).await?;
+        let pending = self.join_or_start(chunks, &keys, &mut found);
+        for (i, fetch) in pending {
+            let results = fetch.await?;
+            let chunk = results.get(&keys[i]).cloned().unwrap_or_else(|| {
+                Err(Arc::new(FetchError::Lost {
+                    blob: self.blob,
+                    offset: chunks[i].compressed.start,
+                }))
+            });
+            found[i] = Some(chunk?);
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn look_on_disk(
+        &self,
+        chunks: &[ChunkInfo],
+        keys: &[CacheKey],
+        found: &mut [Option<ChunkBytes>],
+    ) -> Result<(), LayerError> {
+        let missing: Vec<(usize, CacheKey, u64)> = found
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.is_none())
+            .map(|(i, _)| (i, keys[i], chunks[i].size))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let cache = self.cache.clone();
+        let hits = tokio::task::spawn_blocking(move || {
+            missing
+                .into_iter()
+                .map(|(i, key, len)| (i, cache.get(&key, len)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|source| LayerError::Task {
+            blob: self.blob,
+            source,
+        })?;
+        for (i, hit) in hits {
+            found[i] = hit;
+        }
+        Ok(())
+    }
+
+    /// Joins fetches under way for missing chunks and starts fetches for the rest.
+    /// Returns, per missing chunk index, the fetch that yields it.
+    fn join_or_start(
+        self: &Arc<Self>,
+        chunks: &[ChunkInfo],
+        keys: &[CacheKey],
+        found: &mut [Option<ChunkBytes>],
+    ) -> Vec<(usize, SharedFetch)> {
+        // Held while fetches are spawned and registered, so a fetch cannot finish and
+        // unregister before it is registered.
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = Vec::new();
+        let mut mine = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if found[i].is_some() {
+                continue;
+            }
+            if let Some((_, fetch)) = inflight.get(key) {
+                pending.push((i, fetch.clone()));
+            } else if let Some(bytes) = self.cache.get_memory(key, chunks[i].size) {
+                found[i] = Some(bytes);
+            } else {
+                mine.push(i);
+            }
+        }
+        for group in coalesce(chunks, &mine, MAX_REQUEST_BYTES) {
+            let members: Vec<(CacheKey, ChunkInfo)> = group
+                .iter()
+                .map(|&i| (keys[i], chunks[i].clone()))
+                .collect();
+            let id = self.next_fetch_id.fetch_add(1, Ordering::Relaxed);
+            let fetch = self.spawn_fetch(id, members);
+            for &i in &group {
+                inflight.entry(keys[i]).or_insert((id, fetch.clone()));
+                pending.push((i, fetch.clone()));
+            }
+        }
+        pending
+    }
+
+    /// Starts fetching one run of adjacent chunks in the background; the fetch completes
+    /// (and fills the cache) even if every reader gave up waiting.
+    fn spawn_fetch(self: &Arc<Self>, id: u64, members: Vec<(CacheKey, ChunkInfo)>) -> SharedFetch {
+        let inner = self.clone();
+        let blob = self.blob;
+        let task = tokio::spawn(async move {
+            let result = inner.fetch_group(&members).await;
+            inner.unregister(id, &members);
+            result
+        });
+        async move {
+            match task.await {
+                Ok(result) => result.map(Arc::new).map_err(Arc::new),
+                Err(source) => Err(Arc::new(FetchError::Task { blob, source })),
+            }
+        }
+        .boxed()
+        .shared()
+    }
+
+    fn unregister(&self, id: u64, members: &[(CacheKey, ChunkInfo)]) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, _) in members {
+            if inflight.get(key).is_some_and(|(owner, _)| *owner == id) {
+                inflight.remove(key);
+            }
+        }
+    }
+
+    async fn fetch_group(
+        self: &Arc<Self>,
+        members: &[(CacheKey, ChunkInfo)],
+    ) -> Result<ChunkResults, FetchError> {
+        let range = span(members.iter().map(|(_, c)| &c.compressed));
+        let timeout = self.config.read_timeout;
+        let bytes = tokio::time::timeout(timeout, self.source.read(range.clone()))
+            .await
+            .map_err(|_| FetchError::TimedOut {
+                blob: self.blob,
+                range: range.clone(),
+                timeout,
+            })?
+            .map_err(|source| FetchError::Remote {
+                range: range.clone(),
+                source,
+            })?;
+        let inner = self.clone();
+        let members = members.to_vec();
+        tokio::task::spawn_blocking(move || inner.verify_and_cache(range.start, &bytes, &members))
+            .await
+            .map_err(|source| FetchError::Task {
+                blob: self.blob,
+                source,
+            })
+    }
+
+    /// Decompresses and verifies each chunk out of the fetched bytes (which start at blob
+    /// offset `base`); only verified chunks reach the cache.
+    fn verify_and_cache(
+        &self,
+        base: u64,
+        bytes: &[u8],
+        members: &[(CacheKey, ChunkInfo)],
+    ) -> ChunkResults {
+        let mut results = HashMap::new();
+        for (key, chunk) in members {
+            let result = self.verify_chunk(base, bytes, chunk).map(|data| {
+                let data: ChunkBytes = data.into();
+                self.cache.put(*key, data.clone());
+                data
+            });
+            if let Err(error) = &result {
+                tracing::warn!(%error, "chunk failed verification");
+            }
+            results.insert(*key, result.map_err(Arc::new));
+        }
+        results
+    }
+
+    fn verify_chunk(
+        &self,
+        base: u64,
+        bytes: &[u8],
+        chunk: &ChunkInfo,
+    ) -> Result<Vec<u8>, FetchError> {
+        let start = chunk.compressed.start.checked_sub(base);
+        let end = chunk.compressed.end.checked_sub(base);
+        let member = start
+            .zip(end)
+            .and_then(|(s, e)| Some(usize::try_from(s).ok()?..usize::try_from(e).ok()?))
+            .and_then(|r| bytes.get(r));
+        let Some(member) = member else {
+            return Err(FetchError::Lost {
+                blob: self.blob,
+                offset: chunk.compressed.start,
+            });
+        };
+        decompress_chunk(self.format, member, chunk).map_err(|source| FetchError::Chunk {
+            blob: self.blob,
+            range: chunk.compressed.clone(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// Longest range asked for in one request: big prefetches become several requests so
+/// each finishes within the fetch timeout.
+const MAX_REQUEST_BYTES: u64 = 32 << 20;
+
+/// Groups chunk indices into runs whose compressed ranges touch or overlap (up to
+/// `max_bytes` per run), so each run is one range request.
+fn coalesce(chunks: &[ChunkInfo], indices: &[usize], max_bytes: u64) -> Vec<Vec<usize>> {
+    let mut sorted = indices.to_vec();
+    sorted.sort_by_key(|&i| chunks[i].compressed.start);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let (mut group_start, mut group_end) = (0, 0);
+    for i in sorted {
+        let range = &chunks[i].compressed;
+        let joins = range.start <= group_end && range.end.saturating_sub(group_start) <= max_bytes;
+        match groups.last_mut() {
+            Some(group) if joins => group.push(i),
+            _ => {
+                groups.push(vec![i]);
+                group_start = range.start;
+            }
+        }
+        group_end = group_end.max(range.end);
+    }
+    groups
+}
+
+/// The smallest range covering all `ranges`.
+fn span<'a>(ranges: impl Iterator<Item = &'a Range<u64>>) -> Range<u64> {
+    ranges
+        .fold(None, |acc: Option<Range<u64>>, r| match acc {
+            None => Some(r.clone()),
+            Some(acc) => Some(acc.start.min(r.start)..acc.end.max(r.end)),
+        })
+        .unwrap_or(0..0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(compressed: Range<u64>) -> ChunkInfo {
+        ChunkInfo {
+            file_offset: 0,
+            size: 1,
+            compressed,
+            inner_offset: 0,
+            digest: None,
+        }
+    }
+
+    #[test]
+    fn coalesces_touching_ranges() {
+        let chunks = [
+            chunk(0..10),
+            chunk(10..20),
+            chunk(25..30),
+            chunk(25..30),
+            chunk(40..50),
+        ];
+        let cases = [
+            ("adjacent", vec![0, 1], vec![vec![0, 1]]),
+            ("gap splits", vec![1, 2], vec![vec![1], vec![2]]),
+            ("shared member", vec![3, 2], vec![vec![3, 2]]),
+            ("unsorted input", vec![4, 1, 0], vec![vec![0, 1], vec![4]]),
+        ];
+        for (name, indices, want) in cases {
+            assert_eq!(coalesce(&chunks, &indices, 100), want, "{name}");
+        }
+        let run = [chunk(0..10), chunk(10..20), chunk(20..30)];
+        let capped = coalesce(&run, &[0, 1, 2], 20);
+        assert_eq!(capped, vec![vec![0, 1], vec![2]], "run capped at 20 bytes");
+        assert_eq!(span([0..10, 25..30].iter()), 0..30);
+    }
+}

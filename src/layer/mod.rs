@@ -1,0 +1,255 @@
+//! One lazily read eStargz layer: its verified TOC and index over a [`BlobSource`], and
+//! file reads that fetch, verify and cache only the chunks they need.
+
+mod config;
+mod fetch;
+mod open;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use estargz::{
+    ChunkError, ChunkInfo, Digest, EntryId, EntryType, FooterError, Format, Index, IndexError,
+    TocError,
+};
+
+use crate::cache::{CacheKey, ChunkBytes, ChunkCache};
+use crate::remote::{BlobSource, RemoteError};
+
+pub use config::LayerConfig;
+pub use fetch::FetchError;
+
+/// Errors opening or reading a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("layer {blob}: no eStargz footer: {source}")]
+    Footer {
+        blob: Digest,
+        #[source]
+        source: FooterError,
+    },
+    #[error("layer {blob}: toc offset {toc_offset} is past the footer at {footer_start}")]
+    BadTocRange {
+        blob: Digest,
+        toc_offset: u64,
+        footer_start: u64,
+    },
+    #[error("layer {blob}: toc region of {size} bytes exceeds the {max}-byte limit")]
+    TocTooLarge { blob: Digest, size: u64, max: u64 },
+    #[error("layer {blob}: decode toc: {source}")]
+    Toc {
+        blob: Digest,
+        #[source]
+        source: TocError,
+    },
+    #[error("layer {blob}: no toc digest label; refusing an unverifiable layer")]
+    MissingTocDigest { blob: Digest },
+    #[error("layer {blob}: toc digest {actual} does not match label {expected}")]
+    TocDigestMismatch {
+        blob: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("layer {blob}: invalid toc: {source}")]
+    Index {
+        blob: Digest,
+        #[source]
+        source: IndexError,
+    },
+    #[error("layer {blob}: entry {file} is not a regular file")]
+    NotAFile { blob: Digest, file: EntryId },
+    #[error("layer {blob}: read of entry {file} at {offset} timed out after {timeout:?}")]
+    Timeout {
+        blob: Digest,
+        file: EntryId,
+        offset: u64,
+        timeout: Duration,
+    },
+    #[error("layer {blob}: chunk at file offset {file_offset} has {got} bytes, expected {want}")]
+    ChunkSize {
+        blob: Digest,
+        file_offset: u64,
+        got: usize,
+        want: u64,
+    },
+    #[error(transparent)]
+    Fetch(#[from] Arc<FetchError>),
+    #[error("layer {blob}: background task failed: {source}")]
+    Task {
+        blob: Digest,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl LayerError {
+    /// True when a chunk's bytes did not match its digest.
+    pub fn is_digest_mismatch(&self) -> bool {
+        matches!(
+            self,
+            LayerError::Fetch(fetch) if matches!(
+                fetch.as_ref(),
+                FetchError::Chunk { source, .. } if matches!(**source, ChunkError::DigestMismatch { .. })
+            )
+        )
+    }
+}
+
+/// A lazily read layer. Cheap to clone; clones share the index, cache and fetches.
+#[derive(Clone)]
+pub struct Layer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Arc<dyn BlobSource>,
+    blob: Digest,
+    cache: Arc<ChunkCache>,
+    config: LayerConfig,
+    format: Format,
+    index: Index,
+    toc_digest: Digest,
+    /// Chunks being fetched, each with the id of the fetch and its shared result.
+    inflight: Mutex<HashMap<CacheKey, (u64, fetch::SharedFetch)>>,
+    next_fetch_id: std::sync::atomic::AtomicU64,
+}
+
+impl Layer {
+    /// Reads the footer and TOC of `source`, verifies the TOC against
+    /// `expected_toc_digest` (required unless `config.verify` is false) and builds the
+    /// index. Two range requests.
+    pub async fn open(
+        source: Arc<dyn BlobSource>,
+        expected_toc_digest: Option<Digest>,
+        cache: Arc<ChunkCache>,
+        config: LayerConfig,
+    ) -> Result<Layer, LayerError> {
+        let opened = open::read_toc(&source, expected_toc_digest, &config).await?;
+        Ok(Layer {
+            inner: Arc::new(Inner {
+                blob: source.digest(),
+                source,
+                cache,
+                config,
+                format: opened.format,
+                index: opened.index,
+                toc_digest: opened.toc_digest,
+                inflight: Mutex::new(HashMap::new()),
+                next_fetch_id: std::sync::atomic::AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The path tree of the layer.
+    pub fn index(&self) -> &Index {
+        &self.inner.index
+    }
+
+    /// Digest of the blob.
+    pub fn blob_digest(&self) -> Digest {
+        self.inner.blob
+    }
+
+    /// sha256 of the TOC JSON (verified against the label when there was one).
+    pub fn toc_digest(&self) -> Digest {
+        self.inner.toc_digest
+    }
+
+    /// Reads up to `len` bytes of regular file `file` from `offset` (fewer at the end of
+    /// the file). Every byte comes from a chunk verified against its digest. Fails with
+    /// [`LayerError::Timeout`] when it takes longer than the configured read timeout.
+    pub async fn read(&self, file: EntryId, offset: u64, len: u32) -> Result<Vec<u8>, LayerError> {
+        let timeout = self.inner.config.read_timeout;
+        match tokio::time::timeout(timeout, self.read_unbounded(file, offset, len)).await {
+            Ok(result) => result,
+            Err(_) => Err(LayerError::Timeout {
+                blob: self.inner.blob,
+                file,
+                offset,
+                timeout,
+            }),
+        }
+    }
+
+    /// Fetches and caches every chunk whose compressed bytes lie inside `blob_range`
+    /// (e.g. everything before `.prefetch.landmark`), in as few requests as adjacency allows.
+    pub async fn prefetch(&self, blob_range: Range<u64>) -> Result<(), LayerError> {
+        let chunks: Vec<ChunkInfo> = self
+            .inner
+            .index
+            .iter()
+            .flat_map(|(_, entry)| entry.chunks())
+            .filter(|c| {
+                blob_range.start <= c.compressed.start && c.compressed.end <= blob_range.end
+            })
+            .cloned()
+            .collect();
+        self.inner.load_chunks(&chunks).await.map(drop)
+    }
+
+    async fn read_unbounded(
+        &self,
+        file: EntryId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, LayerError> {
+        let inner = &self.inner;
+        let entry = inner
+            .index
+            .entry(file)
+            .filter(|e| e.kind == EntryType::Reg)
+            .ok_or(LayerError::NotAFile {
+                blob: inner.blob,
+                file,
+            })?;
+        let end = offset.saturating_add(u64::from(len)).min(entry.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let wanted = offset..end;
+        let chunks = covering(entry.chunks(), &wanted);
+        let data = inner.load_chunks(chunks).await?;
+        assemble(inner.blob, chunks, &data, &wanted)
+    }
+}
+
+/// The chunks (sorted by file offset) overlapping `wanted`.
+fn covering<'a>(chunks: &'a [ChunkInfo], wanted: &Range<u64>) -> &'a [ChunkInfo] {
+    let first = chunks.partition_point(|c| c.file_offset.saturating_add(c.size) <= wanted.start);
+    let rest = &chunks[first..];
+    let count = rest.partition_point(|c| c.file_offset < wanted.end);
+    &rest[..count]
+}
+
+/// Copies `wanted` out of the chunks' bytes, each of which must be its chunk's size.
+fn assemble(
+    blob: Digest,
+    chunks: &[ChunkInfo],
+    data: &[ChunkBytes],
+    wanted: &Range<u64>,
+) -> Result<Vec<u8>, LayerError> {
+    let mut out = Vec::with_capacity(usize::try_from(wanted.end - wanted.start).unwrap_or(0));
+    for (chunk, bytes) in chunks.iter().zip(data) {
+        let from = wanted.start.max(chunk.file_offset) - chunk.file_offset;
+        let to = wanted.end.min(chunk.file_offset + chunk.size) - chunk.file_offset;
+        let slice = usize::try_from(from)
+            .ok()
+            .zip(usize::try_from(to).ok())
+            .filter(|_| bytes.len() as u64 == chunk.size)
+            .and_then(|(from, to)| bytes.get(from..to))
+            .ok_or(LayerError::ChunkSize {
+                blob,
+                file_offset: chunk.file_offset,
+                got: bytes.len(),
+                want: chunk.size,
+            })?;
+        out.extend_from_slice(slice);
+    }
+    Ok(out)
+}

@@ -1,0 +1,432 @@
+//! Layer tests over an in-memory blob that counts, fails, stalls or corrupts reads.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use estargz::testutil::TarBuilder;
+use estargz::{Compression, Digest, EntryId, WriterOptions};
+use futures::future::BoxFuture;
+
+use super::*;
+use crate::cache::CacheConfig;
+use crate::remote::{BlobSource, RemoteError};
+
+const CHUNK: u64 = 1000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Serve,
+    Fail,
+    Stall,
+}
+
+/// An eStargz blob in memory that records every range it is asked for.
+struct MemoryBlob {
+    bytes: Mutex<Vec<u8>>,
+    digest: Digest,
+    requests: Mutex<Vec<Range<u64>>>,
+    mode: Mutex<Mode>,
+    delay: Duration,
+}
+
+impl MemoryBlob {
+    fn new(bytes: Vec<u8>) -> Arc<MemoryBlob> {
+        Arc::new(MemoryBlob {
+            digest: Digest::sha256(&bytes),
+            bytes: Mutex::new(bytes),
+            requests: Mutex::new(Vec::new()),
+            mode: Mutex::new(Mode::Serve),
+            delay: Duration::ZERO,
+        })
+    }
+
+    fn with_delay(bytes: Vec<u8>, delay: Duration) -> Arc<MemoryBlob> {
+        let mut blob = MemoryBlob::new(bytes);
+        Arc::get_mut(&mut blob).expect("unique").delay = delay;
+        blob
+    }
+
+    fn requests(&self) -> Vec<Range<u64>> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    fn clear_requests(&self) {
+        self.requests.lock().expect("lock").clear();
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().expect("lock") = mode;
+    }
+
+    fn flip_byte(&self, at: u64) {
+        let mut bytes = self.bytes.lock().expect("lock");
+        bytes[at as usize] ^= 0xff;
+    }
+}
+
+impl BlobSource for MemoryBlob {
+    fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    fn size(&self) -> u64 {
+        self.bytes.lock().expect("lock").len() as u64
+    }
+
+    fn read_ranges<'a>(
+        &'a self,
+        ranges: &'a [Range<u64>],
+    ) -> BoxFuture<'a, Result<Vec<Bytes>, RemoteError>> {
+        Box::pin(async move {
+            self.requests
+                .lock()
+                .expect("lock")
+                .extend_from_slice(ranges);
+            let mode = *self.mode.lock().expect("lock");
+            match mode {
+                Mode::Fail => {
+                    return Err(RemoteError::Unavailable {
+                        digest: self.digest,
+                        reason: "test source is down",
+                    })
+                }
+                Mode::Stall => futures::future::pending::<()>().await,
+                Mode::Serve => {}
+            }
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            let bytes = self.bytes.lock().expect("lock");
+            Ok(ranges
+                .iter()
+                .map(|r| Bytes::copy_from_slice(&bytes[r.start as usize..r.end as usize]))
+                .collect())
+        })
+    }
+}
+
+/// Deterministic, poorly compressible file contents.
+fn content(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+struct Fixture {
+    blob: Vec<u8>,
+    toc_digest: Digest,
+    big: Vec<u8>,
+    small: Vec<u8>,
+}
+
+fn fixture(compression: Compression) -> Fixture {
+    let big = content(10_000, 1);
+    let small = content(100, 2);
+    let tar = TarBuilder::new()
+        .dir("data")
+        .file("data/big", &big)
+        .file("data/small", &small)
+        .symlink("data/link", "big")
+        .finish();
+    let mut blob = Vec::new();
+    let opts = WriterOptions {
+        chunk_size: CHUNK,
+        compression,
+        ..WriterOptions::default()
+    };
+    let written = estargz::build(&tar[..], &mut blob, &opts).expect("build estargz");
+    Fixture {
+        blob,
+        toc_digest: written.toc_digest,
+        big,
+        small,
+    }
+}
+
+fn config(timeout: Duration) -> LayerConfig {
+    LayerConfig {
+        read_timeout: timeout,
+        ..LayerConfig::default()
+    }
+}
+
+async fn open(source: &Arc<MemoryBlob>, fx: &Fixture, cache: Arc<ChunkCache>) -> Layer {
+    let source: Arc<dyn BlobSource> = source.clone();
+    Layer::open(
+        source,
+        Some(fx.toc_digest),
+        cache,
+        config(Duration::from_secs(5)),
+    )
+    .await
+    .expect("open layer")
+}
+
+fn memory_cache() -> Arc<ChunkCache> {
+    Arc::new(ChunkCache::in_memory(1 << 20))
+}
+
+fn file(layer: &Layer, path: &str) -> EntryId {
+    layer.index().lookup(path).expect("entry")
+}
+
+#[tokio::test]
+async fn reads_exact_bytes_across_chunk_boundaries() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::new(fx.blob.clone());
+    let layer = open(&source, &fx, memory_cache()).await;
+    let big = file(&layer, "data/big");
+    let cases: [(&str, u64, u32, Range<usize>); 7] = [
+        ("first bytes", 0, 10, 0..10),
+        ("inside one chunk", 1200, 300, 1200..1500),
+        ("across one boundary", 990, 20, 990..1010),
+        ("across several chunks", 500, 3000, 500..3500),
+        ("past the end is cut", 9990, 100, 9990..10_000),
+        ("at the end is empty", 10_000, 10, 0..0),
+        ("whole file", 0, 20_000, 0..10_000),
+    ];
+    for (name, offset, len, want) in cases {
+        let got = layer.read(big, offset, len).await.expect(name);
+        assert_eq!(got, fx.big[want], "{name}");
+    }
+    let small = file(&layer, "data/small");
+    assert_eq!(layer.read(small, 0, 4096).await.expect("small"), fx.small);
+    let link = file(&layer, "data/link");
+    assert!(matches!(
+        layer.read(link, 0, 1).await,
+        Err(LayerError::NotAFile { .. })
+    ));
+}
+
+#[tokio::test]
+async fn fetches_only_needed_chunks_in_one_request() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::new(fx.blob.clone());
+    let layer = open(&source, &fx, memory_cache()).await;
+    assert_eq!(source.requests().len(), 2, "footer and toc");
+    source.clear_requests();
+    let big = file(&layer, "data/big");
+    let chunks = layer.index().chunks(big).to_vec();
+    assert_eq!(chunks.len(), 10);
+
+    let got = layer.read(big, 1500, 1000).await.expect("read");
+    assert_eq!(got, fx.big[1500..2500]);
+    let want = chunks[1].compressed.start..chunks[2].compressed.end;
+    assert_eq!(
+        source.requests(),
+        vec![want],
+        "chunks 1 and 2 in one request"
+    );
+    let fetched: u64 = source.requests().iter().map(|r| r.end - r.start).sum();
+    let total = fx.blob.len() as u64;
+    assert!(fetched * 3 < total, "fetched {fetched} of {total} bytes");
+}
+
+#[tokio::test]
+async fn cached_chunks_are_not_fetched_again() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::new(fx.blob.clone());
+    let layer = open(&source, &fx, memory_cache()).await;
+    let big = file(&layer, "data/big");
+    source.clear_requests();
+    layer.read(big, 0, 2000).await.expect("first read");
+    assert_eq!(source.requests().len(), 1);
+    let again = layer.read(big, 500, 1000).await.expect("second read");
+    assert_eq!(again, fx.big[500..1500]);
+    assert_eq!(source.requests().len(), 1, "served from the cache");
+    layer.read(big, 1500, 1000).await.expect("third read");
+    let last = source.requests().pop().expect("a fetch");
+    let chunks = layer.index().chunks(big);
+    assert_eq!(last, chunks[2].compressed, "only the uncached chunk");
+}
+
+#[tokio::test]
+async fn disk_cache_survives_reopening() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_config = CacheConfig {
+        dir: Some(dir.path().to_path_buf()),
+        memory_bytes: 1 << 20,
+    };
+    let source = MemoryBlob::new(fx.blob.clone());
+    let layer = open(
+        &source,
+        &fx,
+        Arc::new(ChunkCache::new(&cache_config).expect("cache")),
+    )
+    .await;
+    let big = file(&layer, "data/big");
+    layer.read(big, 0, 10_000).await.expect("warm");
+    drop(layer);
+
+    let fresh_source = MemoryBlob::new(fx.blob.clone());
+    let cache = Arc::new(ChunkCache::new(&cache_config).expect("cache"));
+    let layer = open(&fresh_source, &fx, cache).await;
+    fresh_source.clear_requests();
+    let got = layer.read(big, 0, 10_000).await.expect("read from disk");
+    assert_eq!(got, fx.big);
+    assert_eq!(fresh_source.requests(), Vec::<Range<u64>>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_readers_share_one_fetch() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::with_delay(fx.blob.clone(), Duration::from_millis(200));
+    let layer = open(&source, &fx, memory_cache()).await;
+    let big = file(&layer, "data/big");
+    source.clear_requests();
+    let readers: Vec<_> = (0..8)
+        .map(|i| {
+            let layer = layer.clone();
+            tokio::spawn(async move { layer.read(big, 3000 + i * 10, 100).await })
+        })
+        .collect();
+    for (i, reader) in readers.into_iter().enumerate() {
+        let got = reader.await.expect("join").expect("read");
+        let start = 3000 + i * 10;
+        assert_eq!(got, fx.big[start..start + 100]);
+    }
+    assert_eq!(source.requests().len(), 1, "one fetch for chunk 3");
+}
+
+#[tokio::test]
+async fn corrupted_chunk_is_refused_and_not_cached() {
+    // Stored (level 0) members: a flipped byte changes the data, not the deflate stream.
+    let fx = fixture(Compression::Gzip { level: 0 });
+    let source = MemoryBlob::new(fx.blob.clone());
+    let layer = open(&source, &fx, memory_cache()).await;
+    let big = file(&layer, "data/big");
+    let chunk = layer.index().chunks(big)[4].clone();
+    let middle = (chunk.compressed.start + chunk.compressed.end) / 2;
+    source.flip_byte(middle);
+
+    let error = layer
+        .read(big, 4100, 10)
+        .await
+        .expect_err("corrupted chunk");
+    assert!(error.is_digest_mismatch(), "{error}");
+    let spanning = layer
+        .read(big, 3990, 20)
+        .await
+        .expect_err("spans the bad chunk");
+    assert!(spanning.is_digest_mismatch(), "{spanning}");
+    assert_eq!(
+        layer.read(big, 3000, 100).await.expect("good chunk"),
+        fx.big[3000..3100]
+    );
+
+    source.flip_byte(middle);
+    source.clear_requests();
+    let repaired = layer.read(big, 4100, 10).await.expect("refetched");
+    assert_eq!(repaired, fx.big[4100..4110]);
+    assert_eq!(source.requests().len(), 1, "the failure was not cached");
+}
+
+#[tokio::test]
+async fn failing_source_errors_in_time_then_recovers() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::new(fx.blob.clone());
+    let dyn_source: Arc<dyn BlobSource> = source.clone();
+    let timeout = Duration::from_millis(300);
+    let layer = Layer::open(
+        dyn_source,
+        Some(fx.toc_digest),
+        memory_cache(),
+        config(timeout),
+    )
+    .await
+    .expect("open");
+    let big = file(&layer, "data/big");
+
+    source.set_mode(Mode::Fail);
+    let error = layer.read(big, 0, 10).await.expect_err("source down");
+    assert!(
+        matches!(&error, LayerError::Fetch(f) if matches!(f.as_ref(), FetchError::Remote { .. })),
+        "{error}"
+    );
+
+    source.set_mode(Mode::Stall);
+    let started = Instant::now();
+    let error = layer.read(big, 0, 10).await.expect_err("source stalls");
+    assert!(started.elapsed() < Duration::from_secs(2), "bounded wait");
+    assert!(
+        matches!(&error, LayerError::Timeout { .. })
+            || matches!(&error, LayerError::Fetch(f) if matches!(f.as_ref(), FetchError::TimedOut { .. })),
+        "{error}"
+    );
+
+    source.set_mode(Mode::Serve);
+    // Let the stalled background fetch hit its own timeout and unregister.
+    tokio::time::sleep(timeout * 2).await;
+    assert_eq!(
+        layer.read(big, 0, 10).await.expect("recovered"),
+        fx.big[..10]
+    );
+}
+
+#[tokio::test]
+async fn prefetch_fills_the_cache() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::new(fx.blob.clone());
+    let layer = open(&source, &fx, memory_cache()).await;
+    let big = file(&layer, "data/big");
+    let chunks = layer.index().chunks(big).to_vec();
+    source.clear_requests();
+    let range = chunks[0].compressed.start..chunks[9].compressed.end;
+    layer.prefetch(range.clone()).await.expect("prefetch");
+    assert_eq!(source.requests(), vec![range], "one request for the run");
+    assert_eq!(layer.read(big, 0, 10_000).await.expect("read"), fx.big);
+    assert_eq!(source.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn open_refuses_unverifiable_or_foreign_blobs() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let open_with = |bytes: Vec<u8>, digest: Option<Digest>, verify: bool| async move {
+        let source: Arc<dyn BlobSource> = MemoryBlob::new(bytes);
+        let config = LayerConfig {
+            verify,
+            ..LayerConfig::default()
+        };
+        Layer::open(source, digest, memory_cache(), config).await
+    };
+    let wrong = Digest::sha256(b"not the toc");
+    let mismatch = open_with(fx.blob.clone(), Some(wrong), true).await;
+    assert!(matches!(
+        mismatch,
+        Err(LayerError::TocDigestMismatch { .. })
+    ));
+    let unlabelled = open_with(fx.blob.clone(), None, true).await;
+    assert!(matches!(
+        unlabelled,
+        Err(LayerError::MissingTocDigest { .. })
+    ));
+    let unverified = open_with(fx.blob.clone(), None, false)
+        .await
+        .expect("verify off");
+    assert_eq!(unverified.toc_digest(), fx.toc_digest);
+    let plain = open_with(content(5000, 3), Some(fx.toc_digest), true).await;
+    assert!(matches!(plain, Err(LayerError::Footer { .. })));
+    let tiny = open_with(vec![1, 2, 3], Some(fx.toc_digest), true).await;
+    assert!(matches!(tiny, Err(LayerError::Footer { .. })));
+}
+
+#[tokio::test]
+async fn zstd_chunked_layers_read_too() {
+    let fx = fixture(Compression::Zstd { level: 3 });
+    let source = MemoryBlob::new(fx.blob.clone());
+    let layer = open(&source, &fx, memory_cache()).await;
+    let big = file(&layer, "data/big");
+    assert_eq!(
+        layer.read(big, 900, 2500).await.expect("read"),
+        fx.big[900..3400]
+    );
+}

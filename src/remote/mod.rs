@@ -1,0 +1,81 @@
+//! Where a layer blob's bytes come from: the [`BlobSource`] seam (size + range reads),
+//! its registry implementation [`RegistryBlob`], and resolving a blob from snapshot labels.
+
+mod labels;
+mod registry_blob;
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use estargz::Digest;
+use futures::future::BoxFuture;
+
+pub use labels::{toc_digest_from_labels, BlobLocation, LabelError};
+pub use registry::ClientConfig as RemoteConfig;
+pub use registry_blob::RegistryBlob;
+
+/// Errors reading a blob.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("registry: {0}")]
+    Registry(#[from] registry::Error),
+    #[error("blob {digest}: asked for bytes {}..{} of a {size}-byte blob", range.start, range.end)]
+    OutOfRange {
+        digest: Digest,
+        range: Range<u64>,
+        size: u64,
+    },
+    #[error("blob {digest}: got {got} bytes for range {}..{}", range.start, range.end)]
+    ShortRead {
+        digest: Digest,
+        range: Range<u64>,
+        got: usize,
+    },
+    #[error("blob {digest}: source unavailable: {reason}")]
+    Unavailable {
+        digest: Digest,
+        reason: &'static str,
+    },
+}
+
+/// One immutable layer blob that can be read by byte ranges.
+///
+/// Implementations return exactly the bytes asked for (or an error); nothing is verified
+/// here: the layer checks every chunk against its digest.
+pub trait BlobSource: Send + Sync + 'static {
+    /// Digest of the whole blob (names it in logs and cache keys).
+    fn digest(&self) -> Digest;
+    /// Size of the blob in bytes.
+    fn size(&self) -> u64;
+    /// Reads several ranges; the result is in the order of `ranges`.
+    fn read_ranges<'a>(
+        &'a self,
+        ranges: &'a [Range<u64>],
+    ) -> BoxFuture<'a, Result<Vec<Bytes>, RemoteError>>;
+
+    /// Reads one range.
+    fn read(&self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes, RemoteError>> {
+        Box::pin(async move {
+            let ranges = [range];
+            let mut parts = self.read_ranges(&ranges).await?;
+            Ok(parts.pop().unwrap_or_default())
+        })
+    }
+}
+
+/// Checks that `bytes` is exactly `range` of a blob of `digest`.
+pub(crate) fn check_length(
+    digest: Digest,
+    range: &Range<u64>,
+    bytes: &Bytes,
+) -> Result<(), RemoteError> {
+    let want = range.end.saturating_sub(range.start);
+    if bytes.len() as u64 != want {
+        return Err(RemoteError::ShortRead {
+            digest,
+            range: range.clone(),
+            got: bytes.len(),
+        });
+    }
+    Ok(())
+}
