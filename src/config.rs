@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::cache::CacheConfig;
+use crate::layer::LayerConfig;
+use crate::lazy::FuseConfig;
+use crate::remote::RemoteConfig;
+
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/containerd-stargz-grpc/config.toml";
 
@@ -24,7 +29,7 @@ pub enum Error {
 }
 
 /// The whole daemon configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Directory holding the metadata database and snapshot directories.
@@ -36,6 +41,17 @@ pub struct Config {
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter
     /// directive). Default `info`.
     pub log_level: String,
+    /// Serve eStargz layers lazily through FUSE. Default true; false makes the daemon a
+    /// plain overlay snapshotter.
+    pub lazy_pull: bool,
+    /// Registry access (`[remote]`).
+    pub remote: RemoteConfig,
+    /// Chunk cache (`[cache]`); without `dir`, [`Config::cache_dir`] gives `<root>/cache`.
+    pub cache: CacheConfig,
+    /// Layer verification and read bounds (`[layer]`).
+    pub layer: LayerConfig,
+    /// FUSE mounts (`[fuse]`).
+    pub fuse: FuseConfig,
 }
 
 impl Default for Config {
@@ -44,11 +60,29 @@ impl Default for Config {
             root: PathBuf::from("/var/lib/containerd-stargz-grpc"),
             address: PathBuf::from("/run/containerd-stargz-grpc/containerd-stargz-grpc.sock"),
             log_level: "info".to_owned(),
+            lazy_pull: true,
+            remote: RemoteConfig::default(),
+            cache: CacheConfig::default(),
+            layer: LayerConfig::default(),
+            fuse: FuseConfig::default(),
         }
     }
 }
 
 impl Config {
+    /// The cache settings with the directory resolved: `cache.dir`, else `<root>/cache`.
+    pub fn resolved_cache(&self) -> CacheConfig {
+        CacheConfig {
+            dir: Some(
+                self.cache
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| self.root.join("cache")),
+            ),
+            ..self.cache.clone()
+        }
+    }
+
     /// Parses a TOML document.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, Error> {
         toml::from_str(text).map_err(|source| Error::Parse {
@@ -94,11 +128,61 @@ mod tests {
                 }),
             ),
             ("unknown field rejected", "rooot = \"/tmp/r\"", None),
+            (
+                "lazy pull off",
+                "lazy_pull = false",
+                Some(Config {
+                    lazy_pull: false,
+                    ..Config::default()
+                }),
+            ),
+            (
+                "tables",
+                "[remote]\nplain_http = [\"127.0.0.1:5000\"]\n[layer]\nverify = false\n\
+                 [fuse]\nmount_timeout = 2.5\n[cache]\nmemory_bytes = 10",
+                Some(Config {
+                    remote: RemoteConfig {
+                        plain_http: vec!["127.0.0.1:5000".to_owned()],
+                        ..RemoteConfig::default()
+                    },
+                    layer: LayerConfig {
+                        verify: false,
+                        ..LayerConfig::default()
+                    },
+                    fuse: FuseConfig {
+                        mount_timeout: std::time::Duration::from_millis(2500),
+                        ..FuseConfig::default()
+                    },
+                    cache: CacheConfig {
+                        memory_bytes: 10,
+                        ..CacheConfig::default()
+                    },
+                    ..Config::default()
+                }),
+            ),
+            ("unknown table key rejected", "[fuse]\nthreadz = 1", None),
             ("wrong type rejected", "root = 3", None),
         ];
         for (name, text, want) in cases {
             let got = Config::from_toml(text, Path::new("test.toml")).ok();
             assert_eq!(&got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn cache_dir_defaults_under_root() {
+        let cases = [("unset", None, "/r/cache"), ("set", Some("/c"), "/c")];
+        for (name, dir, want) in cases {
+            let config = Config {
+                root: "/r".into(),
+                cache: CacheConfig {
+                    dir: dir.map(PathBuf::from),
+                    ..CacheConfig::default()
+                },
+                ..Config::default()
+            };
+            let got = config.resolved_cache().dir;
+            assert_eq!(got, Some(PathBuf::from(want)), "{name}");
         }
     }
 

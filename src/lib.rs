@@ -7,6 +7,7 @@ pub mod error;
 pub mod fs;
 pub mod grpc;
 pub mod layer;
+pub mod lazy;
 pub mod proto;
 pub mod remote;
 pub mod service;

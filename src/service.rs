@@ -1,5 +1,8 @@
-//! Runs the daemon: opens the store, serves the Snapshots API on a unix socket until the
-//! shutdown future resolves, then finishes in-flight requests and removes the socket.
+//! Runs the daemon: builds the lazy-pull mounter (when enabled and FUSE is available),
+//! opens the store, serves the Snapshots API on a unix socket until the shutdown future
+//! resolves, then finishes in-flight requests, unmounts FUSE layers and removes the socket.
+//!
+//! Remote snapshots are not remounted after a restart yet (issue 7).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -10,8 +13,12 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::grpc::SnapshotService;
+use crate::lazy::{FuseMounter, LazyError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
-use crate::snapshot::{self, Store};
+use crate::snapshot::{self, Mounter, Store};
+
+/// The device FUSE mounts need.
+const FUSE_DEVICE: &str = "/dev/fuse";
 
 /// Errors starting or running the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +34,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("set up lazy pulling: {0}")]
+    Lazy(#[from] LazyError),
     #[error("serve gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -34,7 +43,10 @@ pub enum Error {
 /// Serves until `shutdown` resolves.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let root = config.root.clone();
-    let store = Store::open(&root).map_err(|source| Error::Store { root, source })?;
+    let mounter = build_mounter(config)?;
+    let store_mounter = mounter.clone().map(|m| m as Arc<dyn Mounter>);
+    let store =
+        Store::open_with(&root, store_mounter).map_err(|source| Error::Store { root, source })?;
     let listener = bind(&config.address)?;
     tracing::info!(
         root = %config.root.display(),
@@ -47,9 +59,47 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     remove_socket(&config.address);
+    if let Some(mounter) = mounter {
+        unmount_on_blocking_thread(mounter).await;
+    }
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The FUSE mounter, or None (logged) when lazy pulling is off or FUSE is unavailable.
+fn build_mounter(config: &Config) -> Result<Option<Arc<FuseMounter>>, Error> {
+    if !config.lazy_pull {
+        tracing::info!("lazy_pull = false: serving as a plain overlay snapshotter");
+        return Ok(None);
+    }
+    if !Path::new(FUSE_DEVICE).exists() {
+        tracing::warn!(
+            device = FUSE_DEVICE,
+            "no FUSE device: lazy pulling disabled"
+        );
+        return Ok(None);
+    }
+    let cache = config.resolved_cache();
+    let mounter = FuseMounter::new(
+        config.remote.clone(),
+        &cache,
+        config.layer.clone(),
+        config.fuse.clone(),
+        tokio::runtime::Handle::current(),
+    )?;
+    tracing::info!(cache = ?cache.dir, "lazy pulling enabled");
+    Ok(Some(Arc::new(mounter)))
+}
+
+/// Unmounting waits for FUSE threads, so it must not block the runtime.
+async fn unmount_on_blocking_thread(mounter: Arc<FuseMounter>) {
+    let count = mounter.mountpoints().len();
+    let unmounting = tokio::task::spawn_blocking(move || mounter.unmount_all());
+    if let Err(e) = unmounting.await {
+        tracing::warn!(error = %e, "unmount lazy layers at shutdown");
+    }
+    tracing::info!(count, "unmounted lazy layers");
 }
 
 /// Binds the socket, replacing a stale one left by an earlier run.

@@ -15,9 +15,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon with root `dir/root` and socket `dir/run/snapshotter.sock`,
     /// logging at debug level to `dir/daemon.log`, and waits until the socket exists.
+    #[allow(dead_code)] // each test binary compiles this module; not all call it
     pub fn start(dir: &Path) -> Daemon {
+        Daemon::start_with_config(dir, "")
+    }
+
+    /// Like [`Daemon::start`], with `extra_config` (TOML) appended to the config file.
+    pub fn start_with_config(dir: &Path, extra_config: &str) -> Daemon {
         let config = dir.join("config.toml");
-        std::fs::write(&config, "log_level = \"debug\"\n").unwrap();
+        std::fs::write(&config, format!("log_level = \"debug\"\n{extra_config}")).unwrap();
         let socket = dir.join("run/snapshotter.sock");
         let log = dir.join("daemon.log");
         let out = std::fs::OpenOptions::new()
@@ -70,9 +76,16 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    /// Kills the daemon (SIGKILL) and waits for it; harmless when it already exited.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -1,0 +1,484 @@
+//! Lazy pulling: [`FuseMounter`] serves an eStargz layer on a snapshot directory through
+//! FUSE. It resolves the blob and TOC digest from the Prepare labels, opens the layer over
+//! the registry (one shared client and chunk cache) and mounts it; any failure tells the
+//! store to fall back to an ordinary pull of that layer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Deserializer};
+use tokio::runtime::Handle;
+
+use crate::cache::{CacheConfig, CacheError, ChunkCache};
+use crate::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
+use crate::layer::{Layer, LayerConfig, LayerError};
+use crate::remote::{
+    toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
+};
+use crate::snapshot::{Labels, MountError, Mounter};
+
+/// Default bound on one lazy mount attempt (resolve, footer, TOC, FUSE mount).
+pub const DEFAULT_MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors setting up the mounter or mounting one layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LazyError {
+    #[error("registry client: {0}")]
+    Client(#[from] registry::Error),
+    #[error("chunk cache: {0}")]
+    Cache(#[from] CacheError),
+    #[error("labels: {0}")]
+    Labels(#[from] LabelError),
+    #[error("open blob: {0}")]
+    Remote(#[from] RemoteError),
+    #[error("open layer: {0}")]
+    Layer(#[from] LayerError),
+    #[error("fuse: {0}")]
+    Fs(#[from] FsError),
+    #[error("opening layer {digest} took longer than {timeout:?}")]
+    Timeout {
+        digest: estargz::Digest,
+        timeout: Duration,
+    },
+    #[error("no lazy mount at {0}")]
+    NotMounted(PathBuf),
+}
+
+/// FUSE settings (the `[fuse]` table of the daemon config).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FuseConfig {
+    /// Also report opaque directories with `user.overlay.opaque` (overlay `userxattr`
+    /// mounts). Default false.
+    pub userxattr: bool,
+    /// Let users other than the daemon into the mounts. Default true.
+    pub allow_other: bool,
+    /// FUSE worker threads per mounted layer. Default 2.
+    pub threads: usize,
+    /// Longest time one lazy mount attempt may take before the layer falls back to an
+    /// ordinary pull, in seconds (fractions allowed). Default 30.
+    #[serde(deserialize_with = "seconds")]
+    pub mount_timeout: Duration,
+}
+
+impl Default for FuseConfig {
+    fn default() -> Self {
+        let options = MountOptions::default();
+        FuseConfig {
+            userxattr: options.userxattr,
+            allow_other: options.allow_other,
+            threads: options.threads,
+            mount_timeout: DEFAULT_MOUNT_TIMEOUT,
+        }
+    }
+}
+
+impl FuseConfig {
+    fn mount_options(&self) -> MountOptions {
+        MountOptions {
+            userxattr: self.userxattr,
+            allow_other: self.allow_other,
+            threads: self.threads,
+            ..MountOptions::default()
+        }
+    }
+}
+
+fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let secs = f64::deserialize(deserializer)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+}
+
+/// A [`Layer`] as the FUSE filesystem sees it.
+struct LayerFiles(Layer);
+
+impl LayerContent for LayerFiles {
+    fn index(&self) -> &estargz::Index {
+        self.0.index()
+    }
+
+    fn read(
+        &self,
+        file: estargz::EntryId,
+        offset: u64,
+        len: u32,
+    ) -> BoxFuture<'static, Result<Vec<u8>, std::io::Error>> {
+        let layer = self.0.clone();
+        // The filesystem logs the error and answers EIO.
+        Box::pin(async move {
+            layer
+                .read(file, offset, len)
+                .await
+                .map_err(std::io::Error::other)
+        })
+    }
+}
+
+/// Mounts eStargz layers lazily through FUSE.
+pub struct FuseMounter {
+    client: registry::Client,
+    cache: Arc<ChunkCache>,
+    layer: LayerConfig,
+    fuse: FuseConfig,
+    runtime: Handle,
+    mounts: Mutex<HashMap<PathBuf, MountHandle>>,
+}
+
+impl FuseMounter {
+    /// Builds the shared registry client and chunk cache. Network work runs on `runtime`.
+    pub fn new(
+        remote: RemoteConfig,
+        cache: &CacheConfig,
+        layer: LayerConfig,
+        fuse: FuseConfig,
+        runtime: Handle,
+    ) -> Result<FuseMounter, LazyError> {
+        Ok(FuseMounter {
+            client: registry::Client::new(remote)?,
+            cache: Arc::new(ChunkCache::new(cache)?),
+            layer,
+            fuse,
+            runtime,
+            mounts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Mountpoints currently served.
+    pub fn mountpoints(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self.lock().keys().cloned().collect();
+        paths.sort();
+        paths
+    }
+
+    /// Unmounts every layer (daemon shutdown). Failures are logged.
+    pub fn unmount_all(&self) {
+        let handles: Vec<MountHandle> = self.lock().drain().map(|(_, h)| h).collect();
+        for handle in handles {
+            let path = handle.mountpoint().to_path_buf();
+            if let Err(error) = handle.unmount() {
+                tracing::warn!(mountpoint = %path.display(), %error, "unmount at shutdown");
+            }
+        }
+    }
+
+    /// Resolves, opens and mounts the layer (blocking; not on a runtime thread).
+    fn mount_layer(&self, mountpoint: &Path, labels: &Labels) -> Result<(), LazyError> {
+        let location = BlobLocation::from_labels(labels)?;
+        let toc_digest = toc_digest_from_labels(labels)?;
+        let digest = location.digest;
+        let timeout = self.fuse.mount_timeout;
+        // The timer must be created inside the runtime, hence the async block.
+        let opening =
+            async { tokio::time::timeout(timeout, self.open_layer(location, toc_digest)).await };
+        let layer = self
+            .runtime
+            .block_on(opening)
+            .map_err(|_| LazyError::Timeout { digest, timeout })??;
+        start_prefetch(&layer, &self.runtime);
+        let files = Arc::new(LayerFiles(layer));
+        let handle = fs::mount(
+            mountpoint,
+            files,
+            self.runtime.clone(),
+            &self.fuse.mount_options(),
+        )?;
+        tracing::info!(%digest, mountpoint = %mountpoint.display(), "layer mounted lazily");
+        // A stale handle for the same path (not expected) is unmounted by its drop.
+        self.lock().insert(mountpoint.to_path_buf(), handle);
+        Ok(())
+    }
+
+    async fn open_layer(
+        &self,
+        location: BlobLocation,
+        toc_digest: Option<estargz::Digest>,
+    ) -> Result<Layer, LazyError> {
+        let blob = RegistryBlob::open(self.client.clone(), location).await?;
+        let layer = Layer::open(
+            Arc::new(blob),
+            toc_digest,
+            self.cache.clone(),
+            self.layer.clone(),
+        )
+        .await?;
+        Ok(layer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, MountHandle>> {
+        self.mounts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Fetches the prioritized files (everything before `.prefetch.landmark`) in the
+/// background with as few requests as adjacency allows (PROTOCOL.md section 3).
+fn start_prefetch(layer: &Layer, runtime: &Handle) -> Option<tokio::task::JoinHandle<()>> {
+    let end = layer
+        .index()
+        .prefetch_landmark_offset()
+        .filter(|&end| end > 0)?;
+    let layer = layer.clone();
+    Some(runtime.spawn(async move {
+        let digest = layer.blob_digest();
+        match layer.prefetch(0..end).await {
+            Ok(()) => tracing::debug!(%digest, bytes = end, "prefetched prioritized files"),
+            Err(error) => tracing::warn!(%digest, %error, "prefetch failed; reads fetch on demand"),
+        }
+    }))
+}
+
+impl Mounter for FuseMounter {
+    fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError> {
+        self.mount_layer(mountpoint, labels)
+            .map_err(|e| MountError::NotRemote(e.to_string()))
+    }
+
+    fn unmount(&self, mountpoint: &Path) -> Result<(), MountError> {
+        let handle = self.lock().remove(mountpoint);
+        let Some(handle) = handle else {
+            return Err(MountError::NotRemote(
+                LazyError::NotMounted(mountpoint.to_path_buf()).to_string(),
+            ));
+        };
+        handle.unmount().map_err(|e| MountError::Mount {
+            mountpoint: mountpoint.to_path_buf(),
+            source: Box::new(e),
+        })
+    }
+}
+
+impl Drop for FuseMounter {
+    fn drop(&mut self) {
+        self.unmount_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn mounter(runtime: &tokio::runtime::Runtime, mount_timeout: Duration) -> FuseMounter {
+        let remote = RemoteConfig {
+            plain_http: vec!["*".to_owned()],
+            retries: 0,
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            docker_config: Some(PathBuf::from("/nonexistent/config.json")),
+            ..RemoteConfig::default()
+        };
+        let fuse = FuseConfig {
+            mount_timeout,
+            ..FuseConfig::default()
+        };
+        let cache = CacheConfig::default();
+        FuseMounter::new(
+            remote,
+            &cache,
+            LayerConfig::default(),
+            fuse,
+            runtime.handle().clone(),
+        )
+        .expect("mounter")
+    }
+
+    fn ctr_remote_labels(reference: &str, digest: &str) -> Labels {
+        [
+            ("containerd.io/snapshot/remote/stargz.reference", reference),
+            ("containerd.io/snapshot/remote/stargz.digest", digest),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    fn reason(result: Result<(), MountError>) -> String {
+        match result {
+            Err(MountError::NotRemote(reason)) => reason,
+            other => panic!("expected NotRemote, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failures_fall_back_with_a_reason() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let mounter = mounter(&runtime, Duration::from_secs(10));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("no labels", Labels::new(), "labels: no "),
+            (
+                "bad digest",
+                ctr_remote_labels("127.0.0.1:1/app:v1", "sha256:zz"),
+                "invalid digest",
+            ),
+            (
+                "registry unreachable",
+                ctr_remote_labels("127.0.0.1:1/app:v1", DIGEST),
+                "open blob",
+            ),
+        ];
+        for (name, labels, want) in cases {
+            let got = reason(mounter.mount(dir.path(), &labels));
+            assert!(got.contains(want), "{name}: {got}");
+        }
+        assert!(mounter.mountpoints().is_empty());
+    }
+
+    #[test]
+    fn a_silent_registry_times_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let mounter = mounter(&runtime, Duration::from_millis(300));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let labels = ctr_remote_labels(&format!("{address}/app:v1"), DIGEST);
+        let started = std::time::Instant::now();
+        let got = reason(mounter.mount(dir.path(), &labels));
+        assert!(got.contains("took longer than"), "{got}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{got}");
+        drop(listener);
+    }
+
+    #[test]
+    fn unmount_of_an_unknown_path_is_an_error() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let mounter = mounter(&runtime, DEFAULT_MOUNT_TIMEOUT);
+        let got = reason(mounter.unmount(Path::new("/nowhere")));
+        assert!(got.contains("no lazy mount at /nowhere"), "{got}");
+    }
+
+    /// An in-memory blob that records the ranges read.
+    struct MemoryBlob {
+        bytes: Vec<u8>,
+        digest: estargz::Digest,
+        requests: Mutex<Vec<std::ops::Range<u64>>>,
+    }
+
+    impl crate::remote::BlobSource for MemoryBlob {
+        fn digest(&self) -> estargz::Digest {
+            self.digest
+        }
+
+        fn size(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+
+        fn read_ranges<'a>(
+            &'a self,
+            ranges: &'a [std::ops::Range<u64>],
+        ) -> BoxFuture<'a, Result<Vec<bytes::Bytes>, RemoteError>> {
+            self.requests
+                .lock()
+                .expect("lock")
+                .extend_from_slice(ranges);
+            let parts = ranges
+                .iter()
+                .map(|r| {
+                    bytes::Bytes::copy_from_slice(&self.bytes[r.start as usize..r.end as usize])
+                })
+                .collect();
+            Box::pin(async move { Ok(parts) })
+        }
+    }
+
+    /// Opens a layer of files `first` and `second` (2000 bytes each), `first` prioritized
+    /// when `prioritize`; returns it and its blob, with the opening requests forgotten.
+    fn prefetch_fixture(
+        runtime: &tokio::runtime::Runtime,
+        prioritize: bool,
+    ) -> (Layer, Arc<MemoryBlob>) {
+        let tar = estargz::testutil::TarBuilder::new()
+            .file("first", &[1; 2000])
+            .file("second", &[2; 2000])
+            .finish();
+        let options = estargz::WriterOptions {
+            chunk_size: 1000,
+            prioritized_files: if prioritize {
+                vec!["first".to_owned()]
+            } else {
+                vec![]
+            },
+            ..estargz::WriterOptions::default()
+        };
+        let mut bytes = Vec::new();
+        let written = estargz::build(&tar[..], &mut bytes, &options).expect("build");
+        let blob = Arc::new(MemoryBlob {
+            digest: estargz::Digest::sha256(&bytes),
+            bytes,
+            requests: Mutex::new(Vec::new()),
+        });
+        let cache = Arc::new(ChunkCache::in_memory(1 << 20));
+        let source: Arc<dyn crate::remote::BlobSource> = blob.clone();
+        let opening = Layer::open(
+            source,
+            Some(written.toc_digest),
+            cache,
+            LayerConfig::default(),
+        );
+        let layer = runtime.block_on(opening).expect("open layer");
+        blob.requests.lock().expect("lock").clear();
+        (layer, blob)
+    }
+
+    #[test]
+    fn prefetches_only_the_prioritized_files() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (layer, blob) = prefetch_fixture(&runtime, true);
+        let landmark = layer.index().prefetch_landmark_offset().expect("landmark");
+        let task = start_prefetch(&layer, runtime.handle()).expect("prefetch started");
+        runtime.block_on(task).expect("prefetch task");
+        let requests = std::mem::take(&mut *blob.requests.lock().expect("lock"));
+        assert_eq!(requests.len(), 1, "one request: {requests:?}");
+        assert!(requests[0].end <= landmark, "{requests:?} past {landmark}");
+        let index = layer.index();
+        let first = index.lookup("first").expect("first");
+        let second = index.lookup("second").expect("second");
+        let read = runtime
+            .block_on(layer.read(first, 0, 2000))
+            .expect("read first");
+        assert_eq!(read, vec![1; 2000]);
+        assert!(
+            blob.requests.lock().expect("lock").is_empty(),
+            "first was prefetched"
+        );
+        runtime
+            .block_on(layer.read(second, 0, 10))
+            .expect("read second");
+        assert!(
+            !blob.requests.lock().expect("lock").is_empty(),
+            "second is fetched on demand"
+        );
+
+        let (layer, blob) = prefetch_fixture(&runtime, false);
+        assert!(
+            start_prefetch(&layer, runtime.handle()).is_none(),
+            "no landmark"
+        );
+        assert!(blob.requests.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn fuse_config_parses() {
+        let cases: &[(&str, &str, Option<FuseConfig>)] = &[
+            ("empty", "", Some(FuseConfig::default())),
+            (
+                "timeout fraction",
+                "mount_timeout = 0.5\nallow_other = false",
+                Some(FuseConfig {
+                    mount_timeout: Duration::from_millis(500),
+                    allow_other: false,
+                    ..FuseConfig::default()
+                }),
+            ),
+            ("negative timeout", "mount_timeout = -1", None),
+            ("unknown key", "thread = 1", None),
+        ];
+        for (name, text, want) in cases {
+            let got = toml::from_str::<FuseConfig>(text).ok();
+            assert_eq!(&got, want, "{name}");
+        }
+    }
+}

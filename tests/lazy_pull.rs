@@ -1,0 +1,277 @@
+//! Lazy pulling end to end: an image built here, converted to eStargz with our converter
+//! and pushed to a local docker-registry, is pulled with `ctr-remote image rpull` through
+//! containerd and our daemon, and run with `ctr run`. Its layers become remote snapshots
+//! and the registry serves only a small part of the image. A plain gzip image falls back
+//! to an ordinary pull and runs too.
+
+mod common;
+use common::Daemon;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use estargz::Digest;
+use estargz_convert::client::{build_client, TransportOptions};
+use estargz_convert::convert::{convert, ConvertOptions, Endpoints};
+use estargz_convert::location::Location;
+use estargz_convert::platform::PlatformFilter;
+use estargz_convert::progress::{Mode, Progress};
+use estargz_convert::record::Prioritized;
+use estargz_convert::store::Store;
+use testkit::{unique_id, BuiltImage, Containerd, ContainerdOptions, DataFile, Registry};
+
+const SMALL_FILE: &str = "/data/small.txt";
+const SMALL_TEXT: &str = "read lazily through FUSE";
+/// The remote label as `ctr snapshots info` prints it (other labels share its prefix).
+const REMOTE_LABEL: &str = "\"containerd.io/snapshot/remote\": \"remote snapshot\"";
+
+/// busybox, a small text file and 24 MiB of incompressible data.
+fn image_with_data() -> BuiltImage {
+    let mut small = testkit::LayerBuilder::new();
+    small.dir("data", 0o755).unwrap();
+    small
+        .file("data/small.txt", SMALL_TEXT.as_bytes(), 0o644)
+        .unwrap();
+    let big = [
+        DataFile::new("data/big/one.bin", 8 << 20, 0),
+        DataFile::new("data/big/two.bin", 8 << 20, 0),
+        DataFile::new("data/big/three.bin", 8 << 20, 0),
+    ];
+    testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(testkit::data_layer(&big, 7).unwrap())
+        .layer(small.finish().unwrap())
+        .cmd(&["/bin/cat", SMALL_FILE])
+        .build()
+        .unwrap()
+}
+
+/// Converts `src` to eStargz at `dst` (both in a registry) with the converter library.
+fn convert_to_estargz(src: &str, dst: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let src: Location = src.parse().unwrap();
+        let dst: Location = dst.parse().unwrap();
+        let references: Vec<_> = [&src, &dst]
+            .into_iter()
+            .filter_map(|l| match l {
+                Location::Registry(r) => Some(r),
+                Location::Layout { .. } => None,
+            })
+            .collect();
+        let transport = TransportOptions {
+            plain_http: true,
+            ..TransportOptions::default()
+        };
+        let client = build_client(&transport, &references).await.unwrap();
+        let src_store = Store::source(&src, &client).unwrap();
+        let dst_store = Store::destination(&dst, &client).unwrap();
+        let options = ConvertOptions {
+            compression: estargz::Compression::DEFAULT_GZIP,
+            chunk_size: estargz::writer::DEFAULT_CHUNK_SIZE,
+            force: false,
+            platforms: PlatformFilter::default(),
+            prioritized: Prioritized::default(),
+            layer_jobs: 1,
+            writer_threads: 1,
+        };
+        let endpoints = Endpoints {
+            src: &src_store,
+            dst: &dst_store,
+            destination_name: dst.to_string(),
+            work_dir: work.path(),
+        };
+        let progress = Progress::new(Mode::Log);
+        let cancel = Arc::new(AtomicBool::new(false));
+        convert(endpoints, &options, &progress, cancel)
+            .await
+            .unwrap();
+    });
+}
+
+/// Digests and total size of the layers of `name:tag`.
+fn layers_of(registry: &Registry, name: &str, tag: &str) -> (BTreeSet<Digest>, u64) {
+    let manifest = registry.client().get_manifest(name, tag).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
+    let mut digests = BTreeSet::new();
+    let mut size = 0;
+    for layer in json["layers"].as_array().unwrap() {
+        digests.insert(layer["digest"].as_str().unwrap().parse().unwrap());
+        size += layer["size"].as_u64().unwrap();
+    }
+    (digests, size)
+}
+
+/// Bytes of `blobs` the registry served in GET responses, from its access log.
+fn blob_bytes_served(log: &str, blobs: &BTreeSet<Digest>) -> u64 {
+    log.lines()
+        .filter(|line| line.contains("\"GET /v2/"))
+        .filter(|line| blobs.iter().any(|d| line.contains(&d.to_string())))
+        .filter_map(|line| {
+            // ... "GET /v2/<name>/blobs/<digest> HTTP/1.1" 206 12345 "..." "..."
+            let after_request = line.split("HTTP/1.1\" ").nth(1)?;
+            let mut fields = after_request.split_whitespace();
+            let _status = fields.next()?;
+            fields.next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn proxy_plugin(socket: &Path) -> String {
+    format!(
+        "\n[proxy_plugins]\n  [proxy_plugins.stargz]\n    type = \"snapshot\"\n    address = \"{}\"\n",
+        socket.display()
+    )
+}
+
+/// Committed snapshot keys of the stargz snapshotter, and how many carry the remote label.
+fn committed_snapshots(containerd: &Containerd) -> (usize, usize) {
+    let listed = containerd
+        .ctr(["snapshots", "--snapshotter", "stargz", "ls"])
+        .unwrap()
+        .stdout;
+    let keys: Vec<String> = listed
+        .lines()
+        .skip(1)
+        .filter(|line| line.contains("Committed"))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let remote = keys
+        .iter()
+        .filter(|key| {
+            let info = containerd
+                .ctr(["snapshots", "--snapshotter", "stargz", "info", key.as_str()])
+                .unwrap()
+                .stdout;
+            info.contains(REMOTE_LABEL)
+        })
+        .count();
+    (keys.len(), remote)
+}
+
+fn rpull_and_run(containerd: &Containerd, reference: &str) -> String {
+    containerd
+        .ctr_remote([
+            "image",
+            "rpull",
+            "--plain-http",
+            "--snapshotter",
+            "stargz",
+            reference,
+        ])
+        .unwrap();
+    let id = unique_id("lazy");
+    let run = ["run", "--rm", "--snapshotter", "stargz", reference, &id];
+    containerd.ctr(run).unwrap().stdout
+}
+
+/// Fields drop in order: containerd, the daemon, the registry, then the directory.
+struct Stack {
+    containerd: Containerd,
+    daemon: Daemon,
+    registry: Registry,
+    dir: tempfile::TempDir,
+}
+
+fn start_stack() -> Stack {
+    let registry = Registry::start().unwrap();
+    // Short path: the socket must fit in sun_path.
+    let dir = tempfile::Builder::new().prefix("lazy-").tempdir().unwrap();
+    let config = format!("[remote]\nplain_http = [\"{}\"]\n", registry.host());
+    let daemon = Daemon::start_with_config(dir.path(), &config);
+    let containerd = Containerd::start_with(ContainerdOptions {
+        extra_config: proxy_plugin(&daemon.socket),
+    })
+    .unwrap();
+    Stack {
+        containerd,
+        daemon,
+        registry,
+        dir,
+    }
+}
+
+/// FUSE layer mounts under `dir` (other tests may mount elsewhere at the same time).
+fn fuse_mounts_under(dir: &Path) -> usize {
+    testkit::mounts::mounts_under(&dir.join("root/snapshots"))
+        .unwrap()
+        .len()
+}
+
+impl Drop for Stack {
+    /// A failed test kills the daemon without unmounting: clean up so the directory can go.
+    fn drop(&mut self) {
+        self.daemon.kill();
+        let _ = testkit::mounts::unmount_all_under(self.dir.path());
+    }
+}
+
+#[test]
+fn estargz_image_is_pulled_lazily_and_runs() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let mut stack = start_stack();
+    let registry = &stack.registry;
+    let plain = registry
+        .push("lazy/app", "plain", &image_with_data())
+        .unwrap();
+    let reference = registry.reference("lazy/app", "esgz");
+    convert_to_estargz(&plain, &reference);
+    let (blobs, image_size) = layers_of(registry, "lazy/app", "esgz");
+    let log_path = registry.log_path();
+    let log_start = std::fs::read_to_string(&log_path).unwrap().len();
+
+    let out = rpull_and_run(&stack.containerd, &reference);
+
+    assert_eq!(out.trim(), SMALL_TEXT, "{}", stack.daemon.log_text());
+    let (committed, remote) = committed_snapshots(&stack.containerd);
+    assert_eq!(committed, 3, "{}", stack.daemon.log_text());
+    assert_eq!(remote, 3, "every layer is a remote snapshot");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let served = blob_bytes_served(&log[log_start..], &blobs);
+    eprintln!("registry served {served} of {image_size} layer bytes");
+    assert!(served > 0, "no blob reads in the registry log:\n{log}");
+    assert!(
+        served * 2 < image_size,
+        "registry served {served} of {image_size} layer bytes"
+    );
+    assert_eq!(
+        fuse_mounts_under(stack.dir.path()),
+        3,
+        "layers are FUSE mounts"
+    );
+
+    assert!(stack.daemon.signal("-TERM").success());
+    assert_eq!(
+        fuse_mounts_under(stack.dir.path()),
+        0,
+        "FUSE mounts left after shutdown: {}",
+        stack.daemon.log_text()
+    );
+}
+
+#[test]
+fn plain_gzip_image_falls_back_and_runs() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = start_stack();
+    let reference = stack
+        .registry
+        .push("lazy/plain", "v1", &image_with_data())
+        .unwrap();
+
+    let out = rpull_and_run(&stack.containerd, &reference);
+
+    assert_eq!(out.trim(), SMALL_TEXT, "{}", stack.daemon.log_text());
+    let (committed, remote) = committed_snapshots(&stack.containerd);
+    assert_eq!(committed, 3);
+    assert_eq!(remote, 0, "plain gzip layers are never remote");
+    assert!(
+        stack.daemon.log_text().contains("no lazy pull"),
+        "the fallback is logged: {}",
+        stack.daemon.log_text()
+    );
+}
