@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Demo: build an image in code, push it to a local registry, convert it to eStargz with
-# estargz-convert, show the converted layers, then pull and run it with containerd.
+# estargz-convert, check the TOC digests with the reference ctr-remote, then pull it lazily
+# through estargz-snapshotter (containerd proxy plugin "stargz") and run it: the layers are
+# mounted through FUSE and only the bytes the container reads come from the registry.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -9,19 +11,35 @@ source scripts/lib.sh
 bash scripts/install-deps.sh
 
 log "build release binaries"
-cargo build --release -p estargz-convert
+cargo build --release -p estargz-convert -p estargz-snapshotter
 cargo build --release -p testkit --example make-image
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 CONVERT=$TARGET/estargz-convert
+SNAPSHOTTER=$TARGET/estargz-snapshotter
 MAKE_IMAGE=$TARGET/examples/make-image
 
 WORK=$(mktemp -d /tmp/esgz-demo.XXXXXX)
 trap cleanup EXIT
 
-log "start docker-registry and containerd under $WORK"
+log "start docker-registry, estargz-snapshotter and containerd under $WORK"
 start_registry
-start_containerd
-echo "registry: $REGISTRY   containerd: $CONTAINERD_SOCK"
+mkdir -p "$WORK/snapshotter"
+SNAPSHOTTER_SOCK=$WORK/snapshotter/snapshotter.sock
+cat >"$WORK/snapshotter/config.toml" <<TOML
+root = "$WORK/snapshotter/root"
+address = "$SNAPSHOTTER_SOCK"
+[remote]
+plain_http = ["$REGISTRY"]
+TOML
+"$SNAPSHOTTER" --config "$WORK/snapshotter/config.toml" >"$WORK/snapshotter/log" 2>&1 &
+SNAPSHOTTER_PID=$!
+wait_for 30 "snapshotter socket" test -S "$SNAPSHOTTER_SOCK" ||
+  { tail -20 "$WORK/snapshotter/log"; die "estargz-snapshotter did not start"; }
+start_containerd "[proxy_plugins]
+  [proxy_plugins.stargz]
+    type = \"snapshot\"
+    address = \"$SNAPSHOTTER_SOCK\""
+echo "registry: $REGISTRY   snapshotter: $SNAPSHOTTER_SOCK   containerd: $CONTAINERD_SOCK"
 
 SRC=$REGISTRY/demo:v1
 DST=$REGISTRY/demo:esgz
@@ -40,10 +58,8 @@ jq -r '.layers[] | [.digest, (.size|tostring),
   (.annotations["containerd.io/snapshot/stargz/toc.digest"] // "-")] | @tsv' <<<"$manifest" |
   while IFS=$'\t' read -r digest size toc; do printf '%-73s %10s  %s\n' "$digest" "$size" "$toc"; done
 
-log "pull $DST with ctr-remote"
+log "reference check: ctr-remote image get-toc-digest equals our annotation (after a normal pull)"
 ctr_remote image pull --plain-http "$DST" >/dev/null
-
-log "check TOC digests with ctr-remote image get-toc-digest"
 jq -r '.layers[] | [.digest, (.annotations["containerd.io/snapshot/stargz/toc.digest"] // "")] | @tsv' \
   <<<"$manifest" | while IFS=$'\t' read -r digest toc; do
     theirs=$(ctr_remote image get-toc-digest "$digest")
@@ -51,9 +67,29 @@ jq -r '.layers[] | [.digest, (.annotations["containerd.io/snapshot/stargz/toc.di
     echo "$digest ok"
   done
 
-log "run it: ctr run --rm $DST"
-output=$(ctr_ run --rm "$DST" demo-run)
+log "lazy pull: ctr-remote image rpull --snapshotter stargz $DST (namespace lazy)"
+lazy() { /usr/bin/ctr --address "$CONTAINERD_SOCK" --namespace lazy "$@"; }
+log_lines_before=$(wc -l <"$WORK/registry/log")
+/usr/bin/ctr-remote --address "$CONTAINERD_SOCK" --namespace lazy \
+  image rpull --plain-http --snapshotter stargz "$DST" >/dev/null
+echo "FUSE mounts of lazily pulled layers:"
+grep -c " fuse.estargz " /proc/self/mountinfo || die "no layer is mounted through FUSE"
+lazy snapshots --snapshotter stargz ls
+remote=$(lazy snapshots --snapshotter stargz ls | awk 'NR > 1 && $NF == "Committed" { print $1 }' |
+  while read -r key; do lazy snapshots --snapshotter stargz info "$key"; done |
+  grep -c '"containerd.io/snapshot/remote": "remote snapshot"' || true)
+echo "committed snapshots labelled remote: $remote"
+[[ "$remote" -gt 0 ]] || die "no snapshot was mounted lazily (see $WORK/snapshotter/log)"
+
+log "run it: ctr run --snapshotter stargz --rm $DST"
+output=$(lazy run --rm --snapshotter stargz "$DST" demo-run)
 echo "$output"
 grep -q "hello from an estargz image" <<<"$output" || die "unexpected container output"
+
+total=$(jq '[.layers[].size] | add' <<<"$manifest")
+served=$(tail -n +"$((log_lines_before + 1))" "$WORK/registry/log" |
+  grep '"GET /v2/demo/blobs/' | sed -n 's/.*HTTP\/1.1" [0-9]* \([0-9]*\) .*/\1/p' |
+  awk '{ s += $1 } END { print s + 0 }')
+echo "registry served $served of $total layer bytes for the lazy pull and run"
 
 log "demo finished"

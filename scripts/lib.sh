@@ -95,6 +95,8 @@ stop_pid() {
 # cleanup: stop what we started, unmount everything under $WORK (deepest first), remove it.
 cleanup() {
   [[ -n "${CONTAINERD_PID:-}" ]] && stop_pid "$CONTAINERD_PID"
+  # The snapshotter unmounts its FUSE layers on SIGTERM.
+  [[ -n "${SNAPSHOTTER_PID:-}" ]] && stop_pid "$SNAPSHOTTER_PID"
   [[ -n "${REGISTRY_PID:-}" ]] && stop_pid "$REGISTRY_PID"
   if [[ -n "${WORK:-}" && -d "$WORK" ]]; then
     awk -v root="$WORK" '$5 == root || index($5, root "/") == 1 { print $5 }' /proc/self/mountinfo |
