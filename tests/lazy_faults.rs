@@ -1,0 +1,367 @@
+//! Fault handling of lazily served layers, driven over gRPC against the real daemon and a
+//! real docker-registry: a TOC digest label that does not match falls back to an ordinary
+//! pull, and a registry stopped while a file is read gives EIO in bounded time, then
+//! recovers once the registry is back.
+
+mod common;
+use common::Daemon;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use estargz_convert::client::{build_client, TransportOptions};
+use estargz_convert::convert::{convert, ConvertOptions, Endpoints};
+use estargz_convert::location::Location;
+use estargz_convert::platform::PlatformFilter;
+use estargz_convert::progress::{Mode, Progress};
+use estargz_convert::record::Prioritized;
+use estargz_convert::store::Store;
+use estargz_snapshotter::grpc::NAMESPACE_HEADER;
+use estargz_snapshotter::proto::snapshots as pb;
+use estargz_snapshotter::proto::snapshots::snapshots_client::SnapshotsClient;
+use hyper_util::rt::TokioIo;
+use testkit::Registry;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+
+const NS: &str = "faults";
+const SMALL_TEXT: &str = "served lazily despite faults";
+/// Seconds a read may take before it fails (kept short so the fault test is quick).
+const READ_TIMEOUT_SECS: u64 = 3;
+const REMOTE_LABEL: &str = "containerd.io/snapshot/remote";
+const WRONG_TOC: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One layer: a small text file and 3 MiB of pseudo-random data (several chunks).
+fn data_image() -> testkit::BuiltImage {
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    layer
+        .file("data/small.txt", SMALL_TEXT.as_bytes(), 0o644)
+        .unwrap();
+    layer.file("data/big.bin", &big_bytes(), 0o644).unwrap();
+    testkit::ImageBuilder::new()
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/true"])
+        .build()
+        .unwrap()
+}
+
+/// Deterministic, poorly compressible bytes (an xorshift stream).
+fn big_bytes() -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..3 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Converts `src` to eStargz at `dst` (both in a registry) with the converter library.
+fn convert_to_estargz(src: &str, dst: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let src: Location = src.parse().unwrap();
+        let dst: Location = dst.parse().unwrap();
+        let references: Vec<_> = [&src, &dst]
+            .into_iter()
+            .filter_map(|l| match l {
+                Location::Registry(r) => Some(r),
+                Location::Layout { .. } => None,
+            })
+            .collect();
+        let transport = TransportOptions {
+            plain_http: true,
+            ..TransportOptions::default()
+        };
+        let client = build_client(&transport, &references).await.unwrap();
+        let src_store = Store::source(&src, &client).unwrap();
+        let dst_store = Store::destination(&dst, &client).unwrap();
+        let options = ConvertOptions {
+            compression: estargz::Compression::DEFAULT_GZIP,
+            chunk_size: estargz::writer::DEFAULT_CHUNK_SIZE,
+            force: false,
+            platforms: PlatformFilter::default(),
+            prioritized: Prioritized::default(),
+            layer_jobs: 1,
+            writer_threads: 1,
+        };
+        let endpoints = Endpoints {
+            src: &src_store,
+            dst: &dst_store,
+            destination_name: dst.to_string(),
+            work_dir: work.path(),
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        convert(endpoints, &options, &Progress::new(Mode::Log), cancel)
+            .await
+            .unwrap();
+    });
+}
+
+/// The eStargz layer a test serves: where it is and what its labels must say.
+struct Layer {
+    reference: String,
+    manifest_digest: String,
+    digest: String,
+    toc_digest: String,
+}
+
+fn pushed_estargz_layer(registry: &Registry) -> Layer {
+    let plain = registry.push("faults/app", "plain", &data_image()).unwrap();
+    let reference = registry.reference("faults/app", "esgz");
+    convert_to_estargz(&plain, &reference);
+    let manifest = registry
+        .client()
+        .get_manifest("faults/app", "esgz")
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
+    let layer = &json["layers"][0];
+    let toc = &layer["annotations"][estargz::TOC_DIGEST_ANNOTATION];
+    Layer {
+        reference,
+        manifest_digest: manifest.digest.to_string(),
+        digest: layer["digest"].as_str().unwrap().to_owned(),
+        toc_digest: toc.as_str().unwrap().to_owned(),
+    }
+}
+
+/// The labels the CRI plugin (and nerdctl) put on a layer's Prepare: this exercises the
+/// `containerd.io/snapshot/cri.*` family, not ctr-remote's.
+fn cri_labels(layer: &Layer, target: &str, toc_digest: &str) -> HashMap<String, String> {
+    [
+        ("containerd.io/snapshot.ref", target),
+        ("containerd.io/snapshot/cri.image-ref", &layer.reference),
+        ("containerd.io/snapshot/cri.layer-digest", &layer.digest),
+        (
+            "containerd.io/snapshot/cri.manifest-digest",
+            &layer.manifest_digest,
+        ),
+        (estargz::TOC_DIGEST_ANNOTATION, toc_digest),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+async fn client(socket: &Path) -> SnapshotsClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let socket = socket.to_path_buf();
+        let connected = Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    tokio::net::UnixStream::connect(socket)
+                        .await
+                        .map(TokioIo::new)
+                }
+            }))
+            .await;
+        match connected {
+            Ok(channel) => return SnapshotsClient::new(channel),
+            Err(e) if Instant::now() > deadline => panic!("daemon never answered: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn req<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(NAMESPACE_HEADER, NS.parse().unwrap());
+    request
+}
+
+async fn prepare(
+    c: &mut SnapshotsClient<Channel>,
+    key: &str,
+    labels: HashMap<String, String>,
+) -> Result<Vec<estargz_snapshotter::proto::types::Mount>, tonic::Status> {
+    let r = c
+        .prepare(req(pb::PrepareSnapshotRequest {
+            key: key.into(),
+            labels,
+            ..Default::default()
+        }))
+        .await?;
+    Ok(r.into_inner().mounts)
+}
+
+/// Registry, daemon and directory; a failed test still leaves no FUSE mount behind.
+struct Stack {
+    daemon: Daemon,
+    registry: Registry,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn start() -> Stack {
+        let registry = Registry::start().unwrap();
+        // Short path: the socket must fit in sun_path.
+        let dir = tempfile::Builder::new().prefix("flt-").tempdir().unwrap();
+        let config = format!(
+            "[remote]\nplain_http = [\"{}\"]\n[layer]\nread_timeout = {READ_TIMEOUT_SECS}\n",
+            registry.host()
+        );
+        let daemon = Daemon::start_with_config(dir.path(), &config);
+        Stack {
+            daemon,
+            registry,
+            dir,
+        }
+    }
+
+    fn fuse_mounts(&self) -> Vec<PathBuf> {
+        testkit::mounts::mounts_under(&self.dir.path().join("root/snapshots")).unwrap()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.daemon.kill();
+        let _ = testkit::mounts::unmount_all_under(self.dir.path());
+    }
+}
+
+/// Reads `path` on another thread; `None` when it did not finish within `limit`.
+fn read_within(path: PathBuf, limit: Duration) -> Option<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(path));
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn toc_digest_mismatch_falls_back_and_right_labels_serve_remote() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let mut stack = Stack::start();
+    let layer = pushed_estargz_layer(&stack.registry);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(client(&stack.daemon.socket));
+
+    let wrong = cri_labels(&layer, "layer-wrong", WRONG_TOC);
+    let mounts = rt
+        .block_on(prepare(&mut c, "extract-wrong", wrong))
+        .unwrap();
+    assert!(!mounts.is_empty(), "fallback answers ordinary mounts");
+    let log = stack.daemon.log_text();
+    assert!(log.contains("no lazy pull"), "fallback is logged: {log}");
+    assert!(
+        stack.fuse_mounts().is_empty(),
+        "nothing mounted on fallback"
+    );
+
+    let right = cri_labels(&layer, "layer-right", &layer.toc_digest);
+    let status = rt
+        .block_on(prepare(&mut c, "extract-right", right))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    let stat = c.stat(req(pb::StatSnapshotRequest {
+        key: "layer-right".into(),
+        ..Default::default()
+    }));
+    let info = rt.block_on(stat).unwrap().into_inner().info.unwrap();
+    assert!(info.labels.contains_key(REMOTE_LABEL), "{:?}", info.labels);
+    let mounted = stack.fuse_mounts();
+    assert_eq!(mounted.len(), 1, "one FUSE layer mount");
+    let small = std::fs::read_to_string(mounted[0].join("data/small.txt")).unwrap();
+    assert_eq!(small, SMALL_TEXT);
+
+    assert!(stack.daemon.signal("-TERM").success());
+    assert!(
+        stack.fuse_mounts().is_empty(),
+        "FUSE mount left at shutdown"
+    );
+}
+
+#[test]
+fn registry_down_gives_eio_in_bounded_time_then_recovers() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let mut stack = Stack::start();
+    let layer = pushed_estargz_layer(&stack.registry);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(client(&stack.daemon.socket));
+    let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
+    let status = rt
+        .block_on(prepare(&mut c, "extract-1", labels))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    let mounted = stack.fuse_mounts();
+    assert_eq!(mounted.len(), 1, "{}", stack.daemon.log_text());
+    let big = mounted[0].join("data/big.bin");
+
+    stack.registry.stop();
+    let started = Instant::now();
+    let bound = Duration::from_secs(READ_TIMEOUT_SECS * 4 + 10);
+    let failed = read_within(big.clone(), bound).expect("read hung with the registry down");
+    let error = failed.expect_err("read served bytes with the registry down");
+    assert_eq!(error.raw_os_error(), Some(libc_eio()), "{error}");
+    eprintln!("EIO after {:?}", started.elapsed());
+
+    stack.registry.start_again().unwrap();
+    let bytes = read_within(big, bound)
+        .expect("read hung after restart")
+        .unwrap();
+    assert!(bytes == big_bytes(), "bytes after recovery differ");
+}
+
+/// EIO on Linux.
+fn libc_eio() -> i32 {
+    5
+}
+
+/// Flips one byte in the middle of `digest`'s blob as the registry stores it on disk: the
+/// middle of this layer is inside the compressed chunks of `data/big.bin`, far from the
+/// TOC and footer at the end and from the tiny `data/small.txt`.
+fn corrupt_middle_of_blob(registry: &Registry, digest: &str) {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let path = registry
+        .storage_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn corrupted_chunk_gives_eio_never_wrong_bytes() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = Stack::start();
+    let layer = pushed_estargz_layer(&stack.registry);
+    corrupt_middle_of_blob(&stack.registry, &layer.digest);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(client(&stack.daemon.socket));
+    let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
+    let status = rt
+        .block_on(prepare(&mut c, "extract-1", labels))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    let mounted = stack.fuse_mounts();
+    assert_eq!(mounted.len(), 1, "{}", stack.daemon.log_text());
+
+    let bound = Duration::from_secs(READ_TIMEOUT_SECS * 4 + 10);
+    let big = read_within(mounted[0].join("data/big.bin"), bound).expect("read hung");
+    let error = big.expect_err("a corrupted chunk was served");
+    assert_eq!(error.raw_os_error(), Some(libc_eio()), "{error}");
+    // Twice: a failed chunk is not cached as good.
+    let again = read_within(mounted[0].join("data/big.bin"), bound).expect("read hung");
+    assert!(
+        again.is_err(),
+        "a corrupted chunk was served on the second read"
+    );
+    let small = std::fs::read_to_string(mounted[0].join("data/small.txt")).unwrap();
+    assert_eq!(small, SMALL_TEXT, "other files read fine");
+}
