@@ -5,14 +5,12 @@
 //!
 //! Run as root: `cargo bench --bench snapshots`. Prints a table with the ratios.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use estargz_snapshotter::grpc::NAMESPACE_HEADER;
 use estargz_snapshotter::proto::snapshots as pb;
 use estargz_snapshotter::proto::snapshots::snapshots_client::SnapshotsClient;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Request;
 
 #[path = "../tests/common/mod.rs"]
@@ -102,7 +100,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn measure(target: &Target) -> Timings {
-    let mut client = connect(&target.socket).await;
+    let mut client = common::grpc::connect(&target.socket).await;
     let mut chains = Vec::new();
     let mut tops = Vec::new();
     for round in 0..ROUNDS {
@@ -170,25 +168,5 @@ fn gc_root() -> std::collections::HashMap<String, String> {
 }
 
 fn request<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(NAMESPACE_HEADER, NAMESPACE.parse().expect("ascii"));
-    request
-}
-
-async fn connect(socket: &Path) -> SnapshotsClient<Channel> {
-    let socket = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
-        .await
-        .expect("connect");
-    SnapshotsClient::new(channel)
+    common::grpc::in_namespace(message, NAMESPACE)
 }

@@ -3,6 +3,7 @@
 //! restarted and the same image runs again from the persisted snapshots.
 
 mod common;
+use common::stack::proxy_plugin;
 use common::Daemon;
 
 use std::time::{Duration, Instant};
@@ -10,13 +11,6 @@ use std::time::{Duration, Instant};
 use testkit::{unique_id, Containerd, ContainerdOptions, Registry};
 
 const GREETING: &str = "hello from the stargz snapshotter";
-
-fn proxy_plugin(socket: &std::path::Path) -> String {
-    format!(
-        "\n[proxy_plugins]\n  [proxy_plugins.stargz]\n    type = \"snapshot\"\n    address = \"{}\"\n",
-        socket.display()
-    )
-}
 
 fn run_once(containerd: &Containerd, reference: &str) -> Result<String, testkit::ToolError> {
     let id = unique_id("stargz-run");

@@ -5,11 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use estargz_snapshotter::grpc::NAMESPACE_HEADER;
 use estargz_snapshotter::proto::snapshots as pb;
 use estargz_snapshotter::proto::snapshots::snapshots_client::SnapshotsClient;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 const NS: &str = "it";
@@ -20,38 +18,12 @@ use common::Daemon;
 
 /// Connects to the daemon's socket, retrying while it starts listening.
 async fn client(daemon: &Daemon) -> SnapshotsClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match connect(&daemon.socket).await {
-            Ok(client) => return client,
-            Err(e) if Instant::now() > deadline => panic!("daemon never answered: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-async fn connect(socket: &Path) -> Result<SnapshotsClient<Channel>, tonic::transport::Error> {
-    let socket = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
-        .await?;
-    Ok(SnapshotsClient::new(channel))
+    common::grpc::connect(&daemon.socket).await
 }
 
 /// A request in namespace [`NS`].
 fn req<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(NAMESPACE_HEADER, NS.parse().unwrap());
-    request
+    common::grpc::in_namespace(message, NS)
 }
 
 fn labels(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {

@@ -4,16 +4,13 @@
 //! `ctr-remote image rpull --snapshotter stargz` and runs with `ctr run`.
 
 mod common;
+use common::stack::{committed_snapshots, proxy_plugin};
 use common::Daemon;
-
-use std::path::Path;
 
 use testkit::{unique_id, Containerd, ContainerdOptions, Registry};
 
 const SMALL_FILE: &str = "/data/small.txt";
 const SMALL_TEXT: &str = "converted by the reference, served by us";
-/// The remote label as `ctr snapshots info` prints it.
-const REMOTE_LABEL: &str = "\"containerd.io/snapshot/remote\": \"remote snapshot\"";
 
 /// busybox, a small text file and 4 MiB of data.
 fn image() -> testkit::BuiltImage {
@@ -45,35 +42,6 @@ fn convert_with_reference(src: &str, dst: &str) {
     helper
         .ctr_remote(["image", "push", "--plain-http", dst])
         .unwrap();
-}
-
-fn proxy_plugin(socket: &Path) -> String {
-    format!(
-        "\n[proxy_plugins]\n  [proxy_plugins.stargz]\n    type = \"snapshot\"\n    address = \"{}\"\n",
-        socket.display()
-    )
-}
-
-/// Committed snapshot keys of the stargz snapshotter, and how many carry the remote label.
-fn committed_snapshots(containerd: &Containerd) -> (usize, usize) {
-    let listed = containerd
-        .ctr(["snapshots", "--snapshotter", "stargz", "ls"])
-        .unwrap()
-        .stdout;
-    let keys: Vec<String> = listed
-        .lines()
-        .skip(1)
-        .filter(|line| line.contains("Committed"))
-        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
-        .collect();
-    let remote = keys
-        .iter()
-        .filter(|key| {
-            let args = ["snapshots", "--snapshotter", "stargz", "info", key.as_str()];
-            containerd.ctr(args).unwrap().stdout.contains(REMOTE_LABEL)
-        })
-        .count();
-    (keys.len(), remote)
 }
 
 /// Fields drop in order: containerd, the daemon, the registry, then the directory.

@@ -4,27 +4,17 @@
 //! recovers once the registry is back.
 
 mod common;
+use common::stack::convert_to_estargz;
 use common::Daemon;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use estargz_convert::client::{build_client, TransportOptions};
-use estargz_convert::convert::{convert, ConvertOptions, Endpoints};
-use estargz_convert::location::Location;
-use estargz_convert::platform::PlatformFilter;
-use estargz_convert::progress::{Mode, Progress};
-use estargz_convert::record::Prioritized;
-use estargz_convert::store::Store;
-use estargz_snapshotter::grpc::NAMESPACE_HEADER;
 use estargz_snapshotter::proto::snapshots as pb;
 use estargz_snapshotter::proto::snapshots::snapshots_client::SnapshotsClient;
-use hyper_util::rt::TokioIo;
 use testkit::Registry;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 const NS: &str = "faults";
@@ -60,49 +50,6 @@ fn big_bytes() -> Vec<u8> {
             state as u8
         })
         .collect()
-}
-
-/// Converts `src` to eStargz at `dst` (both in a registry) with the converter library.
-fn convert_to_estargz(src: &str, dst: &str) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    runtime.block_on(async {
-        let src: Location = src.parse().unwrap();
-        let dst: Location = dst.parse().unwrap();
-        let references: Vec<_> = [&src, &dst]
-            .into_iter()
-            .filter_map(|l| match l {
-                Location::Registry(r) => Some(r),
-                Location::Layout { .. } => None,
-            })
-            .collect();
-        let transport = TransportOptions {
-            plain_http: true,
-            ..TransportOptions::default()
-        };
-        let client = build_client(&transport, &references).await.unwrap();
-        let src_store = Store::source(&src, &client).unwrap();
-        let dst_store = Store::destination(&dst, &client).unwrap();
-        let options = ConvertOptions {
-            compression: estargz::Compression::DEFAULT_GZIP,
-            chunk_size: estargz::writer::DEFAULT_CHUNK_SIZE,
-            force: false,
-            platforms: PlatformFilter::default(),
-            prioritized: Prioritized::default(),
-            layer_jobs: 1,
-            writer_threads: 1,
-        };
-        let endpoints = Endpoints {
-            src: &src_store,
-            dst: &dst_store,
-            destination_name: dst.to_string(),
-            work_dir: work.path(),
-        };
-        let cancel = Arc::new(AtomicBool::new(false));
-        convert(endpoints, &options, &Progress::new(Mode::Log), cancel)
-            .await
-            .unwrap();
-    });
 }
 
 /// The eStargz layer a test serves: where it is and what its labels must say.
@@ -150,34 +97,8 @@ fn cri_labels(layer: &Layer, target: &str, toc_digest: &str) -> HashMap<String, 
     .collect()
 }
 
-async fn client(socket: &Path) -> SnapshotsClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let socket = socket.to_path_buf();
-        let connected = Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    tokio::net::UnixStream::connect(socket)
-                        .await
-                        .map(TokioIo::new)
-                }
-            }))
-            .await;
-        match connected {
-            Ok(channel) => return SnapshotsClient::new(channel),
-            Err(e) if Instant::now() > deadline => panic!("daemon never answered: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 fn req<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(NAMESPACE_HEADER, NS.parse().unwrap());
-    request
+    common::grpc::in_namespace(message, NS)
 }
 
 async fn prepare(
@@ -246,7 +167,7 @@ fn toc_digest_mismatch_falls_back_and_right_labels_serve_remote() {
     let mut stack = Stack::start();
     let layer = pushed_estargz_layer(&stack.registry);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut c = rt.block_on(client(&stack.daemon.socket));
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
 
     let wrong = cri_labels(&layer, "layer-wrong", WRONG_TOC);
     let mounts = rt
@@ -289,7 +210,7 @@ fn registry_down_gives_eio_in_bounded_time_then_recovers() {
     let mut stack = Stack::start();
     let layer = pushed_estargz_layer(&stack.registry);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut c = rt.block_on(client(&stack.daemon.socket));
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
     let status = rt
         .block_on(prepare(&mut c, "extract-1", labels))
@@ -343,7 +264,7 @@ fn corrupted_chunk_gives_eio_never_wrong_bytes() {
     let layer = pushed_estargz_layer(&stack.registry);
     corrupt_middle_of_blob(&stack.registry, &layer.digest);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut c = rt.block_on(client(&stack.daemon.socket));
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
     let status = rt
         .block_on(prepare(&mut c, "extract-1", labels))

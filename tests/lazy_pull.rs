@@ -5,27 +5,17 @@
 //! to an ordinary pull and runs too.
 
 mod common;
+use common::stack::{committed_snapshots, convert_to_estargz, proxy_plugin};
 use common::Daemon;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use estargz::Digest;
-use estargz_convert::client::{build_client, TransportOptions};
-use estargz_convert::convert::{convert, ConvertOptions, Endpoints};
-use estargz_convert::location::Location;
-use estargz_convert::platform::PlatformFilter;
-use estargz_convert::progress::{Mode, Progress};
-use estargz_convert::record::Prioritized;
-use estargz_convert::store::Store;
 use testkit::{unique_id, BuiltImage, Containerd, ContainerdOptions, DataFile, Registry};
 
 const SMALL_FILE: &str = "/data/small.txt";
 const SMALL_TEXT: &str = "read lazily through FUSE";
-/// The remote label as `ctr snapshots info` prints it (other labels share its prefix).
-const REMOTE_LABEL: &str = "\"containerd.io/snapshot/remote\": \"remote snapshot\"";
 
 /// busybox, a small text file and 24 MiB of incompressible data.
 fn image_with_data() -> BuiltImage {
@@ -46,50 +36,6 @@ fn image_with_data() -> BuiltImage {
         .cmd(&["/bin/cat", SMALL_FILE])
         .build()
         .unwrap()
-}
-
-/// Converts `src` to eStargz at `dst` (both in a registry) with the converter library.
-fn convert_to_estargz(src: &str, dst: &str) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    runtime.block_on(async {
-        let src: Location = src.parse().unwrap();
-        let dst: Location = dst.parse().unwrap();
-        let references: Vec<_> = [&src, &dst]
-            .into_iter()
-            .filter_map(|l| match l {
-                Location::Registry(r) => Some(r),
-                Location::Layout { .. } => None,
-            })
-            .collect();
-        let transport = TransportOptions {
-            plain_http: true,
-            ..TransportOptions::default()
-        };
-        let client = build_client(&transport, &references).await.unwrap();
-        let src_store = Store::source(&src, &client).unwrap();
-        let dst_store = Store::destination(&dst, &client).unwrap();
-        let options = ConvertOptions {
-            compression: estargz::Compression::DEFAULT_GZIP,
-            chunk_size: estargz::writer::DEFAULT_CHUNK_SIZE,
-            force: false,
-            platforms: PlatformFilter::default(),
-            prioritized: Prioritized::default(),
-            layer_jobs: 1,
-            writer_threads: 1,
-        };
-        let endpoints = Endpoints {
-            src: &src_store,
-            dst: &dst_store,
-            destination_name: dst.to_string(),
-            work_dir: work.path(),
-        };
-        let progress = Progress::new(Mode::Log);
-        let cancel = Arc::new(AtomicBool::new(false));
-        convert(endpoints, &options, &progress, cancel)
-            .await
-            .unwrap();
-    });
 }
 
 /// Digests and total size of the layers of `name:tag`.
@@ -118,38 +64,6 @@ fn blob_bytes_served(log: &str, blobs: &BTreeSet<Digest>) -> u64 {
             fields.next()?.parse::<u64>().ok()
         })
         .sum()
-}
-
-fn proxy_plugin(socket: &Path) -> String {
-    format!(
-        "\n[proxy_plugins]\n  [proxy_plugins.stargz]\n    type = \"snapshot\"\n    address = \"{}\"\n",
-        socket.display()
-    )
-}
-
-/// Committed snapshot keys of the stargz snapshotter, and how many carry the remote label.
-fn committed_snapshots(containerd: &Containerd) -> (usize, usize) {
-    let listed = containerd
-        .ctr(["snapshots", "--snapshotter", "stargz", "ls"])
-        .unwrap()
-        .stdout;
-    let keys: Vec<String> = listed
-        .lines()
-        .skip(1)
-        .filter(|line| line.contains("Committed"))
-        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
-        .collect();
-    let remote = keys
-        .iter()
-        .filter(|key| {
-            let info = containerd
-                .ctr(["snapshots", "--snapshotter", "stargz", "info", key.as_str()])
-                .unwrap()
-                .stdout;
-            info.contains(REMOTE_LABEL)
-        })
-        .count();
-    (keys.len(), remote)
 }
 
 fn rpull_and_run(containerd: &Containerd, reference: &str) -> String {

@@ -1,6 +1,9 @@
 //! Shared by the integration tests: the `estargz-snapshotter` binary as a child process
 //! on its own root and socket under a test directory.
 
+pub mod grpc;
+pub mod stack;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
