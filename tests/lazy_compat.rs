@@ -4,10 +4,9 @@
 //! `ctr-remote image rpull --snapshotter stargz` and runs with `ctr run`.
 
 mod common;
-use common::stack::{committed_snapshots, proxy_plugin};
-use common::Daemon;
+use common::stack::{committed_snapshots, LazyStack};
 
-use testkit::{unique_id, Containerd, ContainerdOptions, Registry};
+use testkit::{unique_id, Containerd};
 
 const SMALL_FILE: &str = "/data/small.txt";
 const SMALL_TEXT: &str = "converted by the reference, served by us";
@@ -44,45 +43,11 @@ fn convert_with_reference(src: &str, dst: &str) {
         .unwrap();
 }
 
-/// Fields drop in order: containerd, the daemon, the registry, then the directory.
-struct Stack {
-    containerd: Containerd,
-    daemon: Daemon,
-    registry: Registry,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Stack {
-    /// A failed test kills the daemon without unmounting: clean up so the directory can go.
-    fn drop(&mut self) {
-        self.daemon.kill();
-        let _ = testkit::mounts::unmount_all_under(self.dir.path());
-    }
-}
-
-fn start_stack() -> Stack {
-    let registry = Registry::start().unwrap();
-    // Short path: the socket must fit in sun_path.
-    let dir = tempfile::Builder::new().prefix("cmp-").tempdir().unwrap();
-    let config = format!("[remote]\nplain_http = [\"{}\"]\n", registry.host());
-    let daemon = Daemon::start_with_config(dir.path(), &config);
-    let containerd = Containerd::start_with(ContainerdOptions {
-        extra_config: proxy_plugin(&daemon.socket),
-    })
-    .unwrap();
-    Stack {
-        containerd,
-        daemon,
-        registry,
-        dir,
-    }
-}
-
 #[test]
 fn reference_converted_image_is_pulled_lazily_and_runs() {
     testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
     testkit::require!(testkit::Prereq::DevFuse);
-    let mut stack = start_stack();
+    let mut stack = LazyStack::start("cmp-");
     let src = stack.registry.push("compat/src", "v1", &image()).unwrap();
     let reference = stack.registry.reference("compat/ref", "esgz");
     convert_with_reference(&src, &reference);

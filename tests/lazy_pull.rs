@@ -5,14 +5,13 @@
 //! to an ordinary pull and runs too.
 
 mod common;
-use common::stack::{committed_snapshots, convert_to_estargz, proxy_plugin};
-use common::Daemon;
+use common::stack::{committed_snapshots, convert_to_estargz, LazyStack};
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use estargz::Digest;
-use testkit::{unique_id, BuiltImage, Containerd, ContainerdOptions, DataFile, Registry};
+use testkit::{unique_id, BuiltImage, Containerd, DataFile, Registry};
 
 const SMALL_FILE: &str = "/data/small.txt";
 const SMALL_TEXT: &str = "read lazily through FUSE";
@@ -82,32 +81,6 @@ fn rpull_and_run(containerd: &Containerd, reference: &str) -> String {
     containerd.ctr(run).unwrap().stdout
 }
 
-/// Fields drop in order: containerd, the daemon, the registry, then the directory.
-struct Stack {
-    containerd: Containerd,
-    daemon: Daemon,
-    registry: Registry,
-    dir: tempfile::TempDir,
-}
-
-fn start_stack() -> Stack {
-    let registry = Registry::start().unwrap();
-    // Short path: the socket must fit in sun_path.
-    let dir = tempfile::Builder::new().prefix("lazy-").tempdir().unwrap();
-    let config = format!("[remote]\nplain_http = [\"{}\"]\n", registry.host());
-    let daemon = Daemon::start_with_config(dir.path(), &config);
-    let containerd = Containerd::start_with(ContainerdOptions {
-        extra_config: proxy_plugin(&daemon.socket),
-    })
-    .unwrap();
-    Stack {
-        containerd,
-        daemon,
-        registry,
-        dir,
-    }
-}
-
 /// FUSE layer mounts under `dir` (other tests may mount elsewhere at the same time).
 fn fuse_mounts_under(dir: &Path) -> usize {
     testkit::mounts::mounts_under(&dir.join("root/snapshots"))
@@ -115,19 +88,11 @@ fn fuse_mounts_under(dir: &Path) -> usize {
         .len()
 }
 
-impl Drop for Stack {
-    /// A failed test kills the daemon without unmounting: clean up so the directory can go.
-    fn drop(&mut self) {
-        self.daemon.kill();
-        let _ = testkit::mounts::unmount_all_under(self.dir.path());
-    }
-}
-
 #[test]
 fn estargz_image_is_pulled_lazily_and_runs() {
     testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
     testkit::require!(testkit::Prereq::DevFuse);
-    let mut stack = start_stack();
+    let mut stack = LazyStack::start("lazy-");
     let registry = &stack.registry;
     let plain = registry
         .push("lazy/app", "plain", &image_with_data())
@@ -171,7 +136,7 @@ fn estargz_image_is_pulled_lazily_and_runs() {
 fn plain_gzip_image_falls_back_and_runs() {
     testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
     testkit::require!(testkit::Prereq::DevFuse);
-    let stack = start_stack();
+    let stack = LazyStack::start("lazy-");
     let reference = stack
         .registry
         .push("lazy/plain", "v1", &image_with_data())

@@ -13,7 +13,9 @@ use estargz_convert::platform::PlatformFilter;
 use estargz_convert::progress::{Mode, Progress};
 use estargz_convert::record::Prioritized;
 use estargz_convert::store::Store;
-use testkit::Containerd;
+use testkit::{Containerd, ContainerdOptions, Registry};
+
+use super::Daemon;
 
 /// The remote label as `ctr snapshots info` prints it (other labels share its prefix).
 pub const REMOTE_LABEL: &str = "\"containerd.io/snapshot/remote\": \"remote snapshot\"";
@@ -93,4 +95,43 @@ pub fn committed_snapshots(containerd: &Containerd) -> (usize, usize) {
         })
         .count();
     (keys.len(), remote)
+}
+
+/// A docker-registry, our daemon (plain HTTP to that registry) and a containerd using the
+/// daemon as proxy plugin `stargz`. Fields drop in order: containerd, the daemon, the
+/// registry, then the directory.
+pub struct LazyStack {
+    pub containerd: Containerd,
+    pub daemon: Daemon,
+    pub registry: Registry,
+    pub dir: tempfile::TempDir,
+}
+
+impl LazyStack {
+    /// Starts the three under a fresh temp dir named with `prefix` (keep it short: the
+    /// daemon's socket path must fit in sun_path).
+    pub fn start(prefix: &str) -> LazyStack {
+        let registry = Registry::start().unwrap();
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let config = format!("[remote]\nplain_http = [\"{}\"]\n", registry.host());
+        let daemon = Daemon::start_with_config(dir.path(), &config);
+        let containerd = Containerd::start_with(ContainerdOptions {
+            extra_config: proxy_plugin(&daemon.socket),
+        })
+        .unwrap();
+        LazyStack {
+            containerd,
+            daemon,
+            registry,
+            dir,
+        }
+    }
+}
+
+impl Drop for LazyStack {
+    /// A failed test kills the daemon without unmounting: clean up so the directory can go.
+    fn drop(&mut self) {
+        self.daemon.kill();
+        let _ = testkit::mounts::unmount_all_under(self.dir.path());
+    }
 }
