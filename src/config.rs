@@ -2,12 +2,14 @@
 //! `/etc/containerd-stargz-grpc/config.toml`); command-line flags override it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::cache::CacheConfig;
 use crate::layer::LayerConfig;
 use crate::lazy::FuseConfig;
+use crate::prefetch::PrefetchConfig;
 use crate::remote::RemoteConfig;
 
 /// Default location of the configuration file.
@@ -52,6 +54,8 @@ pub struct Config {
     pub layer: LayerConfig,
     /// FUSE mounts (`[fuse]`).
     pub fuse: FuseConfig,
+    /// Prefetch at mount (`[prefetch]`).
+    pub prefetch: PrefetchConfig,
 }
 
 impl Default for Config {
@@ -65,8 +69,15 @@ impl Default for Config {
             cache: CacheConfig::default(),
             layer: LayerConfig::default(),
             fuse: FuseConfig::default(),
+            prefetch: PrefetchConfig::default(),
         }
     }
+}
+
+/// Deserializes a duration given in (fractional) seconds; every config section uses it.
+pub(crate) fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let secs = f64::deserialize(deserializer)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 impl Config {
@@ -156,6 +167,26 @@ mod tests {
                     cache: CacheConfig {
                         memory_bytes: 10,
                         ..CacheConfig::default()
+                    },
+                    ..Config::default()
+                }),
+            ),
+            (
+                "mirrors and prefetch",
+                "[remote.mirrors]\n\"docker.io\" = [\"127.0.0.1:5001\", \"m.example\"]\n\
+                 [prefetch]\ntimeout = 0.5",
+                Some(Config {
+                    remote: RemoteConfig {
+                        mirrors: [(
+                            "docker.io".to_owned(),
+                            vec!["127.0.0.1:5001".to_owned(), "m.example".to_owned()],
+                        )]
+                        .into(),
+                        ..RemoteConfig::default()
+                    },
+                    prefetch: PrefetchConfig {
+                        timeout: std::time::Duration::from_millis(500),
+                        ..PrefetchConfig::default()
                     },
                     ..Config::default()
                 }),

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use tokio::runtime::Handle;
 
 use crate::cache::{CacheConfig, CacheError, ChunkCache};
 use crate::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
 use crate::layer::{Layer, LayerConfig, LayerError};
+use crate::prefetch::{self, PrefetchConfig};
 use crate::remote::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
 };
@@ -60,7 +61,7 @@ pub struct FuseConfig {
     pub threads: usize,
     /// Longest time one lazy mount attempt may take before the layer falls back to an
     /// ordinary pull, in seconds (fractions allowed). Default 30.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "crate::config::seconds")]
     pub mount_timeout: Duration,
 }
 
@@ -85,11 +86,6 @@ impl FuseConfig {
             ..MountOptions::default()
         }
     }
-}
-
-fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let secs = f64::deserialize(deserializer)?;
-    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 /// A [`Layer`] as the FUSE filesystem sees it.
@@ -123,6 +119,7 @@ pub struct FuseMounter {
     cache: Arc<ChunkCache>,
     layer: LayerConfig,
     fuse: FuseConfig,
+    prefetch: PrefetchConfig,
     runtime: Handle,
     mounts: Mutex<HashMap<PathBuf, MountHandle>>,
 }
@@ -134,6 +131,7 @@ impl FuseMounter {
         cache: &CacheConfig,
         layer: LayerConfig,
         fuse: FuseConfig,
+        prefetch: PrefetchConfig,
         runtime: Handle,
     ) -> Result<FuseMounter, LazyError> {
         Ok(FuseMounter {
@@ -141,6 +139,7 @@ impl FuseMounter {
             cache: Arc::new(ChunkCache::new(cache)?),
             layer,
             fuse,
+            prefetch,
             runtime,
             mounts: Mutex::new(HashMap::new()),
         })
@@ -177,7 +176,7 @@ impl FuseMounter {
             .runtime
             .block_on(opening)
             .map_err(|_| LazyError::Timeout { digest, timeout })??;
-        start_prefetch(&layer, &self.runtime);
+        self.prefetch_before_ready(&layer, labels);
         let files = Arc::new(LayerFiles(layer));
         let handle = fs::mount(
             mountpoint,
@@ -189,6 +188,22 @@ impl FuseMounter {
         // A stale handle for the same path (not expected) is unmounted by its drop.
         self.lock().insert(mountpoint.to_path_buf(), handle);
         Ok(())
+    }
+
+    /// Fetches the layer's prioritized range before the mount is reported ready, waiting
+    /// at most the prefetch timeout (the fetch itself goes on).
+    fn prefetch_before_ready(&self, layer: &Layer, labels: &Labels) -> prefetch::PrefetchOutcome {
+        let range = self
+            .prefetch
+            .enable
+            .then(|| prefetch::prefetch_range(layer.index(), layer.toc_offset(), labels))
+            .flatten();
+        let Some(range) = range else {
+            return prefetch::PrefetchOutcome::None;
+        };
+        let timeout = self.prefetch.timeout;
+        self.runtime
+            .block_on(prefetch::prefetch(layer, range, timeout))
     }
 
     async fn open_layer(
@@ -210,23 +225,6 @@ impl FuseMounter {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, MountHandle>> {
         self.mounts.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Fetches the prioritized files (everything before `.prefetch.landmark`) in the
-/// background with as few requests as adjacency allows (PROTOCOL.md section 3).
-fn start_prefetch(layer: &Layer, runtime: &Handle) -> Option<tokio::task::JoinHandle<()>> {
-    let end = layer
-        .index()
-        .prefetch_landmark_offset()
-        .filter(|&end| end > 0)?;
-    let layer = layer.clone();
-    Some(runtime.spawn(async move {
-        let digest = layer.blob_digest();
-        match layer.prefetch(0..end).await {
-            Ok(()) => tracing::debug!(%digest, bytes = end, "prefetched prioritized files"),
-            Err(error) => tracing::warn!(%digest, %error, "prefetch failed; reads fetch on demand"),
-        }
-    }))
 }
 
 impl Mounter for FuseMounter {
@@ -280,6 +278,7 @@ mod tests {
             &cache,
             LayerConfig::default(),
             fuse,
+            PrefetchConfig::default(),
             runtime.handle().clone(),
         )
         .expect("mounter")
@@ -348,116 +347,6 @@ mod tests {
         let mounter = mounter(&runtime, DEFAULT_MOUNT_TIMEOUT);
         let got = reason(mounter.unmount(Path::new("/nowhere")));
         assert!(got.contains("no lazy mount at /nowhere"), "{got}");
-    }
-
-    /// An in-memory blob that records the ranges read.
-    struct MemoryBlob {
-        bytes: Vec<u8>,
-        digest: estargz::Digest,
-        requests: Mutex<Vec<std::ops::Range<u64>>>,
-    }
-
-    impl crate::remote::BlobSource for MemoryBlob {
-        fn digest(&self) -> estargz::Digest {
-            self.digest
-        }
-
-        fn size(&self) -> u64 {
-            self.bytes.len() as u64
-        }
-
-        fn read_ranges<'a>(
-            &'a self,
-            ranges: &'a [std::ops::Range<u64>],
-        ) -> BoxFuture<'a, Result<Vec<bytes::Bytes>, RemoteError>> {
-            self.requests
-                .lock()
-                .expect("lock")
-                .extend_from_slice(ranges);
-            let parts = ranges
-                .iter()
-                .map(|r| {
-                    bytes::Bytes::copy_from_slice(&self.bytes[r.start as usize..r.end as usize])
-                })
-                .collect();
-            Box::pin(async move { Ok(parts) })
-        }
-    }
-
-    /// Opens a layer of files `first` and `second` (2000 bytes each), `first` prioritized
-    /// when `prioritize`; returns it and its blob, with the opening requests forgotten.
-    fn prefetch_fixture(
-        runtime: &tokio::runtime::Runtime,
-        prioritize: bool,
-    ) -> (Layer, Arc<MemoryBlob>) {
-        let tar = estargz::testutil::TarBuilder::new()
-            .file("first", &[1; 2000])
-            .file("second", &[2; 2000])
-            .finish();
-        let options = estargz::WriterOptions {
-            chunk_size: 1000,
-            prioritized_files: if prioritize {
-                vec!["first".to_owned()]
-            } else {
-                vec![]
-            },
-            ..estargz::WriterOptions::default()
-        };
-        let mut bytes = Vec::new();
-        let written = estargz::build(&tar[..], &mut bytes, &options).expect("build");
-        let blob = Arc::new(MemoryBlob {
-            digest: estargz::Digest::sha256(&bytes),
-            bytes,
-            requests: Mutex::new(Vec::new()),
-        });
-        let cache = Arc::new(ChunkCache::in_memory(1 << 20));
-        let source: Arc<dyn crate::remote::BlobSource> = blob.clone();
-        let opening = Layer::open(
-            source,
-            Some(written.toc_digest),
-            cache,
-            LayerConfig::default(),
-        );
-        let layer = runtime.block_on(opening).expect("open layer");
-        blob.requests.lock().expect("lock").clear();
-        (layer, blob)
-    }
-
-    #[test]
-    fn prefetches_only_the_prioritized_files() {
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let (layer, blob) = prefetch_fixture(&runtime, true);
-        let landmark = layer.index().prefetch_landmark_offset().expect("landmark");
-        let task = start_prefetch(&layer, runtime.handle()).expect("prefetch started");
-        runtime.block_on(task).expect("prefetch task");
-        let requests = std::mem::take(&mut *blob.requests.lock().expect("lock"));
-        assert_eq!(requests.len(), 1, "one request: {requests:?}");
-        assert!(requests[0].end <= landmark, "{requests:?} past {landmark}");
-        let index = layer.index();
-        let first = index.lookup("first").expect("first");
-        let second = index.lookup("second").expect("second");
-        let read = runtime
-            .block_on(layer.read(first, 0, 2000))
-            .expect("read first");
-        assert_eq!(read, vec![1; 2000]);
-        assert!(
-            blob.requests.lock().expect("lock").is_empty(),
-            "first was prefetched"
-        );
-        runtime
-            .block_on(layer.read(second, 0, 10))
-            .expect("read second");
-        assert!(
-            !blob.requests.lock().expect("lock").is_empty(),
-            "second is fetched on demand"
-        );
-
-        let (layer, blob) = prefetch_fixture(&runtime, false);
-        assert!(
-            start_prefetch(&layer, runtime.handle()).is_none(),
-            "no landmark"
-        );
-        assert!(blob.requests.lock().expect("lock").is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod fs;
 pub mod grpc;
 pub mod layer;
 pub mod lazy;
+pub mod prefetch;
 pub mod proto;
 pub mod remote;
 pub mod service;

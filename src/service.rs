@@ -86,6 +86,7 @@ fn build_mounter(config: &Config) -> Result<Option<Arc<FuseMounter>>, Error> {
         &cache,
         config.layer.clone(),
         config.fuse.clone(),
+        config.prefetch.clone(),
         tokio::runtime::Handle::current(),
     )?;
     tracing::info!(cache = ?cache.dir, "lazy pulling enabled");

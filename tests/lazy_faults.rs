@@ -4,8 +4,7 @@
 //! recovers once the registry is back.
 
 mod common;
-use common::stack::convert_to_estargz;
-use common::Daemon;
+use common::remote::{cri_labels, pushed_estargz_layer, DaemonStack, RemoteLayer};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,7 +14,7 @@ use estargz_snapshotter::proto::snapshots as pb;
 use estargz_snapshotter::proto::snapshots::snapshots_client::SnapshotsClient;
 use testkit::Registry;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::Code;
 
 const NS: &str = "faults";
 const SMALL_TEXT: &str = "served lazily despite faults";
@@ -52,106 +51,6 @@ fn big_bytes() -> Vec<u8> {
         .collect()
 }
 
-/// The eStargz layer a test serves: where it is and what its labels must say.
-struct Layer {
-    reference: String,
-    manifest_digest: String,
-    digest: String,
-    toc_digest: String,
-}
-
-fn pushed_estargz_layer(registry: &Registry) -> Layer {
-    let plain = registry.push("faults/app", "plain", &data_image()).unwrap();
-    let reference = registry.reference("faults/app", "esgz");
-    convert_to_estargz(&plain, &reference);
-    let manifest = registry
-        .client()
-        .get_manifest("faults/app", "esgz")
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
-    let layer = &json["layers"][0];
-    let toc = &layer["annotations"][estargz::TOC_DIGEST_ANNOTATION];
-    Layer {
-        reference,
-        manifest_digest: manifest.digest.to_string(),
-        digest: layer["digest"].as_str().unwrap().to_owned(),
-        toc_digest: toc.as_str().unwrap().to_owned(),
-    }
-}
-
-/// The labels the CRI plugin (and nerdctl) put on a layer's Prepare: this exercises the
-/// `containerd.io/snapshot/cri.*` family, not ctr-remote's.
-fn cri_labels(layer: &Layer, target: &str, toc_digest: &str) -> HashMap<String, String> {
-    [
-        ("containerd.io/snapshot.ref", target),
-        ("containerd.io/snapshot/cri.image-ref", &layer.reference),
-        ("containerd.io/snapshot/cri.layer-digest", &layer.digest),
-        (
-            "containerd.io/snapshot/cri.manifest-digest",
-            &layer.manifest_digest,
-        ),
-        (estargz::TOC_DIGEST_ANNOTATION, toc_digest),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
-}
-
-fn req<T>(message: T) -> Request<T> {
-    common::grpc::in_namespace(message, NS)
-}
-
-async fn prepare(
-    c: &mut SnapshotsClient<Channel>,
-    key: &str,
-    labels: HashMap<String, String>,
-) -> Result<Vec<estargz_snapshotter::proto::types::Mount>, tonic::Status> {
-    let r = c
-        .prepare(req(pb::PrepareSnapshotRequest {
-            key: key.into(),
-            labels,
-            ..Default::default()
-        }))
-        .await?;
-    Ok(r.into_inner().mounts)
-}
-
-/// Registry, daemon and directory; a failed test still leaves no FUSE mount behind.
-struct Stack {
-    daemon: Daemon,
-    registry: Registry,
-    dir: tempfile::TempDir,
-}
-
-impl Stack {
-    fn start() -> Stack {
-        let registry = Registry::start().unwrap();
-        // Short path: the socket must fit in sun_path.
-        let dir = tempfile::Builder::new().prefix("flt-").tempdir().unwrap();
-        let config = format!(
-            "[remote]\nplain_http = [\"{}\"]\n[layer]\nread_timeout = {READ_TIMEOUT_SECS}\n",
-            registry.host()
-        );
-        let daemon = Daemon::start_with_config(dir.path(), &config);
-        Stack {
-            daemon,
-            registry,
-            dir,
-        }
-    }
-
-    fn fuse_mounts(&self) -> Vec<PathBuf> {
-        testkit::mounts::mounts_under(&self.dir.path().join("root/snapshots")).unwrap()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.daemon.kill();
-        let _ = testkit::mounts::unmount_all_under(self.dir.path());
-    }
-}
-
 /// Reads `path` on another thread; `None` when it did not finish within `limit`.
 fn read_within(path: PathBuf, limit: Duration) -> Option<std::io::Result<Vec<u8>>> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -161,11 +60,30 @@ fn read_within(path: PathBuf, limit: Duration) -> Option<std::io::Result<Vec<u8>
     rx.recv_timeout(limit).ok()
 }
 
+fn start_stack() -> DaemonStack {
+    DaemonStack::start(
+        "flt-",
+        &format!("[layer]\nread_timeout = {READ_TIMEOUT_SECS}\n"),
+    )
+}
+
+fn data_layer(registry: &Registry) -> RemoteLayer {
+    pushed_estargz_layer(registry, "faults/app", &data_image(), &[])
+}
+
+async fn prepare(
+    c: &mut SnapshotsClient<Channel>,
+    key: &str,
+    labels: HashMap<String, String>,
+) -> Result<Vec<estargz_snapshotter::proto::types::Mount>, tonic::Status> {
+    common::remote::prepare(c, NS, key, labels).await
+}
+
 #[test]
 fn toc_digest_mismatch_falls_back_and_right_labels_serve_remote() {
     testkit::require!(testkit::Prereq::DevFuse);
-    let mut stack = Stack::start();
-    let layer = pushed_estargz_layer(&stack.registry);
+    let mut stack = start_stack();
+    let layer = data_layer(&stack.registry);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
 
@@ -186,10 +104,13 @@ fn toc_digest_mismatch_falls_back_and_right_labels_serve_remote() {
         .block_on(prepare(&mut c, "extract-right", right))
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{status}");
-    let stat = c.stat(req(pb::StatSnapshotRequest {
-        key: "layer-right".into(),
-        ..Default::default()
-    }));
+    let stat = c.stat(common::grpc::in_namespace(
+        pb::StatSnapshotRequest {
+            key: "layer-right".into(),
+            ..Default::default()
+        },
+        NS,
+    ));
     let info = rt.block_on(stat).unwrap().into_inner().info.unwrap();
     assert!(info.labels.contains_key(REMOTE_LABEL), "{:?}", info.labels);
     let mounted = stack.fuse_mounts();
@@ -207,8 +128,8 @@ fn toc_digest_mismatch_falls_back_and_right_labels_serve_remote() {
 #[test]
 fn registry_down_gives_eio_in_bounded_time_then_recovers() {
     testkit::require!(testkit::Prereq::DevFuse);
-    let mut stack = Stack::start();
-    let layer = pushed_estargz_layer(&stack.registry);
+    let mut stack = start_stack();
+    let layer = data_layer(&stack.registry);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
@@ -260,8 +181,8 @@ fn corrupt_middle_of_blob(registry: &Registry, digest: &str) {
 #[test]
 fn corrupted_chunk_gives_eio_never_wrong_bytes() {
     testkit::require!(testkit::Prereq::DevFuse);
-    let stack = Stack::start();
-    let layer = pushed_estargz_layer(&stack.registry);
+    let stack = start_stack();
+    let layer = data_layer(&stack.registry);
     corrupt_middle_of_blob(&stack.registry, &layer.digest);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
@@ -285,4 +206,58 @@ fn corrupted_chunk_gives_eio_never_wrong_bytes() {
     );
     let small = std::fs::read_to_string(mounted[0].join("data/small.txt")).unwrap();
     assert_eq!(small, SMALL_TEXT, "other files read fine");
+}
+
+/// Hostile TOCs, each with the TOC digest label that matches it (so only the index can
+/// refuse them): every one falls back to an ordinary pull with the reason logged.
+#[test]
+fn hostile_tocs_are_refused_and_fall_back() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = start_stack();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
+    let cases = [
+        (
+            "path escaping the root",
+            r#"{"version":1,"entries":[{"name":"../../etc/evil","type":"symlink","linkName":"/x"}]}"#,
+            "escapes the layer root",
+        ),
+        (
+            "duplicate entry: a directory and a non-directory",
+            r#"{"version":1,"entries":[{"name":"a","type":"dir","mode":493},{"name":"a","type":"symlink","linkName":"b"}]}"#,
+            "a directory and a non-directory share this path",
+        ),
+        (
+            "hardlink to a missing entry",
+            r#"{"version":1,"entries":[{"name":"l","type":"hardlink","linkName":"nothing"}]}"#,
+            "not an earlier non-directory entry",
+        ),
+    ];
+    for (i, (name, json, reason)) in cases.into_iter().enumerate() {
+        let (blob, toc_digest) = estargz::testutil::blob_with_toc_json(json.as_bytes());
+        let digest = estargz::Digest::sha256(&blob);
+        stack
+            .registry
+            .client()
+            .push_blob("faults/hostile", &digest, &blob)
+            .unwrap();
+        let layer = RemoteLayer {
+            reference: stack.registry.reference("faults/hostile", "v1"),
+            manifest_digest: digest.to_string(),
+            digest: digest.to_string(),
+            toc_digest: toc_digest.to_string(),
+        };
+        let labels = cri_labels(&layer, &format!("hostile-{i}"), &layer.toc_digest);
+        let mounts = rt
+            .block_on(prepare(&mut c, &format!("extract-hostile-{i}"), labels))
+            .unwrap_or_else(|status| panic!("{name}: Prepare failed: {status}"));
+        assert!(!mounts.is_empty(), "{name}: ordinary mounts");
+        let log = stack.daemon.log_text();
+        let fallback = log
+            .lines()
+            .find(|l| l.contains("no lazy pull") && l.contains(&format!("hostile-{i}")));
+        let fallback = fallback.unwrap_or_else(|| panic!("{name}: no fallback line: {log}"));
+        assert!(fallback.contains(reason), "{name}: {fallback}");
+        assert!(stack.fuse_mounts().is_empty(), "{name}: nothing mounted");
+    }
 }

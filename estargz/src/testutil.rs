@@ -424,3 +424,16 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// An eStargz blob holding no file data, only a TOC with exactly `toc_json` (not checked:
+/// tests use it to hand a reader a hostile TOC) and the footer. Returns the blob and the
+/// TOC digest a converter would have annotated it with.
+pub fn blob_with_toc_json(toc_json: &[u8]) -> (Vec<u8>, Digest) {
+    let mut tar = TarBuilder::new();
+    tar.file(TOC_TAR_NAME, toc_json);
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gzip, &tar.finish()).expect("gzip toc");
+    let mut blob = gzip.finish().expect("gzip toc");
+    blob.extend_from_slice(&crate::footer::encode_estargz(0));
+    (blob, Digest::sha256(toc_json))
+}

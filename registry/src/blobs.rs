@@ -28,8 +28,15 @@ const PARALLEL_RANGE_REQUESTS: usize = 4;
 const MAX_PREALLOCATION: u64 = 16 * 1024 * 1024;
 
 impl Client {
-    /// The blob's size from a HEAD request.
+    /// The blob's size from a HEAD request (mirrors first).
     pub async fn blob_size(&self, repo: &Reference, digest: &Digest) -> Result<u64, Error> {
+        self.read_via_mirrors(repo, |source| async move {
+            self.blob_size_at(&source, digest).await
+        })
+        .await
+    }
+
+    async fn blob_size_at(&self, repo: &Reference, digest: &Digest) -> Result<u64, Error> {
         let call = self.blob_call(Method::HEAD, repo, digest)?;
         let response = self.send(&call).await?;
         // HEAD bodies are empty, so read the header rather than the body's length.
@@ -76,12 +83,20 @@ impl Client {
         Ok(stream.received())
     }
 
-    /// Starts a verified streaming download of a blob.
+    /// Starts a verified streaming download of a blob (mirrors first; a resumed
+    /// download stays on the source it started from).
     pub async fn blob_stream(
         &self,
         repo: &Reference,
         digest: &Digest,
     ) -> Result<BlobStream, Error> {
+        self.read_via_mirrors(repo, |source| async move {
+            self.blob_stream_at(&source, digest).await
+        })
+        .await
+    }
+
+    async fn blob_stream_at(&self, repo: &Reference, digest: &Digest) -> Result<BlobStream, Error> {
         let call = self.blob_call(Method::GET, repo, digest)?.streaming();
         let response = self.send(&call).await?;
         Ok(BlobStream::new(
@@ -93,8 +108,22 @@ impl Client {
         ))
     }
 
-    /// Reads `range` of a blob (not verified: the caller checks chunk digests).
+    /// Reads `range` of a blob (not verified: the caller checks chunk digests), from a
+    /// mirror when one is configured and serves it.
     pub async fn read_blob_range(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+        range: Range<u64>,
+    ) -> Result<Bytes, Error> {
+        self.read_via_mirrors(repo, |source| {
+            let range = range.clone();
+            async move { self.read_blob_range_at(&source, digest, range).await }
+        })
+        .await
+    }
+
+    async fn read_blob_range_at(
         &self,
         repo: &Reference,
         digest: &Digest,

@@ -8,6 +8,7 @@ use crate::auth::AuthCache;
 use crate::config::ClientConfig;
 use crate::credentials::{Credential, Credentials};
 use crate::error::Error;
+use crate::mirrors::MirrorHealth;
 
 /// An OCI distribution client. Clones share connections, tokens and credentials.
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub(crate) struct Inner {
     pub(crate) insecure_http: Option<reqwest::Client>,
     pub(crate) credentials: RwLock<Credentials>,
     pub(crate) auth: AuthCache,
+    pub(crate) mirror_health: MirrorHealth,
 }
 
 impl std::fmt::Debug for Client {
@@ -63,6 +65,7 @@ impl Client {
             insecure_http,
             credentials: RwLock::new(credentials),
             auth: AuthCache::default(),
+            mirror_health: MirrorHealth::default(),
         };
         Ok(Client {
             inner: Arc::new(inner),

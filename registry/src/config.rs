@@ -1,5 +1,6 @@
 //! `ClientConfig`: transport settings of a registry client (schemes, TLS, timeouts, retries).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ pub struct ClientConfig {
     /// Registries whose TLS certificate is not verified, same matching as `plain_http`.
     /// Default: none.
     pub insecure_tls: Vec<String>,
+    /// Mirrors per registry host (as written in image references, e.g. `docker.io` or
+    /// `registry.example.com:5000`): hosts serving the same repositories, tried in order
+    /// before the registry itself for manifest and blob reads. Default: none.
+    pub mirrors: BTreeMap<String, Vec<String>>,
     /// Docker config file with credentials. Default (None): `$DOCKER_CONFIG/config.json`,
     /// else `~/.docker/config.json`; a missing file means no credentials.
     pub docker_config: Option<PathBuf>,
@@ -38,6 +43,7 @@ impl Default for ClientConfig {
         ClientConfig {
             plain_http: Vec::new(),
             insecure_tls: Vec::new(),
+            mirrors: BTreeMap::new(),
             docker_config: None,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),

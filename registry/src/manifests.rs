@@ -35,8 +35,16 @@ pub struct Manifest {
 }
 
 impl Client {
-    /// Fetches the manifest `reference` names (by digest: verified against it).
+    /// Fetches the manifest `reference` names (by digest: verified against it), from a
+    /// mirror when one is configured and serves it.
     pub async fn get_manifest(&self, reference: &Reference) -> Result<Manifest, Error> {
+        self.read_via_mirrors(reference, |source| async move {
+            self.get_manifest_at(&source).await
+        })
+        .await
+    }
+
+    async fn get_manifest_at(&self, reference: &Reference) -> Result<Manifest, Error> {
         let path = format!("manifests/{}", reference.manifest_reference());
         let url = self.repository_url(reference, &path)?;
         let call = Call::new(Method::GET, url, reference, vec![pull_scope(reference)])

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// Default bound on one read, including fetching its chunks.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -18,7 +18,7 @@ pub struct LayerConfig {
     pub verify: bool,
     /// Longest time a read (or one chunk fetch) may take before failing, in seconds
     /// (fractions allowed). Default 30.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "crate::config::seconds")]
     pub read_timeout: Duration,
     /// Largest TOC region fetched when opening a layer, bytes. Default 256 MiB.
     pub max_toc_bytes: u64,
@@ -32,11 +32,6 @@ impl Default for LayerConfig {
             max_toc_bytes: DEFAULT_MAX_TOC_BYTES,
         }
     }
-}
-
-fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let secs = f64::deserialize(deserializer)?;
-    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

@@ -115,6 +115,8 @@ struct Inner {
     format: Format,
     index: Index,
     toc_digest: Digest,
+    /// Where the TOC starts: every file's data lies before it.
+    toc_offset: u64,
     /// Chunks being fetched, each with the id of the fetch and its shared result.
     inflight: Mutex<HashMap<CacheKey, (u64, fetch::SharedFetch)>>,
     next_fetch_id: std::sync::atomic::AtomicU64,
@@ -140,6 +142,7 @@ impl Layer {
                 format: opened.format,
                 index: opened.index,
                 toc_digest: opened.toc_digest,
+                toc_offset: opened.toc_offset,
                 inflight: Mutex::new(HashMap::new()),
                 next_fetch_id: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -159,6 +162,11 @@ impl Layer {
     /// sha256 of the TOC JSON (verified against the label when there was one).
     pub fn toc_digest(&self) -> Digest {
         self.inner.toc_digest
+    }
+
+    /// Blob offset of the TOC: the end of the file data.
+    pub fn toc_offset(&self) -> u64 {
+        self.inner.toc_offset
     }
 
     /// Reads up to `len` bytes of regular file `file` from `offset` (fewer at the end of

@@ -12,6 +12,7 @@ pub(super) struct Opened {
     pub format: Format,
     pub index: Index,
     pub toc_digest: Digest,
+    pub toc_offset: u64,
 }
 
 pub(super) async fn read_toc(
@@ -70,5 +71,6 @@ pub(super) async fn read_toc(
         format: footer.format,
         index,
         toc_digest,
+        toc_offset: footer.toc_offset,
     })
 }

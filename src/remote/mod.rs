@@ -2,6 +2,8 @@
 //! its registry implementation [`RegistryBlob`], and resolving a blob from snapshot labels.
 
 mod labels;
+#[cfg(test)]
+pub(crate) mod memory;
 mod registry_blob;
 
 use std::ops::Range;

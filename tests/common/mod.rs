@@ -2,6 +2,7 @@
 //! on its own root and socket under a test directory.
 
 pub mod grpc;
+pub mod remote;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
@@ -66,6 +67,7 @@ impl Daemon {
     }
 
     /// Sends `signal` (e.g. `-TERM`) with kill(1) and waits for the exit.
+    #[allow(dead_code)] // not every test binary calls it
     pub fn signal(&mut self, signal: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args([signal, &pid]).status().unwrap();

@@ -30,8 +30,17 @@ pub fn proxy_plugin(socket: &Path) -> String {
 
 /// Converts `src` to eStargz at `dst` (both in a registry) with the converter library.
 pub fn convert_to_estargz(src: &str, dst: &str) {
+    convert_to_estargz_prioritized(src, dst, &[]);
+}
+
+/// Like [`convert_to_estargz`], writing the `prioritized` files first in every layer.
+pub fn convert_to_estargz_prioritized(src: &str, dst: &str, prioritized: &[&str]) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let work = tempfile::tempdir().unwrap();
+    let list_dir = tempfile::tempdir().unwrap();
+    let list = list_dir.path().join("prioritized.txt");
+    std::fs::write(&list, prioritized.join("\n")).unwrap();
+    let prioritized = Prioritized::load(Some(&list), None).unwrap();
     runtime.block_on(async {
         let src: Location = src.parse().unwrap();
         let dst: Location = dst.parse().unwrap();
@@ -54,7 +63,7 @@ pub fn convert_to_estargz(src: &str, dst: &str) {
             chunk_size: estargz::writer::DEFAULT_CHUNK_SIZE,
             force: false,
             platforms: PlatformFilter::default(),
-            prioritized: Prioritized::default(),
+            prioritized,
             layer_jobs: 1,
             writer_threads: 1,
         };

@@ -1,0 +1,232 @@
+//! Prefetch at mount (PROTOCOL.md section 3): which blob range a freshly mounted layer
+//! fetches before it is reported ready, and waiting for that within a bound.
+//!
+//! `.prefetch.landmark` marks the end of the prioritized files; `.no.prefetch.landmark`
+//! turns prefetch off; a layer with neither uses ctr-remote's `stargz.prefetch` size label.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::layer::Layer;
+use crate::snapshot::Labels;
+
+/// ctr-remote's label: bytes from the start of the blob to prefetch without landmarks.
+pub const PREFETCH_SIZE_LABEL: &str = "containerd.io/snapshot/remote/stargz.prefetch";
+
+/// Default bound on waiting for the prefetch before a mount is reported ready.
+pub const DEFAULT_PREFETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prefetch settings (the `[prefetch]` table of the daemon config).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrefetchConfig {
+    /// Prefetch the prioritized files at mount. Default true.
+    pub enable: bool,
+    /// Longest wait for the prefetch before the mount is reported ready, in seconds
+    /// (fractions allowed); a slower prefetch goes on in the background. Default 10.
+    #[serde(deserialize_with = "crate::config::seconds")]
+    pub timeout: Duration,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        PrefetchConfig {
+            enable: true,
+            timeout: DEFAULT_PREFETCH_TIMEOUT,
+        }
+    }
+}
+
+/// The blob range to prefetch for a layer with `index`, whose data ends at `toc_offset`.
+pub fn prefetch_range(
+    index: &estargz::Index,
+    toc_offset: u64,
+    labels: &Labels,
+) -> Option<Range<u64>> {
+    if let Some(end) = index.prefetch_landmark_offset() {
+        return (end > 0).then_some(0..end);
+    }
+    if index.has_no_prefetch_landmark() {
+        return None;
+    }
+    let value = labels.get(PREFETCH_SIZE_LABEL)?;
+    match value.trim().parse::<u64>() {
+        Ok(size) if size > 0 => Some(0..size.min(toc_offset)),
+        Ok(_) => None,
+        Err(_) => {
+            tracing::warn!(
+                label = PREFETCH_SIZE_LABEL,
+                value,
+                "ignoring bad prefetch size"
+            );
+            None
+        }
+    }
+}
+
+/// What happened to a layer's prefetch by the time its mount was reported ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefetchOutcome {
+    /// Nothing to prefetch (or prefetch disabled).
+    None,
+    /// The range is cached.
+    Done,
+    /// Still running in the background after the timeout.
+    Pending,
+    /// Failed; reads fetch on demand.
+    Failed,
+}
+
+/// Starts fetching `range` of `layer` and waits for it at most `timeout`. The fetch is a
+/// task of its own, so it goes on (filling the cache) when the wait gives up.
+pub async fn prefetch(layer: &Layer, range: Range<u64>, timeout: Duration) -> PrefetchOutcome {
+    let digest = layer.blob_digest();
+    let task = {
+        let layer = layer.clone();
+        let range = range.clone();
+        tokio::spawn(async move { layer.prefetch(range).await })
+    };
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::debug!(%digest, bytes = range.end - range.start, "prefetched");
+            PrefetchOutcome::Done
+        }
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%digest, %error, "prefetch failed; reads fetch on demand");
+            PrefetchOutcome::Failed
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%digest, %error, "prefetch task failed; reads fetch on demand");
+            PrefetchOutcome::Failed
+        }
+        Err(_) => {
+            tracing::info!(%digest, ?timeout, "prefetch not done in time; continuing in the background");
+            PrefetchOutcome::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cache::ChunkCache;
+    use crate::layer::LayerConfig;
+    use crate::remote::memory::MemoryBlob;
+
+    /// A layer of files `first` and `second` (2000 bytes each, 1000-byte chunks), with
+    /// `first` prioritized when `prioritized` is given; the opening requests are forgotten.
+    async fn layer(prioritized: &[&str]) -> (Layer, Arc<MemoryBlob>) {
+        let tar = estargz::testutil::TarBuilder::new()
+            .file("first", &[1; 2000])
+            .file("second", &[2; 2000])
+            .finish();
+        let options = estargz::WriterOptions {
+            chunk_size: 1000,
+            prioritized_files: prioritized.iter().map(|p| p.to_string()).collect(),
+            ..estargz::WriterOptions::default()
+        };
+        let mut bytes = Vec::new();
+        let written = estargz::build(&tar[..], &mut bytes, &options).expect("build");
+        let blob = MemoryBlob::new(bytes);
+        let cache = Arc::new(ChunkCache::in_memory(1 << 20));
+        let source: Arc<dyn crate::remote::BlobSource> = blob.clone();
+        let layer = Layer::open(
+            source,
+            Some(written.toc_digest),
+            cache,
+            LayerConfig::default(),
+        )
+        .await
+        .expect("open layer");
+        blob.clear_requests();
+        (layer, blob)
+    }
+
+    fn size_label(value: &str) -> Labels {
+        [(PREFETCH_SIZE_LABEL.to_owned(), value.to_owned())].into()
+    }
+
+    #[tokio::test]
+    async fn range_follows_landmarks_then_the_size_label() {
+        let (prioritized, _) = layer(&["first"]).await;
+        let (unprioritized, _) = layer(&[]).await;
+        let landmark = prioritized
+            .index()
+            .prefetch_landmark_offset()
+            .expect("landmark");
+        let toc = unprioritized.toc_offset();
+        let cases = [
+            ("landmark", &prioritized, Labels::new(), Some(0..landmark)),
+            (
+                "landmark wins over label",
+                &prioritized,
+                size_label("5"),
+                Some(0..landmark),
+            ),
+            (
+                "no.prefetch landmark",
+                &unprioritized,
+                size_label("100"),
+                None,
+            ),
+        ];
+        for (name, layer, labels, want) in cases {
+            let got = prefetch_range(layer.index(), layer.toc_offset(), &labels);
+            assert_eq!(got, want, "{name}");
+        }
+        // An index with neither landmark: the size label, capped at the TOC.
+        let bare = estargz::Index::build(&estargz::Toc::default(), toc).expect("index");
+        let label_cases = [
+            ("label", size_label("100"), Some(0..100)),
+            (
+                "capped at the toc",
+                size_label(&u64::MAX.to_string()),
+                Some(0..toc),
+            ),
+            ("zero", size_label("0"), None),
+            ("garbage", size_label("ten"), None),
+            ("no label", Labels::new(), None),
+        ];
+        for (name, labels, want) in label_cases {
+            assert_eq!(prefetch_range(&bare, toc, &labels), want, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn prefetches_only_the_prioritized_files_in_one_request() {
+        let (layer, blob) = layer(&["first"]).await;
+        let range = prefetch_range(layer.index(), layer.toc_offset(), &Labels::new());
+        let range = range.expect("landmark range");
+        let outcome = prefetch(&layer, range.clone(), Duration::from_secs(5)).await;
+        assert_eq!(outcome, PrefetchOutcome::Done);
+        let requests = blob.requests();
+        assert_eq!(requests.len(), 1, "one request: {requests:?}");
+        assert!(requests[0].end <= range.end, "{requests:?} past {range:?}");
+        blob.clear_requests();
+
+        let first = layer.index().lookup("first").expect("first");
+        assert_eq!(
+            layer.read(first, 0, 2000).await.expect("read"),
+            vec![1; 2000]
+        );
+        assert!(blob.requests().is_empty(), "first was prefetched");
+        let second = layer.index().lookup("second").expect("second");
+        layer.read(second, 0, 10).await.expect("read second");
+        assert!(!blob.requests().is_empty(), "second is fetched on demand");
+    }
+
+    #[tokio::test]
+    async fn a_slow_prefetch_is_left_running_in_the_background() {
+        let (layer, blob) = layer(&["first"]).await;
+        blob.set_mode(crate::remote::memory::Mode::Stall);
+        let range = 0..layer.index().prefetch_landmark_offset().expect("landmark");
+        let started = std::time::Instant::now();
+        let outcome = prefetch(&layer, range, Duration::from_millis(200)).await;
+        assert_eq!(outcome, PrefetchOutcome::Pending);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,109 @@
+//! Prefetch at mount against the real daemon and docker-registry: a layer converted with
+//! prioritized files has exactly the range before `.prefetch.landmark` fetched, in one
+//! request, before Prepare answers; reading those files then costs no request. A layer
+//! without prioritized files (`.no.prefetch.landmark`) prefetches nothing.
+
+mod common;
+use common::remote::{blob_gets, cri_labels, prepare, pushed_estargz_layer, DaemonStack};
+
+use tonic::Code;
+
+const NS: &str = "prefetch";
+const FIRST: &str = "data/first.bin";
+const SECOND: &str = "data/second.bin";
+
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    estargz::testutil::pseudo_random_bytes(seed, len)
+}
+
+/// One layer: a 1 MiB file to prioritize and a 3 MiB file read on demand.
+fn image() -> testkit::BuiltImage {
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    layer.file(FIRST, &content(1, 1 << 20), 0o644).unwrap();
+    layer.file(SECOND, &content(2, 3 << 20), 0o644).unwrap();
+    testkit::ImageBuilder::new()
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/true"])
+        .build()
+        .unwrap()
+}
+
+/// Blob offset of `.prefetch.landmark` in the layer as the registry stores it.
+fn landmark_offset(stack: &DaemonStack, repo: &str, digest: &str) -> Option<u64> {
+    let blob = stack
+        .registry
+        .client()
+        .get_blob(repo, &digest.parse().unwrap())
+        .unwrap();
+    let reader = estargz::Reader::open(blob.as_slice(), None).unwrap();
+    reader.index().prefetch_landmark_offset()
+}
+
+#[test]
+fn prioritized_files_are_fetched_in_one_request_before_ready() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = DaemonStack::start("pf-", "");
+    let layer = pushed_estargz_layer(&stack.registry, "prefetch/app", &image(), &[FIRST]);
+    let landmark = landmark_offset(&stack, "prefetch/app", &layer.digest).expect("landmark");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
+    let log_start = stack.registry_log().len();
+
+    let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
+    let status = rt
+        .block_on(prepare(&mut c, NS, "extract-1", labels))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+
+    let log = stack.registry_log();
+    let gets = blob_gets(&log[log_start..], &layer.digest);
+    // Footer, TOC, then the prefetch: one request for the prioritized range.
+    assert_eq!(gets.len(), 3, "blob GETs during Prepare: {gets:?}");
+    let prefetched = gets[2];
+    assert!(
+        (1 << 20) <= prefetched && prefetched <= landmark,
+        "prefetch served {prefetched} bytes; landmark at {landmark}"
+    );
+
+    let mounted = stack.fuse_mounts();
+    assert_eq!(mounted.len(), 1, "{}", stack.daemon.log_text());
+    let before_reads = stack.registry_log().len();
+    let first = std::fs::read(mounted[0].join(FIRST)).unwrap();
+    assert!(first == content(1, 1 << 20), "prioritized file content");
+    let log = stack.registry_log();
+    assert!(
+        blob_gets(&log[before_reads..], &layer.digest).is_empty(),
+        "the prioritized file was read from the cache"
+    );
+    let second = std::fs::read(mounted[0].join(SECOND)).unwrap();
+    assert!(second == content(2, 3 << 20), "on-demand file content");
+    let log = stack.registry_log();
+    assert!(
+        !blob_gets(&log[before_reads..], &layer.digest).is_empty(),
+        "the other file was fetched on demand"
+    );
+}
+
+#[test]
+fn a_layer_without_prioritized_files_prefetches_nothing() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = DaemonStack::start("pf-", "");
+    let layer = pushed_estargz_layer(&stack.registry, "prefetch/plain", &image(), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
+    let log_start = stack.registry_log().len();
+    let mut labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
+    // The landmark wins over ctr-remote's size label.
+    labels.insert(
+        "containerd.io/snapshot/remote/stargz.prefetch".to_owned(),
+        "10485760".to_owned(),
+    );
+    let status = rt
+        .block_on(prepare(&mut c, NS, "extract-1", labels))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    let log = stack.registry_log();
+    let gets = blob_gets(&log[log_start..], &layer.digest);
+    assert_eq!(gets.len(), 2, "footer and TOC only: {gets:?}");
+}
