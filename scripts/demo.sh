@@ -30,6 +30,10 @@ root = "$WORK/snapshotter/root"
 address = "$SNAPSHOTTER_SOCK"
 [remote]
 plain_http = ["$REGISTRY"]
+# Off so that the served-bytes figure below is what the container read, not the
+# rest of the layers that background fetching would bring in afterwards.
+[background_fetch]
+enable = false
 TOML
 "$SNAPSHOTTER" --config "$WORK/snapshotter/config.toml" >"$WORK/snapshotter/log" 2>&1 &
 SNAPSHOTTER_PID=$!

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::background::BackgroundConfig;
 use crate::cache::CacheConfig;
 use crate::layer::LayerConfig;
 use crate::lazy::FuseConfig;
@@ -56,6 +57,8 @@ pub struct Config {
     pub fuse: FuseConfig,
     /// Prefetch at mount (`[prefetch]`).
     pub prefetch: PrefetchConfig,
+    /// Background fetch of whole layers (`[background_fetch]`).
+    pub background_fetch: BackgroundConfig,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             layer: LayerConfig::default(),
             fuse: FuseConfig::default(),
             prefetch: PrefetchConfig::default(),
+            background_fetch: BackgroundConfig::default(),
         }
     }
 }

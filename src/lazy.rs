@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use tokio::runtime::Handle;
 
+use crate::background::{BackgroundConfig, BackgroundFetcher};
 use crate::cache::{CacheConfig, CacheError, ChunkCache};
 use crate::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
 use crate::layer::{Layer, LayerConfig, LayerError};
@@ -113,6 +114,18 @@ impl LayerContent for LayerFiles {
     }
 }
 
+/// Everything a [`FuseMounter`] is configured with (sections of the daemon config).
+#[derive(Debug, Clone, Default)]
+pub struct LazyConfig {
+    pub remote: RemoteConfig,
+    /// With the directory resolved (see `Config::resolved_cache`).
+    pub cache: CacheConfig,
+    pub layer: LayerConfig,
+    pub fuse: FuseConfig,
+    pub prefetch: PrefetchConfig,
+    pub background: BackgroundConfig,
+}
+
 /// Mounts eStargz layers lazily through FUSE.
 pub struct FuseMounter {
     client: registry::Client,
@@ -120,26 +133,26 @@ pub struct FuseMounter {
     layer: LayerConfig,
     fuse: FuseConfig,
     prefetch: PrefetchConfig,
+    /// None when background fetching is off (or there is no disk cache to fill).
+    background: Option<Arc<BackgroundFetcher>>,
     runtime: Handle,
     mounts: Mutex<HashMap<PathBuf, MountHandle>>,
 }
 
 impl FuseMounter {
-    /// Builds the shared registry client and chunk cache. Network work runs on `runtime`.
-    pub fn new(
-        remote: RemoteConfig,
-        cache: &CacheConfig,
-        layer: LayerConfig,
-        fuse: FuseConfig,
-        prefetch: PrefetchConfig,
-        runtime: Handle,
-    ) -> Result<FuseMounter, LazyError> {
+    /// Builds the shared registry client, chunk cache and background fetcher. Network
+    /// work runs on `runtime`.
+    pub fn new(config: LazyConfig, runtime: Handle) -> Result<FuseMounter, LazyError> {
+        let cache = Arc::new(ChunkCache::new(&config.cache)?);
+        let background = (config.background.enable && cache.has_disk())
+            .then(|| BackgroundFetcher::start(config.background, &runtime));
         Ok(FuseMounter {
-            client: registry::Client::new(remote)?,
-            cache: Arc::new(ChunkCache::new(cache)?),
-            layer,
-            fuse,
-            prefetch,
+            client: registry::Client::new(config.remote)?,
+            cache,
+            layer: config.layer,
+            fuse: config.fuse,
+            prefetch: config.prefetch,
+            background,
             runtime,
             mounts: Mutex::new(HashMap::new()),
         })
@@ -177,7 +190,7 @@ impl FuseMounter {
             .block_on(opening)
             .map_err(|_| LazyError::Timeout { digest, timeout })??;
         self.prefetch_before_ready(&layer, labels);
-        let files = Arc::new(LayerFiles(layer));
+        let files = Arc::new(LayerFiles(layer.clone()));
         let handle = fs::mount(
             mountpoint,
             files,
@@ -185,6 +198,9 @@ impl FuseMounter {
             &self.fuse.mount_options(),
         )?;
         tracing::info!(%digest, mountpoint = %mountpoint.display(), "layer mounted lazily");
+        if let Some(background) = &self.background {
+            background.add(&layer);
+        }
         // A stale handle for the same path (not expected) is unmounted by its drop.
         self.lock().insert(mountpoint.to_path_buf(), handle);
         Ok(())
@@ -272,16 +288,12 @@ mod tests {
             mount_timeout,
             ..FuseConfig::default()
         };
-        let cache = CacheConfig::default();
-        FuseMounter::new(
+        let config = LazyConfig {
             remote,
-            &cache,
-            LayerConfig::default(),
             fuse,
-            PrefetchConfig::default(),
-            runtime.handle().clone(),
-        )
-        .expect("mounter")
+            ..LazyConfig::default()
+        };
+        FuseMounter::new(config, runtime.handle().clone()).expect("mounter")
     }
 
     fn ctr_remote_labels(reference: &str, digest: &str) -> Labels {

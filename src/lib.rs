@@ -1,6 +1,7 @@
 //! `estargz-snapshotter`: a containerd remote snapshotter serving the Snapshots v1 gRPC
 //! API on a unix socket. The binary in `main.rs` wires these modules together.
 
+pub mod background;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -13,3 +14,5 @@ pub mod proto;
 pub mod remote;
 pub mod service;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -114,36 +114,13 @@ mod tests {
 
     use super::*;
     use crate::cache::ChunkCache;
-    use crate::layer::LayerConfig;
     use crate::remote::memory::MemoryBlob;
 
-    /// A layer of files `first` and `second` (2000 bytes each, 1000-byte chunks), with
-    /// `first` prioritized when `prioritized` is given; the opening requests are forgotten.
+    /// Files `first` and `second` (2000 bytes each, 1000-byte chunks), `prioritized` first.
     async fn layer(prioritized: &[&str]) -> (Layer, Arc<MemoryBlob>) {
-        let tar = estargz::testutil::TarBuilder::new()
-            .file("first", &[1; 2000])
-            .file("second", &[2; 2000])
-            .finish();
-        let options = estargz::WriterOptions {
-            chunk_size: 1000,
-            prioritized_files: prioritized.iter().map(|p| p.to_string()).collect(),
-            ..estargz::WriterOptions::default()
-        };
-        let mut bytes = Vec::new();
-        let written = estargz::build(&tar[..], &mut bytes, &options).expect("build");
-        let blob = MemoryBlob::new(bytes);
+        let files: [(&str, &[u8]); 2] = [("first", &[1; 2000]), ("second", &[2; 2000])];
         let cache = Arc::new(ChunkCache::in_memory(1 << 20));
-        let source: Arc<dyn crate::remote::BlobSource> = blob.clone();
-        let layer = Layer::open(
-            source,
-            Some(written.toc_digest),
-            cache,
-            LayerConfig::default(),
-        )
-        .await
-        .expect("open layer");
-        blob.clear_requests();
-        (layer, blob)
+        crate::testing::memory_layer(&files, 1000, prioritized, cache).await
     }
 
     fn size_label(value: &str) -> Labels {

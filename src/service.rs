@@ -13,7 +13,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::grpc::SnapshotService;
-use crate::lazy::{FuseMounter, LazyError};
+use crate::lazy::{FuseMounter, LazyConfig, LazyError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
 
@@ -80,16 +80,17 @@ fn build_mounter(config: &Config) -> Result<Option<Arc<FuseMounter>>, Error> {
         );
         return Ok(None);
     }
-    let cache = config.resolved_cache();
-    let mounter = FuseMounter::new(
-        config.remote.clone(),
-        &cache,
-        config.layer.clone(),
-        config.fuse.clone(),
-        config.prefetch.clone(),
-        tokio::runtime::Handle::current(),
-    )?;
-    tracing::info!(cache = ?cache.dir, "lazy pulling enabled");
+    let lazy = LazyConfig {
+        remote: config.remote.clone(),
+        cache: config.resolved_cache(),
+        layer: config.layer.clone(),
+        fuse: config.fuse.clone(),
+        prefetch: config.prefetch.clone(),
+        background: config.background_fetch.clone(),
+    };
+    let cache_dir = lazy.cache.dir.clone();
+    let mounter = FuseMounter::new(lazy, tokio::runtime::Handle::current())?;
+    tracing::info!(cache = ?cache_dir, "lazy pulling enabled");
     Ok(Some(Arc::new(mounter)))
 }
 

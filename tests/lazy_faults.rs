@@ -60,11 +60,12 @@ fn read_within(path: PathBuf, limit: Duration) -> Option<std::io::Result<Vec<u8>
     rx.recv_timeout(limit).ok()
 }
 
+/// Background fetching is off: it would race the faults for the chunks the tests read.
 fn start_stack() -> DaemonStack {
-    DaemonStack::start(
-        "flt-",
-        &format!("[layer]\nread_timeout = {READ_TIMEOUT_SECS}\n"),
-    )
+    let config = format!(
+        "[layer]\nread_timeout = {READ_TIMEOUT_SECS}\n[background_fetch]\nenable = false\n"
+    );
+    DaemonStack::start("flt-", &config)
 }
 
 fn data_layer(registry: &Registry) -> RemoteLayer {

@@ -1,12 +1,18 @@
-//! Prefetch at mount against the real daemon and docker-registry: a layer converted with
-//! prioritized files has exactly the range before `.prefetch.landmark` fetched, in one
-//! request, before Prepare answers; reading those files then costs no request. A layer
-//! without prioritized files (`.no.prefetch.landmark`) prefetches nothing.
+//! Prefetch and background fetch against the real daemon and docker-registry: a layer
+//! converted with prioritized files has exactly the range before `.prefetch.landmark`
+//! fetched, in one request, before Prepare answers; reading those files then costs no
+//! request. A layer without prioritized files (`.no.prefetch.landmark`) prefetches
+//! nothing. Background fetch makes a layer fully local: reads work with the registry gone.
 
 mod common;
 use common::remote::{blob_gets, cri_labels, prepare, pushed_estargz_layer, DaemonStack};
 
+use std::time::{Duration, Instant};
+
 use tonic::Code;
+
+/// Keeps background fetching out of the request counts of the prefetch tests.
+const NO_BACKGROUND: &str = "[background_fetch]\nenable = false\n";
 
 const NS: &str = "prefetch";
 const FIRST: &str = "data/first.bin";
@@ -43,7 +49,7 @@ fn landmark_offset(stack: &DaemonStack, repo: &str, digest: &str) -> Option<u64>
 #[test]
 fn prioritized_files_are_fetched_in_one_request_before_ready() {
     testkit::require!(testkit::Prereq::DevFuse);
-    let stack = DaemonStack::start("pf-", "");
+    let stack = DaemonStack::start("pf-", NO_BACKGROUND);
     let layer = pushed_estargz_layer(&stack.registry, "prefetch/app", &image(), &[FIRST]);
     let landmark = landmark_offset(&stack, "prefetch/app", &layer.digest).expect("landmark");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -88,7 +94,7 @@ fn prioritized_files_are_fetched_in_one_request_before_ready() {
 #[test]
 fn a_layer_without_prioritized_files_prefetches_nothing() {
     testkit::require!(testkit::Prereq::DevFuse);
-    let stack = DaemonStack::start("pf-", "");
+    let stack = DaemonStack::start("pf-", NO_BACKGROUND);
     let layer = pushed_estargz_layer(&stack.registry, "prefetch/plain", &image(), &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
@@ -106,4 +112,43 @@ fn a_layer_without_prioritized_files_prefetches_nothing() {
     let log = stack.registry_log();
     let gets = blob_gets(&log[log_start..], &layer.digest);
     assert_eq!(gets.len(), 2, "footer and TOC only: {gets:?}");
+}
+
+#[test]
+fn background_fetch_makes_the_layer_local() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let quick = "[background_fetch]\nquiet = 0.1\nbytes_per_second = 0\nstep_bytes = 1048576\n";
+    let mut stack = DaemonStack::start("pf-", quick);
+    let layer = pushed_estargz_layer(&stack.registry, "prefetch/bg", &image(), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
+    let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
+    let status = rt
+        .block_on(prepare(&mut c, NS, "extract-1", labels))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+
+    let started = Instant::now();
+    while !stack.daemon.log_text().contains("layer fully cached") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "background fetch did not finish: {}",
+            stack.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = stack.registry_log();
+    let fetched: u64 = blob_gets(&log, &layer.digest).iter().sum();
+    assert!(
+        fetched >= 4 << 20,
+        "the whole layer was fetched: {fetched} bytes"
+    );
+
+    stack.registry.stop();
+    let mounted = stack.fuse_mounts();
+    assert_eq!(mounted.len(), 1);
+    let first = std::fs::read(mounted[0].join(FIRST)).unwrap();
+    let second = std::fs::read(mounted[0].join(SECOND)).unwrap();
+    assert!(first == content(1, 1 << 20), "first from the cache");
+    assert!(second == content(2, 3 << 20), "second from the cache");
 }

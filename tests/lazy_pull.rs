@@ -92,7 +92,8 @@ fn fuse_mounts_under(dir: &Path) -> usize {
 fn estargz_image_is_pulled_lazily_and_runs() {
     testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
     testkit::require!(testkit::Prereq::DevFuse);
-    let mut stack = LazyStack::start("lazy-");
+    // Without background fetching, so the registry's figures show what the run read.
+    let mut stack = LazyStack::start_with_config("lazy-", "[background_fetch]\nenable = false\n");
     let registry = &stack.registry;
     let plain = registry
         .push("lazy/app", "plain", &image_with_data())

@@ -36,6 +36,12 @@ impl DiskStore {
         (bytes.len() as u64 == len).then_some(bytes)
     }
 
+    /// Whether the chunk's file exists with length `len`.
+    pub(super) fn contains(&self, key: &CacheKey, len: u64) -> bool {
+        let path = self.dir.join(key.file_name());
+        std::fs::metadata(path).is_ok_and(|m| m.len() == len)
+    }
+
     pub(super) fn write(&self, key: &CacheKey, bytes: &[u8]) -> io::Result<()> {
         let path = self.dir.join(key.file_name());
         let temp = self.temp_path(&path);

@@ -142,6 +142,37 @@ impl ChunkCache {
     }
 
     /// Bytes currently held in memory.
+    /// Stores a verified chunk on disk only (in memory when there is no working disk
+    /// store), for chunks nobody is waiting for.
+    pub fn put_disk(&self, key: CacheKey, bytes: ChunkBytes) {
+        match self.disk() {
+            Some(disk) => {
+                if let Err(error) = disk.write(&key, &bytes) {
+                    tracing::warn!(%error, "chunk cache disk write failed; keeping chunks in memory only");
+                    self.disk_broken.store(true, Ordering::Relaxed);
+                    self.lock_memory().insert(key, bytes);
+                }
+            }
+            None => {
+                self.lock_memory().insert(key, bytes);
+            }
+        }
+    }
+
+    /// Whether the chunk is cached with length `len`, in memory or on disk (blocking:
+    /// may stat a file).
+    pub fn contains(&self, key: &CacheKey, len: u64) -> bool {
+        if self.get_memory(key, len).is_some() {
+            return true;
+        }
+        self.disk().is_some_and(|disk| disk.contains(key, len))
+    }
+
+    /// Whether chunks reach a disk store (background fetching needs one to be useful).
+    pub fn has_disk(&self) -> bool {
+        self.disk().is_some()
+    }
+
     pub fn memory_bytes(&self) -> u64 {
         self.lock_memory().used_bytes()
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use estargz::{decompress_chunk, ChunkError, ChunkInfo, Digest};
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use super::{Inner, LayerError};
+use super::{FetchKind, Inner, LayerError};
 use crate::cache::{CacheKey, ChunkBytes};
 use crate::remote::RemoteError;
 
@@ -54,10 +54,11 @@ pub(super) type SharedFetch =
     Shared<BoxFuture<'static, Result<Arc<ChunkResults>, Arc<FetchError>>>>;
 
 impl Inner {
-    /// The verified bytes of each of `chunks`, in order.
+    /// The verified bytes of each of `chunks`, in order, fetching what no cache holds.
     pub(super) async fn load_chunks(
         self: &Arc<Self>,
         chunks: &[ChunkInfo],
+        kind: FetchKind,
     ) -> Result<Vec<ChunkBytes>, LayerError> {
         let keys: Vec<CacheKey> = chunks
             .iter()
@@ -69,7 +70,10 @@ impl Inner {
             .map(|(key, chunk)| self.cache.get_memory(key, chunk.size))
             .collect();
         self.look_on_disk(chunks, &keys, &mut found).await?;
-        let pending = self.join_or_start(chunks, &keys, &mut found);
+        let pending = self.join_or_start(chunks, &keys, &mut found, kind);
+        // A reader waiting on the network keeps background fetching away.
+        let _waiting =
+            (kind == FetchKind::OnDemand && !pending.is_empty()).then(|| self.activity.on_demand());
         for (i, fetch) in pending {
             let results = fetch.await?;
             let chunk = results.get(&keys[i]).cloned().unwrap_or_else(|| {
@@ -123,6 +127,7 @@ impl Inner {
         chunks: &[ChunkInfo],
         keys: &[CacheKey],
         found: &mut [Option<ChunkBytes>],
+        kind: FetchKind,
     ) -> Vec<(usize, SharedFetch)> {
         // Held while fetches are spawned and registered, so a fetch cannot finish and
         // unregister before it is registered.
@@ -147,7 +152,7 @@ impl Inner {
                 .map(|&i| (keys[i], chunks[i].clone()))
                 .collect();
             let id = self.next_fetch_id.fetch_add(1, Ordering::Relaxed);
-            let fetch = self.spawn_fetch(id, members);
+            let fetch = self.spawn_fetch(id, members, kind);
             for &i in &group {
                 inflight.entry(keys[i]).or_insert((id, fetch.clone()));
                 pending.push((i, fetch.clone()));
@@ -158,11 +163,16 @@ impl Inner {
 
     /// Starts fetching one run of adjacent chunks in the background; the fetch completes
     /// (and fills the cache) even if every reader gave up waiting.
-    fn spawn_fetch(self: &Arc<Self>, id: u64, members: Vec<(CacheKey, ChunkInfo)>) -> SharedFetch {
+    fn spawn_fetch(
+        self: &Arc<Self>,
+        id: u64,
+        members: Vec<(CacheKey, ChunkInfo)>,
+        kind: FetchKind,
+    ) -> SharedFetch {
         let inner = self.clone();
         let blob = self.blob;
         let task = tokio::spawn(async move {
-            let result = inner.fetch_group(&members).await;
+            let result = inner.fetch_group(&members, kind).await;
             inner.unregister(id, &members);
             result
         });
@@ -188,6 +198,7 @@ impl Inner {
     async fn fetch_group(
         self: &Arc<Self>,
         members: &[(CacheKey, ChunkInfo)],
+        kind: FetchKind,
     ) -> Result<ChunkResults, FetchError> {
         let range = span(members.iter().map(|(_, c)| &c.compressed));
         let timeout = self.config.read_timeout;
@@ -202,29 +213,37 @@ impl Inner {
                 range: range.clone(),
                 source,
             })?;
+        self.activity.add_fetched(kind, range.end - range.start);
         let inner = self.clone();
         let members = members.to_vec();
-        tokio::task::spawn_blocking(move || inner.verify_and_cache(range.start, &bytes, &members))
-            .await
-            .map_err(|source| FetchError::Task {
-                blob: self.blob,
-                source,
-            })
+        tokio::task::spawn_blocking(move || {
+            inner.verify_and_cache(range.start, &bytes, &members, kind)
+        })
+        .await
+        .map_err(|source| FetchError::Task {
+            blob: self.blob,
+            source,
+        })
     }
 
     /// Decompresses and verifies each chunk out of the fetched bytes (which start at blob
-    /// offset `base`); only verified chunks reach the cache.
+    /// offset `base`); only verified chunks reach the cache. Background chunks go to disk
+    /// only, so filling a layer does not push hot chunks out of memory.
     fn verify_and_cache(
         &self,
         base: u64,
         bytes: &[u8],
         members: &[(CacheKey, ChunkInfo)],
+        kind: FetchKind,
     ) -> ChunkResults {
         let mut results = HashMap::new();
         for (key, chunk) in members {
             let result = self.verify_chunk(base, bytes, chunk).map(|data| {
                 let data: ChunkBytes = data.into();
-                self.cache.put(*key, data.clone());
+                match kind {
+                    FetchKind::Background => self.cache.put_disk(*key, data.clone()),
+                    FetchKind::OnDemand | FetchKind::Prefetch => self.cache.put(*key, data.clone()),
+                }
                 data
             });
             if let Err(error) = &result {

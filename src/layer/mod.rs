@@ -1,6 +1,8 @@
 //! One lazily read eStargz layer: its verified TOC and index over a [`BlobSource`], and
 //! file reads that fetch, verify and cache only the chunks they need.
 
+mod activity;
+mod background;
 mod config;
 mod fetch;
 mod open;
@@ -20,6 +22,7 @@ use estargz::{
 use crate::cache::{CacheKey, ChunkBytes, ChunkCache};
 use crate::remote::{BlobSource, RemoteError};
 
+pub use activity::FetchKind;
 pub use config::LayerConfig;
 pub use fetch::FetchError;
 
@@ -120,9 +123,32 @@ struct Inner {
     /// Chunks being fetched, each with the id of the fetch and its shared result.
     inflight: Mutex<HashMap<CacheKey, (u64, fetch::SharedFetch)>>,
     next_fetch_id: std::sync::atomic::AtomicU64,
+    activity: activity::Activity,
+    background: Mutex<background::Cursor>,
+}
+
+/// A [`Layer`] that does not keep it alive (background work must not outlive a mount).
+#[derive(Clone)]
+pub struct WeakLayer(std::sync::Weak<Inner>);
+
+impl WeakLayer {
+    /// The layer, while anything else still holds it.
+    pub fn upgrade(&self) -> Option<Layer> {
+        self.0.upgrade().map(|inner| Layer { inner })
+    }
+
+    /// Whether this is a handle of `layer`.
+    pub fn is(&self, layer: &Layer) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&layer.inner))
+    }
 }
 
 impl Layer {
+    /// A handle that does not keep the layer alive.
+    pub fn downgrade(&self) -> WeakLayer {
+        WeakLayer(Arc::downgrade(&self.inner))
+    }
+
     /// Reads the footer and TOC of `source`, verifies the TOC against
     /// `expected_toc_digest` (required unless `config.verify` is false) and builds the
     /// index. Two range requests.
@@ -145,6 +171,8 @@ impl Layer {
                 toc_offset: opened.toc_offset,
                 inflight: Mutex::new(HashMap::new()),
                 next_fetch_id: std::sync::atomic::AtomicU64::new(0),
+                activity: activity::Activity::new(),
+                background: Mutex::new(background::Cursor::default()),
             }),
         })
     }
@@ -167,6 +195,16 @@ impl Layer {
     /// Blob offset of the TOC: the end of the file data.
     pub fn toc_offset(&self) -> u64 {
         self.inner.toc_offset
+    }
+
+    /// Compressed bytes fetched for `kind` since the layer was opened.
+    pub fn fetched_bytes(&self, kind: FetchKind) -> u64 {
+        self.inner.activity.fetched(kind)
+    }
+
+    /// Whether a read is waiting on the network, or was less than `quiet` ago.
+    pub fn busy_within(&self, quiet: Duration) -> bool {
+        self.inner.activity.busy_within(quiet)
     }
 
     /// Reads up to `len` bytes of regular file `file` from `offset` (fewer at the end of
@@ -198,7 +236,10 @@ impl Layer {
             })
             .cloned()
             .collect();
-        self.inner.load_chunks(&chunks).await.map(drop)
+        self.inner
+            .load_chunks(&chunks, FetchKind::Prefetch)
+            .await
+            .map(drop)
     }
 
     async fn read_unbounded(
@@ -222,7 +263,7 @@ impl Layer {
         }
         let wanted = offset..end;
         let chunks = covering(entry.chunks(), &wanted);
-        let data = inner.load_chunks(chunks).await?;
+        let data = inner.load_chunks(chunks, FetchKind::OnDemand).await?;
         assemble(inner.blob, chunks, &data, &wanted)
     }
 }

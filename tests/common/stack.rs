@@ -120,9 +120,17 @@ impl LazyStack {
     /// Starts the three under a fresh temp dir named with `prefix` (keep it short: the
     /// daemon's socket path must fit in sun_path).
     pub fn start(prefix: &str) -> LazyStack {
+        LazyStack::start_with_config(prefix, "")
+    }
+
+    /// Like [`LazyStack::start`], with `extra_config` (TOML tables) for the daemon.
+    pub fn start_with_config(prefix: &str, extra_config: &str) -> LazyStack {
         let registry = Registry::start().unwrap();
         let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
-        let config = format!("[remote]\nplain_http = [\"{}\"]\n", registry.host());
+        let config = format!(
+            "[remote]\nplain_http = [\"{}\"]\n{extra_config}",
+            registry.host()
+        );
         let daemon = Daemon::start_with_config(dir.path(), &config);
         let containerd = Containerd::start_with(ContainerdOptions {
             extra_config: proxy_plugin(&daemon.socket),

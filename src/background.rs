@@ -1,0 +1,297 @@
+//! Background fetching: after prefetch, the rest of every lazily mounted layer is fetched
+//! into the disk cache until the layer is fully local.
+//!
+//! One task serves all layers, one bounded step per layer in turn (so layers and images
+//! share the bandwidth fairly), paced to a configurable rate, and paused while any of its
+//! layers has a read waiting on the network or had one very recently: on-demand reads
+//! never queue behind background traffic. A layer is dropped from the rotation when it is
+//! fully cached or unmounted.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use crate::layer::{Layer, WeakLayer};
+
+/// Background fetch settings (the `[background_fetch]` table of the daemon config).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackgroundConfig {
+    /// Fetch whole layers in the background after mount. Default true (needs the disk
+    /// cache).
+    pub enable: bool,
+    /// Longest average rate of background fetching over all layers, bytes per second;
+    /// 0 means unlimited. Default 33554432 (32 MiB/s).
+    pub bytes_per_second: u64,
+    /// Compressed bytes fetched per step (one layer's turn). Default 4194304 (4 MiB).
+    pub step_bytes: u64,
+    /// How long after an on-demand fetch background fetching stays paused, in seconds
+    /// (fractions allowed). Default 1.
+    #[serde(deserialize_with = "crate::config::seconds")]
+    pub quiet: Duration,
+}
+
+impl Default for BackgroundConfig {
+    fn default() -> Self {
+        BackgroundConfig {
+            enable: true,
+            bytes_per_second: 32 << 20,
+            step_bytes: 4 << 20,
+            quiet: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Longest pause after failed steps in a row (the registry may be down).
+const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The background fetcher: add layers, and its task fills their caches.
+pub struct BackgroundFetcher {
+    config: BackgroundConfig,
+    layers: Mutex<VecDeque<WeakLayer>>,
+    wake: Arc<Notify>,
+}
+
+impl BackgroundFetcher {
+    /// Starts the fetching task on `runtime`; it ends when the fetcher is dropped.
+    pub fn start(config: BackgroundConfig, runtime: &Handle) -> Arc<BackgroundFetcher> {
+        let fetcher = Arc::new(BackgroundFetcher {
+            config,
+            layers: Mutex::new(VecDeque::new()),
+            wake: Arc::new(Notify::new()),
+        });
+        runtime.spawn(run(Arc::downgrade(&fetcher), fetcher.wake.clone()));
+        fetcher
+    }
+
+    /// Puts `layer` into the rotation.
+    pub fn add(&self, layer: &Layer) {
+        self.lock().push_back(layer.downgrade());
+        self.wake.notify_one();
+    }
+
+    /// Layers in the rotation that are still mounted.
+    pub fn len(&self) -> usize {
+        self.lock().iter().filter(|l| l.upgrade().is_some()).count()
+    }
+
+    /// Whether no mounted layer is waiting for background fetching.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next live layer, moved to the back of the rotation (it stays in it during
+    /// its turn); unmounted layers are forgotten.
+    fn next_layer(&self) -> Option<Layer> {
+        let mut layers = self.lock();
+        while let Some(weak) = layers.pop_front() {
+            if let Some(layer) = weak.upgrade() {
+                layers.push_back(weak);
+                return Some(layer);
+            }
+        }
+        None
+    }
+
+    fn remove(&self, layer: &Layer) {
+        self.lock().retain(|weak| !weak.is(layer));
+    }
+
+    /// Whether `current` or any layer in the rotation has a read on the network or had
+    /// one within the quiet period.
+    fn readers_active(&self, current: &Layer) -> bool {
+        let quiet = self.config.quiet;
+        current.busy_within(quiet)
+            || self
+                .lock()
+                .iter()
+                .filter_map(WeakLayer::upgrade)
+                .any(|layer| layer.busy_within(quiet))
+    }
+
+    /// One turn: waits for readers to go quiet, then fetches one step of `layer`.
+    async fn turn(&self, layer: Layer, failures: &mut u32) {
+        while self.readers_active(&layer) {
+            tokio::time::sleep(self.config.quiet / 2 + Duration::from_millis(10)).await;
+        }
+        let digest = layer.blob_digest();
+        match layer.fetch_background_step(self.config.step_bytes).await {
+            Ok(Some(bytes)) => {
+                *failures = 0;
+                if let Some(pause) = pace(bytes, self.config.bytes_per_second) {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            Ok(None) => {
+                self.remove(&layer);
+                tracing::info!(%digest, "layer fully cached");
+            }
+            Err(error) => {
+                *failures = failures.saturating_add(1);
+                let pause = failure_backoff(*failures);
+                tracing::warn!(%digest, %error, ?pause, "background fetch failed; retrying later");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<WeakLayer>> {
+        self.layers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for BackgroundFetcher {
+    /// Wakes the task so it sees the fetcher is gone and ends.
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+async fn run(fetcher: Weak<BackgroundFetcher>, wake: Arc<Notify>) {
+    let mut failures = 0;
+    loop {
+        let Some(this) = fetcher.upgrade() else {
+            return;
+        };
+        match this.next_layer() {
+            Some(layer) => this.turn(layer, &mut failures).await,
+            None => {
+                drop(this);
+                // add() leaves a permit when nobody waits, so no wake-up is lost.
+                wake.notified().await;
+            }
+        }
+    }
+}
+
+/// The pause after fetching `bytes` that keeps the average at `rate` bytes per second.
+fn pace(bytes: u64, rate: u64) -> Option<Duration> {
+    (rate > 0).then(|| Duration::from_secs_f64(bytes as f64 / rate as f64))
+}
+
+/// 1 s, 2 s, 4 s, ... up to [`MAX_FAILURE_BACKOFF`].
+fn failure_backoff(failures: u32) -> Duration {
+    let secs = 1u64
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u64::MAX);
+    Duration::from_secs(secs).min(MAX_FAILURE_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::cache::{CacheConfig, ChunkCache};
+    use crate::remote::memory::{MemoryBlob, Mode};
+
+    const FILES: [(&str, usize); 3] = [("a", 5000), ("b", 300), ("c", 12_000)];
+
+    fn content(len: usize, seed: u64) -> Vec<u8> {
+        estargz::testutil::pseudo_random_bytes(seed, len)
+    }
+
+    /// A layer of [`FILES`] (1000-byte chunks) over a disk cache in `dir`.
+    async fn disk_layer(dir: &std::path::Path) -> (Layer, Arc<MemoryBlob>) {
+        let contents: Vec<Vec<u8>> = (0u64..)
+            .zip(FILES)
+            .map(|(i, (_, n))| content(n, i))
+            .collect();
+        let files: Vec<(&str, &[u8])> = FILES
+            .iter()
+            .zip(&contents)
+            .map(|((name, _), bytes)| (*name, bytes.as_slice()))
+            .collect();
+        let config = CacheConfig {
+            dir: Some(dir.to_path_buf()),
+            ..CacheConfig::default()
+        };
+        let cache = Arc::new(ChunkCache::new(&config).expect("cache"));
+        crate::testing::memory_layer(&files, 1000, &[], cache).await
+    }
+
+    fn quick() -> BackgroundConfig {
+        BackgroundConfig {
+            bytes_per_second: 0,
+            step_bytes: 4000,
+            quiet: Duration::from_millis(50),
+            ..BackgroundConfig::default()
+        }
+    }
+
+    async fn wait_until_done(fetcher: &BackgroundFetcher, limit: Duration) {
+        let started = Instant::now();
+        while !fetcher.is_empty() {
+            assert!(started.elapsed() < limit, "background fetch did not finish");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn fills_the_cache_so_reads_need_no_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (layer, blob) = disk_layer(dir.path()).await;
+        let fetcher = BackgroundFetcher::start(quick(), &Handle::current());
+        fetcher.add(&layer);
+        wait_until_done(&fetcher, Duration::from_secs(10)).await;
+        let requests = blob.requests();
+        assert!(requests.len() > 1, "several bounded steps: {requests:?}");
+        assert!(layer.fetched_bytes(crate::layer::FetchKind::Background) > 0);
+
+        blob.set_mode(Mode::Fail);
+        for (i, (name, len)) in (0u64..).zip(FILES) {
+            let id = layer.index().lookup(name).expect("file");
+            let got = layer.read(id, 0, 1 << 20).await.expect("read from cache");
+            assert!(got == content(len, i), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn waits_while_a_read_is_on_the_network() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (layer, blob) = disk_layer(dir.path()).await;
+        blob.set_mode(Mode::Stall);
+        let reader = {
+            let layer = layer.clone();
+            let id = layer.index().lookup("c").expect("c");
+            tokio::spawn(async move { layer.read(id, 0, 10).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let fetcher = BackgroundFetcher::start(quick(), &Handle::current());
+        fetcher.add(&layer);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            blob.requests().len(),
+            1,
+            "only the stalled read: {:?}",
+            blob.requests()
+        );
+        reader.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unmounted_layer_leaves_the_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (layer, blob) = disk_layer(dir.path()).await;
+        let fetcher = BackgroundFetcher::start(quick(), &Handle::current());
+        blob.set_mode(Mode::Stall);
+        fetcher.add(&layer);
+        drop(layer);
+        assert!(fetcher.is_empty());
+    }
+
+    #[test]
+    fn pacing_and_backoff() {
+        assert_eq!(pace(1 << 20, 0), None, "unlimited");
+        assert_eq!(pace(1 << 20, 2 << 20), Some(Duration::from_millis(500)));
+        let backoffs: Vec<u64> = [1, 2, 3, 6, 40]
+            .iter()
+            .map(|&n| failure_backoff(n).as_secs())
+            .collect();
+        assert_eq!(backoffs, [1, 2, 4, 30, 30]);
+    }
+}
