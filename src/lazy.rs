@@ -60,6 +60,10 @@ pub struct FuseConfig {
     pub allow_other: bool,
     /// FUSE worker threads per mounted layer. Default 2.
     pub threads: usize,
+    /// Serve files whose content is fully cached through FUSE passthrough (the kernel
+    /// reads a local copy directly; Linux >= 6.9). Default true; off, or where the
+    /// kernel refuses, every read goes through the daemon.
+    pub passthrough: bool,
     /// Longest time one lazy mount attempt may take before the layer falls back to an
     /// ordinary pull, in seconds (fractions allowed). Default 30.
     #[serde(deserialize_with = "crate::config::seconds")]
@@ -73,6 +77,7 @@ impl Default for FuseConfig {
             userxattr: options.userxattr,
             allow_other: options.allow_other,
             threads: options.threads,
+            passthrough: options.passthrough,
             mount_timeout: DEFAULT_MOUNT_TIMEOUT,
         }
     }
@@ -84,6 +89,7 @@ impl FuseConfig {
             userxattr: self.userxattr,
             allow_other: self.allow_other,
             threads: self.threads,
+            passthrough: self.passthrough,
             ..MountOptions::default()
         }
     }
@@ -110,6 +116,19 @@ impl LayerContent for LayerFiles {
                 .read(file, offset, len)
                 .await
                 .map_err(std::io::Error::other)
+        })
+    }
+
+    fn backing_file(&self, file: estargz::EntryId) -> BoxFuture<'static, Option<std::fs::File>> {
+        let layer = self.0.clone();
+        Box::pin(async move {
+            match layer.backing_file(file).await {
+                Ok(local) => local,
+                Err(error) => {
+                    tracing::warn!(%error, file, "backing file lookup failed");
+                    None
+                }
+            }
         })
     }
 }

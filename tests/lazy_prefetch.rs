@@ -114,20 +114,16 @@ fn a_layer_without_prioritized_files_prefetches_nothing() {
     assert_eq!(gets.len(), 2, "footer and TOC only: {gets:?}");
 }
 
-#[test]
-fn background_fetch_makes_the_layer_local() {
-    testkit::require!(testkit::Prereq::DevFuse);
-    let quick = "[background_fetch]\nquiet = 0.1\nbytes_per_second = 0\nstep_bytes = 1048576\n";
-    let mut stack = DaemonStack::start("pf-", quick);
-    let layer = pushed_estargz_layer(&stack.registry, "prefetch/bg", &image(), &[]);
+/// Prepares the eStargz `layer` in `stack` and waits until background fetch has made it
+/// fully local.
+fn prepare_and_wait_until_local(stack: &DaemonStack, layer: &common::remote::RemoteLayer) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
-    let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
+    let labels = cri_labels(layer, "layer-1", &layer.toc_digest);
     let status = rt
         .block_on(prepare(&mut c, NS, "extract-1", labels))
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{status}");
-
     let started = Instant::now();
     while !stack.daemon.log_text().contains("layer fully cached") {
         assert!(
@@ -137,6 +133,22 @@ fn background_fetch_makes_the_layer_local() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Quick background fetching, and `passthrough` as given.
+fn local_config(passthrough: bool) -> String {
+    format!(
+        "[background_fetch]\nquiet = 0.1\nbytes_per_second = 0\nstep_bytes = 1048576\n\
+         [fuse]\npassthrough = {passthrough}\n"
+    )
+}
+
+#[test]
+fn background_fetch_makes_the_layer_local() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let mut stack = DaemonStack::start("pf-", &local_config(false));
+    let layer = pushed_estargz_layer(&stack.registry, "prefetch/bg", &image(), &[]);
+    prepare_and_wait_until_local(&stack, &layer);
     let log = stack.registry_log();
     let fetched: u64 = blob_gets(&log, &layer.digest).iter().sum();
     assert!(
@@ -147,8 +159,48 @@ fn background_fetch_makes_the_layer_local() {
     stack.registry.stop();
     let mounted = stack.fuse_mounts();
     assert_eq!(mounted.len(), 1);
+    let mark = stack.daemon.log_text().len();
     let first = std::fs::read(mounted[0].join(FIRST)).unwrap();
     let second = std::fs::read(mounted[0].join(SECOND)).unwrap();
     assert!(first == content(1, 1 << 20), "first from the cache");
     assert!(second == content(2, 3 << 20), "second from the cache");
+    let log = stack.daemon.log_text();
+    assert!(
+        log[mark..].contains("layer read"),
+        "passthrough off: the daemon serves reads"
+    );
+    assert!(!log.contains("opened with passthrough"));
+}
+
+#[test]
+fn fully_local_files_are_read_through_passthrough() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let mut stack = DaemonStack::start("pf-", &local_config(true));
+    let layer = pushed_estargz_layer(&stack.registry, "prefetch/pt", &image(), &[]);
+    prepare_and_wait_until_local(&stack, &layer);
+    stack.registry.stop();
+    let mounted = stack.fuse_mounts();
+    assert_eq!(mounted.len(), 1);
+
+    let mark = stack.daemon.log_text().len();
+    for _ in 0..2 {
+        let first = std::fs::read(mounted[0].join(FIRST))
+            .unwrap_or_else(|e| panic!("{e}: {}", stack.daemon.log_text()));
+        let second = std::fs::read(mounted[0].join(SECOND)).unwrap();
+        assert!(first == content(1, 1 << 20), "first through passthrough");
+        assert!(second == content(2, 3 << 20), "second through passthrough");
+    }
+    let log = stack.daemon.log_text();
+    let since = &log[mark..];
+    if since.contains("kernel lacks FUSE passthrough")
+        || log.contains("kernel lacks FUSE passthrough")
+    {
+        eprintln!("skipping the passthrough assertions: this kernel has no FUSE passthrough");
+        return;
+    }
+    assert!(since.contains("opened with passthrough"), "{since}");
+    assert!(
+        !since.contains("layer read"),
+        "reads reached the daemon: {since}"
+    );
 }

@@ -36,6 +36,10 @@ impl DiskStore {
         (bytes.len() as u64 == len).then_some(bytes)
     }
 
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Whether the chunk's file exists with length `len`.
     pub(super) fn contains(&self, key: &CacheKey, len: u64) -> bool {
         let path = self.dir.join(key.file_name());

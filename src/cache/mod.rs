@@ -168,6 +168,28 @@ impl ChunkCache {
         self.disk().is_some_and(|disk| disk.contains(key, len))
     }
 
+    /// Like [`ChunkCache::get`], without putting a chunk read from disk into memory (for
+    /// bulk copies that would push hot chunks out).
+    pub fn peek(&self, key: &CacheKey, len: u64) -> Option<ChunkBytes> {
+        if let Some(bytes) = self.get_memory(key, len) {
+            return Some(bytes);
+        }
+        self.disk()?.read(key, len).map(Into::into)
+    }
+
+    /// Directory of whole-file copies for FUSE passthrough (`files/` beside the chunks),
+    /// created on first use; None without a working disk store.
+    pub fn files_dir(&self) -> Option<PathBuf> {
+        let dir = self.disk()?.dir().join("files");
+        match std::fs::create_dir_all(&dir) {
+            Ok(()) => Some(dir),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "no directory for passthrough files");
+                None
+            }
+        }
+    }
+
     /// Whether chunks reach a disk store (background fetching needs one to be useful).
     pub fn has_disk(&self) -> bool {
         self.disk().is_some()

@@ -12,8 +12,9 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use super::passthrough::BackingFiles;
 use super::view::{entry_of, inode_of, LayerView, Node};
-use super::LayerContent;
+use super::{LayerContent, MountOptions};
 
 /// Layer content never changes: the kernel may cache names and attributes for long.
 const TTL: Duration = Duration::from_secs(3600);
@@ -23,6 +24,12 @@ const NAME_MAX: u32 = 255;
 const DOTS: usize = 2;
 const TRUSTED_OPAQUE: &str = "trusted.overlay.opaque";
 const USER_OPAQUE: &str = "user.overlay.opaque";
+/// File handle of files opened normally (reads come to us).
+const FH_FUSE: FileHandle = FileHandle(0);
+/// File handle of files opened with passthrough (reads go to the backing file).
+const FH_PASSTHROUGH: FileHandle = FileHandle(1);
+/// Open flags of passthrough opens (the backing file's page cache serves them).
+const PASSTHROUGH_FLAGS: FopenFlags = FopenFlags::empty();
 
 /// The read-only filesystem of one layer.
 pub struct LayerFs {
@@ -30,6 +37,9 @@ pub struct LayerFs {
     view: LayerView,
     runtime: tokio::runtime::Handle,
     userxattr: bool,
+    /// Passthrough asked for in the options and granted by the kernel at init.
+    passthrough: bool,
+    backing: Arc<BackingFiles>,
     /// Blocks of all regular files, for statfs.
     total_blocks: u64,
 }
@@ -39,7 +49,7 @@ impl LayerFs {
     pub fn new(
         content: Arc<dyn LayerContent>,
         runtime: tokio::runtime::Handle,
-        userxattr: bool,
+        options: &MountOptions,
     ) -> Self {
         let view = LayerView::build(content.index());
         let total_blocks = content
@@ -52,9 +62,38 @@ impl LayerFs {
             content,
             view,
             runtime,
-            userxattr,
+            userxattr: options.userxattr,
+            passthrough: options.passthrough,
+            backing: Arc::default(),
             total_blocks,
         }
+    }
+
+    /// Opens regular file `id`: with passthrough when its content is local, else
+    /// normally. Finding out may assemble the backing file, so the reply comes from a
+    /// task rather than from this FUSE thread.
+    fn open_file(&self, id: EntryId, reply: ReplyOpen) {
+        if let Some(backing) = self.backing.reuse(id) {
+            return reply.opened_passthrough(FH_PASSTHROUGH, PASSTHROUGH_FLAGS, &backing);
+        }
+        let local = self.content.backing_file(id);
+        let open = self.backing.clone();
+        self.runtime.spawn(async move {
+            let Some(file) = local.await else {
+                return reply.opened(FH_FUSE, FopenFlags::FOPEN_KEEP_CACHE);
+            };
+            match reply.open_backing(&file) {
+                Ok(fresh) => {
+                    let backing = open.insert(id, fresh);
+                    tracing::debug!(file = id, "opened with passthrough");
+                    reply.opened_passthrough(FH_PASSTHROUGH, PASSTHROUGH_FLAGS, &backing);
+                }
+                Err(error) => {
+                    tracing::debug!(file = id, %error, "passthrough refused; serving reads");
+                    reply.opened(FH_FUSE, FopenFlags::FOPEN_KEEP_CACHE);
+                }
+            }
+        });
     }
 
     fn entry(&self, ino: INodeNo) -> Result<(EntryId, &Entry), Errno> {
@@ -206,6 +245,16 @@ impl fuser::Filesystem for LayerFs {
         if let Err(unsupported) = config.add_capabilities(wanted) {
             tracing::debug!(?unsupported, "kernel lacks readdirplus");
         }
+        if self.passthrough {
+            // Depth 1: backing files are on a plain filesystem, and overlayfs may still
+            // stack on top of this mount.
+            let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !granted {
+                tracing::info!("kernel lacks FUSE passthrough; all reads are served by the daemon");
+            }
+            self.passthrough = granted;
+        }
         Ok(())
     }
 
@@ -244,9 +293,32 @@ impl fuser::Filesystem for LayerFs {
         match self.entry(ino) {
             Ok(_) if flags.acc_mode() != OpenAccMode::O_RDONLY => reply.error(Errno::EROFS),
             Ok((_, entry)) if entry.is_dir() => reply.error(Errno::EISDIR),
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok((id, entry))
+                if self.passthrough && entry.kind == EntryType::Reg && entry.size > 0 =>
+            {
+                self.open_file(id, reply)
+            }
+            Ok(_) => reply.opened(FH_FUSE, FopenFlags::FOPEN_KEEP_CACHE),
             Err(errno) => reply.error(errno),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if fh == FH_PASSTHROUGH {
+            if let Some(id) = entry_of(ino.0) {
+                self.backing.release(id);
+            }
+        }
+        reply.ok();
     }
 
     #[allow(clippy::too_many_arguments)]

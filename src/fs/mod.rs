@@ -6,6 +6,7 @@
 //! mounts it and returns a [`MountHandle`] that unmounts on drop.
 
 mod layer_fs;
+mod passthrough;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,13 @@ pub trait LayerContent: Send + Sync + 'static {
         offset: u64,
         len: u32,
     ) -> BoxFuture<'static, Result<Vec<u8>, std::io::Error>>;
+
+    /// A local file opened read-only holding exactly `file`'s verified content, when the
+    /// layer has all of it; the kernel then serves reads from it (FUSE passthrough).
+    /// Default: never.
+    fn backing_file(&self, _file: estargz::EntryId) -> BoxFuture<'static, Option<std::fs::File>> {
+        Box::pin(async { None })
+    }
 }
 
 /// How a layer is mounted.
@@ -42,6 +50,9 @@ pub struct MountOptions {
     pub threads: usize,
     /// Filesystem subtype shown in the mount table (default "estargz").
     pub subtype: String,
+    /// Serve fully local files through FUSE passthrough where the kernel supports it
+    /// (Linux >= 6.9, CAP_SYS_ADMIN); default true.
+    pub passthrough: bool,
 }
 
 impl Default for MountOptions {
@@ -51,6 +62,7 @@ impl Default for MountOptions {
             allow_other: true,
             threads: 2,
             subtype: "estargz".to_string(),
+            passthrough: true,
         }
     }
 }
@@ -126,7 +138,7 @@ pub fn mount(
     runtime: tokio::runtime::Handle,
     options: &MountOptions,
 ) -> Result<MountHandle, FsError> {
-    let fs = LayerFs::new(content, runtime, options.userxattr);
+    let fs = LayerFs::new(content, runtime, options);
     let session = fuser::spawn_mount(fs, mountpoint, &fuser_config(options)).map_err(|source| {
         FsError::Mount {
             path: mountpoint.to_path_buf(),

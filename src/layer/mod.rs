@@ -3,6 +3,7 @@
 
 mod activity;
 mod background;
+mod backing;
 mod config;
 mod fetch;
 mod open;
