@@ -11,6 +11,7 @@ use crate::cache::CacheConfig;
 use crate::layer::LayerConfig;
 use crate::lazy::FuseConfig;
 use crate::prefetch::PrefetchConfig;
+use crate::record::RecordConfig;
 use crate::remote::RemoteConfig;
 
 /// Default location of the configuration file.
@@ -59,6 +60,9 @@ pub struct Config {
     pub prefetch: PrefetchConfig,
     /// Background fetch of whole layers (`[background_fetch]`).
     pub background_fetch: BackgroundConfig,
+    /// Recording the files images open at start (`[record]`); without `dir`,
+    /// [`Config::resolved_record`] gives `<root>/record`.
+    pub record: RecordConfig,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             fuse: FuseConfig::default(),
             prefetch: PrefetchConfig::default(),
             background_fetch: BackgroundConfig::default(),
+            record: RecordConfig::default(),
         }
     }
 }
@@ -95,6 +100,19 @@ impl Config {
                     .unwrap_or_else(|| self.root.join("cache")),
             ),
             ..self.cache.clone()
+        }
+    }
+
+    /// The record settings with the directory resolved: `record.dir`, else `<root>/record`.
+    pub fn resolved_record(&self) -> RecordConfig {
+        RecordConfig {
+            dir: Some(
+                self.record
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| self.root.join("record")),
+            ),
+            ..self.record.clone()
         }
     }
 

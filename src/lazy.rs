@@ -17,6 +17,7 @@ use crate::cache::{CacheConfig, CacheError, ChunkCache};
 use crate::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
 use crate::layer::{Layer, LayerConfig, LayerError};
 use crate::prefetch::{self, PrefetchConfig};
+use crate::record::{self, RecordConfig, Recorder};
 use crate::remote::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
 };
@@ -95,12 +96,22 @@ impl FuseConfig {
     }
 }
 
-/// A [`Layer`] as the FUSE filesystem sees it.
-struct LayerFiles(Layer);
+/// A [`Layer`] as the FUSE filesystem sees it, with the recorder of opened files when
+/// recording is on.
+struct LayerFiles {
+    layer: Layer,
+    recorder: Option<Recorder>,
+}
 
 impl LayerContent for LayerFiles {
     fn index(&self) -> &estargz::Index {
-        self.0.index()
+        self.layer.index()
+    }
+
+    fn opened(&self, file: estargz::EntryId) {
+        if let Some(recorder) = &self.recorder {
+            recorder.opened(self.layer.index(), file);
+        }
     }
 
     fn read(
@@ -109,7 +120,7 @@ impl LayerContent for LayerFiles {
         offset: u64,
         len: u32,
     ) -> BoxFuture<'static, Result<Vec<u8>, std::io::Error>> {
-        let layer = self.0.clone();
+        let layer = self.layer.clone();
         // The filesystem logs the error and answers EIO.
         Box::pin(async move {
             layer
@@ -120,7 +131,7 @@ impl LayerContent for LayerFiles {
     }
 
     fn backing_file(&self, file: estargz::EntryId) -> BoxFuture<'static, Option<std::fs::File>> {
-        let layer = self.0.clone();
+        let layer = self.layer.clone();
         Box::pin(async move {
             match layer.backing_file(file).await {
                 Ok(local) => local,
@@ -143,6 +154,8 @@ pub struct LazyConfig {
     pub fuse: FuseConfig,
     pub prefetch: PrefetchConfig,
     pub background: BackgroundConfig,
+    /// With the directory resolved (see `Config::resolved_record`).
+    pub record: RecordConfig,
 }
 
 /// Mounts eStargz layers lazily through FUSE.
@@ -152,6 +165,7 @@ pub struct FuseMounter {
     layer: LayerConfig,
     fuse: FuseConfig,
     prefetch: PrefetchConfig,
+    record: RecordConfig,
     /// None when background fetching is off (or there is no disk cache to fill).
     background: Option<Arc<BackgroundFetcher>>,
     runtime: Handle,
@@ -171,6 +185,7 @@ impl FuseMounter {
             layer: config.layer,
             fuse: config.fuse,
             prefetch: config.prefetch,
+            record: config.record,
             background,
             runtime,
             mounts: Mutex::new(HashMap::new()),
@@ -200,6 +215,7 @@ impl FuseMounter {
         let location = BlobLocation::from_labels(labels)?;
         let toc_digest = toc_digest_from_labels(labels)?;
         let digest = location.digest;
+        let recorder = self.recorder_for(&location, labels);
         let timeout = self.fuse.mount_timeout;
         // The timer must be created inside the runtime, hence the async block.
         let opening =
@@ -209,7 +225,10 @@ impl FuseMounter {
             .block_on(opening)
             .map_err(|_| LazyError::Timeout { digest, timeout })??;
         self.prefetch_before_ready(&layer, labels);
-        let files = Arc::new(LayerFiles(layer.clone()));
+        let files = Arc::new(LayerFiles {
+            layer: layer.clone(),
+            recorder,
+        });
         let handle = fs::mount(
             mountpoint,
             files,
@@ -223,6 +242,30 @@ impl FuseMounter {
         // A stale handle for the same path (not expected) is unmounted by its drop.
         self.lock().insert(mountpoint.to_path_buf(), handle);
         Ok(())
+    }
+
+    /// With recording on, a recorder for the layer, once its image manifest is found
+    /// (bounded by the mount timeout; failures are logged and the layer is not recorded).
+    fn recorder_for(&self, location: &BlobLocation, labels: &Labels) -> Option<Recorder> {
+        if !self.record.enable {
+            return None;
+        }
+        let dir = self.record.dir.clone()?;
+        let timeout = self.fuse.mount_timeout;
+        let locating = async {
+            tokio::time::timeout(timeout, record::locate(&self.client, location, labels)).await
+        };
+        match self.runtime.block_on(locating) {
+            Ok(Ok(place)) => Some(Recorder::new(&dir, place, self.record.window)),
+            Ok(Err(error)) => {
+                tracing::warn!(digest = %location.digest, %error, "not recording this layer");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(digest = %location.digest, "not recording this layer: manifest lookup timed out");
+                None
+            }
+        }
     }
 
     /// Fetches the layer's prioritized range before the mount is reported ready, waiting

@@ -11,6 +11,7 @@ pub mod layer;
 pub mod lazy;
 pub mod prefetch;
 pub mod proto;
+pub mod record;
 pub mod remote;
 pub mod service;
 pub mod snapshot;

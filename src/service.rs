@@ -87,6 +87,7 @@ fn build_mounter(config: &Config) -> Result<Option<Arc<FuseMounter>>, Error> {
         fuse: config.fuse.clone(),
         prefetch: config.prefetch.clone(),
         background: config.background_fetch.clone(),
+        record: config.resolved_record(),
     };
     let cache_dir = lazy.cache.dir.clone();
     let mounter = FuseMounter::new(lazy, tokio::runtime::Handle::current())?;

@@ -16,7 +16,7 @@ use estargz_convert::convert::{convert, ConvertOptions, Endpoints};
 use estargz_convert::location::Location;
 use estargz_convert::platform::{PlatformFilter, PlatformSpec};
 use estargz_convert::progress::{human_bytes, Mode, Progress};
-use estargz_convert::record::Prioritized;
+use estargz_convert::record::{record_files, Prioritized};
 use estargz_convert::report::Report;
 use estargz_convert::store::Store;
 use registry::Reference;
@@ -55,6 +55,11 @@ struct Cli {
     /// {"path", "manifestDigest", "layerIndex"} giving prioritized files per layer.
     #[arg(long, value_name = "FILE")]
     record_in: Option<PathBuf>,
+    /// Access records written by estargz-snapshotter (`[record] enable = true`): its
+    /// record directory (every `<manifest>.jsonl` in it) or one record file. The files a
+    /// run opened come first, per layer, in the order it opened them.
+    #[arg(long, value_name = "DIR|FILE")]
+    record_from: Option<PathBuf>,
     /// Convert layers that already are in the target format instead of reusing them.
     #[arg(long)]
     force: bool,
@@ -202,8 +207,11 @@ fn convert_options(cli: &Cli, threads: usize) -> anyhow::Result<ConvertOptions> 
         (false, Some(level)) => bail!("--compression-level {level}: gzip levels are 1 to 12"),
         (true, Some(level)) => bail!("--compression-level {level}: zstd levels are 1 to 22"),
     };
-    let prioritized =
-        Prioritized::load(cli.prioritized_files.as_deref(), cli.record_in.as_deref())?;
+    let mut records: Vec<PathBuf> = cli.record_in.iter().cloned().collect();
+    if let Some(path) = &cli.record_from {
+        records.extend(record_files(path)?);
+    }
+    let prioritized = Prioritized::load(cli.prioritized_files.as_deref(), &records)?;
     Ok(ConvertOptions {
         compression,
         chunk_size: cli.chunk_size,

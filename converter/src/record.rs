@@ -1,5 +1,7 @@
 //! Prioritized file lists: a plain list for every layer (`--prioritized-files`) and
-//! ctr-remote's per-layer record (`--record-in`, JSON lines of path, manifest digest, layer).
+//! per-layer records (JSON lines of path, manifest digest, layer index): ctr-remote's
+//! (`--record-in`) and estargz-snapshotter's access records (`--record-from`, a file or
+//! the snapshotter's record directory of `<manifest>.jsonl` files).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -43,16 +45,23 @@ pub struct Prioritized {
 }
 
 impl Prioritized {
-    /// Reads the optional list and record files.
-    pub fn load(list: Option<&Path>, record: Option<&Path>) -> Result<Self, RecordError> {
+    /// Reads the optional list and the record files (in order: earlier files' paths come
+    /// first for a layer named in several).
+    pub fn load(list: Option<&Path>, records: &[PathBuf]) -> Result<Self, RecordError> {
         let common = match list {
             Some(path) => parse_list(&read(path)?),
             None => Vec::new(),
         };
-        let recorded = match record {
-            Some(path) => parse_record(path, &read(path)?)?,
-            None => HashMap::new(),
-        };
+        let mut recorded: HashMap<(Digest, usize), Vec<String>> = HashMap::new();
+        for path in records {
+            for (key, paths) in parse_record(path, &read(path)?)? {
+                recorded.entry(key).or_default().extend(paths);
+            }
+        }
+        let recorded = recorded
+            .into_iter()
+            .map(|(key, paths)| (key, dedup(paths.into_iter())))
+            .collect();
         Ok(Self { common, recorded })
     }
 
@@ -109,6 +118,27 @@ fn parse_record(
         .into_iter()
         .map(|(key, paths)| (key, dedup(paths.into_iter())))
         .collect())
+}
+
+/// The record files at `path`: the file itself, or the `*.jsonl` files of a directory
+/// (the snapshotter's record directory), sorted by name.
+pub fn record_files(path: &Path) -> Result<Vec<PathBuf>, RecordError> {
+    let read_error = |source| RecordError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_error)? {
+        let file = entry.map_err(read_error)?.path();
+        if file.extension().is_some_and(|e| e == "jsonl") && file.is_file() {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Paths as tar entries name them: no leading `/` or `./`.
@@ -180,6 +210,31 @@ mod tests {
         );
         assert_eq!(prioritized.for_layer(&m2, 3), ["etc/passwd", "bin/sh"]);
         assert_eq!(prioritized.recorded_manifests().len(), 2);
+    }
+
+    #[test]
+    fn records_load_from_files_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Digest::sha256(b"m");
+        let line = |path: &str| {
+            format!("{{\"path\":\"{path}\",\"manifestDigest\":\"{m}\",\"layerIndex\":0}}\n")
+        };
+        std::fs::write(dir.path().join("a.jsonl"), line("bin/sh")).unwrap();
+        std::fs::write(
+            dir.path().join("b.jsonl"),
+            line("etc/hosts") + &line("bin/sh"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a record").unwrap();
+        let files = record_files(dir.path()).unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        let prioritized = Prioritized::load(None, &files).unwrap();
+        assert_eq!(prioritized.for_layer(&m, 0), ["bin/sh", "etc/hosts"]);
+        let single = record_files(&dir.path().join("b.jsonl")).unwrap();
+        assert_eq!(
+            Prioritized::load(None, &single).unwrap().for_layer(&m, 0),
+            ["etc/hosts", "bin/sh"]
+        );
     }
 
     #[test]

@@ -290,17 +290,23 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.entry(ino) {
-            Ok(_) if flags.acc_mode() != OpenAccMode::O_RDONLY => reply.error(Errno::EROFS),
-            Ok((_, entry)) if entry.is_dir() => reply.error(Errno::EISDIR),
-            Ok((id, entry))
-                if self.passthrough && entry.kind == EntryType::Reg && entry.size > 0 =>
-            {
-                self.open_file(id, reply)
-            }
-            Ok(_) => reply.opened(FH_FUSE, FopenFlags::FOPEN_KEEP_CACHE),
-            Err(errno) => reply.error(errno),
+        let (id, entry) = match self.entry(ino) {
+            Ok(found) => found,
+            Err(errno) => return reply.error(errno),
+        };
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
         }
+        if entry.is_dir() {
+            return reply.error(Errno::EISDIR);
+        }
+        if entry.kind == EntryType::Reg {
+            self.content.opened(id);
+            if self.passthrough && entry.size > 0 {
+                return self.open_file(id, reply);
+            }
+        }
+        reply.opened(FH_FUSE, FopenFlags::FOPEN_KEEP_CACHE)
     }
 
     fn release(

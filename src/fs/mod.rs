@@ -30,6 +30,9 @@ pub trait LayerContent: Send + Sync + 'static {
         len: u32,
     ) -> BoxFuture<'static, Result<Vec<u8>, std::io::Error>>;
 
+    /// Called when regular file `file` is opened (e.g. to record what a workload uses).
+    fn opened(&self, _file: estargz::EntryId) {}
+
     /// A local file opened read-only holding exactly `file`'s verified content, when the
     /// layer has all of it; the kernel then serves reads from it (FUSE passthrough).
     /// Default: never.

@@ -35,12 +35,17 @@ pub fn convert_to_estargz(src: &str, dst: &str) {
 
 /// Like [`convert_to_estargz`], writing the `prioritized` files first in every layer.
 pub fn convert_to_estargz_prioritized(src: &str, dst: &str, prioritized: &[&str]) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let work = tempfile::tempdir().unwrap();
     let list_dir = tempfile::tempdir().unwrap();
     let list = list_dir.path().join("prioritized.txt");
     std::fs::write(&list, prioritized.join("\n")).unwrap();
-    let prioritized = Prioritized::load(Some(&list), None).unwrap();
+    convert_with(src, dst, Prioritized::load(Some(&list), &[]).unwrap());
+}
+
+/// Converts `src` to eStargz at `dst` with `prioritized` files first, as the converter's
+/// `--prioritized-files` / `--record-in` / `--record-from` options give them.
+pub fn convert_with(src: &str, dst: &str, prioritized: Prioritized) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
     runtime.block_on(async {
         let src: Location = src.parse().unwrap();
         let dst: Location = dst.parse().unwrap();
