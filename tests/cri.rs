@@ -264,3 +264,40 @@ fn cri_pulls_estargz_lazily_and_runs_a_pod() {
         "the sandbox image came from the local registry"
     );
 }
+
+/// `deploy/kubernetes/containerd-config.toml` as an admin merges it: containerd loads the
+/// CRI plugin with it (a config error disables the plugin, it does not stop containerd)
+/// and registers the `stargz` proxy snapshotter.
+#[test]
+fn deploy_containerd_config_loads_the_cri_plugin() {
+    testkit::require!(
+        testkit::Prereq::Root,
+        testkit::Prereq::Binary(testkit::containerd::CONTAINERD_BIN),
+        testkit::Prereq::Binary(testkit::containerd::CTR_BIN),
+    );
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/containerd-config.toml");
+    let snippet = std::fs::read_to_string(path).unwrap();
+    // testkit's generated config already says `version = 2`.
+    let extra_config: String = snippet
+        .lines()
+        .filter(|line| !line.starts_with("version"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let containerd = Containerd::start_with(ContainerdOptions {
+        extra_config,
+        enable_cri: true,
+    })
+    .unwrap();
+
+    let plugins = containerd.ctr(["plugins", "ls"]).unwrap().stdout;
+    let status = |id: &str| {
+        plugins
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(id))
+            .and_then(|line| line.split_whitespace().last().map(str::to_owned))
+    };
+    let log = std::fs::read_to_string(containerd.log_path()).unwrap();
+    assert_eq!(status("cri").as_deref(), Some("ok"), "{plugins}\n{log}");
+    assert_eq!(status("stargz").as_deref(), Some("ok"), "{plugins}");
+}
