@@ -44,14 +44,16 @@ impl SnapshotService {
     }
 }
 
-/// The namespace of a request; requests without the header use the empty namespace.
-fn namespace<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get(NAMESPACE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+/// The store namespace of a request: always the empty one, whatever the
+/// [`NAMESPACE_HEADER`] says. containerd's metadata layer already makes backend keys
+/// unique per namespace (`<ns>/<id>/<key>`, remote layers under their chain ID, as the Go
+/// reference and containerd's own snapshotters keep them in one key space), and it sends
+/// the header only from in-process callers such as the CRI plugin, never for requests of
+/// its gRPC clients (`ctr snapshots`, client-side unpack) or of its garbage collector.
+/// Keyed by the header, a snapshot the CRI plugin prepared would be invisible to
+/// `ctr snapshots ls` and to the garbage collector.
+fn namespace<T>(_request: &Request<T>) -> String {
+    String::new()
 }
 
 fn labels(map: std::collections::HashMap<String, String>) -> Labels {

@@ -52,6 +52,7 @@ fn containerd_pulls_and_runs_through_the_daemon() {
     let mut daemon = Daemon::start(dir.path());
     let options = ContainerdOptions {
         extra_config: proxy_plugin(&daemon.socket),
+        ..ContainerdOptions::default()
     };
     let containerd = Containerd::start_with(options).unwrap();
     let pull = [

@@ -22,9 +22,12 @@ pub const NAMESPACE_PREFIX: &str = "testkit";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// containerd's CRI plugin (Kubernetes), see [`ContainerdOptions::enable_cri`].
+pub const CRI_PLUGIN: &str = "io.containerd.grpc.v1.cri";
+
 /// Plugins a test containerd does not need; leaving them out makes startup quick and quiet.
 const DISABLED_PLUGINS: &[&str] = &[
-    "io.containerd.grpc.v1.cri",
+    CRI_PLUGIN,
     "io.containerd.snapshotter.v1.aufs",
     "io.containerd.snapshotter.v1.btrfs",
     "io.containerd.snapshotter.v1.devmapper",
@@ -54,6 +57,10 @@ pub enum ContainerdError {
 pub struct ContainerdOptions {
     /// TOML appended to the generated config, e.g. a `[proxy_plugins.stargz]` table.
     pub extra_config: String,
+    /// Load the CRI plugin (`io.containerd.grpc.v1.cri`, disabled by default). Its root
+    /// and state dirs are under containerd's; `extra_config` should configure it (CNI
+    /// dirs, sandbox image, registry) so that nothing outside the temp dir is used.
+    pub enable_cri: bool,
 }
 
 /// A running containerd. On drop: stopped, its mounts removed, its temp dir deleted.
@@ -83,7 +90,11 @@ impl Containerd {
             dir,
         };
         let config_path = containerd.dir.path().join("config.toml");
-        let text = config_text(containerd.dir.path(), &options.extra_config);
+        let text = config_text(
+            containerd.dir.path(),
+            &options.extra_config,
+            options.enable_cri,
+        );
         std::fs::write(&config_path, text).map_err(|source| ContainerdError::WriteConfig {
             path: config_path.clone(),
             source,
@@ -232,11 +243,13 @@ pub fn unique_id(prefix: &str) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
-/// containerd config (version 2) keeping root, state, sockets and plugin dirs under `dir`.
-fn config_text(dir: &Path, extra: &str) -> String {
+/// containerd config (version 2) keeping root, state, sockets and plugin dirs under `dir`;
+/// the CRI plugin is disabled unless `enable_cri`.
+fn config_text(dir: &Path, extra: &str, enable_cri: bool) -> String {
     let d = dir.display();
     let disabled = DISABLED_PLUGINS
         .iter()
+        .filter(|p| !(enable_cri && **p == CRI_PLUGIN))
         .map(|p| format!("\"{p}\""))
         .collect::<Vec<_>>()
         .join(", ");
@@ -271,8 +284,22 @@ mod tests {
     }
 
     #[test]
+    fn cri_plugin_is_disabled_unless_enabled() {
+        let cases = [("default", false, true), ("enable_cri", true, false)];
+        for (name, enable_cri, disabled) in cases {
+            let text = config_text(Path::new("/tmp/tk-x"), "", enable_cri);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("disabled_plugins"))
+                .unwrap();
+            assert_eq!(line.contains(CRI_PLUGIN), disabled, "{name}: {line}");
+            assert!(line.contains("devmapper"), "{name}: {line}");
+        }
+    }
+
+    #[test]
     fn config_keeps_everything_under_dir() {
-        let text = config_text(Path::new("/tmp/tk-x"), "[proxy_plugins.stargz]\n");
+        let text = config_text(Path::new("/tmp/tk-x"), "[proxy_plugins.stargz]\n", false);
         for want in [
             "root = \"/tmp/tk-x/root\"",
             "state = \"/tmp/tk-x/state\"",

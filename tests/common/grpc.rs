@@ -1,4 +1,5 @@
-//! A tonic Snapshots client over the daemon's (or containerd's) unix socket.
+//! A tonic Snapshots client over the daemon's (or containerd's) unix socket, and the unix
+//! socket channel under it.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -28,8 +29,13 @@ pub async fn connect(socket: &Path) -> SnapshotsClient<Channel> {
 pub async fn try_connect(
     socket: &Path,
 ) -> Result<SnapshotsClient<Channel>, tonic::transport::Error> {
+    Ok(SnapshotsClient::new(unix_channel(socket).await?))
+}
+
+/// A gRPC channel to the unix socket `socket` (any service: Snapshots, CRI).
+pub async fn unix_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     let socket = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://localhost")
+    Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();
             async move {
@@ -38,8 +44,7 @@ pub async fn try_connect(
                     .map(TokioIo::new)
             }
         }))
-        .await?;
-    Ok(SnapshotsClient::new(channel))
+        .await
 }
 
 /// `message` as a request in containerd namespace `namespace`.

@@ -1,6 +1,7 @@
 //! Shared by the integration tests: the `estargz-snapshotter` binary as a child process
 //! on its own root and socket under a test directory.
 
+pub mod cri;
 pub mod grpc;
 pub mod remote;
 pub mod stack;

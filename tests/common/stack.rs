@@ -139,6 +139,7 @@ impl LazyStack {
         let daemon = Daemon::start_with_config(dir.path(), &config);
         let containerd = Containerd::start_with(ContainerdOptions {
             extra_config: proxy_plugin(&daemon.socket),
+            ..ContainerdOptions::default()
         })
         .unwrap();
         LazyStack {
