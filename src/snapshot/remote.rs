@@ -51,6 +51,16 @@ impl Store {
         labels: Labels,
         mounts: Vec<Mount>,
     ) -> Result<Vec<Mount>, Error> {
+        if self.stat(ns, target).is_ok() {
+            // Another image (or namespace) already has this layer: nothing to pull, as
+            // the Go reference answers. The fresh active snapshot is not needed.
+            tracing::info!(layer = target, "layer already committed; reusing it");
+            self.remove(ns, key)?;
+            return Err(Error::AlreadyExists {
+                namespace: ns.to_owned(),
+                key: target.to_owned(),
+            });
+        }
         let id = self.stat_id(ns, key)?;
         let fs = self.fs_dir(id);
         if let Err(reason) = mounter.mount(&fs, &labels) {
@@ -189,13 +199,22 @@ mod tests {
     }
 
     #[test]
-    fn existing_target_falls_back_and_unmounts() {
+    fn existing_target_answers_already_exists_without_mounting() {
         let (_dir, store, mounter) = store();
         store.prepare("ns", "k", "", Labels::new()).unwrap();
         store.commit("ns", "chain-1", "k", Labels::new()).unwrap();
         let wanted = labels(&[(SNAPSHOT_REF_LABEL, "chain-1"), ("fake/remote", "yes")]);
-        store.prepare("ns", "extract-1", "", wanted).unwrap();
-        assert_eq!(store.stat("ns", "extract-1").unwrap().kind, Kind::Active);
-        assert_eq!(mounter.unmounted.lock().unwrap().len(), 1);
+        let err = store.prepare("ns", "extract-1", "", wanted).unwrap_err();
+        assert_eq!(snapshot_code(&err), Code::AlreadyExists);
+        assert_eq!(
+            snapshot_code(&store.stat("ns", "extract-1").unwrap_err()),
+            Code::NotFound,
+            "the active snapshot is removed"
+        );
+        assert!(
+            mounter.unmounted.lock().unwrap().is_empty(),
+            "nothing was mounted"
+        );
+        assert_eq!(store.list::<&str>("ns", &[]).unwrap().len(), 1);
     }
 }
