@@ -1,18 +1,20 @@
 //! Builds a test image in code and pushes it to a registry or writes it to an OCI layout.
 //!
 //! ```text
-//! make-image push HOST NAME:TAG [demo|bench[:MIB]]
-//! make-image layout DIR TAG [demo|bench[:MIB]]
+//! make-image push HOST NAME:TAG [demo|bench[:MIB]|lazy-bench[:MIB]]
+//! make-image layout DIR TAG [demo|bench[:MIB]|lazy-bench[:MIB]]
+//! make-image read-set MIB      # the files lazy-bench:MIB's entrypoint reads, one a line
 //! ```
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use testkit::image::{bench_image, demo_image};
+use testkit::image::{bench_image, demo_image, lazy_bench_image, lazy_bench_read_set};
 use testkit::{write_layout, BuiltImage, RegistryClient};
 
 const USAGE: &str =
-    "usage: make-image push HOST NAME:TAG [demo|bench[:MIB]] | make-image layout DIR TAG [demo|bench[:MIB]]";
+    "usage: make-image push HOST NAME:TAG [KIND] | make-image layout DIR TAG [KIND] | \
+     make-image read-set MIB (KIND: demo, bench[:MIB], lazy-bench[:MIB])";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +28,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
+    if let [mode, mib] = args {
+        if mode == "read-set" {
+            for path in lazy_bench_read_set(parse_mib(mib)?) {
+                println!("{path}");
+            }
+            return Ok(());
+        }
+    }
     let [mode, target, name, rest @ ..] = args else {
         return Err(USAGE.into());
     };
@@ -50,8 +60,14 @@ fn build(kind: &str) -> Result<BuiltImage, String> {
     let built = match kind.split_once(':') {
         None if kind == "demo" => demo_image(),
         None if kind == "bench" => bench_image(300),
-        Some(("bench", mib)) => bench_image(mib.parse().map_err(|_| format!("bad size {mib}"))?),
+        Some(("bench", mib)) => bench_image(parse_mib(mib)?),
+        None if kind == "lazy-bench" => lazy_bench_image(400),
+        Some(("lazy-bench", mib)) => lazy_bench_image(parse_mib(mib)?),
         _ => return Err(format!("unknown image kind {kind:?}\n{USAGE}")),
     };
     built.map_err(|e| e.to_string())
+}
+
+fn parse_mib(mib: &str) -> Result<usize, String> {
+    mib.parse().map_err(|_| format!("bad size {mib}"))
 }

@@ -15,5 +15,8 @@ pub use build::{
 pub use busybox::{busybox_layer, BusyboxError};
 pub use layer::{data_layer, DataFile, LayerBuilder, LayerError};
 pub use layout::{write_layout, Layout, LayoutError};
-pub use presets::{bench_image, demo_image, PresetError, DEMO_GREETING};
+pub use presets::{
+    bench_image, demo_image, lazy_bench_image, lazy_bench_read_set, PresetError, DEMO_GREETING,
+    LAZY_BENCH_READY,
+};
 pub use push::push_artifact;

@@ -1,4 +1,5 @@
-//! Ready-made images: a small demo image and a large mixed image for benchmarks.
+//! Ready-made images: a small demo image, a large mixed image for the conversion benchmark
+//! and a large image whose entrypoint reads a tenth of it for the lazy-pull benchmark.
 
 use super::build::{BuildError, BuiltImage, ImageBuilder};
 use super::busybox::{busybox_layer, BusyboxError};
@@ -82,6 +83,101 @@ pub fn bench_image(total_mib: usize) -> Result<BuiltImage, PresetError> {
     Ok(builder.build()?)
 }
 
+/// What the lazy-pull benchmark image prints once its entrypoint has read its files.
+pub const LAZY_BENCH_READY: &str = "ready";
+
+/// Data layers of the lazy-pull benchmark image.
+const LAZY_BENCH_DATA_LAYERS: usize = 3;
+/// Small files each data layer contributes to the entrypoint's read set.
+const LAZY_BENCH_SMALL_READS: usize = 16;
+
+/// The data layers of the lazy-pull benchmark image, for roughly `total_mib` MiB of
+/// mostly incompressible content, and the paths its entrypoint reads.
+///
+/// Each of the three layers holds filler files the entrypoint never reads (a few 8 MiB
+/// files and many of a few hundred KiB) with its share of the read set interleaved: about
+/// a tenth of the layer, as one big file (half of it), one medium file (a quarter) and 16
+/// small files of different sizes (the last quarter). The read set is in reading order.
+pub fn lazy_bench_layers(total_mib: usize) -> (Vec<Vec<DataFile>>, Vec<String>) {
+    const TEXT_PERCENT: u8 = 10;
+    let layer_bytes = total_mib.max(12) * MIB / LAZY_BENCH_DATA_LAYERS;
+    let read_bytes = layer_bytes / 10;
+    let mut layers = Vec::new();
+    let mut read_set = Vec::new();
+    for layer in 1..=LAZY_BENCH_DATA_LAYERS {
+        let app = format!("usr/lib/app{layer}");
+        let mut reads = vec![
+            DataFile::new(&format!("{app}/core.bin"), read_bytes / 2, TEXT_PERCENT),
+            DataFile::new(&format!("{app}/plugin.bin"), read_bytes / 4, TEXT_PERCENT),
+        ];
+        // Small files from 1/4 to 7/4 of the average size, summing to about read_bytes / 4.
+        let average = read_bytes / 4 / LAZY_BENCH_SMALL_READS;
+        reads.extend((0..LAZY_BENCH_SMALL_READS).map(|i| {
+            let size = average / 4 + average * ((i * 5) % LAZY_BENCH_SMALL_READS) / 10;
+            DataFile::new(&format!("{app}/mods/m{i:02}.so"), size, TEXT_PERCENT)
+        }));
+        read_set.extend(reads.iter().map(|f| f.path.clone()));
+
+        let filler_bytes = layer_bytes - read_bytes;
+        let big_count = filler_bytes / 2 / (8 * MIB);
+        let mut fillers: Vec<DataFile> = (0..big_count)
+            .map(|i| {
+                let path = format!("usr/share/data{layer}/big{i:02}.bin");
+                DataFile::new(&path, 8 * MIB, TEXT_PERCENT)
+            })
+            .collect();
+        let medium_bytes = filler_bytes - big_count * 8 * MIB;
+        let medium_count = medium_bytes / (320 * KIB);
+        fillers.extend((0..medium_count).map(|i| {
+            let path = format!("usr/share/data{layer}/blob{i:03}.bin");
+            // 64 KiB to 576 KiB in 32 KiB steps, 320 KiB on average.
+            DataFile::new(&path, 64 * KIB + (i * 37) % 17 * 32 * KIB, TEXT_PERCENT)
+        }));
+
+        // Interleave: one read file after every `stride` fillers, so without prioritized
+        // files the reads are scattered over the layer.
+        let stride = (fillers.len() / reads.len()).max(1);
+        let mut files = Vec::with_capacity(fillers.len() + reads.len());
+        let mut reads = reads.into_iter();
+        for (i, filler) in fillers.into_iter().enumerate() {
+            files.push(filler);
+            if i % stride == stride - 1 {
+                files.extend(reads.next());
+            }
+        }
+        files.extend(reads);
+        layers.push(files);
+    }
+    (layers, read_set)
+}
+
+/// The files the lazy-pull benchmark image's entrypoint reads, in order: the busybox
+/// binary (the shell), then the data files it `cat`s. Paths without a leading `/`.
+pub fn lazy_bench_read_set(total_mib: usize) -> Vec<String> {
+    let mut paths = vec!["bin/busybox".to_string()];
+    paths.extend(lazy_bench_layers(total_mib).1);
+    paths
+}
+
+/// busybox plus three large data layers (about `total_mib` MiB, mostly incompressible);
+/// the entrypoint reads [`lazy_bench_read_set`] (about a tenth of the content) and then
+/// prints [`LAZY_BENCH_READY`].
+pub fn lazy_bench_image(total_mib: usize) -> Result<BuiltImage, PresetError> {
+    let (layers, read_set) = lazy_bench_layers(total_mib);
+    let files: Vec<String> = read_set.iter().map(|p| format!("/{p}")).collect();
+    let script = format!(
+        "cat {} >/dev/null && echo {LAZY_BENCH_READY}",
+        files.join(" ")
+    );
+    let mut builder = ImageBuilder::new()
+        .layer(busybox_layer()?)
+        .cmd(&["/bin/sh", "-c", &script]);
+    for (seed, files) in (101u64..).zip(layers) {
+        builder = builder.layer(data_layer(&files, seed)?);
+    }
+    Ok(builder.build()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +193,32 @@ mod tests {
             layers[0].len()
         );
         assert_eq!(layers[2].len(), 3);
+    }
+
+    #[test]
+    fn lazy_bench_reads_a_tenth_spread_over_the_layers() {
+        let (layers, read_set) = lazy_bench_layers(300);
+        assert_eq!(layers.len(), LAZY_BENCH_DATA_LAYERS);
+        let files: Vec<&DataFile> = layers.iter().flatten().collect();
+        let total: usize = files.iter().map(|f| f.size).sum();
+        let read: usize = files
+            .iter()
+            .filter(|f| read_set.contains(&f.path))
+            .map(|f| f.size)
+            .sum();
+        assert!(total > 280 * MIB && total < 310 * MIB, "{total}");
+        assert!(read > 25 * MIB && read < 35 * MIB, "{read}");
+        assert_eq!(
+            read_set.len(),
+            LAZY_BENCH_DATA_LAYERS * (2 + LAZY_BENCH_SMALL_READS)
+        );
+        for (layer, files) in layers.iter().enumerate() {
+            let first_read = files.iter().position(|f| read_set.contains(&f.path));
+            assert!(
+                first_read > Some(0),
+                "layer {layer} starts with a read file"
+            );
+        }
+        assert_eq!(lazy_bench_read_set(300)[0], "bin/busybox");
     }
 }
