@@ -21,6 +21,7 @@ mod stream;
 mod transport;
 mod upload;
 
+pub use blobs::BlobTail;
 pub use client::Client;
 pub use config::ClientConfig;
 pub use credentials::{Credential, Credentials, CredentialsError};

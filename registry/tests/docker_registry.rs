@@ -172,6 +172,14 @@ async fn range_reads_return_exact_bytes() {
             "{range:?}"
         );
     }
+    for (suffix, want_start) in [(100, len - 100), (len, 0), (len * 2, 0)] {
+        let tail = client.read_blob_tail(&repo, &digest, suffix).await.unwrap();
+        assert_eq!(tail.size, len, "size from Content-Range");
+        assert!(
+            tail.bytes == blob[want_start as usize..],
+            "tail of {suffix}"
+        );
+    }
     let beyond = client.read_blob_range(&repo, &digest, len..len + 10).await;
     assert!(
         matches!(beyond, Err(Error::RangeNotSatisfied { .. })),

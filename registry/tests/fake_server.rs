@@ -255,6 +255,12 @@ async fn range_reads_from_a_registry_answering_200_return_only_the_range() {
         Some("bytes=1000-1999"),
         "Range header sent"
     );
+    let tail = client.read_blob_tail(&repo, &digest, 4096).await.unwrap();
+    assert_eq!(tail.size, len, "size from Content-Length");
+    assert!(
+        tail.bytes == blob[blob.len() - 4096..],
+        "the tail of a 200 answer"
+    );
     let ranges = [500..600, 0..4, 550..560, 900_000..900_001];
     let got = client
         .read_blob_ranges(&repo, &digest, &ranges)

@@ -1,11 +1,14 @@
 //! Opening a layer: fetch the footer, then the TOC, verify the TOC digest, build the index.
 
+use std::ops::Range;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use estargz::{footer, toc, Digest, Format, Index, FOOTER_MAX_SIZE};
 
 use super::{LayerConfig, LayerError};
-use crate::remote::BlobSource;
+use crate::remote::{BlobSource, RemoteError};
 
 /// What opening a layer yields.
 pub(super) struct Opened {
@@ -25,9 +28,13 @@ pub(super) async fn read_toc(
         return Err(LayerError::MissingTocDigest { blob });
     }
     let size = source.size();
-    let tail = source
-        .read(size.saturating_sub(FOOTER_MAX_SIZE as u64)..size)
-        .await?;
+    let known_tail = source.take_tail().unwrap_or_default();
+    let tail = read_near_end(
+        source,
+        &known_tail,
+        size.saturating_sub(FOOTER_MAX_SIZE as u64)..size,
+    )
+    .await?;
     let footer = footer::parse(&tail).map_err(|source| LayerError::Footer { blob, source })?;
     let footer_start = size.saturating_sub(footer.size());
     if footer.toc_offset > footer_start {
@@ -45,7 +52,7 @@ pub(super) async fn read_toc(
             max: config.max_toc_bytes,
         });
     }
-    let region = source.read(footer.toc_offset..footer_start).await?;
+    let region = read_near_end(source, &known_tail, footer.toc_offset..footer_start).await?;
     // Decompressing and parsing a big TOC is CPU work: keep it off the async workers.
     let decoded = tokio::task::spawn_blocking(move || {
         let (toc, digest) = toc::decode(&footer, &region)?;
@@ -73,4 +80,22 @@ pub(super) async fn read_toc(
         toc_digest,
         toc_offset: footer.toc_offset,
     })
+}
+
+/// `range` of the blob: out of `known_tail` (the blob's last bytes) when it lies inside,
+/// else read from the source.
+async fn read_near_end(
+    source: &Arc<dyn BlobSource>,
+    known_tail: &Bytes,
+    range: Range<u64>,
+) -> Result<Bytes, RemoteError> {
+    let tail_start = source.size().saturating_sub(known_tail.len() as u64);
+    if range.start >= tail_start && !known_tail.is_empty() {
+        let start = usize::try_from(range.start - tail_start).unwrap_or(usize::MAX);
+        let end = usize::try_from(range.end - tail_start).unwrap_or(usize::MAX);
+        if let Some(bytes) = known_tail.get(start..end) {
+            return Ok(known_tail.slice_ref(bytes));
+        }
+    }
+    source.read(range).await
 }

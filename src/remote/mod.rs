@@ -55,6 +55,12 @@ pub trait BlobSource: Send + Sync + 'static {
         ranges: &'a [Range<u64>],
     ) -> BoxFuture<'a, Result<Vec<Bytes>, RemoteError>>;
 
+    /// Bytes at the very end of the blob that opening it already fetched (handed out
+    /// once, so they are not kept for the layer's lifetime). Default: none.
+    fn take_tail(&self) -> Option<Bytes> {
+        None
+    }
+
     /// Reads one range.
     fn read(&self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes, RemoteError>> {
         Box::pin(async move {

@@ -9,26 +9,32 @@ use registry::{Client, Reference};
 
 use super::{check_length, BlobLocation, BlobSource, RemoteError};
 
+/// Bytes fetched from the end of a blob when it is opened: enough for the footer and the
+/// TOC of most layers, so that opening a layer is one round trip.
+pub const OPEN_TAIL_BYTES: u64 = 256 << 10;
+
 /// One layer blob in a registry repository, with its size known.
-#[derive(Clone)]
 pub struct RegistryBlob {
     client: Client,
     repository: Reference,
     digest: Digest,
     size: u64,
+    tail: std::sync::Mutex<Option<Bytes>>,
 }
 
 impl RegistryBlob {
-    /// Looks the blob up (a HEAD request for its size).
+    /// Looks the blob up: one suffix-range request gives its size and its last
+    /// [`OPEN_TAIL_BYTES`] (footer and, usually, the TOC).
     pub async fn open(client: Client, location: BlobLocation) -> Result<RegistryBlob, RemoteError> {
-        let size = client
-            .blob_size(&location.reference, &location.digest)
+        let tail = client
+            .read_blob_tail(&location.reference, &location.digest, OPEN_TAIL_BYTES)
             .await?;
         Ok(RegistryBlob {
             client,
             repository: location.reference,
             digest: location.digest,
-            size,
+            size: tail.size,
+            tail: std::sync::Mutex::new(Some(tail.bytes)),
         })
     }
 
@@ -56,6 +62,10 @@ impl BlobSource for RegistryBlob {
 
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn take_tail(&self) -> Option<Bytes> {
+        self.tail.lock().ok()?.take()
     }
 
     fn read_ranges<'a>(
