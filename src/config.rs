@@ -10,6 +10,7 @@ use crate::background::BackgroundConfig;
 use crate::cache::CacheConfig;
 use crate::layer::LayerConfig;
 use crate::lazy::FuseConfig;
+use crate::metrics::MetricsConfig;
 use crate::prefetch::PrefetchConfig;
 use crate::remote::RemoteConfig;
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub prefetch: PrefetchConfig,
     /// Background fetch of whole layers (`[background_fetch]`).
     pub background_fetch: BackgroundConfig,
+    /// Prometheus metrics endpoint (`[metrics]`); off unless `address` is set.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             fuse: FuseConfig::default(),
             prefetch: PrefetchConfig::default(),
             background_fetch: BackgroundConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -25,9 +25,7 @@ pub(super) async fn read_toc(
         return Err(LayerError::MissingTocDigest { blob });
     }
     let size = source.size();
-    let tail = source
-        .read(size.saturating_sub(FOOTER_MAX_SIZE as u64)..size)
-        .await?;
+    let tail = read_counted(source, size.saturating_sub(FOOTER_MAX_SIZE as u64)..size).await?;
     let footer = footer::parse(&tail).map_err(|source| LayerError::Footer { blob, source })?;
     let footer_start = size.saturating_sub(footer.size());
     if footer.toc_offset > footer_start {
@@ -45,7 +43,7 @@ pub(super) async fn read_toc(
             max: config.max_toc_bytes,
         });
     }
-    let region = source.read(footer.toc_offset..footer_start).await?;
+    let region = read_counted(source, footer.toc_offset..footer_start).await?;
     // Decompressing and parsing a big TOC is CPU work: keep it off the async workers.
     let decoded = tokio::task::spawn_blocking(move || {
         let (toc, digest) = toc::decode(&footer, &region)?;
@@ -73,4 +71,18 @@ pub(super) async fn read_toc(
         toc_digest,
         toc_offset: footer.toc_offset,
     })
+}
+
+/// One range read, counted in the metrics as a `toc` request.
+async fn read_counted(
+    source: &Arc<dyn BlobSource>,
+    range: std::ops::Range<u64>,
+) -> Result<bytes::Bytes, crate::remote::RemoteError> {
+    let metrics = crate::metrics::global();
+    let len = range.end.saturating_sub(range.start);
+    let bytes = metrics
+        .range_request(crate::metrics::TOC_KIND, source.read(range))
+        .await?;
+    metrics.fetched(crate::metrics::TOC_KIND, len);
+    Ok(bytes)
 }
