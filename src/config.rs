@@ -10,6 +10,7 @@ use crate::background::BackgroundConfig;
 use crate::cache::CacheConfig;
 use crate::layer::LayerConfig;
 use crate::lazy::FuseConfig;
+use crate::metrics::MetricsConfig;
 use crate::prefetch::PrefetchConfig;
 use crate::record::RecordConfig;
 use crate::remote::RemoteConfig;
@@ -63,6 +64,8 @@ pub struct Config {
     /// Recording the files images open at start (`[record]`); without `dir`,
     /// [`Config::resolved_record`] gives `<root>/record`.
     pub record: RecordConfig,
+    /// Prometheus metrics endpoint (`[metrics]`); off unless `address` is set.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             prefetch: PrefetchConfig::default(),
             background_fetch: BackgroundConfig::default(),
             record: RecordConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::remote::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
 };
 use crate::snapshot::{Labels, MountError, Mounter};
+use crate::status::Board;
 
 /// Default bound on one lazy mount attempt (resolve, footer, TOC, FUSE mount).
 pub const DEFAULT_MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -170,6 +171,8 @@ pub struct FuseMounter {
     background: Option<Arc<BackgroundFetcher>>,
     runtime: Handle,
     mounts: Mutex<HashMap<PathBuf, MountHandle>>,
+    /// What `status` reports: mounted layers and fallbacks.
+    board: Arc<Board>,
 }
 
 impl FuseMounter {
@@ -189,6 +192,7 @@ impl FuseMounter {
             background,
             runtime,
             mounts: Mutex::new(HashMap::new()),
+            board: Arc::default(),
         })
     }
 
@@ -199,8 +203,14 @@ impl FuseMounter {
         paths
     }
 
+    /// The record of mounts and fallbacks the status endpoint reads.
+    pub fn board(&self) -> Arc<Board> {
+        self.board.clone()
+    }
+
     /// Unmounts every layer (daemon shutdown). Failures are logged.
     pub fn unmount_all(&self) {
+        self.board.unmounted_all();
         let handles: Vec<MountHandle> = self.lock().drain().map(|(_, h)| h).collect();
         for handle in handles {
             let path = handle.mountpoint().to_path_buf();
@@ -216,6 +226,7 @@ impl FuseMounter {
         let toc_digest = toc_digest_from_labels(labels)?;
         let digest = location.digest;
         let recorder = self.recorder_for(&location, labels);
+        let reference = location.reference.to_string();
         let timeout = self.fuse.mount_timeout;
         // The timer must be created inside the runtime, hence the async block.
         let opening =
@@ -224,7 +235,7 @@ impl FuseMounter {
             .runtime
             .block_on(opening)
             .map_err(|_| LazyError::Timeout { digest, timeout })??;
-        self.prefetch_before_ready(&layer, labels);
+        let prefetched = self.prefetch_before_ready(&layer, labels);
         let files = Arc::new(LayerFiles {
             layer: layer.clone(),
             recorder,
@@ -241,6 +252,9 @@ impl FuseMounter {
         }
         // A stale handle for the same path (not expected) is unmounted by its drop.
         self.lock().insert(mountpoint.to_path_buf(), handle);
+        let background = self.background.is_some();
+        self.board
+            .mounted(mountpoint, &layer, reference, prefetched, background);
         Ok(())
     }
 
@@ -307,12 +321,15 @@ impl FuseMounter {
 
 impl Mounter for FuseMounter {
     fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError> {
-        self.mount_layer(mountpoint, labels)
-            .map_err(|e| MountError::NotRemote(e.to_string()))
+        self.mount_layer(mountpoint, labels).map_err(|e| {
+            self.board.fallback(labels, &e);
+            MountError::NotRemote(e.to_string())
+        })
     }
 
     fn unmount(&self, mountpoint: &Path) -> Result<(), MountError> {
         let handle = self.lock().remove(mountpoint);
+        self.board.unmounted(mountpoint);
         let Some(handle) = handle else {
             return Err(MountError::NotRemote(
                 LazyError::NotMounted(mountpoint.to_path_buf()).to_string(),

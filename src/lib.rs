@@ -9,11 +9,13 @@ pub mod fs;
 pub mod grpc;
 pub mod layer;
 pub mod lazy;
+pub mod metrics;
 pub mod prefetch;
 pub mod proto;
 pub mod record;
 pub mod remote;
 pub mod service;
 pub mod snapshot;
+pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;

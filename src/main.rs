@@ -1,11 +1,13 @@
 //! `estargz-snapshotter`: the containerd remote snapshotter daemon. Parses flags, loads
-//! the config, installs logging and serves until SIGTERM or SIGINT.
+//! the config, installs logging and serves until SIGTERM or SIGINT. The `status`
+//! subcommand instead asks a running daemon for its lazily mounted layers.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use estargz_snapshotter::config::{Config, DEFAULT_CONFIG_PATH};
+use estargz_snapshotter::status;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// containerd remote snapshotter serving the Snapshots v1 gRPC API.
@@ -13,10 +15,10 @@ use tokio::signal::unix::{signal, SignalKind};
 #[command(version, about)]
 struct Args {
     /// TOML configuration file; a missing file at the default path means defaults.
-    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
     /// Directory for the metadata database and snapshots (overrides the config).
-    #[arg(long)]
+    #[arg(long, global = true)]
     root: Option<PathBuf>,
     /// Unix socket to serve on (overrides the config).
     #[arg(long)]
@@ -24,6 +26,22 @@ struct Args {
     /// Log filter such as `info` or `debug` (overrides the config).
     #[arg(long)]
     log_level: Option<String>,
+    /// Without a subcommand, run the daemon.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the lazily mounted layers of the running daemon (from `<root>/status.sock`).
+    Status {
+        /// Print the daemon's JSON as it is.
+        #[arg(long)]
+        json: bool,
+        /// Status socket (default `<root>/status.sock`).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +50,10 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::load(&args.config, optional)?;
     if let Some(root) = args.root {
         config.root = root;
+    }
+    if let Some(Command::Status { json, socket }) = args.command {
+        let socket = socket.unwrap_or_else(|| status::socket_path(&config.root));
+        return show_status(&socket, json);
     }
     if let Some(address) = args.address {
         config.address = address;
@@ -49,6 +71,25 @@ fn main() -> anyhow::Result<()> {
         estargz_snapshotter::service::run(&config, shutdown).await?;
         Ok(())
     })
+}
+
+/// Prints the daemon's status as a report, or as JSON.
+fn show_status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?;
+    let (report, raw) = runtime.block_on(status::client::fetch(socket))?;
+    if json {
+        println!("{}", raw.trim_end());
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        print!("{}", status::client::render(&report, now));
+    }
+    Ok(())
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -1,6 +1,8 @@
 //! Runs the daemon: builds the lazy-pull mounter (when enabled and FUSE is available),
-//! opens the store, serves the Snapshots API on a unix socket until the shutdown future
-//! resolves, then finishes in-flight requests, unmounts FUSE layers and removes the socket.
+//! opens the store, starts the status socket (and the metrics address when configured),
+//! serves the Snapshots API on a unix socket until the shutdown future resolves, then
+//! finishes in-flight requests, stops the status endpoints, unmounts FUSE layers and
+//! removes the sockets.
 //!
 //! Remote snapshots are not remounted after a restart yet (issue 7).
 
@@ -16,6 +18,7 @@ use crate::grpc::SnapshotService;
 use crate::lazy::{FuseMounter, LazyConfig, LazyError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
+use crate::status::{self, server::ServerError};
 
 /// The device FUSE mounts need.
 const FUSE_DEVICE: &str = "/dev/fuse";
@@ -36,6 +39,8 @@ pub enum Error {
     },
     #[error("set up lazy pulling: {0}")]
     Lazy(#[from] LazyError),
+    #[error("metrics endpoint: {0}")]
+    Metrics(#[from] ServerError),
     #[error("serve gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -47,7 +52,17 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
     let store_mounter = mounter.clone().map(|m| m as Arc<dyn Mounter>);
     let store =
         Store::open_with(&root, store_mounter).map_err(|source| Error::Store { root, source })?;
-    let listener = bind(&config.address)?;
+    let board = mounter.as_ref().map(|m| m.board()).unwrap_or_default();
+    let status_socket = status::socket_path(&config.root);
+    let endpoints = status::server::start(&config.metrics, &status_socket, board).await?;
+    // The Snapshots socket last: its appearance tells that the daemon is ready.
+    let listener = match bind(&config.address) {
+        Ok(listener) => listener,
+        Err(e) => {
+            endpoints.shutdown();
+            return Err(e);
+        }
+    };
     tracing::info!(
         root = %config.root.display(),
         address = %config.address.display(),
@@ -59,6 +74,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     remove_socket(&config.address);
+    endpoints.shutdown();
     if let Some(mounter) = mounter {
         unmount_on_blocking_thread(mounter).await;
     }

@@ -50,6 +50,16 @@ impl Layer {
             .unwrap_or_else(PoisonError::into_inner) = next;
         Ok((!chunks.is_empty()).then_some(fetched))
     }
+
+    /// Whether background fetching has walked the whole layer (every chunk cached).
+    pub fn background_complete(&self) -> bool {
+        let cursor = self
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        cursor.entry >= self.inner.index.len()
+    }
 }
 
 impl Inner {

@@ -69,7 +69,13 @@ impl Inner {
             .zip(chunks)
             .map(|(key, chunk)| self.cache.get_memory(key, chunk.size))
             .collect();
+        let in_memory = found.iter().flatten().count();
         self.look_on_disk(chunks, &keys, &mut found).await?;
+        crate::metrics::global().chunk_lookups(
+            found.len(),
+            in_memory,
+            found.iter().flatten().count(),
+        );
         let pending = self.join_or_start(chunks, &keys, &mut found, kind);
         // A reader waiting on the network keeps background fetching away.
         let _waiting =
@@ -202,7 +208,9 @@ impl Inner {
     ) -> Result<ChunkResults, FetchError> {
         let range = span(members.iter().map(|(_, c)| &c.compressed));
         let timeout = self.config.read_timeout;
-        let bytes = tokio::time::timeout(timeout, self.source.read(range.clone()))
+        let read =
+            crate::metrics::global().range_request(kind.name(), self.source.read(range.clone()));
+        let bytes = tokio::time::timeout(timeout, read)
             .await
             .map_err(|_| FetchError::TimedOut {
                 blob: self.blob,
@@ -214,6 +222,7 @@ impl Inner {
                 source,
             })?;
         self.activity.add_fetched(kind, range.end - range.start);
+        crate::metrics::global().fetched(kind.name(), range.end - range.start);
         let inner = self.clone();
         let members = members.to_vec();
         tokio::task::spawn_blocking(move || {

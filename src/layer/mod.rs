@@ -198,6 +198,11 @@ impl Layer {
         self.inner.toc_offset
     }
 
+    /// Size of the blob in bytes.
+    pub fn blob_size(&self) -> u64 {
+        self.inner.source.size()
+    }
+
     /// Compressed bytes fetched for `kind` since the layer was opened.
     pub fn fetched_bytes(&self, kind: FetchKind) -> u64 {
         self.inner.activity.fetched(kind)

@@ -97,5 +97,19 @@ async fn read_near_end(
             return Ok(known_tail.slice_ref(bytes));
         }
     }
-    source.read(range).await
+    read_counted(source, range).await
+}
+
+/// One range read, counted in the metrics as a `toc` request.
+async fn read_counted(
+    source: &Arc<dyn BlobSource>,
+    range: Range<u64>,
+) -> Result<Bytes, RemoteError> {
+    let metrics = crate::metrics::global();
+    let len = range.end.saturating_sub(range.start);
+    let bytes = metrics
+        .range_request(crate::metrics::TOC_KIND, source.read(range))
+        .await?;
+    metrics.fetched(crate::metrics::TOC_KIND, len);
+    Ok(bytes)
 }

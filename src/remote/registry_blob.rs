@@ -26,9 +26,12 @@ impl RegistryBlob {
     /// Looks the blob up: one suffix-range request gives its size and its last
     /// [`OPEN_TAIL_BYTES`] (footer and, usually, the TOC).
     pub async fn open(client: Client, location: BlobLocation) -> Result<RegistryBlob, RemoteError> {
-        let tail = client
-            .read_blob_tail(&location.reference, &location.digest, OPEN_TAIL_BYTES)
+        let metrics = crate::metrics::global();
+        let reading = client.read_blob_tail(&location.reference, &location.digest, OPEN_TAIL_BYTES);
+        let tail = metrics
+            .range_request(crate::metrics::TOC_KIND, reading)
             .await?;
+        metrics.fetched(crate::metrics::TOC_KIND, tail.bytes.len() as u64);
         Ok(RegistryBlob {
             client,
             repository: location.reference,
