@@ -63,6 +63,10 @@ pub struct FuseConfig {
     pub allow_other: bool,
     /// FUSE worker threads per mounted layer. Default 2.
     pub threads: usize,
+    /// Serve the FUSE mounts from a separate long-lived process (`estargz-snapshotter
+    /// fuse-manager`, started by the daemon), so that restarting or upgrading the daemon,
+    /// even with SIGKILL, does not break running containers. Default false.
+    pub manager: bool,
     /// Serve files whose content is fully cached through FUSE passthrough (the kernel
     /// reads a local copy directly; Linux >= 6.9). Default true; off, or where the
     /// kernel refuses, every read goes through the daemon.
@@ -81,6 +85,7 @@ impl Default for FuseConfig {
             allow_other: options.allow_other,
             threads: options.threads,
             passthrough: options.passthrough,
+            manager: false,
             mount_timeout: DEFAULT_MOUNT_TIMEOUT,
         }
     }
@@ -397,6 +402,10 @@ impl Mounter for FuseMounter {
             self.board.fallback(labels, &e);
             MountError::NotRemote(e.to_string())
         })
+    }
+
+    fn mounted(&self) -> Vec<PathBuf> {
+        self.mountpoints()
     }
 
     fn unmount(&self, mountpoint: &Path) -> Result<(), MountError> {

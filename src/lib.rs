@@ -9,6 +9,7 @@ pub mod fs;
 pub mod grpc;
 pub mod layer;
 pub mod lazy;
+pub mod manager;
 pub mod metrics;
 pub mod prefetch;
 pub mod preopen;

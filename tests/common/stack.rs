@@ -155,6 +155,7 @@ impl Drop for LazyStack {
     /// A failed test kills the daemon without unmounting: clean up so the directory can go.
     fn drop(&mut self) {
         self.daemon.kill();
+        super::kill_fuse_manager(&self.dir.path().join("root"));
         let _ = testkit::mounts::unmount_all_under(self.dir.path());
     }
 }
