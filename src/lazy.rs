@@ -385,14 +385,26 @@ impl FuseMounter {
     }
 }
 
-/// Opens the layer blob at `location` (TOC not yet checked against its label).
+/// Opens the layer blob at `location` (TOC not yet checked against its label). When the
+/// registry cannot be reached, a TOC saved by an earlier opening serves instead: the layer
+/// mounts and lists, and its reads wait for the registry.
 async fn open_unchecked(
     client: registry::Client,
     location: BlobLocation,
     cache: Arc<ChunkCache>,
     config: LayerConfig,
 ) -> Result<Layer, LazyError> {
-    let blob = RegistryBlob::open(client, location).await?;
+    let digest = location.digest;
+    let blob = match RegistryBlob::open(client.clone(), location.clone()).await {
+        Ok(blob) => blob,
+        Err(error) => {
+            let Some((size, tail)) = cache.saved_toc(&digest) else {
+                return Err(error.into());
+            };
+            tracing::info!(%digest, %error, "registry unreachable: opening the layer from its saved TOC");
+            RegistryBlob::with_tail(client, location, size, tail)
+        }
+    };
     Ok(Layer::open_unchecked(Arc::new(blob), cache, config).await?)
 }
 

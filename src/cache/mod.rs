@@ -10,6 +10,7 @@ mod memory;
 mod scan;
 #[cfg(test)]
 mod tests;
+mod tocs;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -256,6 +257,22 @@ impl ChunkCache {
         if let Some(disk) = self.disk() {
             disk.release_file(name);
         }
+    }
+
+    /// Saves the end of `blob` (its TOC region and footer) and its size, so the layer can
+    /// be opened again without the registry. Failures are logged.
+    pub fn save_toc(&self, blob: &Digest, size: u64, tail: &[u8]) {
+        let Some(disk) = self.disk() else {
+            return;
+        };
+        if let Err(error) = tocs::save(disk.dir(), blob, size, tail) {
+            tracing::warn!(%blob, %error, "save toc for offline reopening");
+        }
+    }
+
+    /// The size and end bytes of `blob` saved by [`ChunkCache::save_toc`] (unverified).
+    pub fn saved_toc(&self, blob: &Digest) -> Option<(u64, bytes::Bytes)> {
+        tocs::load(self.disk()?.dir(), blob)
     }
 
     /// Whether chunks reach a disk store (background fetching needs one to be useful).
