@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::background::BackgroundConfig;
 use crate::cache::CacheConfig;
+use crate::cri::CriKeychainConfig;
 use crate::layer::LayerConfig;
 use crate::lazy::FuseConfig;
 use crate::metrics::MetricsConfig;
@@ -66,6 +67,9 @@ pub struct Config {
     pub record: RecordConfig,
     /// Prometheus metrics endpoint (`[metrics]`); off unless `address` is set.
     pub metrics: MetricsConfig,
+    /// CRI image-service proxy keeping kubelet's pull credentials (`[cri_keychain]`);
+    /// off unless `enable`.
+    pub cri_keychain: CriKeychainConfig,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             background_fetch: BackgroundConfig::default(),
             record: RecordConfig::default(),
             metrics: MetricsConfig::default(),
+            cri_keychain: CriKeychainConfig::default(),
         }
     }
 }

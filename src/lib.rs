@@ -4,6 +4,7 @@
 pub mod background;
 pub mod cache;
 pub mod config;
+pub mod cri;
 pub mod error;
 pub mod fs;
 pub mod grpc;

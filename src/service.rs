@@ -4,6 +4,9 @@
 //! finishes in-flight requests, stops the status endpoints, unmounts FUSE layers and
 //! removes the sockets.
 //!
+//! With `[cri_keychain] enable`, the CRI image-service proxy is served on its own socket
+//! beside the Snapshots API, keeping pull credentials in the lazy layers' registry client.
+//!
 //! Remote snapshots are not remounted after a restart yet (issue 7).
 
 use std::future::Future;
@@ -14,6 +17,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::cri::{self, CriError};
 use crate::grpc::SnapshotService;
 use crate::lazy::{FuseMounter, LazyConfig, LazyError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
@@ -41,6 +45,8 @@ pub enum Error {
     Lazy(#[from] LazyError),
     #[error("metrics endpoint: {0}")]
     Metrics(#[from] ServerError),
+    #[error("CRI proxy: {0}")]
+    Cri(#[from] CriError),
     #[error("serve gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -55,11 +61,21 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
     let board = mounter.as_ref().map(|m| m.board()).unwrap_or_default();
     let status_socket = status::socket_path(&config.root);
     let endpoints = status::server::start(&config.metrics, &status_socket, board).await?;
+    let cri_proxy = match start_cri_proxy(config, mounter.as_deref()) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            endpoints.shutdown();
+            return Err(e);
+        }
+    };
     // The Snapshots socket last: its appearance tells that the daemon is ready.
     let listener = match bind(&config.address) {
         Ok(listener) => listener,
         Err(e) => {
             endpoints.shutdown();
+            if let Some(proxy) = cri_proxy {
+                proxy.shutdown().await;
+            }
             return Err(e);
         }
     };
@@ -74,6 +90,9 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     remove_socket(&config.address);
+    if let Some(proxy) = cri_proxy {
+        proxy.shutdown().await;
+    }
     endpoints.shutdown();
     if let Some(mounter) = mounter {
         unmount_on_blocking_thread(mounter).await;
@@ -109,6 +128,19 @@ fn build_mounter(config: &Config) -> Result<Option<Arc<FuseMounter>>, Error> {
     let mounter = FuseMounter::new(lazy, tokio::runtime::Handle::current())?;
     tracing::info!(cache = ?cache_dir, "lazy pulling enabled");
     Ok(Some(Arc::new(mounter)))
+}
+
+/// The CRI image-service proxy when `[cri_keychain] enable`; credentials go to the lazy
+/// layers' registry client.
+fn start_cri_proxy(
+    config: &Config,
+    mounter: Option<&FuseMounter>,
+) -> Result<Option<cri::ProxyHandle>, Error> {
+    if !config.cri_keychain.enable {
+        return Ok(None);
+    }
+    let client = mounter.map(FuseMounter::registry_client);
+    Ok(Some(cri::start(&config.cri_keychain, client)?))
 }
 
 /// Unmounting waits for FUSE threads, so it must not block the runtime.
