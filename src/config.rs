@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer};
 use crate::background::BackgroundConfig;
 use crate::cache::CacheConfig;
 use crate::cri::CriKeychainConfig;
+use crate::kube::KubeconfigKeychainConfig;
 use crate::layer::LayerConfig;
 use crate::lazy::FuseConfig;
 use crate::metrics::MetricsConfig;
@@ -70,6 +71,9 @@ pub struct Config {
     /// CRI image-service proxy keeping kubelet's pull credentials (`[cri_keychain]`);
     /// off unless `enable`.
     pub cri_keychain: CriKeychainConfig,
+    /// Credentials from the cluster's docker config Secrets (`[kubeconfig_keychain]`);
+    /// off unless `enable`.
+    pub kubeconfig_keychain: KubeconfigKeychainConfig,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
             record: RecordConfig::default(),
             metrics: MetricsConfig::default(),
             cri_keychain: CriKeychainConfig::default(),
+            kubeconfig_keychain: KubeconfigKeychainConfig::default(),
         }
     }
 }

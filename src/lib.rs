@@ -8,6 +8,7 @@ pub mod cri;
 pub mod error;
 pub mod fs;
 pub mod grpc;
+pub mod kube;
 pub mod layer;
 pub mod lazy;
 pub mod metrics;

@@ -7,6 +7,8 @@
 //! With `[cri_keychain] enable`, the CRI image-service proxy is served on its own socket
 //! beside the Snapshots API, keeping pull credentials in the lazy layers' registry client.
 //!
+//! With `[kubeconfig_keychain] enable`, docker config Secrets are polled into that client.
+//!
 //! Remote snapshots are not remounted after a restart yet (issue 7).
 
 use std::future::Future;
@@ -19,6 +21,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::cri::{self, CriError};
 use crate::grpc::SnapshotService;
+use crate::kube::{self, KubeconfigError};
 use crate::lazy::{FuseMounter, LazyConfig, LazyError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
@@ -47,6 +50,8 @@ pub enum Error {
     Metrics(#[from] ServerError),
     #[error("CRI proxy: {0}")]
     Cri(#[from] CriError),
+    #[error("kubeconfig keychain: {0}")]
+    Kubeconfig(#[from] KubeconfigError),
     #[error("serve gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -60,6 +65,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         Store::open_with(&root, store_mounter).map_err(|source| Error::Store { root, source })?;
     let board = mounter.as_ref().map(|m| m.board()).unwrap_or_default();
     let status_socket = status::socket_path(&config.root);
+    let _secrets = start_secrets_watch(config, mounter.as_deref())?;
     let endpoints = status::server::start(&config.metrics, &status_socket, board).await?;
     let cri_proxy = match start_cri_proxy(config, mounter.as_deref()) {
         Ok(proxy) => proxy,
@@ -141,6 +147,21 @@ fn start_cri_proxy(
     }
     let client = mounter.map(FuseMounter::registry_client);
     Ok(Some(cri::start(&config.cri_keychain, client)?))
+}
+
+/// Polling of the cluster's docker config Secrets when `[kubeconfig_keychain] enable`
+/// (and there are lazy layers to read with the credentials).
+fn start_secrets_watch(
+    config: &Config,
+    mounter: Option<&FuseMounter>,
+) -> Result<Option<kube::SecretsWatch>, Error> {
+    let keychain = &config.kubeconfig_keychain;
+    match mounter {
+        Some(mounter) if keychain.enable => {
+            Ok(Some(kube::start(keychain, mounter.registry_client())?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Unmounting waits for FUSE threads, so it must not block the runtime.
