@@ -8,6 +8,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::background::BackgroundConfig;
 use crate::cache::CacheConfig;
+use crate::cri::CriKeychainConfig;
+use crate::kube::KubeconfigKeychainConfig;
 use crate::layer::LayerConfig;
 use crate::lazy::FuseConfig;
 use crate::metrics::MetricsConfig;
@@ -66,6 +68,12 @@ pub struct Config {
     pub record: RecordConfig,
     /// Prometheus metrics endpoint (`[metrics]`); off unless `address` is set.
     pub metrics: MetricsConfig,
+    /// CRI image-service proxy keeping kubelet's pull credentials (`[cri_keychain]`);
+    /// off unless `enable`.
+    pub cri_keychain: CriKeychainConfig,
+    /// Credentials from the cluster's docker config Secrets (`[kubeconfig_keychain]`);
+    /// off unless `enable`.
+    pub kubeconfig_keychain: KubeconfigKeychainConfig,
     /// The file this configuration was read from (not a key: set by [`Config::load`]),
     /// so that the fuse manager can be started with the same configuration.
     #[serde(skip)]
@@ -87,6 +95,8 @@ impl Default for Config {
             background_fetch: BackgroundConfig::default(),
             record: RecordConfig::default(),
             metrics: MetricsConfig::default(),
+            cri_keychain: CriKeychainConfig::default(),
+            kubeconfig_keychain: KubeconfigKeychainConfig::default(),
             config_file: None,
         }
     }

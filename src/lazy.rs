@@ -205,6 +205,11 @@ impl FuseMounter {
         })
     }
 
+    /// The registry client every lazy layer reads through (clones share credentials).
+    pub fn registry_client(&self) -> registry::Client {
+        self.client.clone()
+    }
+
     /// Mountpoints currently served.
     pub fn mountpoints(&self) -> Vec<PathBuf> {
         let mut paths: Vec<PathBuf> = self.lock().keys().cloned().collect();

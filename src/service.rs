@@ -4,6 +4,11 @@
 //! startup never waits on the network), serves the Snapshots API on a unix socket until
 //! the shutdown future resolves, then finishes in-flight requests and removes the sockets.
 //! An in-process mounter unmounts its layers at shutdown; the manager keeps them.
+//!
+//! With `[cri_keychain] enable`, the CRI image-service proxy is served on its own socket,
+//! keeping pull credentials in the lazy layers' registry client; with
+//! `[kubeconfig_keychain] enable`, docker config Secrets are polled into that client. Both
+//! live where the registry client lives: here, or in the fuse manager.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -16,7 +21,9 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::cri::{self, CriError};
 use crate::grpc::SnapshotService;
+use crate::kube::{self, KubeconfigError};
 use crate::lazy::{FuseMounter, LazyConfig, LazyError};
 use crate::manager::ManagerMounter;
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
@@ -47,6 +54,10 @@ pub enum Error {
     Lazy(#[from] LazyError),
     #[error("metrics endpoint: {0}")]
     Metrics(#[from] ServerError),
+    #[error("CRI proxy: {0}")]
+    Cri(#[from] CriError),
+    #[error("kubeconfig keychain: {0}")]
+    Kubeconfig(#[from] KubeconfigError),
     #[error("serve gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("the fuse manager needs lazy pulling on and {FUSE_DEVICE}")]
@@ -93,6 +104,21 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         Lazy::InProcess(m) => Some(start_status(config, m.board()).await?),
         Lazy::Off => Some(start_status(config, Arc::default()).await?),
     };
+    // The keychains go with the registry client: in the manager when there is one.
+    let in_process = match &lazy {
+        Lazy::InProcess(m) => Some(m.as_ref()),
+        _ => None,
+    };
+    let keychains = match &lazy {
+        Lazy::Manager(_) => Keychains::default(),
+        _ => match Keychains::start(config, in_process) {
+            Ok(keychains) => keychains,
+            Err(e) => {
+                stop_status(endpoints);
+                return Err(e);
+            }
+        },
+    };
     if let Some(mounter) = mounter {
         tokio::task::spawn_blocking({
             let store = store.clone();
@@ -104,6 +130,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         Ok(listener) => listener,
         Err(e) => {
             stop_status(endpoints);
+            keychains.stop().await;
             return Err(e);
         }
     };
@@ -118,6 +145,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     remove_socket(&config.address);
+    keychains.stop().await;
     stop_status(endpoints);
     match lazy {
         Lazy::InProcess(mounter) => unmount_on_blocking_thread(mounter).await,
@@ -135,6 +163,43 @@ async fn start_status(
 ) -> Result<status::server::Endpoints, Error> {
     let socket = status::socket_path(&config.root);
     Ok(status::server::start(&config.metrics, &socket, board).await?)
+}
+
+/// The CRI image-service proxy and the Secrets watch, when configured.
+#[derive(Default)]
+pub(crate) struct Keychains {
+    cri_proxy: Option<cri::ProxyHandle>,
+    _secrets: Option<kube::SecretsWatch>,
+}
+
+impl Keychains {
+    /// Starts what `config` enables; credentials go to `mounter`'s registry client (the
+    /// proxy still forwards without one).
+    pub(crate) fn start(
+        config: &Config,
+        mounter: Option<&FuseMounter>,
+    ) -> Result<Keychains, Error> {
+        let client = mounter.map(FuseMounter::registry_client);
+        let keychain = &config.kubeconfig_keychain;
+        let secrets = match &client {
+            Some(client) if keychain.enable => Some(kube::start(keychain, client.clone())?),
+            _ => None,
+        };
+        let cri_proxy = match config.cri_keychain.enable {
+            true => Some(cri::start(&config.cri_keychain, client)?),
+            false => None,
+        };
+        Ok(Keychains {
+            cri_proxy,
+            _secrets: secrets,
+        })
+    }
+
+    pub(crate) async fn stop(self) {
+        if let Some(proxy) = self.cri_proxy {
+            proxy.shutdown().await;
+        }
+    }
 }
 
 fn stop_status(endpoints: Option<status::server::Endpoints>) {

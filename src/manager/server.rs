@@ -28,6 +28,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         mounter.board(),
     )
     .await?;
+    let keychains = service::Keychains::start(config, Some(&mounter))?;
     let listener = service::bind_private(&socket)?;
     write_pid(&config.root);
     tracing::info!(socket = %socket.display(), "fuse manager serving");
@@ -46,6 +47,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(super::pid_path(&config.root));
     endpoints.shutdown();
+    keychains.stop().await;
     service::unmount_on_blocking_thread(mounter).await;
     tracing::info!("fuse manager stopped");
     Ok(())
