@@ -45,6 +45,9 @@ pub struct Config {
     /// Unix socket the Snapshots gRPC API listens on.
     /// Default `/run/containerd-stargz-grpc/containerd-stargz-grpc.sock`.
     pub address: PathBuf,
+    /// Numeric group id allowed to use the Snapshots socket besides root (the socket is
+    /// then group-owned and mode 0660). Default none: root only (mode 0600).
+    pub socket_group: Option<u32>,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter
     /// directive). Default `info`.
     pub log_level: String,
@@ -85,6 +88,7 @@ impl Default for Config {
         Config {
             root: PathBuf::from("/var/lib/containerd-stargz-grpc"),
             address: PathBuf::from("/run/containerd-stargz-grpc/containerd-stargz-grpc.sock"),
+            socket_group: None,
             log_level: "info".to_owned(),
             lazy_pull: true,
             remote: RemoteConfig::default(),

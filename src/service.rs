@@ -126,7 +126,10 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         });
     }
     // The Snapshots socket last: its appearance tells that the daemon is ready.
-    let listener = match bind_private(&config.address) {
+    let listener = match bind_private(&config.address).and_then(|listener| {
+        share_with_group(&config.address, config.socket_group)?;
+        Ok(listener)
+    }) {
         Ok(listener) => listener,
         Err(e) => {
             stop_status(endpoints);
@@ -331,6 +334,23 @@ pub(crate) fn bind_private(path: &Path) -> Result<UnixListener, Error> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(socket_error("restrict"))?;
     Ok(listener)
+}
+
+/// Lets group `gid` use the socket at `path` (mode 0660), when one is configured.
+fn share_with_group(path: &Path, gid: Option<u32>) -> Result<(), Error> {
+    let Some(gid) = gid else {
+        return Ok(());
+    };
+    let socket_error = |op| {
+        move |source| Error::Socket {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    std::os::unix::fs::chown(path, None, Some(gid)).map_err(socket_error("chown"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(socket_error("share"))
 }
 
 fn remove_socket(path: &Path) {

@@ -373,3 +373,21 @@ async fn bench_prepare_commit_50_layer_chain() {
         chain / LAYERS as u32
     );
 }
+
+/// The Snapshots socket is root-only by default; `socket_group` shares it with a group.
+#[test]
+fn socket_permissions_are_restrictive_and_configurable() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let cases = [
+        ("default", "", 0o600, 0),
+        ("group", "socket_group = 4242\n", 0o660, 4242),
+    ];
+    for (name, config, mode, gid) in cases {
+        let dir = tempfile::Builder::new().prefix("perm-").tempdir().unwrap();
+        let daemon = Daemon::start_with_config(dir.path(), config);
+        let meta = std::fs::metadata(&daemon.socket).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}");
+        assert_eq!(meta.gid(), gid, "{name}");
+        drop(daemon);
+    }
+}

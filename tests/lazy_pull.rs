@@ -5,7 +5,7 @@
 //! to an ordinary pull and runs too.
 
 mod common;
-use common::stack::{committed_snapshots, convert_to_estargz, LazyStack};
+use common::stack::{committed_snapshots, convert_to_estargz, rpull, LazyStack};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -66,16 +66,7 @@ fn blob_bytes_served(log: &str, blobs: &BTreeSet<Digest>) -> u64 {
 }
 
 fn rpull_and_run(containerd: &Containerd, reference: &str) -> String {
-    containerd
-        .ctr_remote([
-            "image",
-            "rpull",
-            "--plain-http",
-            "--snapshotter",
-            "stargz",
-            reference,
-        ])
-        .unwrap();
+    rpull(containerd, reference);
     let id = unique_id("lazy");
     let run = ["run", "--rm", "--snapshotter", "stargz", reference, &id];
     containerd.ctr(run).unwrap().stdout

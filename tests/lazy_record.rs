@@ -4,7 +4,7 @@
 //! `--record-from` turns it into an image whose layers have exactly those files first.
 
 mod common;
-use common::stack::{convert_to_estargz, convert_with, LazyStack};
+use common::stack::{convert_to_estargz, convert_with, rpull, LazyStack};
 
 use estargz_convert::record::{record_files, Prioritized};
 use testkit::{unique_id, DataFile};
@@ -39,16 +39,7 @@ fn a_recorded_run_becomes_an_optimized_image() {
     convert_to_estargz(&plain, &esgz);
 
     let containerd = &stack.containerd;
-    containerd
-        .ctr_remote([
-            "image",
-            "rpull",
-            "--plain-http",
-            "--snapshotter",
-            "stargz",
-            &esgz,
-        ])
-        .unwrap();
+    rpull(containerd, &esgz);
     let id = unique_id("rec");
     let out = containerd
         .ctr(["run", "--rm", "--snapshotter", "stargz", &esgz, &id])

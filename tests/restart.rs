@@ -6,7 +6,7 @@
 //! their files.
 
 mod common;
-use common::stack::{convert_to_estargz, LazyStack};
+use common::stack::{convert_to_estargz, rpull, LazyStack};
 use common::Daemon;
 
 use std::time::Duration;
@@ -77,17 +77,7 @@ fn running_containers_read_through_daemon_restarts() {
         .unwrap();
     let esgz = stack.registry.reference("restart/app", "esgz");
     convert_to_estargz(&plain, &esgz);
-    stack
-        .containerd
-        .ctr_remote([
-            "image",
-            "rpull",
-            "--plain-http",
-            "--snapshotter",
-            "stargz",
-            &esgz,
-        ])
-        .unwrap();
+    rpull(&stack.containerd, &esgz);
 
     let mut ctr = std::process::Command::new("ctr");
     ctr.arg("--address")
@@ -136,17 +126,7 @@ fn a_restarted_daemon_mounts_its_remote_snapshots_again() {
         .unwrap();
     let esgz = stack.registry.reference("restart/again", "esgz");
     convert_to_estargz(&plain, &esgz);
-    stack
-        .containerd
-        .ctr_remote([
-            "image",
-            "rpull",
-            "--plain-http",
-            "--snapshotter",
-            "stargz",
-            &esgz,
-        ])
-        .unwrap();
+    rpull(&stack.containerd, &esgz);
 
     stack.daemon.kill();
     let _ = testkit::mounts::unmount_all_under(stack.dir.path());

@@ -39,44 +39,26 @@ pub(super) struct OpenFiles {
 impl OpenFiles {
     /// Decides an open of `file` from the handles already open.
     pub(super) fn begin(&self, file: EntryId) -> Decision {
-        let mut open = self.lock();
-        match open.get_mut(&file) {
-            Some(Mode::Passthrough(id, handles)) => {
-                *handles += 1;
-                Decision::Passthrough(id.clone())
-            }
-            Some(Mode::Normal(handles)) => {
-                *handles += 1;
-                Decision::Normal
-            }
-            None => Decision::Probe,
-        }
+        join(self.lock().get_mut(&file)).unwrap_or(Decision::Probe)
     }
 
     /// Finishes a [`Decision::Probe`]: with a `fresh` backing id the file opens with
     /// passthrough, unless another open meanwhile settled it differently, whose mode wins.
     pub(super) fn settle(&self, file: EntryId, fresh: Option<BackingId>) -> Decision {
         let mut open = self.lock();
-        match open.get_mut(&file) {
-            Some(Mode::Passthrough(id, handles)) => {
-                *handles += 1;
-                Decision::Passthrough(id.clone())
+        if let Some(decision) = join(open.get_mut(&file)) {
+            return decision;
+        }
+        match fresh {
+            Some(fresh) => {
+                let id = Arc::new(fresh);
+                open.insert(file, Mode::Passthrough(id.clone(), 1));
+                Decision::Passthrough(id)
             }
-            Some(Mode::Normal(handles)) => {
-                *handles += 1;
+            None => {
+                open.insert(file, Mode::Normal(1));
                 Decision::Normal
             }
-            None => match fresh {
-                Some(fresh) => {
-                    let id = Arc::new(fresh);
-                    open.insert(file, Mode::Passthrough(id.clone(), 1));
-                    Decision::Passthrough(id)
-                }
-                None => {
-                    open.insert(file, Mode::Normal(1));
-                    Decision::Normal
-                }
-            },
         }
     }
 
@@ -98,6 +80,20 @@ impl OpenFiles {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EntryId, Mode>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One more handle in the file's current mode, if it is open.
+fn join(mode: Option<&mut Mode>) -> Option<Decision> {
+    match mode? {
+        Mode::Passthrough(id, handles) => {
+            *handles += 1;
+            Some(Decision::Passthrough(id.clone()))
+        }
+        Mode::Normal(handles) => {
+            *handles += 1;
+            Some(Decision::Normal)
+        }
     }
 }
 

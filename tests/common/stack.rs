@@ -163,6 +163,19 @@ impl LazyStack {
     }
 }
 
+/// `ctr-remote image rpull --plain-http --snapshotter stargz REFERENCE` through `containerd`.
+pub fn rpull(containerd: &Containerd, reference: &str) {
+    let args = [
+        "image",
+        "rpull",
+        "--plain-http",
+        "--snapshotter",
+        "stargz",
+        reference,
+    ];
+    containerd.ctr_remote(args).unwrap();
+}
+
 impl Drop for LazyStack {
     /// A failed test kills the daemon without unmounting: clean up so the directory can go.
     fn drop(&mut self) {
