@@ -76,6 +76,12 @@ impl Daemon {
         self.child.wait().unwrap()
     }
 
+    /// The daemon's process id.
+    #[allow(dead_code)] // not every test binary calls it
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
