@@ -20,8 +20,10 @@
 #                first (it assembles the passthrough backing file), then RUNS reads;
 #   warm-fuse    the same with `passthrough = false` (another daemon run): every read is
 #                served by the daemon from its chunk cache (memory, then disk);
-#   local        the same bytes copied to a plain directory on the same disk ($WORK).
-# Reported: median MB/s (1e6 bytes/s) of RUNS reads each, dd's and the daemon's CPU seconds,
+#   local        the same bytes copied (from the mount, after the first warm read) to a
+#                plain directory on the same disk ($WORK), read with the same dd right
+#                before each measured warm read, so both see the same machine load.
+# Reported: median MB/s (1e6 bytes/s) of RUNS reads each (local: of all its reads), dd's and the daemon's CPU seconds,
 # registry requests of the cold reads, and the ratios against the targets: cold >= 0.8x
 # link bandwidth, warm-pt >= 0.9x local.
 #
@@ -32,8 +34,8 @@
 #
 # Env: SIZE_MIB file size in MiB (default 1024), RUNS reads per case (default 3),
 #      BS dd block size (default 1M), RATE (default 100mbit), DELAY_MS (default 10),
-#      CASES cases to run (default "cold warm-pt warm-fuse local"; local is always
-#      measured when a warm case runs), LINK_PROBE_MIB (default 128), LOGS_DIR if set,
+#      CASES cases to run (default "cold warm-pt warm-fuse"; local is measured with each
+#      warm case), LINK_PROBE_MIB (default 128), LOGS_DIR if set,
 #      daemon logs and the cold runs' registry lines are copied there,
 #      NET the /30 prefix (default 10.231.8).
 set -euo pipefail
@@ -47,7 +49,7 @@ RUNS=${RUNS:-3}
 BS=${BS:-1M}
 RATE=${RATE:-100mbit}
 DELAY_MS=${DELAY_MS:-10}
-CASES=${CASES:-cold warm-pt warm-fuse local}
+CASES=${CASES:-cold warm-pt warm-fuse}
 LINK_PROBE_MIB=${LINK_PROBE_MIB:-128}
 LOGS_DIR=${LOGS_DIR:-}
 NET=${NET:-10.231.8}
@@ -121,7 +123,8 @@ enable = false"
 }
 
 # warm PASSTHROUGH: one daemon run on loopback; waits until the layer is fully cached,
-# reads once unmeasured, then RUNS measured reads; the first warm run also makes $LOCAL.
+# reads once unmeasured (the first warm run then copies the file to $LOCAL), then RUNS
+# rounds of a local read and a measured read through the mount.
 warm() {
   local pt=$1 case file log mark started
   case=$([[ $pt == true ]] && echo warm-pt || echo warm-fuse)
@@ -140,8 +143,21 @@ passthrough = $pt"
     { tail -20 "$log"; die "background fetch did not finish"; }
   echo "$case: layer fully cached $(calc "$(now) - $started" 1) s after the pull started"
   timed_read "$case-first" 0 "$file" "$SNAPSHOTTER_PID"
+  if [[ ! -f "$LOCAL" ]]; then
+    mkdir -p "$(dirname "$LOCAL")"
+    cp "$file" "$LOCAL"
+    sync
+  fi
+  local dev
+  dev=$(awk -v m="$(dirname "$(dirname "$file")")" '$5 == m { print $3 }' /proc/self/mountinfo)
+  echo "$case: FUSE mount read_ahead_kb $(cat "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || echo ?)," \
+    "local disk $(df --output=source "$LOCAL" | tail -1) read_ahead_kb" \
+    "$(cat "/sys/block/$(basename "$(df --output=source "$LOCAL" | tail -1)")/queue/read_ahead_kb" 2>/dev/null || echo ?)"
   mark=$(wc -l <"$log")
-  for round in $(seq 1 "$RUNS"); do timed_read "$case" "$round" "$file" "$SNAPSHOTTER_PID"; done
+  for round in $(seq 1 "$RUNS"); do
+    timed_read local "$round" "$LOCAL"
+    timed_read "$case" "$round" "$file" "$SNAPSHOTTER_PID"
+  done
   if [[ $pt == true ]]; then
     grep -q "kernel lacks FUSE passthrough" "$log" && die "this kernel has no FUSE passthrough"
     local opened reads
@@ -149,11 +165,6 @@ passthrough = $pt"
     reads=$(tail -n +"$((mark + 1))" "$log" | grep -c "layer read" || true)
     echo "$case: measured reads: $opened opens with passthrough, $reads reads served by the daemon"
     [[ $opened -ge 1 && $reads -eq 0 ]] || die "$case: the reads did not use passthrough"
-  fi
-  if [[ ! -f "$LOCAL" ]]; then
-    mkdir -p "$(dirname "$LOCAL")"
-    cp "$file" "$LOCAL"
-    sync
   fi
   save_logs "$case"
   stop_stack
@@ -183,10 +194,6 @@ for pt in true false; do
   log "$case: passthrough = $pt, cached from the loopback registry"
   warm "$pt"
 done
-if [[ -f "$LOCAL" ]]; then
-  log "local disk: $LOCAL"
-  for round in $(seq 1 "$RUNS"); do timed_read local "$round" "$LOCAL"; done
-fi
 
 col() { awk -v c="$1" -v f="$2" '$1 == c { print $f }' "$WORK/results" | median; }
 log "results ($SIZE_MIB MiB file, dd bs=$BS, median of $RUNS, $(nproc) cores)"
