@@ -17,6 +17,7 @@ use crate::cache::{CacheConfig, CacheError, ChunkCache};
 use crate::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
 use crate::layer::{Layer, LayerConfig, LayerError};
 use crate::prefetch::{self, PrefetchConfig};
+use crate::preopen::{listed_layers, Preopened};
 use crate::record::{self, RecordConfig, Recorder};
 use crate::remote::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
@@ -173,6 +174,8 @@ pub struct FuseMounter {
     mounts: Mutex<HashMap<PathBuf, MountHandle>>,
     /// What `status` reports: mounted layers and fallbacks.
     board: Arc<Board>,
+    /// Layers of the images being pulled, opened ahead of their Prepare.
+    preopened: Preopened,
 }
 
 impl FuseMounter {
@@ -193,6 +196,7 @@ impl FuseMounter {
             runtime,
             mounts: Mutex::new(HashMap::new()),
             board: Arc::default(),
+            preopened: Preopened::default(),
         })
     }
 
@@ -226,6 +230,7 @@ impl FuseMounter {
         let toc_digest = toc_digest_from_labels(labels)?;
         let digest = location.digest;
         let recorder = self.recorder_for(&location, labels);
+        self.open_layers_ahead(&location, labels);
         let reference = location.reference.to_string();
         let timeout = self.fuse.mount_timeout;
         // The timer must be created inside the runtime, hence the async block.
@@ -298,25 +303,92 @@ impl FuseMounter {
             .block_on(prefetch::prefetch(layer, range, timeout))
     }
 
+    /// The layer at `location`, checked against `toc_digest`: taken from the layers
+    /// opened ahead when it is among them, else opened now.
     async fn open_layer(
         &self,
         location: BlobLocation,
         toc_digest: Option<estargz::Digest>,
     ) -> Result<Layer, LazyError> {
-        let blob = RegistryBlob::open(self.client.clone(), location).await?;
-        let layer = Layer::open(
-            Arc::new(blob),
-            toc_digest,
+        if toc_digest.is_none() && self.layer.verify {
+            return Err(LayerError::MissingTocDigest {
+                blob: location.digest,
+            }
+            .into());
+        }
+        if let Some(opening) = self.preopened.take(&location.digest) {
+            match opening.await {
+                Ok(layer) => {
+                    layer.check_toc(toc_digest)?;
+                    tracing::debug!(digest = %location.digest, "using the layer opened ahead");
+                    return Ok(layer);
+                }
+                Err(error) => {
+                    tracing::debug!(digest = %location.digest, %error, "opening ahead failed; opening again");
+                }
+            }
+        }
+        let layer = open_unchecked(
+            self.client.clone(),
+            location,
             self.cache.clone(),
             self.layer.clone(),
         )
         .await?;
+        layer.check_toc(toc_digest)?;
         Ok(layer)
+    }
+
+    /// Starts opening the image's layers listed above this one, with their prefetch.
+    fn open_layers_ahead(&self, location: &BlobLocation, labels: &Labels) {
+        if !self.prefetch.open_layers_ahead {
+            return;
+        }
+        for digest in listed_layers(labels) {
+            if digest == location.digest {
+                continue;
+            }
+            let neighbour = BlobLocation {
+                reference: location.reference.clone(),
+                digest,
+            };
+            let (client, cache, config) =
+                (self.client.clone(), self.cache.clone(), self.layer.clone());
+            let prefetch = self.prefetch.enable;
+            let labels = labels.clone();
+            let opening = async move {
+                let layer = open_unchecked(client, neighbour, cache, config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let range = prefetch
+                    .then(|| prefetch::prefetch_range(layer.index(), layer.toc_offset(), &labels))
+                    .flatten();
+                if let Some(range) = range {
+                    // Chunks are checked against their own digests, so prefetching before
+                    // the TOC itself is checked caches nothing wrong.
+                    let ahead = layer.clone();
+                    tokio::spawn(async move { ahead.prefetch(range).await });
+                }
+                Ok(layer)
+            };
+            self.preopened.start(digest, opening, &self.runtime);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, MountHandle>> {
         self.mounts.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Opens the layer blob at `location` (TOC not yet checked against its label).
+async fn open_unchecked(
+    client: registry::Client,
+    location: BlobLocation,
+    cache: Arc<ChunkCache>,
+    config: LayerConfig,
+) -> Result<Layer, LazyError> {
+    let blob = RegistryBlob::open(client, location).await?;
+    Ok(Layer::open_unchecked(Arc::new(blob), cache, config).await?)
 }
 
 impl Mounter for FuseMounter {
@@ -375,10 +447,12 @@ mod tests {
         FuseMounter::new(config, runtime.handle().clone()).expect("mounter")
     }
 
+    /// ctr-remote's labels for layer `digest` of `reference`, with a TOC digest label.
     fn ctr_remote_labels(reference: &str, digest: &str) -> Labels {
         [
             ("containerd.io/snapshot/remote/stargz.reference", reference),
             ("containerd.io/snapshot/remote/stargz.digest", digest),
+            (estargz::TOC_DIGEST_ANNOTATION, DIGEST),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -11,6 +11,7 @@ pub mod layer;
 pub mod lazy;
 pub mod metrics;
 pub mod prefetch;
+pub mod preopen;
 pub mod proto;
 pub mod record;
 pub mod remote;

@@ -28,6 +28,10 @@ pub struct PrefetchConfig {
     /// (fractions allowed); a slower prefetch goes on in the background. Default 10.
     #[serde(deserialize_with = "crate::config::seconds")]
     pub timeout: Duration,
+    /// On an image's first lazy Prepare, open (and prefetch) the layers its labels list
+    /// above it in parallel, instead of one by one as containerd prepares them.
+    /// Default true.
+    pub open_layers_ahead: bool,
 }
 
 impl Default for PrefetchConfig {
@@ -35,6 +39,7 @@ impl Default for PrefetchConfig {
         PrefetchConfig {
             enable: true,
             timeout: DEFAULT_PREFETCH_TIMEOUT,
+            open_layers_ahead: true,
         }
     }
 }

@@ -123,6 +123,15 @@ fn estargz_image_is_pulled_lazily_and_runs() {
         3,
         "layers are FUSE mounts"
     );
+    let opened_ahead = stack
+        .daemon
+        .log_text()
+        .matches("using the layer opened ahead")
+        .count();
+    assert_eq!(
+        opened_ahead, 2,
+        "the layers above the first were opened ahead"
+    );
 
     assert!(stack.daemon.signal("-TERM").success());
     assert_eq!(

@@ -22,6 +22,9 @@ pub struct LayerConfig {
     pub read_timeout: Duration,
     /// Largest TOC region fetched when opening a layer, bytes. Default 256 MiB.
     pub max_toc_bytes: u64,
+    /// Fetch a file's next chunk when a read passes the middle of the current one, so
+    /// sequential readers do not wait a round trip per chunk. Default true.
+    pub readahead: bool,
 }
 
 impl Default for LayerConfig {
@@ -30,6 +33,7 @@ impl Default for LayerConfig {
             verify: true,
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_toc_bytes: DEFAULT_MAX_TOC_BYTES,
+            readahead: true,
         }
     }
 }
@@ -48,6 +52,7 @@ mod tests {
                 verify: false,
                 read_timeout: Duration::from_millis(1500),
                 max_toc_bytes: DEFAULT_MAX_TOC_BYTES,
+                readahead: true,
             }
         );
         assert!(toml::from_str::<LayerConfig>("verfy = true").is_err());

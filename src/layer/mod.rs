@@ -159,7 +159,23 @@ impl Layer {
         cache: Arc<ChunkCache>,
         config: LayerConfig,
     ) -> Result<Layer, LayerError> {
-        let opened = open::read_toc(&source, expected_toc_digest, &config).await?;
+        let blob = source.digest();
+        if expected_toc_digest.is_none() && config.verify {
+            return Err(LayerError::MissingTocDigest { blob });
+        }
+        let layer = Layer::open_unchecked(source, cache, config).await?;
+        layer.check_toc(expected_toc_digest)?;
+        Ok(layer)
+    }
+
+    /// Like [`Layer::open`] without checking the TOC's digest: for opening a layer before
+    /// its label is known. Call [`Layer::check_toc`] before serving it.
+    pub async fn open_unchecked(
+        source: Arc<dyn BlobSource>,
+        cache: Arc<ChunkCache>,
+        config: LayerConfig,
+    ) -> Result<Layer, LayerError> {
+        let opened = open::read_toc(&source, &config).await?;
         Ok(Layer {
             inner: Arc::new(Inner {
                 blob: source.digest(),
@@ -176,6 +192,13 @@ impl Layer {
                 background: Mutex::new(background::Cursor::default()),
             }),
         })
+    }
+
+    /// Checks the TOC against the digest its label gives (required unless verification
+    /// is off in the config).
+    pub fn check_toc(&self, expected: Option<Digest>) -> Result<(), LayerError> {
+        let inner = &self.inner;
+        open::check_toc(inner.blob, inner.toc_digest, expected, inner.config.verify)
     }
 
     /// The path tree of the layer.
@@ -268,18 +291,43 @@ impl Layer {
             return Ok(Vec::new());
         }
         let wanted = offset..end;
-        let chunks = covering(entry.chunks(), &wanted);
+        let all = entry.chunks();
+        let covered = covering(all, &wanted);
+        let ahead = inner.config.readahead;
+        if let Some(next) = ahead
+            .then(|| readahead(all, covered.clone(), &wanted))
+            .flatten()
+        {
+            let inner = inner.clone();
+            let next = next.clone();
+            // Best effort: the read that needs it retries a failure.
+            tokio::spawn(async move { inner.load_chunks(&[next], FetchKind::OnDemand).await });
+        }
+        let chunks = &all[covered];
         let data = inner.load_chunks(chunks, FetchKind::OnDemand).await?;
         assemble(inner.blob, chunks, &data, &wanted)
     }
 }
 
-/// The chunks (sorted by file offset) overlapping `wanted`.
-fn covering<'a>(chunks: &'a [ChunkInfo], wanted: &Range<u64>) -> &'a [ChunkInfo] {
+/// The chunk after the covered ones, when this read crosses the middle of the last
+/// covered chunk: a sequential reader gets the next chunk fetched while it consumes this
+/// one, instead of waiting a round trip per chunk. Once per chunk, not once per read.
+fn readahead<'a>(
+    chunks: &'a [ChunkInfo],
+    covered: Range<usize>,
+    wanted: &Range<u64>,
+) -> Option<&'a ChunkInfo> {
+    let last = chunks.get(covered.end.checked_sub(1)?)?;
+    let middle = last.file_offset.saturating_add(last.size / 2);
+    let crosses = wanted.start <= middle && middle < wanted.end;
+    crosses.then(|| chunks.get(covered.end)).flatten()
+}
+
+/// Indices of the chunks (sorted by file offset) overlapping `wanted`.
+fn covering(chunks: &[ChunkInfo], wanted: &Range<u64>) -> Range<usize> {
     let first = chunks.partition_point(|c| c.file_offset.saturating_add(c.size) <= wanted.start);
-    let rest = &chunks[first..];
-    let count = rest.partition_point(|c| c.file_offset < wanted.end);
-    &rest[..count]
+    let count = chunks[first..].partition_point(|c| c.file_offset < wanted.end);
+    first..first + count
 }
 
 /// Copies `wanted` out of the chunks' bytes, each of which must be its chunk's size.

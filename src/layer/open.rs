@@ -1,4 +1,6 @@
-//! Opening a layer: fetch the footer, then the TOC, verify the TOC digest, build the index.
+//! Opening a layer: fetch the footer and the TOC, decode the TOC and build the index, and
+//! check the TOC's digest against the label (separately, so that a layer can be opened
+//! ahead of its Prepare and checked when the label arrives).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -18,15 +20,13 @@ pub(super) struct Opened {
     pub toc_offset: u64,
 }
 
+/// Reads and decodes the TOC and builds the index. The TOC is not checked against any
+/// digest here: see [`check_toc`].
 pub(super) async fn read_toc(
     source: &Arc<dyn BlobSource>,
-    expected: Option<Digest>,
     config: &LayerConfig,
 ) -> Result<Opened, LayerError> {
     let blob = source.digest();
-    if expected.is_none() && config.verify {
-        return Err(LayerError::MissingTocDigest { blob });
-    }
     let size = source.size();
     let known_tail = source.take_tail().unwrap_or_default();
     let tail = read_near_end(
@@ -53,33 +53,44 @@ pub(super) async fn read_toc(
         });
     }
     let region = read_near_end(source, &known_tail, footer.toc_offset..footer_start).await?;
-    // Decompressing and parsing a big TOC is CPU work: keep it off the async workers.
-    let decoded = tokio::task::spawn_blocking(move || {
-        let (toc, digest) = toc::decode(&footer, &region)?;
-        Ok::<_, estargz::TocError>((toc, digest))
+    // Decompressing, parsing and indexing a big TOC is CPU work: off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let (toc, toc_digest) =
+            toc::decode(&footer, &region).map_err(|source| LayerError::Toc { blob, source })?;
+        let index = Index::build(&toc, footer.toc_offset)
+            .map_err(|source| LayerError::Index { blob, source })?;
+        Ok(Opened {
+            format: footer.format,
+            index,
+            toc_digest,
+            toc_offset: footer.toc_offset,
+        })
     })
     .await
-    .map_err(|source| LayerError::Task { blob, source })?;
-    let (toc, toc_digest) = decoded.map_err(|source| LayerError::Toc { blob, source })?;
+    .map_err(|source| LayerError::Task { blob, source })?
+}
+
+/// Checks the TOC digest `actual` against the label's `expected`; without a label the
+/// layer is refused unless `verify` is off.
+pub(super) fn check_toc(
+    blob: Digest,
+    actual: Digest,
+    expected: Option<Digest>,
+    verify: bool,
+) -> Result<(), LayerError> {
     match expected {
-        Some(expected) if expected != toc_digest => {
-            return Err(LayerError::TocDigestMismatch {
-                blob,
-                expected,
-                actual: toc_digest,
-            })
+        Some(expected) if expected != actual => Err(LayerError::TocDigestMismatch {
+            blob,
+            expected,
+            actual,
+        }),
+        Some(_) => Ok(()),
+        None if verify => Err(LayerError::MissingTocDigest { blob }),
+        None => {
+            tracing::warn!(%blob, "serving a layer whose toc is not verified (verify = false)");
+            Ok(())
         }
-        Some(_) => {}
-        None => tracing::warn!(%blob, "serving a layer whose toc is not verified (verify = false)"),
     }
-    let index = Index::build(&toc, footer.toc_offset)
-        .map_err(|source| LayerError::Index { blob, source })?;
-    Ok(Opened {
-        format: footer.format,
-        index,
-        toc_digest,
-        toc_offset: footer.toc_offset,
-    })
 }
 
 /// `range` of the blob: out of `known_tail` (the blob's last bytes) when it lies inside,

@@ -57,9 +57,11 @@ fn fixture(compression: Compression) -> Fixture {
     }
 }
 
+/// Without readahead, so that tests can count exactly the fetches reads cause.
 fn config(timeout: Duration) -> LayerConfig {
     LayerConfig {
         read_timeout: timeout,
+        readahead: false,
         ..LayerConfig::default()
     }
 }
@@ -335,4 +337,45 @@ async fn zstd_chunked_layers_read_too() {
         layer.read(big, 900, 2500).await.expect("read"),
         fx.big[900..3400]
     );
+}
+
+#[tokio::test]
+async fn reading_past_the_middle_of_a_chunk_fetches_the_next_one() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::new(fx.blob.clone());
+    let blob: Arc<dyn BlobSource> = source.clone();
+    let layer = Layer::open(
+        blob,
+        Some(fx.toc_digest),
+        memory_cache(),
+        LayerConfig::default(),
+    )
+    .await
+    .expect("open layer");
+    let big = file(&layer, "data/big");
+    let chunks = layer.index().chunks(big).to_vec();
+    source.clear_requests();
+
+    layer.read(big, 0, 400).await.expect("first half");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        source.requests(),
+        vec![chunks[0].compressed.clone()],
+        "no readahead yet"
+    );
+
+    layer.read(big, 400, 200).await.expect("across the middle");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !source.requests().contains(&chunks[1].compressed) {
+        assert!(
+            Instant::now() < deadline,
+            "next chunk not fetched: {:?}",
+            source.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = source.requests().len();
+    let got = layer.read(big, CHUNK, 100).await.expect("next chunk");
+    assert_eq!(got, fx.big[CHUNK as usize..CHUNK as usize + 100]);
+    assert_eq!(source.requests().len(), before, "served from the readahead");
 }
