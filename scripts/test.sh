@@ -16,3 +16,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace --no-fail-fast
+
+step "fuzz (scripts/fuzz.sh: 24 s per target, about 2 minutes)"
+bash scripts/fuzz.sh 24

@@ -8,6 +8,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::background::BackgroundConfig;
 use crate::cache::CacheConfig;
+use crate::cri::CriKeychainConfig;
+use crate::kube::KubeconfigKeychainConfig;
 use crate::layer::LayerConfig;
 use crate::lazy::FuseConfig;
 use crate::metrics::MetricsConfig;
@@ -66,6 +68,16 @@ pub struct Config {
     pub record: RecordConfig,
     /// Prometheus metrics endpoint (`[metrics]`); off unless `address` is set.
     pub metrics: MetricsConfig,
+    /// CRI image-service proxy keeping kubelet's pull credentials (`[cri_keychain]`);
+    /// off unless `enable`.
+    pub cri_keychain: CriKeychainConfig,
+    /// Credentials from the cluster's docker config Secrets (`[kubeconfig_keychain]`);
+    /// off unless `enable`.
+    pub kubeconfig_keychain: KubeconfigKeychainConfig,
+    /// The file this configuration was read from (not a key: set by [`Config::load`]),
+    /// so that the fuse manager can be started with the same configuration.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -83,6 +95,9 @@ impl Default for Config {
             background_fetch: BackgroundConfig::default(),
             record: RecordConfig::default(),
             metrics: MetricsConfig::default(),
+            cri_keychain: CriKeychainConfig::default(),
+            kubeconfig_keychain: KubeconfigKeychainConfig::default(),
+            config_file: None,
         }
     }
 }
@@ -131,7 +146,10 @@ impl Config {
     /// Reads `path`; a missing file gives the defaults when `optional`.
     pub fn load(path: &Path, optional: bool) -> Result<Config, Error> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::from_toml(&text, path),
+            Ok(text) => Ok(Config {
+                config_file: Some(path.to_path_buf()),
+                ..Config::from_toml(&text, path)?
+            }),
             Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(source) => Err(Error::Read {
                 path: path.to_path_buf(),
@@ -149,7 +167,12 @@ mod tests {
     fn deploy_config_parses_to_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.toml");
         let config = Config::load(&path, false).unwrap();
-        assert_eq!(config, Config::default());
+        assert_eq!(config.config_file.as_deref(), Some(path.as_path()));
+        let keys = Config {
+            config_file: None,
+            ..config
+        };
+        assert_eq!(keys, Config::default());
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct FuseConfig {
     pub allow_other: bool,
     /// FUSE worker threads per mounted layer. Default 2.
     pub threads: usize,
+    /// Serve the FUSE mounts from a separate long-lived process (`estargz-snapshotter
+    /// fuse-manager`, started by the daemon), so that restarting or upgrading the daemon,
+    /// even with SIGKILL, does not break running containers. Default false.
+    pub manager: bool,
     /// Serve files whose content is fully cached through FUSE passthrough (the kernel
     /// reads a local copy directly; Linux >= 6.9). Default true; off, or where the
     /// kernel refuses, every read goes through the daemon.
@@ -81,6 +85,7 @@ impl Default for FuseConfig {
             allow_other: options.allow_other,
             threads: options.threads,
             passthrough: options.passthrough,
+            manager: false,
             mount_timeout: DEFAULT_MOUNT_TIMEOUT,
         }
     }
@@ -198,6 +203,11 @@ impl FuseMounter {
             board: Arc::default(),
             preopened: Preopened::default(),
         })
+    }
+
+    /// The registry client every lazy layer reads through (clones share credentials).
+    pub fn registry_client(&self) -> registry::Client {
+        self.client.clone()
     }
 
     /// Mountpoints currently served.
@@ -380,14 +390,26 @@ impl FuseMounter {
     }
 }
 
-/// Opens the layer blob at `location` (TOC not yet checked against its label).
+/// Opens the layer blob at `location` (TOC not yet checked against its label). When the
+/// registry cannot be reached, a TOC saved by an earlier opening serves instead: the layer
+/// mounts and lists, and its reads wait for the registry.
 async fn open_unchecked(
     client: registry::Client,
     location: BlobLocation,
     cache: Arc<ChunkCache>,
     config: LayerConfig,
 ) -> Result<Layer, LazyError> {
-    let blob = RegistryBlob::open(client, location).await?;
+    let digest = location.digest;
+    let blob = match RegistryBlob::open(client.clone(), location.clone()).await {
+        Ok(blob) => blob,
+        Err(error) => {
+            let Some((size, tail)) = cache.saved_toc(&digest) else {
+                return Err(error.into());
+            };
+            tracing::info!(%digest, %error, "registry unreachable: opening the layer from its saved TOC");
+            RegistryBlob::with_tail(client, location, size, tail)
+        }
+    };
     Ok(Layer::open_unchecked(Arc::new(blob), cache, config).await?)
 }
 
@@ -397,6 +419,10 @@ impl Mounter for FuseMounter {
             self.board.fallback(labels, &e);
             MountError::NotRemote(e.to_string())
         })
+    }
+
+    fn mounted(&self) -> Vec<PathBuf> {
+        self.mountpoints()
     }
 
     fn unmount(&self, mountpoint: &Path) -> Result<(), MountError> {

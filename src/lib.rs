@@ -4,11 +4,14 @@
 pub mod background;
 pub mod cache;
 pub mod config;
+pub mod cri;
 pub mod error;
 pub mod fs;
 pub mod grpc;
+pub mod kube;
 pub mod layer;
 pub mod lazy;
+pub mod manager;
 pub mod metrics;
 pub mod prefetch;
 pub mod preopen;

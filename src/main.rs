@@ -33,6 +33,9 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the lazy FUSE mounts for the daemon (`[fuse] manager = true`; the daemon
+    /// starts it when none answers).
+    FuseManager,
     /// Show the lazily mounted layers of the running daemon (from `<root>/status.sock`).
     Status {
         /// Print the daemon's JSON as it is.
@@ -66,9 +69,14 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 
     let runtime = tokio::runtime::Runtime::new().context("start tokio runtime")?;
+    let manager = matches!(args.command, Some(Command::FuseManager));
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        estargz_snapshotter::service::run(&config, shutdown).await?;
+        if manager {
+            estargz_snapshotter::manager::server::run(&config, shutdown).await?;
+        } else {
+            estargz_snapshotter::service::run(&config, shutdown).await?;
+        }
         Ok(())
     })
 }

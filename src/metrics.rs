@@ -173,6 +173,7 @@ pub struct Metrics {
     requests: Family<Labels2, Counter>,
     chunk_lookups: Family<Labels1, Counter>,
     fallbacks: Family<Labels1, Counter>,
+    cache_disk_write_failures: Counter,
     mounts: Counter,
     mounted: Gauge,
     layer_percent: Family<[(&'static str, String); 1], Gauge<f64, AtomicU64>>,
@@ -199,6 +200,7 @@ impl Metrics {
             requests: Family::default(),
             chunk_lookups: Family::default(),
             fallbacks: Family::default(),
+            cache_disk_write_failures: Counter::default(),
             mounts: Counter::default(),
             mounted: Gauge::default(),
             layer_percent: Family::default(),
@@ -230,6 +232,11 @@ impl Metrics {
             "fallbacks",
             "Layers pulled the ordinary way instead of lazily, by reason",
             m.fallbacks.clone(),
+        );
+        r.register(
+            "cache_disk_write_failures",
+            "Chunk cache disk writes that failed (each pauses disk writes for 30 s)",
+            m.cache_disk_write_failures.clone(),
         );
         r.register("lazy_mounts", "Layers mounted lazily", m.mounts.clone());
         r.register(
@@ -302,6 +309,11 @@ impl Metrics {
         self.fallbacks
             .get_or_create(&[("reason", reason.label())])
             .inc();
+    }
+
+    /// Counts a failed chunk cache disk write.
+    pub fn cache_disk_write_failure(&self) {
+        self.cache_disk_write_failures.inc();
     }
 
     /// Counts a lazy mount; `now_mounted` layers are mounted after it.
@@ -380,6 +392,7 @@ mod tests {
         m.fetched("on_demand", 23);
         m.chunk_lookups(10, 3, 7);
         m.fallback(FallbackReason::TocMismatch);
+        m.cache_disk_write_failure();
         m.mounted(1);
         m.mounted(2);
         m.set_mounted(1);
@@ -391,6 +404,7 @@ mod tests {
             ("estargz_chunk_cache_lookups_total{result=\"disk\"}", 4.0),
             ("estargz_chunk_cache_lookups_total{result=\"miss\"}", 3.0),
             ("estargz_fallbacks_total{reason=\"toc_mismatch\"}", 1.0),
+            ("estargz_cache_disk_write_failures_total", 1.0),
             ("estargz_lazy_mounts_total", 2.0),
             ("estargz_lazy_mounted_layers", 1.0),
             ("estargz_layer_fetched_percent{layer=\"sha256:ab\"}", 42.5),

@@ -1,27 +1,40 @@
-//! Runs the daemon: builds the lazy-pull mounter (when enabled and FUSE is available),
-//! opens the store, starts the status socket (and the metrics address when configured),
-//! serves the Snapshots API on a unix socket until the shutdown future resolves, then
-//! finishes in-flight requests, stops the status endpoints, unmounts FUSE layers and
-//! removes the sockets.
+//! Runs the daemon: sets up lazy pulling (an in-process FUSE mounter, or the FUSE manager
+//! process with `[fuse] manager = true`, when enabled and FUSE is available), opens the
+//! store, mounts again the remote snapshots whose mounts were lost (in the background:
+//! startup never waits on the network), serves the Snapshots API on a unix socket until
+//! the shutdown future resolves, then finishes in-flight requests and removes the sockets.
+//! An in-process mounter unmounts its layers at shutdown; the manager keeps them.
 //!
-//! Remote snapshots are not remounted after a restart yet (issue 7).
+//! With `[cri_keychain] enable`, the CRI image-service proxy is served on its own socket,
+//! keeping pull credentials in the lazy layers' registry client; with
+//! `[kubeconfig_keychain] enable`, docker config Secrets are polled into that client. Both
+//! live where the registry client lives: here, or in the fuse manager.
 
+use std::ffi::OsString;
 use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::cri::{self, CriError};
 use crate::grpc::SnapshotService;
+use crate::kube::{self, KubeconfigError};
 use crate::lazy::{FuseMounter, LazyConfig, LazyError};
+use crate::manager::ManagerMounter;
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
 use crate::status::{self, server::ServerError};
 
 /// The device FUSE mounts need.
 const FUSE_DEVICE: &str = "/dev/fuse";
+/// Pause between attempts to mount again remote snapshots that could not be (registry
+/// down at startup).
+const RESTORE_RETRY: Duration = Duration::from_secs(30);
 
 /// Errors starting or running the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -41,25 +54,83 @@ pub enum Error {
     Lazy(#[from] LazyError),
     #[error("metrics endpoint: {0}")]
     Metrics(#[from] ServerError),
+    #[error("CRI proxy: {0}")]
+    Cri(#[from] CriError),
+    #[error("kubeconfig keychain: {0}")]
+    Kubeconfig(#[from] KubeconfigError),
     #[error("serve gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the fuse manager needs lazy pulling on and {FUSE_DEVICE}")]
+    NoFuse,
+    #[error("another fuse manager already serves {0}")]
+    ManagerRunning(PathBuf),
+}
+
+/// How lazy layers are mounted in this daemon.
+enum Lazy {
+    Off,
+    InProcess(Arc<FuseMounter>),
+    Manager(Arc<ManagerMounter>),
+}
+
+impl Lazy {
+    fn mounter(&self) -> Option<Arc<dyn Mounter>> {
+        match self {
+            Lazy::Off => None,
+            Lazy::InProcess(m) => Some(m.clone()),
+            Lazy::Manager(m) => Some(m.clone()),
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let root = config.root.clone();
-    let mounter = build_mounter(config)?;
-    let store_mounter = mounter.clone().map(|m| m as Arc<dyn Mounter>);
+    let lazy = if config.fuse.manager {
+        match fuse_available(config) {
+            true => Lazy::Manager(Arc::new(manager_mounter(config))),
+            false => Lazy::Off,
+        }
+    } else {
+        fuse_mounter(config)?.map_or(Lazy::Off, Lazy::InProcess)
+    };
+    let mounter = lazy.mounter();
     let store =
-        Store::open_with(&root, store_mounter).map_err(|source| Error::Store { root, source })?;
-    let board = mounter.as_ref().map(|m| m.board()).unwrap_or_default();
-    let status_socket = status::socket_path(&config.root);
-    let endpoints = status::server::start(&config.metrics, &status_socket, board).await?;
+        Store::open_with(&root, mounter.clone()).map_err(|source| Error::Store { root, source })?;
+    let store = Arc::new(store);
+    // The manager serves status itself; an in-process mounter's board is served here.
+    let endpoints = match &lazy {
+        Lazy::Manager(_) => None,
+        Lazy::InProcess(m) => Some(start_status(config, m.board()).await?),
+        Lazy::Off => Some(start_status(config, Arc::default()).await?),
+    };
+    // The keychains go with the registry client: in the manager when there is one.
+    let in_process = match &lazy {
+        Lazy::InProcess(m) => Some(m.as_ref()),
+        _ => None,
+    };
+    let keychains = match &lazy {
+        Lazy::Manager(_) => Keychains::default(),
+        _ => match Keychains::start(config, in_process) {
+            Ok(keychains) => keychains,
+            Err(e) => {
+                stop_status(endpoints);
+                return Err(e);
+            }
+        },
+    };
+    if let Some(mounter) = mounter {
+        tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || restore_remote_snapshots(&store, mounter.as_ref())
+        });
+    }
     // The Snapshots socket last: its appearance tells that the daemon is ready.
-    let listener = match bind(&config.address) {
+    let listener = match bind_private(&config.address) {
         Ok(listener) => listener,
         Err(e) => {
-            endpoints.shutdown();
+            stop_status(endpoints);
+            keychains.stop().await;
             return Err(e);
         }
     };
@@ -68,32 +139,95 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         address = %config.address.display(),
         "serving containerd snapshots API"
     );
-    let service = SnapshotsServer::new(SnapshotService::new(Arc::new(store)));
+    let service = SnapshotsServer::new(SnapshotService::new(store));
     let served = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     remove_socket(&config.address);
-    endpoints.shutdown();
-    if let Some(mounter) = mounter {
-        unmount_on_blocking_thread(mounter).await;
+    keychains.stop().await;
+    stop_status(endpoints);
+    match lazy {
+        Lazy::InProcess(mounter) => unmount_on_blocking_thread(mounter).await,
+        Lazy::Manager(_) => tracing::info!("lazy layers stay mounted in the fuse manager"),
+        Lazy::Off => {}
     }
     served?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The FUSE mounter, or None (logged) when lazy pulling is off or FUSE is unavailable.
-fn build_mounter(config: &Config) -> Result<Option<Arc<FuseMounter>>, Error> {
+async fn start_status(
+    config: &Config,
+    board: Arc<crate::status::Board>,
+) -> Result<status::server::Endpoints, Error> {
+    let socket = status::socket_path(&config.root);
+    Ok(status::server::start(&config.metrics, &socket, board).await?)
+}
+
+/// The CRI image-service proxy and the Secrets watch, when configured.
+#[derive(Default)]
+pub(crate) struct Keychains {
+    cri_proxy: Option<cri::ProxyHandle>,
+    _secrets: Option<kube::SecretsWatch>,
+}
+
+impl Keychains {
+    /// Starts what `config` enables; credentials go to `mounter`'s registry client (the
+    /// proxy still forwards without one).
+    pub(crate) fn start(
+        config: &Config,
+        mounter: Option<&FuseMounter>,
+    ) -> Result<Keychains, Error> {
+        let client = mounter.map(FuseMounter::registry_client);
+        let keychain = &config.kubeconfig_keychain;
+        let secrets = match &client {
+            Some(client) if keychain.enable => Some(kube::start(keychain, client.clone())?),
+            _ => None,
+        };
+        let cri_proxy = match config.cri_keychain.enable {
+            true => Some(cri::start(&config.cri_keychain, client)?),
+            false => None,
+        };
+        Ok(Keychains {
+            cri_proxy,
+            _secrets: secrets,
+        })
+    }
+
+    pub(crate) async fn stop(self) {
+        if let Some(proxy) = self.cri_proxy {
+            proxy.shutdown().await;
+        }
+    }
+}
+
+fn stop_status(endpoints: Option<status::server::Endpoints>) {
+    if let Some(endpoints) = endpoints {
+        endpoints.shutdown();
+    }
+}
+
+/// Whether lazy pulling is on and FUSE is there (logged when not).
+fn fuse_available(config: &Config) -> bool {
     if !config.lazy_pull {
         tracing::info!("lazy_pull = false: serving as a plain overlay snapshotter");
-        return Ok(None);
+        return false;
     }
     if !Path::new(FUSE_DEVICE).exists() {
         tracing::warn!(
             device = FUSE_DEVICE,
             "no FUSE device: lazy pulling disabled"
         );
+        return false;
+    }
+    true
+}
+
+/// The in-process FUSE mounter, or None (logged) when lazy pulling is off or FUSE is
+/// unavailable. The fuse manager process runs one too.
+pub(crate) fn fuse_mounter(config: &Config) -> Result<Option<Arc<FuseMounter>>, Error> {
+    if !fuse_available(config) {
         return Ok(None);
     }
     let lazy = LazyConfig {
@@ -111,8 +245,61 @@ fn build_mounter(config: &Config) -> Result<Option<Arc<FuseMounter>>, Error> {
     Ok(Some(Arc::new(mounter)))
 }
 
+/// The client of the fuse manager, which it starts with this daemon's configuration.
+fn manager_mounter(config: &Config) -> ManagerMounter {
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(file) = &config.config_file {
+        args.extend(["--config".into(), file.clone().into_os_string()]);
+    }
+    args.extend(["--root".into(), config.root.clone().into_os_string()]);
+    args.extend(["--log-level".into(), config.log_level.clone().into()]);
+    args.push("fuse-manager".into());
+    // A mount includes opening the layer and waiting for its prefetch.
+    let call_timeout =
+        config.fuse.mount_timeout + config.prefetch.timeout + Duration::from_secs(30);
+    tracing::info!("lazy layers are served by the fuse manager process");
+    ManagerMounter::new(&config.root, args, call_timeout)
+}
+
+/// Mounts again every remote snapshot the mounter does not serve (its mount was lost
+/// with the process that served it); those it cannot mount now (registry down) are
+/// tried again every [`RESTORE_RETRY`].
+fn restore_remote_snapshots(store: &Store, mounter: &dyn Mounter) {
+    loop {
+        let remote = match store.remote_snapshots() {
+            Ok(remote) => remote,
+            Err(error) => {
+                tracing::warn!(%error, "list remote snapshots to restore");
+                return;
+            }
+        };
+        let mounted = mounter.mounted();
+        let lost: Vec<_> = remote
+            .into_iter()
+            .filter(|(dir, _)| !mounted.contains(dir))
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        let mut failed = 0;
+        for (dir, labels) in &lost {
+            match mounter.mount(dir, labels) {
+                Ok(()) => tracing::info!(dir = %dir.display(), "remote snapshot mounted again"),
+                Err(error) => {
+                    failed += 1;
+                    tracing::warn!(dir = %dir.display(), %error, "remote snapshot not mounted again yet");
+                }
+            }
+        }
+        if failed == 0 {
+            return;
+        }
+        std::thread::sleep(RESTORE_RETRY);
+    }
+}
+
 /// Unmounting waits for FUSE threads, so it must not block the runtime.
-async fn unmount_on_blocking_thread(mounter: Arc<FuseMounter>) {
+pub(crate) async fn unmount_on_blocking_thread(mounter: Arc<FuseMounter>) {
     let count = mounter.mountpoints().len();
     let unmounting = tokio::task::spawn_blocking(move || mounter.unmount_all());
     if let Err(e) = unmounting.await {
@@ -121,8 +308,9 @@ async fn unmount_on_blocking_thread(mounter: Arc<FuseMounter>) {
     tracing::info!(count, "unmounted lazy layers");
 }
 
-/// Binds the socket, replacing a stale one left by an earlier run.
-fn bind(path: &Path) -> Result<UnixListener, Error> {
+/// Binds a unix socket only its owner (root) may use, replacing a stale one left by an
+/// earlier run.
+pub(crate) fn bind_private(path: &Path) -> Result<UnixListener, Error> {
     let socket_error = |op| {
         move |source| Error::Socket {
             op,
@@ -139,7 +327,10 @@ fn bind(path: &Path) -> Result<UnixListener, Error> {
         }
         _ => {}
     }
-    UnixListener::bind(path).map_err(socket_error("bind"))
+    let listener = UnixListener::bind(path).map_err(socket_error("bind"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(socket_error("restrict"))?;
+    Ok(listener)
 }
 
 fn remove_socket(path: &Path) {

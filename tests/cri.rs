@@ -231,6 +231,7 @@ fn cri_pulls_estargz_lazily_and_runs_a_pod() {
             image: reference.clone(),
             ..Default::default()
         }),
+        auth: None,
         sandbox_config: None,
     };
     let pulled = rt.block_on(cri.image.pull_image(pull));

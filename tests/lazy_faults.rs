@@ -262,3 +262,68 @@ fn hostile_tocs_are_refused_and_fall_back() {
         assert!(stack.fuse_mounts().is_empty(), "{name}: nothing mounted");
     }
 }
+
+/// After a restart that lost the mounts, with the registry down, the daemon mounts its
+/// remote snapshot again from the TOC it saved: the tree lists at once, reads fail in
+/// bounded time, then succeed once the registry is back.
+#[test]
+fn restart_with_the_registry_down_mounts_from_the_saved_toc() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let mut stack = start_stack();
+    let layer = data_layer(&stack.registry);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
+    let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
+    let status = rt
+        .block_on(prepare(&mut c, "extract-1", labels))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+
+    stack.daemon.kill();
+    testkit::mounts::unmount_all_under(stack.dir.path()).unwrap();
+    assert!(stack.fuse_mounts().is_empty());
+    stack.registry.stop();
+    let config = format!(
+        "[layer]\nread_timeout = {READ_TIMEOUT_SECS}\n[background_fetch]\nenable = false\n"
+    );
+    stack.daemon = common::Daemon::start_with_config(
+        stack.dir.path(),
+        &format!(
+            "[remote]\nplain_http = [\"{}\"]\nretries = 0\n{config}",
+            stack.registry.host()
+        ),
+    );
+    let started = Instant::now();
+    while !stack
+        .daemon
+        .log_text()
+        .contains("remote snapshot mounted again")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not mounted again: {}",
+            stack.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mounted = stack.fuse_mounts();
+    assert_eq!(mounted.len(), 1);
+    let mut names: Vec<String> = std::fs::read_dir(mounted[0].join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["big.bin", "small.txt"],
+        "the tree is served offline"
+    );
+    let bound = Duration::from_secs(READ_TIMEOUT_SECS * 4 + 10);
+    let small = mounted[0].join("data/small.txt");
+    let offline = read_within(small.clone(), bound).expect("read hung offline");
+    assert!(offline.is_err(), "no bytes without the registry");
+
+    stack.registry.start_again().unwrap();
+    let back = read_within(small, bound).expect("read hung").unwrap();
+    assert_eq!(back, SMALL_TEXT.as_bytes());
+}

@@ -4,7 +4,7 @@ use std::io::{self, Read};
 
 use crate::digest::Digest;
 use crate::footer::Format;
-use crate::index::ChunkInfo;
+use crate::index::{ChunkInfo, MAX_CHUNK_SIZE};
 
 /// Largest allocation made up front for a chunk; bigger chunks grow as bytes arrive.
 const MAX_INITIAL_CAPACITY: u64 = 16 << 20;
@@ -12,6 +12,8 @@ const MAX_INITIAL_CAPACITY: u64 = 16 << 20;
 /// Errors from decompressing or verifying a chunk.
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {
+    #[error("chunk at file offset {file_offset}: {size} bytes is larger than {MAX_CHUNK_SIZE}")]
+    TooLarge { file_offset: u64, size: u64 },
     #[error("decompress chunk at file offset {file_offset}: {source}")]
     Decompress {
         file_offset: u64,
@@ -39,6 +41,12 @@ pub fn decompress_chunk(
     compressed: &[u8],
     chunk: &ChunkInfo,
 ) -> Result<Vec<u8>, ChunkError> {
+    if chunk.size > MAX_CHUNK_SIZE {
+        return Err(ChunkError::TooLarge {
+            file_offset: chunk.file_offset,
+            size: chunk.size,
+        });
+    }
     let decompress_err = |source| ChunkError::Decompress {
         file_offset: chunk.file_offset,
         source,
@@ -155,6 +163,20 @@ mod tests {
         assert!(matches!(short_skip, Err(ChunkError::Short { .. })));
         let garbage = decompress_chunk(Format::ZstdChunked, &member, &chunk(4, 0, None));
         assert!(matches!(garbage, Err(ChunkError::Decompress { .. })));
+    }
+
+    #[test]
+    fn rejects_chunks_over_the_limit() {
+        let member = gzip(b"");
+        let too_large = decompress_chunk(
+            Format::Estargz,
+            &member,
+            &chunk(MAX_CHUNK_SIZE + 1, 0, None),
+        );
+        assert!(matches!(
+            too_large,
+            Err(ChunkError::TooLarge { size, .. }) if size == MAX_CHUNK_SIZE + 1
+        ));
     }
 
     #[test]

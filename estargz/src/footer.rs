@@ -77,7 +77,8 @@ impl Footer {
 ///
 /// Tries eStargz, then zstd:chunked, then legacy stargz.
 pub fn parse(tail: &[u8]) -> Result<Footer, FooterError> {
-    if tail.len() < ZSTD_FOOTER_PAYLOAD {
+    // Each layout is only accepted when the tail holds all of it (`Footer::size` bytes).
+    if tail.len() < LEGACY_FOOTER_SIZE {
         return Err(FooterError::TooShort(tail.len()));
     }
     parse_gzip(tail, ESTARGZ_FOOTER_SIZE, Format::Estargz)
@@ -178,7 +179,8 @@ fn parse_gzip(tail: &[u8], size: usize, format: Format) -> Option<Footer> {
 }
 
 fn parse_zstd(tail: &[u8]) -> Option<Footer> {
-    let payload = tail.get(tail.len().checked_sub(ZSTD_FOOTER_PAYLOAD)?..)?;
+    let footer = tail.get(tail.len().checked_sub(ZSTD_FOOTER_SIZE)?..)?;
+    let payload = &footer[ZSTD_FOOTER_SIZE - ZSTD_FOOTER_PAYLOAD..];
     if &payload[32..40] != ZSTD_CHUNKED_MAGIC {
         return None;
     }
@@ -238,6 +240,10 @@ mod tests {
         let zstd = encode_zstd(10, 20, 30);
         let mut zstd_bad_type = zstd;
         zstd_bad_type[32] = 2;
+        // Found by the `footer` fuzz target: the 40-byte payload alone was accepted as a
+        // 48-byte footer.
+        let zstd_cut = zstd[3..].to_vec();
+        let zstd_payload_only = [&[0u8; 7][..], &zstd[8..]].concat();
         type Case = (&'static str, Vec<u8>, Result<(Format, u64), FooterError>);
         let cases: Vec<Case> = vec![
             (
@@ -272,6 +278,16 @@ mod tests {
             (
                 "zstd bad type",
                 zstd_bad_type.to_vec(),
+                Err(FooterError::NotFound),
+            ),
+            (
+                "zstd cut into its frame header",
+                zstd_cut,
+                Err(FooterError::TooShort(45)),
+            ),
+            (
+                "zstd payload without room for the frame header",
+                zstd_payload_only,
                 Err(FooterError::NotFound),
             ),
         ];

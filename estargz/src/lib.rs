@@ -26,11 +26,12 @@ mod tests;
 pub use chunk::{decompress_chunk, ChunkError};
 pub use digest::{Digest, DigestError, Hasher};
 pub use footer::{Footer, FooterError, Format, FOOTER_MAX_SIZE};
-pub use index::{ChunkInfo, DirEntry, Entry, EntryId, Index, IndexError};
+pub use index::{ChunkInfo, DirEntry, Entry, EntryId, Index, IndexError, MAX_CHUNK_SIZE};
 pub use reader::{is_estargz, ReadAt, ReadError, Reader};
 pub use toc::{
-    EntryType, Toc, TocEntry, TocError, LANDMARK_CONTENTS, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK,
-    TOC_DIGEST_ANNOTATION, TOC_TAR_NAME, UNCOMPRESSED_SIZE_ANNOTATION,
-    ZSTD_MANIFEST_CHECKSUM_ANNOTATION, ZSTD_MANIFEST_POSITION_ANNOTATION,
+    EntryType, Toc, TocEntry, TocError, LANDMARK_CONTENTS, MAX_NAME_LEN, MAX_TOC_ENTRIES,
+    MAX_TOC_JSON_SIZE, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_DIGEST_ANNOTATION,
+    TOC_TAR_NAME, UNCOMPRESSED_SIZE_ANNOTATION, ZSTD_MANIFEST_CHECKSUM_ANNOTATION,
+    ZSTD_MANIFEST_POSITION_ANNOTATION,
 };
 pub use writer::{build, Compression, WriteError, WriteResult, WriterOptions, ZstdManifestInfo};

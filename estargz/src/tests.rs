@@ -458,6 +458,10 @@ fn rejects_bad_options() {
     let tar = TarBuilder::new().finish();
     for (name, opts) in [
         ("zero chunk", options(GZIP, 0)),
+        (
+            "chunk over the limit",
+            options(GZIP, crate::MAX_CHUNK_SIZE + 1),
+        ),
         ("gzip level", options(Compression::Gzip { level: 13 }, 4096)),
         ("zstd level", options(Compression::Zstd { level: 23 }, 4096)),
     ] {

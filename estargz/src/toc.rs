@@ -30,6 +30,11 @@ pub const ZSTD_MANIFEST_POSITION_ANNOTATION: &str = "io.containers.zstd-chunked.
 
 /// Largest TOC JSON accepted when reading (uncompressed); bigger TOCs are rejected early.
 pub const MAX_TOC_JSON_SIZE: u64 = 256 << 20;
+/// Most TOC entries accepted (counted while parsing, before they are all in memory); an
+/// index holds at most this many entries, implicit parent directories included.
+pub const MAX_TOC_ENTRIES: usize = 1 << 21;
+/// Longest entry name or link target accepted, in bytes (Linux `PATH_MAX`).
+pub const MAX_NAME_LEN: usize = 4096;
 
 /// Errors from decoding a TOC.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +45,12 @@ pub enum TocError {
     Tar(#[source] std::io::Error),
     #[error("toc tar entry {TOC_TAR_NAME} not found")]
     Missing,
+    #[error("toc tar starts with entry {0:?}, expected {TOC_TAR_NAME}")]
+    UnexpectedEntry(String),
     #[error("toc json exceeds {MAX_TOC_JSON_SIZE} bytes")]
     TooLarge,
+    #[error("toc has more than {MAX_TOC_ENTRIES} entries")]
+    TooManyEntries,
     #[error("toc json is {actual} bytes, footer says {expected}")]
     SizeMismatch { expected: u64, actual: u64 },
     #[error("toc region of {have} bytes is shorter than the {need} bytes the footer names")]
@@ -57,6 +66,46 @@ pub enum TocError {
 pub struct Toc {
     pub version: i32,
     pub entries: Vec<TocEntry>,
+}
+
+/// What `parse_json` deserializes: a `Toc` whose entry list fails as soon as it grows
+/// past `MAX` entries, before they are all in memory.
+#[derive(Deserialize)]
+struct BoundedToc<const MAX: usize> {
+    version: i32,
+    #[serde(deserialize_with = "bounded_entries::<_, MAX>")]
+    entries: Vec<TocEntry>,
+}
+
+/// Start of the serde error `bounded_entries` gives; mapped to [`TocError::TooManyEntries`].
+const TOO_MANY_ENTRIES: &str = "too many toc entries";
+
+fn bounded_entries<'de, D: serde::Deserializer<'de>, const MAX: usize>(
+    deserializer: D,
+) -> Result<Vec<TocEntry>, D::Error> {
+    struct Bounded<const MAX: usize>;
+    impl<'de, const MAX: usize> serde::de::Visitor<'de> for Bounded<MAX> {
+        type Value = Vec<TocEntry>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of toc entries")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = seq.next_element()? {
+                if entries.len() == MAX {
+                    return Err(serde::de::Error::custom(TOO_MANY_ENTRIES));
+                }
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+    deserializer.deserialize_seq(Bounded::<MAX>)
 }
 
 impl Default for Toc {
@@ -208,10 +257,23 @@ pub fn encode(toc: &Toc) -> Vec<u8> {
 
 /// Parses TOC JSON and returns it with the sha256 of the raw JSON bytes.
 pub fn parse_json(json: &[u8]) -> Result<(Toc, Digest), TocError> {
+    parse_json_bounded::<MAX_TOC_ENTRIES>(json)
+}
+
+fn parse_json_bounded<const MAX: usize>(json: &[u8]) -> Result<(Toc, Digest), TocError> {
     if json.len() as u64 > MAX_TOC_JSON_SIZE {
         return Err(TocError::TooLarge);
     }
-    let toc: Toc = serde_json::from_slice(json)?;
+    let bounded: BoundedToc<MAX> = serde_json::from_slice(json).map_err(|e| {
+        match e.is_data() && e.to_string().starts_with(TOO_MANY_ENTRIES) {
+            true => TocError::TooManyEntries,
+            false => TocError::Json(e),
+        }
+    })?;
+    let toc = Toc {
+        version: bounded.version,
+        entries: bounded.entries,
+    };
     if toc.version != 1 {
         return Err(TocError::Version(toc.version));
     }
@@ -234,25 +296,35 @@ fn json_from_gzip_tar(region: &[u8]) -> Result<Vec<u8>, TocError> {
     let limit = MAX_TOC_JSON_SIZE + 64 * 1024;
     let gunzip = flate2::read::GzDecoder::new(region).take(limit);
     let mut archive = tar::Archive::new(gunzip);
-    let entries = archive.entries().map_err(TocError::Tar)?;
-    for entry in entries {
-        let mut entry = entry.map_err(TocError::Tar)?;
-        let path = entry.path_bytes();
-        let name = String::from_utf8_lossy(&path);
-        if crate::index::normalize_name(&name) != TOC_TAR_NAME {
-            continue;
-        }
-        if entry.size() > MAX_TOC_JSON_SIZE {
-            return Err(TocError::TooLarge);
-        }
-        let mut json = Vec::new();
-        entry.read_to_end(&mut json).map_err(TocError::Tar)?;
-        if (json.len() as u64) < entry.size() {
-            return Err(TocError::Tar(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-        return Ok(json);
+    let mut entries = archive.entries().map_err(TocError::Tar)?;
+    // Like the Go reader, only the first entry counts: nothing else is decompressed.
+    let mut entry = entries
+        .next()
+        .ok_or(TocError::Missing)?
+        .map_err(TocError::Tar)?;
+    let path = entry.path_bytes();
+    let name = String::from_utf8_lossy(&path);
+    if crate::index::normalize_name(&name) != TOC_TAR_NAME {
+        return Err(TocError::UnexpectedEntry(truncated(&name)));
     }
-    Err(TocError::Missing)
+    if entry.size() > MAX_TOC_JSON_SIZE {
+        return Err(TocError::TooLarge);
+    }
+    let mut json = Vec::new();
+    entry.read_to_end(&mut json).map_err(TocError::Tar)?;
+    if (json.len() as u64) < entry.size() {
+        return Err(TocError::Tar(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(json)
+}
+
+/// At most the first 256 bytes of a hostile name, for error messages.
+pub(crate) fn truncated(name: &str) -> String {
+    let mut end = name.len().min(256);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
 }
 
 fn json_from_zstd(footer: &Footer, region: &[u8]) -> Result<Vec<u8>, TocError> {
@@ -264,10 +336,15 @@ fn json_from_zstd(footer: &Footer, region: &[u8]) -> Result<Vec<u8>, TocError> {
             need: compressed_len,
             have: region.len(),
         })?;
+    // Stop decompressing one byte past the declared size: a bomb ends there.
+    let declared = footer.toc_uncompressed_size.unwrap_or(MAX_TOC_JSON_SIZE);
+    if declared > MAX_TOC_JSON_SIZE {
+        return Err(TocError::TooLarge);
+    }
     let decoder = zstd::stream::read::Decoder::new(compressed).map_err(TocError::Decompress)?;
     let mut json = Vec::new();
     decoder
-        .take(MAX_TOC_JSON_SIZE + 1)
+        .take(declared + 1)
         .read_to_end(&mut json)
         .map_err(TocError::Decompress)?;
     if json.len() as u64 > MAX_TOC_JSON_SIZE {
@@ -406,6 +483,89 @@ mod tests {
         let json = encode(&toc);
         assert!(json.starts_with(b"{\n\t\"version\": 1"));
         assert_eq!(parse_json(&json).expect("parse").0, toc);
+    }
+
+    fn zstd_footer(compressed: &[u8], uncompressed_size: u64) -> Footer {
+        Footer {
+            format: Format::ZstdChunked,
+            toc_offset: 0,
+            toc_compressed_size: Some(compressed.len() as u64),
+            toc_uncompressed_size: Some(uncompressed_size),
+        }
+    }
+
+    fn gzip_tar(tar: &[u8]) -> Vec<u8> {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gzip, tar).expect("gzip");
+        gzip.finish().expect("gzip")
+    }
+
+    #[test]
+    fn enforces_bounds() {
+        let entry = r#"{"name":"a","type":"reg"}"#;
+        let json = |n: usize| {
+            format!(
+                r#"{{"version":1,"entries":[{}]}}"#,
+                vec![entry; n].join(",")
+            )
+        };
+        let bounded = |n| parse_json_bounded::<2>(json(n).as_bytes()).map(|(t, _)| t.entries.len());
+        assert_eq!(
+            bounded(2).map_err(|e| e.to_string()),
+            Ok(2),
+            "entries at the limit"
+        );
+        assert!(
+            matches!(bounded(3), Err(TocError::TooManyEntries)),
+            "too many entries"
+        );
+
+        let spaces = zstd::bulk::compress(&vec![b' '; 1 << 20], 1).expect("compress");
+        let other_first = gzip_tar(
+            &crate::testutil::TarBuilder::new()
+                .file("other", b"{}")
+                .file(TOC_TAR_NAME, json(1).as_bytes())
+                .finish(),
+        );
+        let empty_tar = gzip_tar(&[0u8; 1024]);
+        let estargz = Footer {
+            format: Format::Estargz,
+            toc_offset: 0,
+            toc_compressed_size: None,
+            toc_uncompressed_size: None,
+        };
+        let cases: Vec<(&str, Footer, Vec<u8>, &str)> = vec![
+            (
+                "declared toc size over the limit",
+                zstd_footer(&spaces, MAX_TOC_JSON_SIZE + 1),
+                spaces.clone(),
+                "toc json exceeds 268435456 bytes",
+            ),
+            (
+                "bomb stops one byte past the declared size",
+                zstd_footer(&spaces, 10),
+                spaces.clone(),
+                "toc json is 11 bytes, footer says 10",
+            ),
+            (
+                "toc tar starting with another entry",
+                estargz,
+                other_first,
+                "toc tar starts with entry \"other\", expected stargz.index.json",
+            ),
+            (
+                "empty toc tar",
+                estargz,
+                empty_tar,
+                "toc tar entry stargz.index.json not found",
+            ),
+        ];
+        for (name, footer, region, want) in cases {
+            let got = decode(&footer, &region)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert_eq!(got, Err(want.to_string()), "{name}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Operations live beside their concept: `manifests.rs`, `blobs.rs`, `upload.rs`.
 
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::auth::AuthCache;
 use crate::config::ClientConfig;
@@ -22,6 +23,10 @@ pub(crate) struct Inner {
     /// Used for hosts listed in `insecure_tls`.
     pub(crate) insecure_http: Option<reqwest::Client>,
     pub(crate) credentials: RwLock<Credentials>,
+    /// The docker config file credentials came from, re-read when a registry refuses one
+    /// (see `refresh.rs`), and what it said when last read.
+    pub(crate) docker_config: Option<PathBuf>,
+    pub(crate) file_credentials: Mutex<Credentials>,
     pub(crate) auth: AuthCache,
     pub(crate) mirror_health: MirrorHealth,
 }
@@ -41,17 +46,25 @@ impl Client {
             .docker_config
             .clone()
             .or_else(Credentials::default_docker_config_path);
-        let credentials = match path {
-            Some(path) => Credentials::from_docker_config(&path)?,
+        let credentials = match &path {
+            Some(path) => Credentials::from_docker_config(path)?,
             None => Credentials::new(),
         };
-        Self::with_credentials(config, credentials)
+        Self::build(config, credentials, path)
     }
 
     /// A client with exactly `credentials` (no docker config file is read).
     pub fn with_credentials(
         config: ClientConfig,
         credentials: Credentials,
+    ) -> Result<Client, Error> {
+        Self::build(config, credentials, None)
+    }
+
+    fn build(
+        config: ClientConfig,
+        credentials: Credentials,
+        docker_config: Option<PathBuf>,
     ) -> Result<Client, Error> {
         let http = build_http(&config, false)?;
         let insecure_http = if config.insecure_tls.is_empty() {
@@ -63,7 +76,9 @@ impl Client {
             config,
             http,
             insecure_http,
+            file_credentials: Mutex::new(credentials.clone()),
             credentials: RwLock::new(credentials),
+            docker_config,
             auth: AuthCache::default(),
             mirror_health: MirrorHealth::default(),
         };
@@ -73,8 +88,13 @@ impl Client {
     }
 
     /// Replaces the secret for `registry`, forgetting tokens obtained with the old one.
+    /// Requests already under way that the registry refuses are retried once with it.
+    /// Setting the secret already stored changes nothing (tokens are kept).
     pub fn set_credential(&self, registry: &str, credential: Credential) {
         if let Ok(mut credentials) = self.inner.credentials.write() {
+            if credentials.get(registry) == Some(&credential) {
+                return;
+            }
             credentials.insert(registry, credential);
         }
         self.inner.auth.forget_all();

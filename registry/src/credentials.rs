@@ -88,6 +88,13 @@ impl Credentials {
         self.by_host.get(&normalize_key(registry))
     }
 
+    /// Every host and its secret, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Credential)> {
+        self.by_host
+            .iter()
+            .map(|(host, credential)| (host.as_str(), credential))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_host.is_empty()
     }

@@ -16,6 +16,7 @@ mod manifests;
 mod mirrors;
 mod ranges;
 mod reference;
+mod refresh;
 mod retry;
 mod stream;
 mod transport;

@@ -137,8 +137,26 @@ impl Client {
         with_retries(retries, &call.shown_url(), || self.send_authorized(call)).await
     }
 
-    /// Sends `call` once, answering one 401 challenge. Non-2xx statuses are errors.
+    /// Sends `call`, answering one 401 challenge; when the registry still refuses (401 or
+    /// 403) and a fresher credential turned up (see `refresh.rs`), sends it once more with
+    /// that one. Non-2xx statuses are errors.
     pub(crate) async fn send_authorized(&self, call: &Call<'_>) -> Result<Response, Error> {
+        let used = self.credential_for(&call.target.registry);
+        match self.send_answering_challenge(call).await {
+            Err(refused @ (Error::Unauthorized { .. } | Error::Denied { .. })) => {
+                let host = &call.target.registry;
+                if !self.refresh_credential(host, used.as_ref()) {
+                    return Err(refused);
+                }
+                tracing::info!(%host, url = %call.shown_url(), "credential refused; retrying with a fresher one");
+                self.send_answering_challenge(call).await
+            }
+            other => other,
+        }
+    }
+
+    /// Sends `call` once, answering one 401 challenge. Non-2xx statuses are errors.
+    async fn send_answering_challenge(&self, call: &Call<'_>) -> Result<Response, Error> {
         let cached = self.cached_authorization(call.target, &call.scopes).await?;
         let response = self.send_once(call, cached.as_ref()).await?;
         if response.status() != StatusCode::UNAUTHORIZED {

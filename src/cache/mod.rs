@@ -1,12 +1,20 @@
 //! Cache of verified, decompressed chunks: a bounded in-memory LRU in front of an
-//! optional on-disk store. Only bytes that passed their digest check are ever put here.
+//! optional on-disk store with its own byte budget (least recently used files evicted
+//! first). Only bytes that passed their digest check are ever put here. Disk problems
+//! never fail a read: a failed write pauses disk writes for [`DISK_RETRY_AFTER`].
 
 mod disk;
+mod health;
+mod limit;
 mod memory;
+mod scan;
+#[cfg(test)]
+mod tests;
+mod tocs;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use estargz::{ChunkInfo, Digest};
 use serde::Deserialize;
@@ -14,8 +22,16 @@ use serde::Deserialize;
 use disk::DiskStore;
 use memory::MemoryLru;
 
+pub use health::DISK_RETRY_AFTER;
+
 /// Default memory budget: 256 MiB of chunk bytes.
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
+
+/// Default disk budget: 10 GiB of chunk files and passthrough copies.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 10 << 30;
+
+/// Subdirectory of the cache directory holding whole-file copies for FUSE passthrough.
+const FILES_DIR: &str = "files";
 
 /// Errors setting up the cache.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +52,10 @@ pub struct CacheConfig {
     pub dir: Option<PathBuf>,
     /// Most chunk bytes kept in memory. Default 256 MiB.
     pub memory_bytes: u64,
+    /// Most bytes the disk store takes (chunk files and the `files/` passthrough
+    /// copies, each counted in whole 4 KiB blocks); least recently used files are
+    /// deleted to stay under it. 0 is unlimited. Default 10 GiB.
+    pub max_disk_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -43,6 +63,7 @@ impl Default for CacheConfig {
         CacheConfig {
             dir: None,
             memory_bytes: DEFAULT_MEMORY_BYTES,
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
         }
     }
 }
@@ -82,26 +103,56 @@ impl CacheKey {
             } => format!("blob-{}-{compressed_offset}-{inner_offset}", blob.hex()),
         }
     }
+
+    /// The key whose [`CacheKey::file_name`] is `name`, None for any other file.
+    fn from_file_name(name: &str) -> Option<CacheKey> {
+        let digest = |hex: &str| format!("sha256:{hex}").parse::<Digest>().ok();
+        let key = match name.strip_prefix("sha256-") {
+            Some(hex) => CacheKey::Content(digest(hex)?),
+            None => {
+                let mut parts = name.strip_prefix("blob-")?.splitn(3, '-');
+                CacheKey::Location {
+                    blob: digest(parts.next()?)?,
+                    compressed_offset: parts.next()?.parse().ok()?,
+                    inner_offset: parts.next()?.parse().ok()?,
+                }
+            }
+        };
+        // Only the exact spelling names the key's file (no `+1`, no upper-case hex).
+        (key.file_name() == name).then_some(key)
+    }
 }
 
 /// Verified chunk bytes shared between readers.
 pub type ChunkBytes = Arc<[u8]>;
 
-/// The chunk cache. Disk errors never fail a lookup: the cache falls back to memory only.
+/// The chunk cache. Disk errors never fail a lookup: while disk writes are paused the
+/// cache keeps chunks in memory only.
 pub struct ChunkCache {
     memory: Mutex<MemoryLru>,
     disk: Option<DiskStore>,
-    disk_broken: AtomicBool,
 }
 
 impl ChunkCache {
-    /// A cache as `config` says; the disk store's directory is created.
+    /// A cache as `config` says; the disk store's directory is created and scanned in
+    /// the background (files of earlier runs counted, stale temp files deleted).
     pub fn new(config: &CacheConfig) -> Result<ChunkCache, CacheError> {
-        let disk = config.dir.as_ref().map(DiskStore::open).transpose()?;
+        ChunkCache::with_retry_after(config, DISK_RETRY_AFTER)
+    }
+
+    /// Like [`ChunkCache::new`], pausing disk writes for `retry_after` after a failure.
+    pub fn with_retry_after(
+        config: &CacheConfig,
+        retry_after: Duration,
+    ) -> Result<ChunkCache, CacheError> {
+        let disk = config
+            .dir
+            .as_deref()
+            .map(|dir| DiskStore::open(dir, config.max_disk_bytes, retry_after))
+            .transpose()?;
         Ok(ChunkCache {
             memory: Mutex::new(MemoryLru::new(config.memory_bytes)),
             disk,
-            disk_broken: AtomicBool::new(false),
         })
     }
 
@@ -110,14 +161,20 @@ impl ChunkCache {
         ChunkCache {
             memory: Mutex::new(MemoryLru::new(memory_bytes)),
             disk: None,
-            disk_broken: AtomicBool::new(false),
         }
     }
 
-    /// The chunk from memory when it is `len` bytes long, without touching the disk.
+    /// The chunk from memory when it is `len` bytes long, without disk I/O (a hit also
+    /// marks the chunk's disk file as used, so hot chunks are evicted from disk last).
     pub fn get_memory(&self, key: &CacheKey, len: u64) -> Option<ChunkBytes> {
         let bytes = self.lock_memory().get(key)?;
-        (bytes.len() as u64 == len).then_some(bytes)
+        if bytes.len() as u64 != len {
+            return None;
+        }
+        if let Some(disk) = self.disk() {
+            disk.touch(key);
+        }
+        Some(bytes)
     }
 
     /// The chunk from memory or disk (blocking I/O) when it is `len` bytes long.
@@ -133,29 +190,17 @@ impl ChunkCache {
     /// Stores verified chunk bytes in memory and on disk (blocking I/O).
     pub fn put(&self, key: CacheKey, bytes: ChunkBytes) {
         if let Some(disk) = self.disk() {
-            if let Err(error) = disk.write(&key, &bytes) {
-                tracing::warn!(%error, "chunk cache disk write failed; keeping chunks in memory only");
-                self.disk_broken.store(true, Ordering::Relaxed);
-            }
+            disk.write(&key, &bytes);
         }
         self.lock_memory().insert(key, bytes);
     }
 
-    /// Bytes currently held in memory.
-    /// Stores a verified chunk on disk only (in memory when there is no working disk
-    /// store), for chunks nobody is waiting for.
+    /// Stores a verified chunk on disk only (in memory when it did not reach the disk),
+    /// for chunks nobody is waiting for.
     pub fn put_disk(&self, key: CacheKey, bytes: ChunkBytes) {
-        match self.disk() {
-            Some(disk) => {
-                if let Err(error) = disk.write(&key, &bytes) {
-                    tracing::warn!(%error, "chunk cache disk write failed; keeping chunks in memory only");
-                    self.disk_broken.store(true, Ordering::Relaxed);
-                    self.lock_memory().insert(key, bytes);
-                }
-            }
-            None => {
-                self.lock_memory().insert(key, bytes);
-            }
+        let stored = self.disk().is_some_and(|disk| disk.write(&key, &bytes));
+        if !stored {
+            self.lock_memory().insert(key, bytes);
         }
     }
 
@@ -178,9 +223,10 @@ impl ChunkCache {
     }
 
     /// Directory of whole-file copies for FUSE passthrough (`files/` beside the chunks),
-    /// created on first use; None without a working disk store.
+    /// created on first use; None without a disk store. A copy counts under the disk
+    /// budget: see [`ChunkCache::reserve_file`].
     pub fn files_dir(&self) -> Option<PathBuf> {
-        let dir = self.disk()?.dir().join("files");
+        let dir = self.disk()?.dir().join(FILES_DIR);
         match std::fs::create_dir_all(&dir) {
             Ok(()) => Some(dir),
             Err(error) => {
@@ -190,87 +236,79 @@ impl ChunkCache {
         }
     }
 
+    /// Makes room under the disk budget for a passthrough copy `name` (a file name in
+    /// [`ChunkCache::files_dir`]) of `len` bytes, deleting least recently used files;
+    /// false when no copy should be written (no disk, writes paused, or larger than the
+    /// budget). A copy that is not written after all is given back with
+    /// [`ChunkCache::release_file`].
+    pub fn reserve_file(&self, name: &str, len: u64) -> bool {
+        self.disk().is_some_and(|disk| disk.reserve_file(name, len))
+    }
+
+    /// Marks the passthrough copy `name` as just used, so it is evicted last.
+    pub fn touch_file(&self, name: &str) {
+        if let Some(disk) = self.disk() {
+            disk.touch_file(name);
+        }
+    }
+
+    /// Gives back the room reserved for the passthrough copy `name`, not written.
+    pub fn release_file(&self, name: &str) {
+        if let Some(disk) = self.disk() {
+            disk.release_file(name);
+        }
+    }
+
+    /// Saves the end of `blob` (its TOC region and footer) and its size, so the layer can
+    /// be opened again without the registry. Failures are logged.
+    pub fn save_toc(&self, blob: &Digest, size: u64, tail: &[u8]) {
+        let Some(disk) = self.disk() else {
+            return;
+        };
+        if let Err(error) = tocs::save(disk.dir(), blob, size, tail) {
+            tracing::warn!(%blob, %error, "save toc for offline reopening");
+        }
+    }
+
+    /// The size and end bytes of `blob` saved by [`ChunkCache::save_toc`] (unverified).
+    pub fn saved_toc(&self, blob: &Digest) -> Option<(u64, bytes::Bytes)> {
+        tocs::load(self.disk()?.dir(), blob)
+    }
+
     /// Whether chunks reach a disk store (background fetching needs one to be useful).
     pub fn has_disk(&self) -> bool {
         self.disk().is_some()
     }
 
+    /// Bytes currently held in memory.
     pub fn memory_bytes(&self) -> u64 {
         self.lock_memory().used_bytes()
     }
 
-    fn disk(&self) -> Option<&DiskStore> {
-        if self.disk_broken.load(Ordering::Relaxed) {
-            return None;
+    /// Bytes the disk store takes as counted against `max_disk_bytes` (0 when there is
+    /// no disk store or no limit).
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk().map_or(0, DiskStore::used_bytes)
+    }
+
+    /// Disk writes that failed since the cache was created.
+    pub fn disk_write_failures(&self) -> u64 {
+        self.disk().map_or(0, DiskStore::write_failures)
+    }
+
+    /// Blocks until the startup scan of the disk store has finished.
+    pub fn wait_for_scan(&self) {
+        if let Some(disk) = self.disk() {
+            disk.wait_for_scan();
         }
+    }
+
+    fn disk(&self) -> Option<&DiskStore> {
         self.disk.as_ref()
     }
 
     fn lock_memory(&self) -> std::sync::MutexGuard<'_, MemoryLru> {
         // The LRU stays consistent even if a holder panicked: every method is one step.
         self.memory.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(n: u8) -> CacheKey {
-        CacheKey::Content(Digest::from_bytes([n; 32]))
-    }
-
-    fn bytes(data: &[u8]) -> ChunkBytes {
-        data.into()
-    }
-
-    #[test]
-    fn disk_store_survives_a_new_cache() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = CacheConfig {
-            dir: Some(dir.path().join("chunks")),
-            memory_bytes: 1 << 20,
-        };
-        let first = ChunkCache::new(&config).expect("cache");
-        first.put(key(1), bytes(b"hello"));
-        drop(first);
-        let second = ChunkCache::new(&config).expect("cache");
-        assert_eq!(second.get_memory(&key(1), 5), None);
-        assert_eq!(second.get(&key(1), 5).as_deref(), Some(&b"hello"[..]));
-        assert_eq!(second.get(&key(1), 6), None, "wrong length is a miss");
-        assert_eq!(second.get(&key(2), 5), None);
-    }
-
-    #[test]
-    fn disk_failure_degrades_to_memory() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let chunks = dir.path().join("chunks");
-        let config = CacheConfig {
-            dir: Some(chunks.clone()),
-            memory_bytes: 1 << 20,
-        };
-        let cache = ChunkCache::new(&config).expect("cache");
-        std::fs::remove_dir_all(&chunks).expect("remove dir");
-        std::fs::write(&chunks, b"not a directory").expect("block dir");
-        cache.put(key(1), bytes(b"abc"));
-        assert_eq!(cache.get(&key(1), 3).as_deref(), Some(&b"abc"[..]));
-        assert!(cache.disk_broken.load(Ordering::Relaxed));
-    }
-
-    #[test]
-    fn location_keys_name_distinct_files() {
-        let blob = Digest::from_bytes([7; 32]);
-        let a = CacheKey::Location {
-            blob,
-            compressed_offset: 10,
-            inner_offset: 0,
-        };
-        let b = CacheKey::Location {
-            blob,
-            compressed_offset: 10,
-            inner_offset: 5,
-        };
-        assert_ne!(a.file_name(), b.file_name());
-        assert!(key(1).file_name().starts_with("sha256-0101"));
     }
 }

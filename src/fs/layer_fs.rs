@@ -12,7 +12,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use super::passthrough::BackingFiles;
+use super::passthrough::{Decision, OpenFiles};
 use super::view::{entry_of, inode_of, LayerView, Node};
 use super::{LayerContent, MountOptions};
 
@@ -24,8 +24,10 @@ const NAME_MAX: u32 = 255;
 const DOTS: usize = 2;
 const TRUSTED_OPAQUE: &str = "trusted.overlay.opaque";
 const USER_OPAQUE: &str = "user.overlay.opaque";
-/// File handle of files opened normally (reads come to us).
+/// File handle of files opened normally, untracked (passthrough off, or not a candidate).
 const FH_FUSE: FileHandle = FileHandle(0);
+/// File handle of passthrough candidates opened normally (tracked in [`OpenFiles`]).
+const FH_NORMAL: FileHandle = FileHandle(2);
 /// File handle of files opened with passthrough (reads go to the backing file).
 const FH_PASSTHROUGH: FileHandle = FileHandle(1);
 /// Open flags of passthrough opens (the backing file's page cache serves them).
@@ -39,7 +41,7 @@ pub struct LayerFs {
     userxattr: bool,
     /// Passthrough asked for in the options and granted by the kernel at init.
     passthrough: bool,
-    backing: Arc<BackingFiles>,
+    open_files: Arc<OpenFiles>,
     /// Blocks of all regular files, for statfs.
     total_blocks: u64,
 }
@@ -64,33 +66,40 @@ impl LayerFs {
             runtime,
             userxattr: options.userxattr,
             passthrough: options.passthrough,
-            backing: Arc::default(),
+            open_files: Arc::default(),
             total_blocks,
         }
     }
 
-    /// Opens regular file `id`: with passthrough when its content is local, else
-    /// normally. Finding out may assemble the backing file, so the reply comes from a
-    /// task rather than from this FUSE thread.
+    /// Opens regular file `id`: with passthrough when its content is local and no
+    /// handle has it open normally, else normally. Finding out may assemble the backing
+    /// file, so that reply comes from a task rather than from this FUSE thread.
     fn open_file(&self, id: EntryId, reply: ReplyOpen) {
-        if let Some(backing) = self.backing.reuse(id) {
-            return reply.opened_passthrough(FH_PASSTHROUGH, PASSTHROUGH_FLAGS, &backing);
+        match self.open_files.begin(id) {
+            Decision::Passthrough(backing) => {
+                return reply.opened_passthrough(FH_PASSTHROUGH, PASSTHROUGH_FLAGS, &backing)
+            }
+            Decision::Normal => return reply.opened(FH_NORMAL, FopenFlags::FOPEN_KEEP_CACHE),
+            Decision::Probe => {}
         }
         let local = self.content.backing_file(id);
-        let open = self.backing.clone();
+        let open_files = self.open_files.clone();
         self.runtime.spawn(async move {
-            let Some(file) = local.await else {
-                return reply.opened(FH_FUSE, FopenFlags::FOPEN_KEEP_CACHE);
+            let fresh = match local.await.map(|file| reply.open_backing(&file)) {
+                Some(Ok(fresh)) => Some(fresh),
+                Some(Err(error)) => {
+                    tracing::debug!(file = id, %error, "passthrough refused; serving reads");
+                    None
+                }
+                None => None,
             };
-            match reply.open_backing(&file) {
-                Ok(fresh) => {
-                    let backing = open.insert(id, fresh);
+            match open_files.settle(id, fresh) {
+                Decision::Passthrough(backing) => {
                     tracing::debug!(file = id, "opened with passthrough");
                     reply.opened_passthrough(FH_PASSTHROUGH, PASSTHROUGH_FLAGS, &backing);
                 }
-                Err(error) => {
-                    tracing::debug!(file = id, %error, "passthrough refused; serving reads");
-                    reply.opened(FH_FUSE, FopenFlags::FOPEN_KEEP_CACHE);
+                Decision::Normal | Decision::Probe => {
+                    reply.opened(FH_NORMAL, FopenFlags::FOPEN_KEEP_CACHE)
                 }
             }
         });
@@ -319,9 +328,9 @@ impl fuser::Filesystem for LayerFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if fh == FH_PASSTHROUGH {
+        if fh == FH_PASSTHROUGH || fh == FH_NORMAL {
             if let Some(id) = entry_of(ino.0) {
-                self.backing.release(id);
+                self.open_files.release(id);
             }
         }
         reply.ok();

@@ -38,9 +38,10 @@ impl Inner {
             Some(digest) => format!("sha256-{}", digest.hex()),
             None => format!("blob-{}-{file}", self.blob.hex()),
         };
-        let path = dir.join(name);
+        let path = dir.join(&name);
         if let Ok(existing) = File::open(&path) {
             if existing.metadata().is_ok_and(|m| m.len() == entry.size) {
+                self.cache.touch_file(&name);
                 return Some(existing);
             }
         }
@@ -56,9 +57,14 @@ impl Inner {
         {
             return None;
         }
+        // The copy counts under the cache's disk budget (none while disk writes pause).
+        if !self.cache.reserve_file(&name, entry.size) {
+            return None;
+        }
         match self.assemble(&path, &keys, chunks, entry.digest) {
             Ok(file) => Some(file),
             Err(reason) => {
+                self.cache.release_file(&name);
                 tracing::warn!(blob = %self.blob, file, %reason, "no backing file; reads stay in FUSE");
                 None
             }

@@ -175,7 +175,7 @@ impl Layer {
         cache: Arc<ChunkCache>,
         config: LayerConfig,
     ) -> Result<Layer, LayerError> {
-        let opened = open::read_toc(&source, &config).await?;
+        let opened = open::read_toc(&source, &cache, &config).await?;
         Ok(Layer {
             inner: Arc::new(Inner {
                 blob: source.digest(),

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use estargz::{footer, toc, Digest, Format, Index, FOOTER_MAX_SIZE};
 
 use super::{LayerConfig, LayerError};
+use crate::cache::ChunkCache;
 use crate::remote::{BlobSource, RemoteError};
 
 /// What opening a layer yields.
@@ -20,10 +21,12 @@ pub(super) struct Opened {
     pub toc_offset: u64,
 }
 
-/// Reads and decodes the TOC and builds the index. The TOC is not checked against any
-/// digest here: see [`check_toc`].
+/// Reads and decodes the TOC and builds the index, and saves the blob's end in `cache`
+/// for reopening without the registry. The TOC is not checked against any digest here:
+/// see [`check_toc`].
 pub(super) async fn read_toc(
     source: &Arc<dyn BlobSource>,
+    cache: &Arc<ChunkCache>,
     config: &LayerConfig,
 ) -> Result<Opened, LayerError> {
     let blob = source.digest();
@@ -53,12 +56,15 @@ pub(super) async fn read_toc(
         });
     }
     let region = read_near_end(source, &known_tail, footer.toc_offset..footer_start).await?;
+    let footer_bytes = tail.slice(tail.len().saturating_sub(footer.size() as usize)..);
+    let cache = cache.clone();
     // Decompressing, parsing and indexing a big TOC is CPU work: off the async workers.
     tokio::task::spawn_blocking(move || {
         let (toc, toc_digest) =
             toc::decode(&footer, &region).map_err(|source| LayerError::Toc { blob, source })?;
         let index = Index::build(&toc, footer.toc_offset)
             .map_err(|source| LayerError::Index { blob, source })?;
+        cache.save_toc(&blob, size, &[&region[..], &footer_bytes[..]].concat());
         Ok(Opened {
             format: footer.format,
             index,

@@ -163,6 +163,7 @@ async fn disk_cache_survives_reopening() {
     let cache_config = CacheConfig {
         dir: Some(dir.path().to_path_buf()),
         memory_bytes: 1 << 20,
+        ..CacheConfig::default()
     };
     let source = MemoryBlob::new(fx.blob.clone());
     let layer = open(

@@ -41,6 +41,23 @@ impl RegistryBlob {
         })
     }
 
+    /// A blob whose size and last bytes are already known (a saved TOC): no request is
+    /// made until a range is read.
+    pub fn with_tail(
+        client: Client,
+        location: BlobLocation,
+        size: u64,
+        tail: Bytes,
+    ) -> RegistryBlob {
+        RegistryBlob {
+            client,
+            repository: location.reference,
+            digest: location.digest,
+            size,
+            tail: std::sync::Mutex::new(Some(tail)),
+        }
+    }
+
     /// The repository the blob is read from.
     pub fn repository(&self) -> &Reference {
         &self.repository

@@ -126,12 +126,12 @@ where
     Ok(out)
 }
 
-/// The ids of every snapshot in every namespace.
-pub(super) fn all_ids<T>(table: &T) -> Result<Vec<u64>, Error>
+/// The record of every snapshot in every namespace.
+pub(super) fn all_records<T>(table: &T) -> Result<Vec<Record>, Error>
 where
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
 {
-    let mut ids = Vec::new();
+    let mut records = Vec::new();
     for entry in table.iter()? {
         let (key, value) = entry?;
         let record: Record =
@@ -139,9 +139,9 @@ where
                 key: key.value().1.to_owned(),
                 source,
             })?;
-        ids.push(record.id);
+        records.push(record);
     }
-    Ok(ids)
+    Ok(records)
 }
 
 /// Whether the committed snapshot `parent` has any child.

@@ -37,6 +37,8 @@ pub trait Mounter: Send + Sync {
     fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError>;
     /// Unmounts what [`Mounter::mount`] mounted on `mountpoint`.
     fn unmount(&self, mountpoint: &Path) -> Result<(), MountError>;
+    /// The mountpoints currently served (to find remote snapshots whose mount was lost).
+    fn mounted(&self) -> Vec<PathBuf>;
 }
 
 impl Store {
@@ -125,6 +127,10 @@ mod tests {
                 .unwrap()
                 .push(mountpoint.to_path_buf());
             Ok(())
+        }
+
+        fn mounted(&self) -> Vec<PathBuf> {
+            Vec::new()
         }
     }
 

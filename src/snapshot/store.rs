@@ -230,15 +230,27 @@ impl Store {
         }
     }
 
+    /// The directory and labels of every lazily mounted (remote) snapshot: what must be
+    /// mounted again after the mounts were lost (a restart of the serving process).
+    pub fn remote_snapshots(&self) -> Result<Vec<(PathBuf, Labels)>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        Ok(db::all_records(&table)?
+            .into_iter()
+            .filter(|record| record.backing == Backing::Remote)
+            .map(|record| (self.fs_dir(record.id), record.labels))
+            .collect())
+    }
+
     /// Removes directories under `snapshots/` that belong to no snapshot.
     pub fn cleanup(&self) -> Result<Vec<PathBuf>, Error> {
         // Holding the write transaction keeps creations out while we scan and delete.
         let txn = self.db.begin_write()?;
         let ids: HashSet<String> = {
             let table = txn.open_table(SNAPSHOTS)?;
-            db::all_ids(&table)?
+            db::all_records(&table)?
                 .into_iter()
-                .map(|id| id.to_string())
+                .map(|record| record.id.to_string())
                 .collect()
         };
         let dir = self.root.join("snapshots");

@@ -95,3 +95,13 @@ impl Drop for Daemon {
         self.kill();
     }
 }
+
+/// Kills the fuse manager of daemon root `root`, if one runs (`[fuse] manager = true`
+/// tests): it outlives the daemon by design.
+pub fn kill_fuse_manager(root: &Path) {
+    let pid_file = estargz_snapshotter::manager::pid_path(root);
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        let _ = std::fs::remove_file(pid_file);
+    }
+}

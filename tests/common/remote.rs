@@ -54,6 +54,7 @@ impl DaemonStack {
 impl Drop for DaemonStack {
     fn drop(&mut self) {
         self.daemon.kill();
+        super::kill_fuse_manager(&self.dir.path().join("root"));
         let _ = testkit::mounts::unmount_all_under(self.dir.path());
     }
 }

@@ -44,6 +44,17 @@ pub fn convert_to_estargz_prioritized(src: &str, dst: &str, prioritized: &[&str]
 /// Converts `src` to eStargz at `dst` with `prioritized` files first, as the converter's
 /// `--prioritized-files` / `--record-in` / `--record-from` options give them.
 pub fn convert_with(src: &str, dst: &str, prioritized: Prioritized) {
+    convert_authenticated(src, dst, prioritized, None);
+}
+
+/// Like [`convert_with`], with registry credentials from the docker config file
+/// `docker_config` (None: the default file).
+pub fn convert_authenticated(
+    src: &str,
+    dst: &str,
+    prioritized: Prioritized,
+    docker_config: Option<&Path>,
+) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let work = tempfile::tempdir().unwrap();
     runtime.block_on(async {
@@ -58,6 +69,7 @@ pub fn convert_with(src: &str, dst: &str, prioritized: Prioritized) {
             .collect();
         let transport = TransportOptions {
             plain_http: true,
+            docker_config: docker_config.map(Path::to_path_buf),
             ..TransportOptions::default()
         };
         let client = build_client(&transport, &references).await.unwrap();
@@ -155,6 +167,7 @@ impl Drop for LazyStack {
     /// A failed test kills the daemon without unmounting: clean up so the directory can go.
     fn drop(&mut self) {
         self.daemon.kill();
+        super::kill_fuse_manager(&self.dir.path().join("root"));
         let _ = testkit::mounts::unmount_all_under(self.dir.path());
     }
 }

@@ -4,7 +4,12 @@ use std::collections::HashMap;
 
 use crate::toc::{EntryType, Toc, TocEntry, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME};
 
-use super::{clean_path, ChunkInfo, DirEntry, Entry, EntryId, Index, IndexError};
+use crate::toc::{MAX_NAME_LEN, MAX_TOC_ENTRIES};
+
+use super::{
+    clean_path, ChunkInfo, DirEntry, Entry, EntryId, Index, IndexError, MAX_CHUNK_SIZE,
+    MAX_INDEX_PATH_BYTES,
+};
 
 /// Sorted distinct blob offsets where data members start, plus the TOC offset.
 pub(super) fn member_starts(toc: &Toc, toc_offset: u64) -> Vec<u64> {
@@ -37,6 +42,11 @@ pub(super) struct Builder {
     /// Owner names seen per uid/gid: Go writers omit a name equal to the previous one.
     user_names: HashMap<u32, String>,
     group_names: HashMap<u32, String>,
+    /// Sum of the entries' path lengths so far.
+    path_bytes: usize,
+    /// Bounds (`MAX_TOC_ENTRIES`, `MAX_INDEX_PATH_BYTES`; tests lower them).
+    pub(super) max_entries: usize,
+    pub(super) max_path_bytes: usize,
 }
 
 impl Builder {
@@ -55,10 +65,20 @@ impl Builder {
             last_reg: None,
             user_names: HashMap::new(),
             group_names: HashMap::new(),
+            path_bytes: 0,
+            max_entries: MAX_TOC_ENTRIES,
+            max_path_bytes: MAX_INDEX_PATH_BYTES,
         }
     }
 
     pub(super) fn add(&mut self, toc: &TocEntry) -> Result<(), IndexError> {
+        let len = toc.name.len().max(toc.link_name.len());
+        if len > MAX_NAME_LEN {
+            return Err(IndexError::NameTooLong {
+                name: crate::toc::truncated(&toc.name),
+                len,
+            });
+        }
         let path = clean_path(&toc.name)?;
         if toc.entry_type == EntryType::Chunk {
             return self.add_chunk(&path, toc);
@@ -214,6 +234,12 @@ impl Builder {
             n if n <= rest => n,
             _ => return Err(bad_chunks()),
         };
+        if size > MAX_CHUNK_SIZE {
+            return Err(IndexError::ChunkTooLarge {
+                path: path.to_string(),
+                size,
+            });
+        }
         let end_at = self.member_starts.partition_point(|&s| s <= toc.offset);
         let end = match self.member_starts.get(end_at) {
             Some(&end) if toc.offset < self.toc_offset => end,
@@ -253,6 +279,13 @@ impl Builder {
     }
 
     fn push(&mut self, entry: Entry) -> Result<EntryId, IndexError> {
+        if self.index.entries.len() >= self.max_entries {
+            return Err(IndexError::TooManyEntries);
+        }
+        self.path_bytes += entry.path.len();
+        if self.path_bytes > self.max_path_bytes {
+            return Err(IndexError::PathsTooLarge);
+        }
         let id =
             EntryId::try_from(self.index.entries.len()).map_err(|_| IndexError::TooManyEntries)?;
         self.index.entries.push(entry);

@@ -18,7 +18,7 @@ use std::ops::Range;
 mod build;
 
 use crate::digest::Digest;
-use crate::toc::{EntryType, Toc, TocEntry};
+use crate::toc::{EntryType, Toc, TocEntry, MAX_NAME_LEN, MAX_TOC_ENTRIES, MAX_TOC_JSON_SIZE};
 
 /// Compact id of an entry; the root directory is [`Index::ROOT`].
 pub type EntryId = u32;
@@ -46,9 +46,26 @@ pub enum IndexError {
         offset: u64,
         toc_offset: u64,
     },
-    #[error("toc has more than {} entries", EntryId::MAX)]
+    #[error("index would hold more than {MAX_TOC_ENTRIES} entries")]
     TooManyEntries,
+    #[error("toc entry {name:?}: name or link target is {len} bytes, more than {MAX_NAME_LEN}")]
+    NameTooLong { name: String, len: usize },
+    #[error(
+        "index paths exceed {MAX_INDEX_PATH_BYTES} bytes (too many deep implicit directories)"
+    )]
+    PathsTooLarge,
+    #[error("file {path:?}: chunk of {size} bytes is larger than {MAX_CHUNK_SIZE}")]
+    ChunkTooLarge { path: String, size: u64 },
 }
+
+/// Largest uncompressed chunk accepted: each chunk is decompressed into memory in one
+/// piece, so a TOC declaring bigger ones is rejected when the index is built (writers,
+/// ours and Go's, use 4 MiB).
+pub const MAX_CHUNK_SIZE: u64 = 128 << 20;
+/// Most bytes of entry paths an index holds: the TOC JSON limit. Implicit parent
+/// directories store their full paths, so a few deep names could otherwise cost far more
+/// memory than the TOC itself.
+pub const MAX_INDEX_PATH_BYTES: usize = MAX_TOC_JSON_SIZE as usize;
 
 /// One chunk of a regular file and where its compressed bytes are in the blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,6 +481,116 @@ mod tests {
         ];
         for (name, entries, want) in cases {
             assert_eq!(build(entries).err(), Some(want), "{name}");
+        }
+    }
+
+    /// `Index::build` with lowered entry and path-byte limits.
+    fn build_limited(
+        entries: Vec<TocEntry>,
+        max_entries: usize,
+        max_path_bytes: usize,
+    ) -> Result<Index, IndexError> {
+        let toc = Toc {
+            version: 1,
+            entries,
+        };
+        let mut builder = build::Builder::new(build::member_starts(&toc, 1000), 1000);
+        builder.max_entries = max_entries;
+        builder.max_path_bytes = max_path_bytes;
+        for entry in &toc.entries {
+            builder.add(entry)?;
+        }
+        builder.finish()
+    }
+
+    #[test]
+    fn enforces_bounds() {
+        let long = "n".repeat(MAX_NAME_LEN + 1);
+        let deep = "d/".repeat(100) + "f";
+        type Case = (
+            &'static str,
+            Vec<TocEntry>,
+            usize,
+            usize,
+            Result<usize, IndexError>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "name at the limit",
+                vec![reg(&"n".repeat(MAX_NAME_LEN), 0, 0)],
+                MAX_TOC_ENTRIES,
+                MAX_INDEX_PATH_BYTES,
+                Ok(2),
+            ),
+            (
+                "name too long",
+                vec![reg(&long, 0, 0)],
+                MAX_TOC_ENTRIES,
+                MAX_INDEX_PATH_BYTES,
+                Err(IndexError::NameTooLong {
+                    name: "n".repeat(256),
+                    len: MAX_NAME_LEN + 1,
+                }),
+            ),
+            (
+                "link target too long",
+                vec![link("s", EntryType::Symlink, &long)],
+                MAX_TOC_ENTRIES,
+                MAX_INDEX_PATH_BYTES,
+                Err(IndexError::NameTooLong {
+                    name: "s".into(),
+                    len: MAX_NAME_LEN + 1,
+                }),
+            ),
+            (
+                "chunk at the limit",
+                vec![reg("f", MAX_CHUNK_SIZE, 0)],
+                MAX_TOC_ENTRIES,
+                MAX_INDEX_PATH_BYTES,
+                Ok(2),
+            ),
+            (
+                "chunk too large",
+                vec![reg("f", MAX_CHUNK_SIZE + 1, 0)],
+                MAX_TOC_ENTRIES,
+                MAX_INDEX_PATH_BYTES,
+                Err(IndexError::ChunkTooLarge {
+                    path: "f".into(),
+                    size: MAX_CHUNK_SIZE + 1,
+                }),
+            ),
+            (
+                "entries at the limit (root included)",
+                vec![reg("a", 0, 0), reg("b", 0, 0)],
+                3,
+                MAX_INDEX_PATH_BYTES,
+                Ok(3),
+            ),
+            (
+                "too many entries",
+                vec![reg("a", 0, 0), reg("b", 0, 0), reg("c", 0, 0)],
+                3,
+                MAX_INDEX_PATH_BYTES,
+                Err(IndexError::TooManyEntries),
+            ),
+            (
+                "implicit directories count as entries",
+                vec![reg("x/y/z", 0, 0)],
+                3,
+                MAX_INDEX_PATH_BYTES,
+                Err(IndexError::TooManyEntries),
+            ),
+            (
+                "deep implicit directories exceed the path bytes",
+                vec![reg(&deep, 0, 0)],
+                MAX_TOC_ENTRIES,
+                5_000,
+                Err(IndexError::PathsTooLarge),
+            ),
+        ];
+        for (name, entries, max_entries, max_path_bytes, want) in cases {
+            let got = build_limited(entries, max_entries, max_path_bytes).map(|i| i.len());
+            assert_eq!(got, want, "{name}");
         }
     }
 

@@ -165,6 +165,11 @@ pub fn build(
     if opts.chunk_size == 0 {
         return Err(WriteError::Options("chunk_size must be at least 1"));
     }
+    if opts.chunk_size > crate::MAX_CHUNK_SIZE {
+        return Err(WriteError::Options(
+            "chunk_size must be at most 128 MiB (estargz::MAX_CHUNK_SIZE)",
+        ));
+    }
     match opts.compression {
         Compression::Gzip { level } if !(0..=12).contains(&level) => {
             return Err(WriteError::Options("gzip level must be 0..=12"));

@@ -6,11 +6,15 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use crate::index::clean_path;
-use crate::toc::EntryType;
+use crate::toc::{EntryType, MAX_NAME_LEN};
 
 const BLOCK: usize = 512;
-/// Largest PAX or GNU long-name payload accepted (names and xattrs of one entry).
+/// Most PAX and GNU long-name payload bytes accepted before one entry (names and xattrs),
+/// summed over all its extension headers.
 const MAX_EXTENSION_SIZE: u64 = 16 << 20;
+/// Largest entry size accepted (what tar's 12-digit octal field can hold is 8 GiB; PAX
+/// can say more, but not past what offsets can count).
+const MAX_ENTRY_SIZE: u64 = i64::MAX as u64;
 
 /// Errors from reading the input tar.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +35,12 @@ pub enum TarError {
     EscapingPath { path: String },
     #[error("input tar entry {path:?} has unsupported type {flag:?}")]
     UnsupportedType { path: String, flag: char },
-    #[error("input tar extension header at byte {offset} is {size} bytes, too large")]
+    #[error("input tar extension header at byte {offset} brings its entry's extensions to {size} bytes, more than {MAX_EXTENSION_SIZE}")]
     ExtensionTooLarge { offset: u64, size: u64 },
+    #[error(
+        "input tar entry {path:?}: name or link target is {len} bytes, more than {MAX_NAME_LEN}"
+    )]
+    NameTooLong { path: String, len: usize },
 }
 
 /// Parsed metadata of one entry (what its TOC record needs).
@@ -98,6 +106,7 @@ impl<R: Read> TarSplitter<R> {
         self.pending_padding = 0;
         let mut header = Vec::with_capacity(BLOCK);
         let mut ext = Extensions::default();
+        let mut ext_bytes = 0u64;
         loop {
             let block_offset = self.offset;
             let Some(block) = self.read_block()? else {
@@ -124,7 +133,8 @@ impl<R: Read> TarSplitter<R> {
             let flag = parsed.entry_type().as_byte();
             if matches!(flag, b'x' | b'g' | b'L' | b'K') {
                 let size = field(parsed.entry_size(), block_offset, "size")?;
-                let payload = self.read_extension(size, block_offset)?;
+                ext_bytes = ext_bytes.saturating_add(size);
+                let payload = self.read_extension(ext_bytes, size, block_offset)?;
                 header.extend_from_slice(&payload.padded);
                 ext.absorb(flag, &payload.data)
                     .map_err(|()| TarError::Field {
@@ -156,9 +166,18 @@ impl<R: Read> TarSplitter<R> {
         Ok(())
     }
 
-    fn read_extension(&mut self, size: u64, offset: u64) -> Result<Extension, TarError> {
-        if size > MAX_EXTENSION_SIZE {
-            return Err(TarError::ExtensionTooLarge { offset, size });
+    /// Reads one extension payload of `size` bytes; `total` counts this entry's so far.
+    fn read_extension(
+        &mut self,
+        total: u64,
+        size: u64,
+        offset: u64,
+    ) -> Result<Extension, TarError> {
+        if total > MAX_EXTENSION_SIZE {
+            return Err(TarError::ExtensionTooLarge {
+                offset,
+                size: total,
+            });
         }
         let padded_len = size + padding(size);
         let mut padded = vec![0u8; padded_len as usize];
@@ -314,8 +333,21 @@ fn parse_meta(h: &tar::Header, ext: &Extensions, offset: u64) -> Result<EntryMet
     if kind == EntryType::Hardlink && clean_path(&link_name).is_err() {
         return Err(TarError::EscapingPath { path: link_name });
     }
+    let len = raw_path.len().max(link_name.len());
+    if len > MAX_NAME_LEN {
+        return Err(TarError::NameTooLong {
+            path: crate::toc::truncated(&raw_path),
+            len,
+        });
+    }
     let header_size = field(h.entry_size(), offset, "size")?;
     let size = ext.size.unwrap_or(header_size);
+    if size > MAX_ENTRY_SIZE {
+        return Err(TarError::Field {
+            offset,
+            field: "size",
+        });
+    }
     let number = |v: io::Result<u64>, name| field(v, offset, name);
     let small = |v: u64, name| {
         u32::try_from(v).map_err(|_| TarError::Field {
@@ -540,6 +572,61 @@ mod tests {
         ];
         for (name, tar, want) in cases {
             let err = split(&tar).expect_err(name);
+            assert!(err.to_string().contains(want), "{name}: {err}");
+        }
+    }
+
+    /// A PAX `x` header holding `records`, as raw blocks.
+    fn pax_header(records: &[u8]) -> Vec<u8> {
+        let mut tar = TarBuilder::new().file("pax", records).unterminated();
+        tar[156] = b'x';
+        rewrite_checksum(&mut tar[..512]);
+        tar
+    }
+
+    #[test]
+    fn enforces_bounds() {
+        let long = "n".repeat(MAX_NAME_LEN + 1);
+        let mut gnu = TarBuilder::new();
+        gnu.long_names(LongNames::Gnu);
+        let big_xattr = TarBuilder::new()
+            .entry(EntrySpec::new("f", EntryType::Reg).xattr("user.big", &vec![b'a'; 9 << 20]))
+            .unterminated();
+        let one_extension = &big_xattr[..big_xattr.len() - 512];
+        let end = TarBuilder::new().file("f", b"").finish();
+        let huge_size = format!("29 size={}\n", u64::MAX);
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "pax name too long",
+                TarBuilder::new().file(&long, b"").finish(),
+                "name or link target is 4097 bytes, more than 4096",
+            ),
+            (
+                "gnu link target too long",
+                gnu.symlink("l", &long).finish(),
+                "name or link target is 4097 bytes",
+            ),
+            (
+                "extension headers summing past the limit",
+                [one_extension, one_extension, &end].concat(),
+                "extensions to 18874430 bytes, more than 16777216",
+            ),
+            (
+                "pax size past what offsets count",
+                [pax_header(huge_size.as_bytes()), end.clone()].concat(),
+                "bad size field",
+            ),
+        ];
+        for (name, tar, want) in cases {
+            // Skip data like the spooling writer does: reading headers only.
+            let mut splitter = TarSplitter::new(tar.as_slice());
+            let err = loop {
+                match splitter.next_entry() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("{name}: accepted"),
+                    Err(err) => break err,
+                }
+            };
             assert!(err.to_string().contains(want), "{name}: {err}");
         }
     }

@@ -1,0 +1,175 @@
+//! Registry credentials from Kubernetes Secrets (`[kubeconfig_keychain]`): with a
+//! kubeconfig, the daemon lists the cluster's `kubernetes.io/dockerconfigjson` Secrets
+//! every `refresh_interval` and stores their credentials in the registry client the lazy
+//! layers share, so rotated pull secrets reach lazy reads without a restart. Polling, not
+//! a watch: one list request per interval. Credentials stay in memory; logs name hosts.
+//!
+//! `kubeconfig` reads the access, `secrets` lists and decodes the Secrets.
+
+pub mod kubeconfig;
+pub mod secrets;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+
+pub use kubeconfig::KubeconfigError;
+pub use secrets::SecretsError;
+
+/// The `[kubeconfig_keychain]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubeconfigKeychainConfig {
+    /// Read docker config Secrets through the API server. Default false.
+    pub enable: bool,
+    /// The kubeconfig whose current context is used (it needs `list` on `secrets` in all
+    /// namespaces, which kubelet's node credentials lack). Default
+    /// `/etc/containerd-stargz-grpc/kubeconfig`.
+    pub kubeconfig_path: PathBuf,
+    /// Seconds between two lists of the Secrets (fractions allowed). Default 60.
+    #[serde(deserialize_with = "crate::config::seconds")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for KubeconfigKeychainConfig {
+    fn default() -> Self {
+        KubeconfigKeychainConfig {
+            enable: false,
+            kubeconfig_path: PathBuf::from("/etc/containerd-stargz-grpc/kubeconfig"),
+            refresh_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The polling task; aborted on drop.
+pub struct SecretsWatch {
+    task: JoinHandle<()>,
+}
+
+impl Drop for SecretsWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads the kubeconfig and starts polling the Secrets into `client`.
+pub fn start(
+    config: &KubeconfigKeychainConfig,
+    client: registry::Client,
+) -> Result<SecretsWatch, KubeconfigError> {
+    let access = kubeconfig::load(&config.kubeconfig_path)?;
+    tracing::info!(
+        server = %access.server,
+        interval = ?config.refresh_interval,
+        "reading docker config secrets from the API server"
+    );
+    let interval = config.refresh_interval.max(Duration::from_secs(1));
+    let task = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = sync_once(&access, &client).await {
+                tracing::warn!(%error, "docker config secrets not refreshed");
+            }
+        }
+    });
+    Ok(SecretsWatch { task })
+}
+
+/// One list of the Secrets into `client`; returns how many hosts were stored.
+pub async fn sync_once(
+    access: &kubeconfig::ApiAccess,
+    client: &registry::Client,
+) -> Result<usize, SecretsError> {
+    let found = secrets::list_credentials(access).await?;
+    for (host, credential) in &found {
+        tracing::debug!(%host, "credential from a docker config secret");
+        client.set_credential(host, credential.clone());
+    }
+    Ok(found.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use registry::Credential;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one connection with `body` (JSON, status 200); returns the request head.
+    async fn fake_api_server(body: String) -> (String, JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        (server, task)
+    }
+
+    fn b64(text: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(text)
+    }
+
+    #[tokio::test]
+    async fn lists_docker_config_secrets_with_the_token() {
+        let docker_config = |host: &str, user: &str| {
+            let auth = b64(&format!("{user}:pw-{user}"));
+            b64(&format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#))
+        };
+        let list = serde_json::json!({"kind": "SecretList", "items": [
+            {"metadata": {"name": "a", "namespace": "ns1"}, "type": "kubernetes.io/dockerconfigjson",
+             "data": {".dockerconfigjson": docker_config("r.example:5000", "alice")}},
+            {"metadata": {"name": "b", "namespace": "ns2"}, "type": "kubernetes.io/dockerconfigjson",
+             "data": {".dockerconfigjson": "%%not base64"}},
+            {"metadata": {"name": "c", "namespace": "ns2"}, "type": "Opaque",
+             "data": {".dockerconfigjson": docker_config("o.example", "opaque")}},
+            {"metadata": {"name": "d", "namespace": "ns3"}, "type": "kubernetes.io/dockerconfigjson",
+             "data": {".dockerconfigjson": docker_config("https://index.docker.io/v1/", "hub")}}
+        ]});
+        let (server, request) = fake_api_server(list.to_string()).await;
+        let access = kubeconfig::ApiAccess {
+            server,
+            http: reqwest::Client::new(),
+            token: Some("node-token".into()),
+        };
+        let found = secrets::list_credentials(&access).await.unwrap();
+        let basic = |user: &str| Credential::Basic {
+            username: user.into(),
+            password: format!("pw-{user}"),
+        };
+        let want = [
+            ("docker.io".to_owned(), basic("hub")),
+            ("r.example:5000".to_owned(), basic("alice")),
+        ];
+        assert_eq!(found, want.into_iter().collect());
+        let head = request.await.unwrap();
+        assert!(
+            head.starts_with(
+                "GET /api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Fdockerconfigjson "
+            ),
+            "{head}"
+        );
+        assert!(
+            head.to_lowercase()
+                .contains("authorization: bearer node-token"),
+            "{head}"
+        );
+    }
+}

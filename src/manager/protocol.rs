@@ -1,0 +1,72 @@
+//! The daemon ↔ manager protocol: one JSON request line, one JSON response line, per
+//! connection.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::Labels;
+
+/// Longest request or response line accepted (labels are bounded by containerd).
+pub(super) const MAX_LINE: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(super) enum Request {
+    Ping,
+    Mount { mountpoint: PathBuf, labels: Labels },
+    Unmount { mountpoint: PathBuf },
+    Mounted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub(super) enum Response {
+    Ok,
+    Pong {
+        pid: u32,
+    },
+    /// The layer cannot be served lazily (the daemon falls back to an ordinary pull).
+    NotRemote {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
+    Mountpoints {
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        let requests = [
+            Request::Ping,
+            Request::Mount {
+                mountpoint: "/r/snapshots/1/fs".into(),
+                labels: [("a".to_owned(), "b".to_owned())].into(),
+            },
+            Request::Unmount {
+                mountpoint: "/x".into(),
+            },
+            Request::Mounted,
+        ];
+        for request in requests {
+            let line = serde_json::to_string(&request).expect("encode");
+            assert!(!line.contains('\n'));
+            assert_eq!(
+                serde_json::from_str::<Request>(&line).expect("decode"),
+                request
+            );
+        }
+        let line = serde_json::to_string(&Response::NotRemote {
+            reason: "no labels".into(),
+        })
+        .expect("encode");
+        assert_eq!(line, r#"{"result":"not_remote","reason":"no labels"}"#);
+    }
+}
