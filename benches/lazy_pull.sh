@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# End-to-end lazy-pull benchmark (issue 4, "Speed"): time until a large image's container
+# End-to-end lazy-pull benchmark (issues 4 and 5, "Speed"): time until a large image's container
 # is ready, and bytes fetched from the registry, for
 #   overlayfs   the original gzip image: `ctr image pull` (containerd's built-in overlayfs
 #               snapshotter: everything downloaded and unpacked), then `ctr run`;
 #   esgz        the image converted by estargz-convert without prioritized files:
 #               `ctr-remote image rpull --snapshotter stargz`, then `ctr run` (lazy);
 #   esgz-prio   converted with --prioritized-files (the entrypoint's files, in reading
-#               order, placed first and prefetched at mount), rpull + run as above.
+#               order, placed first and prefetched at mount), rpull + run as above;
+#   esgz-recorded the esgz image run once (loopback, fresh daemon with `[record] enable =
+#               true`), then converted again with `estargz-convert --record-from` the
+#               daemon's record directory: the files that run opened come first in each
+#               layer and are prefetched at mount; rpull + run as above.
 #
 # The image (testkit preset lazy-bench:SIZE_MIB: busybox plus three data layers of mostly
 # incompressible files) has an entrypoint that `cat`s about a tenth of the content
@@ -28,6 +32,8 @@
 # bytes of the chunks the entrypoint reads (from the image's TOCs) divided by the link
 # bandwidth (curl downloading a big blob over the same path) plus the start time with
 # everything local (the `ctr run` part of the overlayfs runs: image pulled and unpacked).
+# Targets: esgz <= 1.15x (shaped) / 1.5x local (loopback); esgz-prio <= 1.05x / 1.5x local
+# and bytes <= 1.05x needed; esgz-recorded faster than esgz (issue 5).
 #
 # Env: SIZE_MIB image content in MiB (default 400), RUNS rounds per link (default 3),
 #      RATE tbf rate (default 100mbit), DELAY_MS proxy delay per direction (default 10),
@@ -38,6 +44,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 source scripts/lib.sh
+source benches/lib.sh
 
 SIZE_MIB=${SIZE_MIB:-400}
 RUNS=${RUNS:-3}
@@ -47,87 +54,10 @@ LINKS=${LINKS:-shaped loopback}
 LOG_LEVEL=${LOG_LEVEL:-info}
 LOGS_DIR=${LOGS_DIR:-}
 NET=${NET:-10.231.7}
-CASES=(overlayfs esgz esgz-prio)
-declare -A TAG=([overlayfs]=v1 [esgz]=esgz [esgz-prio]=esgz-prio)
+CASES=(overlayfs esgz esgz-prio esgz-recorded)
+declare -A TAG=([overlayfs]=v1 [esgz]=esgz [esgz-prio]=esgz-prio [esgz-recorded]=esgz-rec)
 
-log "build release binaries"
-cargo build --release -q -p estargz-snapshotter -p estargz-convert
-cargo build --release -q -p testkit --example make-image --example delay-proxy
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
-CONVERT=$TARGET/estargz-convert
-SNAPSHOTTER=$TARGET/estargz-snapshotter
-MAKE_IMAGE=$TARGET/examples/make-image
-DELAY_PROXY=$TARGET/examples/delay-proxy
-
-WORK=$(mktemp -d /tmp/esgz-lazy.XXXXXX)
-NS=esgzbench-$$
-VETH_HOST=esgzb$$h
-VETH_NS=esgzb$$n
-
-# Stops the per-run stack, the shaped link's processes and devices, then lib.sh's cleanup.
-bench_cleanup() {
-  set +e
-  stop_stack
-  [[ -n "${PROXY_PID:-}" ]] && stop_pid "$PROXY_PID"
-  [[ -n "${NS_REGISTRY_PID:-}" ]] && stop_pid "$NS_REGISTRY_PID"
-  PROXY_PID= NS_REGISTRY_PID=
-  ip netns pids "$NS" 2>/dev/null | xargs -r kill -KILL
-  ip netns del "$NS" 2>/dev/null
-  ip link del "$VETH_HOST" 2>/dev/null
-  cleanup
-}
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
-
-now() { echo "$EPOCHREALTIME"; }
-calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
-mb() { calc "$1 / 1e6" 1; }
-
-# unmount_under DIR: every mount at or below DIR, deepest first.
-unmount_under() {
-  awk -v root="$1" '$5 == root || index($5, root "/") == 1 { print $5 }' /proc/self/mountinfo |
-    awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2- |
-    while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
-}
-
-# start_stack: a fresh estargz-snapshotter (root and cache) and containerd under $WORK/run,
-# the daemon allowed plain HTTP to $REG.
-start_stack() {
-  local run=$WORK/run
-  mkdir -p "$run/snapshotter"
-  cat >"$run/snapshotter/config.toml" <<TOML
-root = "$run/snapshotter/root"
-address = "$run/snapshotter/snapshotter.sock"
-log_level = "$LOG_LEVEL"
-[remote]
-plain_http = ["$REG"]
-TOML
-  "$SNAPSHOTTER" --config "$run/snapshotter/config.toml" >"$run/snapshotter/log" 2>&1 &
-  SNAPSHOTTER_PID=$!
-  wait_for 30 "snapshotter socket" test -S "$run/snapshotter/snapshotter.sock" ||
-    { tail -20 "$run/snapshotter/log"; die "estargz-snapshotter did not start"; }
-  WORK=$run start_containerd "[proxy_plugins]
-  [proxy_plugins.stargz]
-    type = \"snapshot\"
-    address = \"$run/snapshotter/snapshotter.sock\""
-}
-
-stop_stack() {
-  [[ -n "${CONTAINERD_PID:-}" ]] && stop_pid "$CONTAINERD_PID"
-  [[ -n "${SNAPSHOTTER_PID:-}" ]] && stop_pid "$SNAPSHOTTER_PID"
-  CONTAINERD_PID= SNAPSHOTTER_PID=
-  if [[ -d "$WORK/run" ]]; then
-    unmount_under "$WORK/run"
-    rm -rf "$WORK/run"
-  fi
-}
-
-# blob_gets LOG FIRST_LINE: "bytes requests" of the blob GETs logged from line FIRST_LINE.
-blob_gets() {
-  tail -n +"$2" "$1" | grep '"GET /v2/[^ ]*/blobs/' |
-    sed -n 's/.*HTTP\/1.1" [0-9]* \([0-9]*\) .*/\1/p' |
-    awk '{ s += $1; n++ } END { print s + 0, n + 0 }'
-}
+bench_init lazy
 
 # run_until_ready SNAPSHOTTER_ARGS...: `ctr run` the image $REF; prints when "ready" appeared.
 run_until_ready() {
@@ -177,49 +107,11 @@ measure() {
   echo "$link $case $round $to_ready $run_part $bytes $requests" >>"$WORK/results"
 }
 
-# The shaped link: namespace, veth pair with tbf on both ends, registry inside, delay proxy.
-setup_shaped_link() {
-  ip -o addr show | grep -qF " $NET." && die "$NET.0/30 is already in use on this host"
-  ip netns add "$NS"
-  ip link add "$VETH_HOST" type veth peer name "$VETH_NS"
-  ip link set "$VETH_NS" netns "$NS"
-  ip addr add "$NET.1/30" dev "$VETH_HOST"
-  ip link set "$VETH_HOST" up
-  ip netns exec "$NS" ip addr add "$NET.2/30" dev "$VETH_NS"
-  ip netns exec "$NS" ip link set "$VETH_NS" up
-  ip netns exec "$NS" ip link set lo up
-  tc qdisc add dev "$VETH_HOST" root tbf rate "$RATE" burst 32kb latency 50ms
-  ip netns exec "$NS" tc qdisc add dev "$VETH_NS" root tbf rate "$RATE" burst 32kb latency 50ms
-  mkdir -p "$WORK/registry-ns"
-  sed "s|addr: 127.0.0.1:.*|addr: $NET.2:5000|" "$WORK/registry/config.yml" >"$WORK/registry-ns/config.yml"
-  ip netns exec "$NS" /usr/bin/docker-registry serve "$WORK/registry-ns/config.yml" \
-    >"$WORK/registry-ns/log" 2>&1 &
-  NS_REGISTRY_PID=$!
-  wait_for 30 "registry in $NS" curl -sf "http://$NET.2:5000/v2/" ||
-    { tail -20 "$WORK/registry-ns/log"; die "registry in the namespace did not start"; }
-  local port
-  port=$(free_port)
-  "$DELAY_PROXY" "127.0.0.1:$port" "$NET.2:5000" "$DELAY_MS" >"$WORK/delay-proxy.log" 2>&1 &
-  PROXY_PID=$!
-  REG=127.0.0.1:$port
-  REG_LOG=$WORK/registry-ns/log
-  wait_for 30 "delay proxy" curl -sf "http://$REG/v2/" || die "delay proxy did not start"
-}
-
-teardown_shaped_link() {
-  stop_pid "$PROXY_PID"
-  stop_pid "$NS_REGISTRY_PID"
-  PROXY_PID= NS_REGISTRY_PID=
-  ip netns del "$NS"
-  ip link del "$VETH_HOST" 2>/dev/null || true
-}
-
 # needed_bytes TAG: compressed bytes of the chunks of the read-set files in image TAG
 # (from each layer's footer and TOC): what the entrypoint needs from the registry.
 needed_bytes() {
-  local manifest total=0 digest size url toc_offset n
-  manifest=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-    "http://$LOOP_REG/v2/lazy/manifests/$1")
+  local manifest total=0 digest url toc_offset n
+  manifest=$(manifest lazy "$1")
   for digest in $(jq -r '.layers[].digest' <<<"$manifest"); do
     url=http://$LOOP_REG/v2/lazy/blobs/$digest
     toc_offset=$((16#$(curl -sf -r -51 "$url" | dd bs=1 skip=16 count=16 2>/dev/null)))
@@ -239,31 +131,44 @@ needed_bytes() {
 # bandwidth: bytes/s of curl downloading the biggest blob of the original image from $REG.
 bandwidth() {
   local digest
-  digest=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-    "http://$LOOP_REG/v2/lazy/manifests/v1" | jq -r '.layers | max_by(.size) | .digest')
-  curl -sf -o /dev/null -w '%{speed_download}' "http://$REG/v2/lazy/blobs/$digest"
+  digest=$(manifest lazy v1 | jq -r '.layers | max_by(.size) | .digest')
+  download_speed "http://$REG/v2/lazy/blobs/$digest"
+}
+
+# record_run: runs the esgz image once on loopback with a fresh daemon recording the files
+# it opens, then converts it with --record-from that record into lazy:esgz-rec.
+record_run() {
+  REG=$LOOP_REG REF=$LOOP_REG/lazy:esgz
+  start_stack "[record]
+enable = true"
+  : >"$WORK/run-output"
+  ctr_remote image rpull --plain-http --snapshotter stargz "$REF" >/dev/null
+  run_until_ready --snapshotter stargz >/dev/null
+  stop_stack "$WORK/record"
+  echo "recorded $(cat "$WORK"/record/*.jsonl | wc -l) file opens in $(ls "$WORK/record" | wc -l) record file(s)"
+  "$CONVERT" "$LOOP_REG/lazy:esgz" "$LOOP_REG/lazy:esgz-rec" --plain-http --no-progress \
+    --record-from "$WORK/record" 2>/dev/null
 }
 
 start_registry
 LOOP_REG=$REGISTRY
 
-log "build the ${SIZE_MIB} MiB lazy-bench image and convert it twice"
+log "build the ${SIZE_MIB} MiB lazy-bench image, convert it twice, record a run, convert from the record"
 "$MAKE_IMAGE" push "$LOOP_REG" lazy:v1 "lazy-bench:$SIZE_MIB" >/dev/null
 "$MAKE_IMAGE" read-set "$SIZE_MIB" >"$WORK/read-set.txt"
 "$CONVERT" "$LOOP_REG/lazy:v1" "$LOOP_REG/lazy:esgz" --plain-http --no-progress 2>/dev/null
 "$CONVERT" "$LOOP_REG/lazy:v1" "$LOOP_REG/lazy:esgz-prio" --plain-http --no-progress \
   --prioritized-files "$WORK/read-set.txt" 2>/dev/null
+record_run
 declare -A IMAGE_BYTES NEEDED
 for case in "${CASES[@]}"; do
-  IMAGE_BYTES[$case]=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-    "http://$LOOP_REG/v2/lazy/manifests/${TAG[$case]}" | jq '[.layers[].size] | add')
+  IMAGE_BYTES[$case]=$(manifest lazy "${TAG[$case]}" | jq '[.layers[].size] | add')
+  [[ $case == overlayfs ]] || NEEDED[$case]=$(needed_bytes "${TAG[$case]}")
 done
-NEEDED[esgz]=$(needed_bytes esgz)
-NEEDED[esgz-prio]=$(needed_bytes esgz-prio)
 NEEDED[overlayfs]=${NEEDED[esgz]}
 read_files=$(wc -l <"$WORK/read-set.txt")
-echo "image layers: overlayfs $(mb "${IMAGE_BYTES[overlayfs]}") MB (gzip), esgz $(mb "${IMAGE_BYTES[esgz]}") MB, esgz-prio $(mb "${IMAGE_BYTES[esgz-prio]}") MB"
-echo "entrypoint reads $read_files files: ${NEEDED[esgz]} bytes of chunks (esgz), ${NEEDED[esgz-prio]} (esgz-prio)"
+echo "image layers: overlayfs $(mb "${IMAGE_BYTES[overlayfs]}") MB (gzip), esgz $(mb "${IMAGE_BYTES[esgz]}") MB, esgz-prio $(mb "${IMAGE_BYTES[esgz-prio]}") MB, esgz-recorded $(mb "${IMAGE_BYTES[esgz-recorded]}") MB"
+echo "entrypoint reads $read_files files: ${NEEDED[esgz]} bytes of chunks (esgz), ${NEEDED[esgz-prio]} (esgz-prio), ${NEEDED[esgz-recorded]} (esgz-recorded)"
 
 : >"$WORK/results"
 declare -A BW
@@ -285,11 +190,10 @@ for link in $LINKS; do
   [[ $link == shaped ]] && teardown_shaped_link
 done
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 field() { awk -v l="$1" -v c="$2" -v f="$3" '$1 == l && $2 == c { print $f }' "$WORK/results" | median; }
 
-# check TARGET VALUE LIMIT: records a target and whether VALUE <= LIMIT.
-check() { targets+=("$1"); met+=("$(awk "BEGIN { print ($2 <= $3) ? \"yes\" : \"no\" }")"); }
+# check TARGET VALUE LIMIT [OP]: records a target and whether VALUE OP LIMIT (default <=).
+check() { targets+=("$1"); met+=("$(awk "BEGIN { print ($2 ${4:-<=} $3) ? \"yes\" : \"no\" }")"); }
 
 log "results (${SIZE_MIB} MiB image, median of $RUNS runs, $(nproc) cores)"
 echo "| link | case | time to ready s | registry MB | needed MB | lower bound s | vs lower bound | vs local | target | met? |"
@@ -309,8 +213,9 @@ for link in $LINKS; do
       shaped/esgz-prio) check "time <= 1.05x lower" "$vs_lower" 1.05 ;;
       loopback/esgz) check "time <= 1.5x local" "$vs_local" 1.5 ;;
       loopback/esgz-prio) check "time <= 1.5x local" "$vs_local" 1.5 ;;
+      */esgz-recorded) check "time < esgz ($(field "$link" esgz 4) s)" "$t" "$(field "$link" esgz 4)" "<" ;;
     esac
-    [[ $case == esgz-prio ]] && check "bytes <= 1.05x needed (${vs_needed}x)" "$vs_needed" 1.05
+    [[ $case == esgz-prio || $case == esgz-recorded ]] && check "bytes <= 1.05x needed (${vs_needed}x)" "$vs_needed" 1.05
     target=$(IFS=';'; echo "${targets[*]:--}") ok=$(IFS=';'; echo "${met[*]:--}")
     echo "| $link | $case | $t | $(mb "$bytes") | $(mb "${NEEDED[$case]}") | $lower | ${vs_lower} | ${vs_local} | ${target//;/, } | ${ok//;/, } |"
   done

@@ -16,7 +16,7 @@ pub use busybox::{busybox_layer, BusyboxError};
 pub use layer::{data_layer, DataFile, LayerBuilder, LayerError};
 pub use layout::{write_layout, Layout, LayoutError};
 pub use presets::{
-    bench_image, demo_image, lazy_bench_image, lazy_bench_read_set, PresetError, DEMO_GREETING,
-    LAZY_BENCH_READY,
+    bench_image, demo_image, lazy_bench_image, lazy_bench_read_set, read_bench_image, PresetError,
+    DEMO_GREETING, LAZY_BENCH_READY, READ_BENCH_FILE,
 };
 pub use push::push_artifact;

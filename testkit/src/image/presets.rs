@@ -1,5 +1,6 @@
 //! Ready-made images: a small demo image, a large mixed image for the conversion benchmark
-//! and a large image whose entrypoint reads a tenth of it for the lazy-pull benchmark.
+//! a large image whose entrypoint reads a tenth of it for the lazy-pull benchmark, and a
+//! one-file image for the lazy-read throughput benchmark.
 
 use super::build::{BuildError, BuiltImage, ImageBuilder};
 use super::busybox::{busybox_layer, BusyboxError};
@@ -178,6 +179,21 @@ pub fn lazy_bench_image(total_mib: usize) -> Result<BuiltImage, PresetError> {
     Ok(builder.build()?)
 }
 
+/// The one file of the read-throughput benchmark image (no leading `/`).
+pub const READ_BENCH_FILE: &str = "data/big.bin";
+
+/// One layer holding [`READ_BENCH_FILE`]: `mib` MiB of incompressible bytes. The layer blob
+/// is gzip level 0 (stored blocks) so that building a GiB stays quick; the converter
+/// recompresses it anyway, and random bytes do not compress at any level.
+pub fn read_bench_image(mib: usize) -> Result<BuiltImage, PresetError> {
+    let file = DataFile::new(READ_BENCH_FILE, mib.max(1) * MIB, 0);
+    Ok(ImageBuilder::new()
+        .gzip_level(0)
+        .layer(data_layer(&[file], 7)?)
+        .cmd(&["/bin/true"])
+        .build()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +209,23 @@ mod tests {
             layers[0].len()
         );
         assert_eq!(layers[2].len(), 3);
+    }
+
+    #[test]
+    fn read_bench_is_one_incompressible_file() {
+        let image = read_bench_image(2).unwrap();
+        assert_eq!(image.layers.len(), 1);
+        let mut archive = tar::Archive::new(image.layers[0].tar.as_slice());
+        let files: Vec<(String, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type() == tar::EntryType::Regular)
+            .map(|e| (e.path().unwrap().display().to_string(), e.size()))
+            .collect();
+        assert_eq!(files, [(READ_BENCH_FILE.to_owned(), 2 * MIB as u64)]);
+        let blob = image.layers[0].blob.bytes.len();
+        assert!(blob > 2 * MIB, "stored, not compressed: {blob}");
     }
 
     #[test]
