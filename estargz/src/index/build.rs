@@ -234,6 +234,11 @@ impl Builder {
             n if n <= rest => n,
             _ => return Err(bad_chunks()),
         };
+        // An empty chunk (at the end of the file, or of an empty "to the end" size) is
+        // no writer's output and would give readers a chunk covering nothing.
+        if size == 0 {
+            return Err(bad_chunks());
+        }
         if size > MAX_CHUNK_SIZE {
             return Err(IndexError::ChunkTooLarge {
                 path: path.to_string(),

@@ -478,6 +478,27 @@ mod tests {
                     size: 10,
                 },
             ),
+            // Found by the `index` fuzz target: an empty trailing chunk.
+            (
+                "empty chunk at the end",
+                vec![
+                    TocEntry {
+                        chunk_size: 10,
+                        ..reg("f", 10, 0)
+                    },
+                    TocEntry {
+                        name: "f".into(),
+                        entry_type: EntryType::Chunk,
+                        chunk_offset: 10,
+                        offset: 5,
+                        ..TocEntry::default()
+                    },
+                ],
+                IndexError::BadChunks {
+                    path: "f".into(),
+                    size: 10,
+                },
+            ),
         ];
         for (name, entries, want) in cases {
             assert_eq!(build(entries).err(), Some(want), "{name}");
