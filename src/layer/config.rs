@@ -22,8 +22,8 @@ pub struct LayerConfig {
     pub read_timeout: Duration,
     /// Largest TOC region fetched when opening a layer, bytes. Default 256 MiB.
     pub max_toc_bytes: u64,
-    /// Fetch a file's next chunk when a read passes the middle of the current one, so
-    /// sequential readers do not wait a round trip per chunk. Default true.
+    /// Fetch a file's next chunk when a read enters the current one, so sequential
+    /// readers do not wait a round trip per chunk. Default true.
     pub readahead: bool,
 }
 

@@ -309,18 +309,18 @@ impl Layer {
     }
 }
 
-/// The chunk after the covered ones, when this read crosses the middle of the last
-/// covered chunk: a sequential reader gets the next chunk fetched while it consumes this
-/// one, instead of waiting a round trip per chunk. Once per chunk, not once per read.
+/// The chunk after the covered ones, when this read enters the last covered chunk (covers
+/// its first byte): a sequential reader then has the next chunk fetched while the one it
+/// entered is still arriving, so the link never idles a round trip between chunks. Once
+/// per chunk, not once per read; reads inside a chunk (random access) never trigger it.
 fn readahead<'a>(
     chunks: &'a [ChunkInfo],
     covered: Range<usize>,
     wanted: &Range<u64>,
 ) -> Option<&'a ChunkInfo> {
     let last = chunks.get(covered.end.checked_sub(1)?)?;
-    let middle = last.file_offset.saturating_add(last.size / 2);
-    let crosses = wanted.start <= middle && middle < wanted.end;
-    crosses.then(|| chunks.get(covered.end)).flatten()
+    let enters = wanted.start <= last.file_offset && last.file_offset < wanted.end;
+    enters.then(|| chunks.get(covered.end)).flatten()
 }
 
 /// Indices of the chunks (sorted by file offset) overlapping `wanted`.
