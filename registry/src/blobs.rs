@@ -14,7 +14,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::ranges::{merge_ranges, parse_content_range, range_header};
+use crate::ranges::{merge_ranges, parse_content_range, range_header, ContentRange};
 use crate::reference::Reference;
 use crate::retry::with_retries;
 use crate::stream::BlobStream;
@@ -248,19 +248,13 @@ pub struct BlobTail {
 async fn receive_tail(call: &Call<'_>, len: u64, response: Response) -> Result<BlobTail, Error> {
     let (range, size) = match response.status() {
         StatusCode::PARTIAL_CONTENT => {
-            let header = response
-                .headers()
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let parsed = parse_content_range(header)
-                .ok_or_else(|| protocol(call, format!("bad Content-Range {header:?}")))?;
+            let parsed = content_range(call, &response)?;
             match parsed.total {
                 Some(total) if parsed.range.end == total => (parsed.range, total),
                 _ => {
                     return Err(protocol(
                         call,
-                        format!("Content-Range {header:?} is not the end of the blob"),
+                        format!("Content-Range {parsed:?} is not the end of the blob"),
                     ))
                 }
             }
@@ -336,19 +330,24 @@ async fn receive_range(
     Err(protocol(call, problem))
 }
 
+/// The response's parsed `Content-Range` header.
+fn content_range(call: &Call<'_>, response: &Response) -> Result<ContentRange, Error> {
+    let header = response
+        .headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    parse_content_range(header)
+        .ok_or_else(|| protocol(call, format!("bad Content-Range {header:?}")))
+}
+
 fn check_content_range(
     call: &Call<'_>,
     digest: &Digest,
     range: &Range<u64>,
     response: &Response,
 ) -> Result<(), Error> {
-    let header = response
-        .headers()
-        .get(CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let parsed = parse_content_range(header)
-        .ok_or_else(|| protocol(call, format!("bad Content-Range {header:?}")))?;
+    let parsed = content_range(call, response)?;
     if parsed.total.is_some_and(|total| total < range.end) {
         return Err(not_satisfiable(call, digest, range));
     }
@@ -356,8 +355,8 @@ fn check_content_range(
         return Err(protocol(
             call,
             format!(
-                "Content-Range {header:?} for a request of {}..{}",
-                range.start, range.end
+                "Content-Range {:?} for a request of {}..{}",
+                parsed.range, range.start, range.end
             ),
         ));
     }
