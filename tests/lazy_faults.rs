@@ -4,7 +4,7 @@
 //! recovers once the registry is back.
 
 mod common;
-use common::remote::{cri_labels, pushed_estargz_layer, DaemonStack, RemoteLayer};
+use common::remote::{cri_labels, expect_remote, pushed_estargz_layer, DaemonStack, RemoteLayer};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,7 +14,6 @@ use estargz_snapshotter::proto::snapshots as pb;
 use estargz_snapshotter::proto::snapshots::snapshots_client::SnapshotsClient;
 use testkit::Registry;
 use tonic::transport::Channel;
-use tonic::Code;
 
 const NS: &str = "faults";
 const SMALL_TEXT: &str = "served lazily despite faults";
@@ -101,10 +100,7 @@ fn toc_digest_mismatch_falls_back_and_right_labels_serve_remote() {
     );
 
     let right = cri_labels(&layer, "layer-right", &layer.toc_digest);
-    let status = rt
-        .block_on(prepare(&mut c, "extract-right", right))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    expect_remote(&rt, &mut c, NS, "extract-right", right);
     let stat = c.stat(common::grpc::in_namespace(
         pb::StatSnapshotRequest {
             key: "layer-right".into(),
@@ -134,10 +130,7 @@ fn registry_down_gives_eio_in_bounded_time_then_recovers() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
-    let status = rt
-        .block_on(prepare(&mut c, "extract-1", labels))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    expect_remote(&rt, &mut c, NS, "extract-1", labels);
     let mounted = stack.fuse_mounts();
     assert_eq!(mounted.len(), 1, "{}", stack.daemon.log_text());
     let big = mounted[0].join("data/big.bin");
@@ -188,10 +181,7 @@ fn corrupted_chunk_gives_eio_never_wrong_bytes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
-    let status = rt
-        .block_on(prepare(&mut c, "extract-1", labels))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    expect_remote(&rt, &mut c, NS, "extract-1", labels);
     let mounted = stack.fuse_mounts();
     assert_eq!(mounted.len(), 1, "{}", stack.daemon.log_text());
 
@@ -274,10 +264,7 @@ fn restart_with_the_registry_down_mounts_from_the_saved_toc() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
-    let status = rt
-        .block_on(prepare(&mut c, "extract-1", labels))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    expect_remote(&rt, &mut c, NS, "extract-1", labels);
 
     stack.daemon.kill();
     testkit::mounts::unmount_all_under(stack.dir.path()).unwrap();

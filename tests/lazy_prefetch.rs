@@ -5,11 +5,9 @@
 //! nothing. Background fetch makes a layer fully local: reads work with the registry gone.
 
 mod common;
-use common::remote::{blob_gets, cri_labels, prepare, pushed_estargz_layer, DaemonStack};
+use common::remote::{blob_gets, cri_labels, expect_remote, pushed_estargz_layer, DaemonStack};
 
 use std::time::{Duration, Instant};
-
-use tonic::Code;
 
 /// Keeps background fetching out of the request counts of the prefetch tests.
 const NO_BACKGROUND: &str = "[background_fetch]\nenable = false\n";
@@ -57,10 +55,7 @@ fn prioritized_files_are_fetched_in_one_request_before_ready() {
     let log_start = stack.registry_log().len();
 
     let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
-    let status = rt
-        .block_on(prepare(&mut c, NS, "extract-1", labels))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    expect_remote(&rt, &mut c, NS, "extract-1", labels);
 
     let log = stack.registry_log();
     let gets = blob_gets(&log[log_start..], &layer.digest);
@@ -105,10 +100,7 @@ fn a_layer_without_prioritized_files_prefetches_nothing() {
         "containerd.io/snapshot/remote/stargz.prefetch".to_owned(),
         "10485760".to_owned(),
     );
-    let status = rt
-        .block_on(prepare(&mut c, NS, "extract-1", labels))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    expect_remote(&rt, &mut c, NS, "extract-1", labels);
     let log = stack.registry_log();
     let gets = blob_gets(&log[log_start..], &layer.digest);
     assert_eq!(gets.len(), 1, "the tail (footer and TOC) only: {gets:?}");
@@ -120,10 +112,7 @@ fn prepare_and_wait_until_local(stack: &DaemonStack, layer: &common::remote::Rem
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let labels = cri_labels(layer, "layer-1", &layer.toc_digest);
-    let status = rt
-        .block_on(prepare(&mut c, NS, "extract-1", labels))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    expect_remote(&rt, &mut c, NS, "extract-1", labels);
     let started = Instant::now();
     while !stack.daemon.log_text().contains("layer fully cached") {
         assert!(

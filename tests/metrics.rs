@@ -4,13 +4,11 @@
 //! its reason; `estargz-snapshotter status --json` lists the layer with its progress.
 
 mod common;
-use common::remote::{cri_labels, prepare, pushed_estargz_layer, DaemonStack};
+use common::remote::{cri_labels, expect_remote, prepare, pushed_estargz_layer, DaemonStack};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-
-use tonic::Code;
 
 const NS: &str = "metrics";
 const WRONG_TOC: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
@@ -80,10 +78,7 @@ fn metrics_and_status_follow_lazy_reads_and_fallbacks() {
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
 
     let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
-    let status = rt
-        .block_on(prepare(&mut c, NS, "extract-1", labels))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{status}");
+    expect_remote(&rt, &mut c, NS, "extract-1", labels);
     let text = scrape(address);
     assert_eq!(sample(&text, "estargz_lazy_mounts_total"), 1.0, "{text}");
     assert_eq!(sample(&text, "estargz_lazy_mounted_layers"), 1.0, "{text}");

@@ -124,6 +124,18 @@ pub async fn prepare(
     Ok(r.into_inner().mounts)
 }
 
+/// Prepares `key` with `labels` and checks the layer was served lazily (AlreadyExists).
+pub fn expect_remote(
+    rt: &tokio::runtime::Runtime,
+    c: &mut SnapshotsClient<Channel>,
+    ns: &str,
+    key: &str,
+    labels: HashMap<String, String>,
+) {
+    let status = rt.block_on(prepare(c, ns, key, labels)).unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status}");
+}
+
 /// Byte counts of the GET responses for blob `digest` in a docker-registry access log.
 pub fn blob_gets(log: &str, digest: &str) -> Vec<u64> {
     log.lines()
