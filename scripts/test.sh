@@ -6,7 +6,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install-deps.sh
 
-step() { echo; echo "==> $*"; }
+step() { echo; echo "==> $*"; df -h . | tail -n 1; }
+
+# A one-shot build gains nothing from incremental state, which would double the disk used.
+export CARGO_INCREMENTAL=0
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
