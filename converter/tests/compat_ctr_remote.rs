@@ -231,8 +231,8 @@ fn assert_entry_matches(label: &str, reader: &Reader<&[u8]>, path: &str, want: &
     assert_eq!(entry.mode, want.mode & 0o7777, "{label}: mode");
     assert_eq!(u64::from(entry.uid), want.uid, "{label}: uid");
     assert_eq!(u64::from(entry.gid), want.gid, "{label}: gid");
-    assert_eq!(entry.user_name, want.uname, "{label}: uname");
-    assert_eq!(entry.group_name, want.gname, "{label}: gname");
+    assert_eq!(&*entry.user_name, want.uname, "{label}: uname");
+    assert_eq!(&*entry.group_name, want.gname, "{label}: gname");
     assert_eq!(
         i64::try_from(want.mtime).ok(),
         Some(entry.mtime),
@@ -252,7 +252,7 @@ fn assert_entry_matches(label: &str, reader: &Reader<&[u8]>, path: &str, want: &
                 "{label}: content"
             );
         }
-        EntryType::Symlink => assert_eq!(entry.link_target, want.link, "{label}: target"),
+        EntryType::Symlink => assert_eq!(&*entry.link_target, want.link, "{label}: target"),
         EntryType::Char | EntryType::Block => {
             assert_eq!(
                 (entry.dev_major, entry.dev_minor),

@@ -116,7 +116,7 @@ fn check_round_trip(tar: &[u8], opts: &WriterOptions) -> (Vec<u8>, WriteResult) 
         assert_eq!(u64::from(entry.gid), summary.gid, "{name} gid");
         if !summary.uname.is_empty() {
             // An empty name is filled from an earlier entry of that uid, as Go readers do.
-            assert_eq!(entry.user_name, summary.uname, "{name} uname");
+            assert_eq!(&*entry.user_name, summary.uname, "{name} uname");
         }
         assert_eq!(entry.mtime, summary.mtime as i64, "{name} mtime");
         assert_eq!(entry.xattrs, summary.xattrs, "{name} xattrs");
@@ -131,7 +131,7 @@ fn check_round_trip(tar: &[u8], opts: &WriterOptions) -> (Vec<u8>, WriteResult) 
                 assert_eq!(entry.size, summary.size);
                 assert_eq!(entry.digest, summary.sha256, "{name} toc digest");
             }
-            '2' => assert_eq!(entry.link_target, summary.link, "{name} target"),
+            '2' => assert_eq!(&*entry.link_target, summary.link, "{name} target"),
             '3' | '4' => {
                 assert_eq!(
                     (entry.dev_major, entry.dev_minor),

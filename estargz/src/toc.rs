@@ -59,6 +59,8 @@ pub enum TocError {
     Json(#[from] serde_json::Error),
     #[error("unsupported toc version {0}")]
     Version(i32),
+    #[error("toc json has no version")]
+    MissingVersion,
 }
 
 /// The parsed TOC: every tar entry of the layer (and chunk records) in blob order.
@@ -68,44 +70,95 @@ pub struct Toc {
     pub entries: Vec<TocEntry>,
 }
 
-/// What `parse_json` deserializes: a `Toc` whose entry list fails as soon as it grows
-/// past `MAX` entries, before they are all in memory.
-#[derive(Deserialize)]
-struct BoundedToc<const MAX: usize> {
-    version: i32,
-    #[serde(deserialize_with = "bounded_entries::<_, MAX>")]
-    entries: Vec<TocEntry>,
+/// Start of the serde error the entry visitor gives past `MAX` entries; mapped to
+/// [`TocError::TooManyEntries`].
+const TOO_MANY_ENTRIES: &str = "too many toc entries";
+/// The serde error the entry visitor gives when the caller's handler stops the parse.
+const STOPPED: &str = "stopped by the entry handler";
+
+/// Visits the top-level TOC object, handing each entry to `each` as soon as it is parsed.
+struct TocVisitor<'a, F, E, const MAX: usize> {
+    each: &'a mut F,
+    stopped: &'a mut Option<E>,
 }
 
-/// Start of the serde error `bounded_entries` gives; mapped to [`TocError::TooManyEntries`].
-const TOO_MANY_ENTRIES: &str = "too many toc entries";
+impl<'de, F, E, const MAX: usize> serde::de::Visitor<'de> for TocVisitor<'_, F, E, MAX>
+where
+    F: FnMut(TocEntry) -> Result<(), E>,
+{
+    /// The version field, if present.
+    type Value = Option<i32>;
 
-fn bounded_entries<'de, D: serde::Deserializer<'de>, const MAX: usize>(
-    deserializer: D,
-) -> Result<Vec<TocEntry>, D::Error> {
-    struct Bounded<const MAX: usize>;
-    impl<'de, const MAX: usize> serde::de::Visitor<'de> for Bounded<MAX> {
-        type Value = Vec<TocEntry>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a list of toc entries")
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut entries = Vec::new();
-            while let Some(entry) = seq.next_element()? {
-                if entries.len() == MAX {
-                    return Err(serde::de::Error::custom(TOO_MANY_ENTRIES));
-                }
-                entries.push(entry);
-            }
-            Ok(entries)
-        }
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a toc object")
     }
-    deserializer.deserialize_seq(Bounded::<MAX>)
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut version = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "version" => version = Some(map.next_value()?),
+                "entries" => map.next_value_seed(EntriesSeed::<F, E, MAX> {
+                    each: &mut *self.each,
+                    stopped: &mut *self.stopped,
+                })?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(version)
+    }
+}
+
+/// The `entries` list: parsed one entry at a time, failing past `MAX` entries.
+struct EntriesSeed<'a, F, E, const MAX: usize> {
+    each: &'a mut F,
+    stopped: &'a mut Option<E>,
+}
+
+impl<'de, F, E, const MAX: usize> serde::de::DeserializeSeed<'de> for EntriesSeed<'_, F, E, MAX>
+where
+    F: FnMut(TocEntry) -> Result<(), E>,
+{
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, F, E, const MAX: usize> serde::de::Visitor<'de> for EntriesSeed<'_, F, E, MAX>
+where
+    F: FnMut(TocEntry) -> Result<(), E>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of toc entries")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut count = 0;
+        while let Some(entry) = seq.next_element()? {
+            if count == MAX {
+                return Err(serde::de::Error::custom(TOO_MANY_ENTRIES));
+            }
+            count += 1;
+            if let Err(error) = (self.each)(entry) {
+                *self.stopped = Some(error);
+                return Err(serde::de::Error::custom(STOPPED));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why [`parse_json_each`] failed: the JSON, or the entry handler.
+#[derive(Debug)]
+pub enum EachError<E> {
+    Toc(TocError),
+    Entry(E),
 }
 
 impl Default for Toc {
@@ -261,34 +314,83 @@ pub fn parse_json(json: &[u8]) -> Result<(Toc, Digest), TocError> {
 }
 
 fn parse_json_bounded<const MAX: usize>(json: &[u8]) -> Result<(Toc, Digest), TocError> {
-    if json.len() as u64 > MAX_TOC_JSON_SIZE {
-        return Err(TocError::TooLarge);
-    }
-    let bounded: BoundedToc<MAX> = serde_json::from_slice(json).map_err(|e| {
-        match e.is_data() && e.to_string().starts_with(TOO_MANY_ENTRIES) {
-            true => TocError::TooManyEntries,
-            false => TocError::Json(e),
-        }
-    })?;
-    let toc = Toc {
-        version: bounded.version,
-        entries: bounded.entries,
+    let mut entries = Vec::new();
+    let collect = |entry| {
+        entries.push(entry);
+        Ok::<(), std::convert::Infallible>(())
     };
-    if toc.version != 1 {
-        return Err(TocError::Version(toc.version));
+    match parse_json_each_bounded::<_, _, MAX>(json, collect) {
+        Ok(digest) => Ok((
+            Toc {
+                version: 1,
+                entries,
+            },
+            digest,
+        )),
+        Err(EachError::Toc(error)) => Err(error),
+        Err(EachError::Entry(never)) => match never {},
     }
-    Ok((toc, Digest::sha256(json)))
+}
+
+/// Parses TOC JSON and hands each entry to `each` in order, without keeping them: a big
+/// TOC's parsed entries would take as much memory as what is built from them. A handler
+/// error stops the parse. Returns the sha256 of the raw JSON bytes.
+pub fn parse_json_each<E>(
+    json: &[u8],
+    each: impl FnMut(TocEntry) -> Result<(), E>,
+) -> Result<Digest, EachError<E>> {
+    parse_json_each_bounded::<_, _, MAX_TOC_ENTRIES>(json, each)
+}
+
+fn parse_json_each_bounded<F, E, const MAX: usize>(
+    json: &[u8],
+    mut each: F,
+) -> Result<Digest, EachError<E>>
+where
+    F: FnMut(TocEntry) -> Result<(), E>,
+{
+    if json.len() as u64 > MAX_TOC_JSON_SIZE {
+        return Err(EachError::Toc(TocError::TooLarge));
+    }
+    let mut stopped = None;
+    let visitor = TocVisitor::<F, E, MAX> {
+        each: &mut each,
+        stopped: &mut stopped,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let parsed = serde::Deserializer::deserialize_map(&mut deserializer, visitor)
+        .and_then(|version| deserializer.end().map(|()| version));
+    if let Some(error) = stopped {
+        return Err(EachError::Entry(error));
+    }
+    let version = parsed.map_err(|e| {
+        EachError::Toc(
+            match e.is_data() && e.to_string().starts_with(TOO_MANY_ENTRIES) {
+                true => TocError::TooManyEntries,
+                false => TocError::Json(e),
+            },
+        )
+    })?;
+    match version {
+        Some(1) => Ok(Digest::sha256(json)),
+        Some(other) => Err(EachError::Toc(TocError::Version(other))),
+        None => Err(EachError::Toc(TocError::MissingVersion)),
+    }
 }
 
 /// Decodes the TOC from `region`: the blob bytes from `footer.toc_offset` up to the footer.
 ///
 /// Returns the TOC and the sha256 of its JSON bytes (the `toc.digest` annotation value).
 pub fn decode(footer: &Footer, region: &[u8]) -> Result<(Toc, Digest), TocError> {
-    let json = match footer.format {
-        Format::Estargz | Format::LegacyStargz => json_from_gzip_tar(region)?,
-        Format::ZstdChunked => json_from_zstd(footer, region)?,
-    };
-    parse_json(&json)
+    parse_json(&decode_json(footer, region)?)
+}
+
+/// Decompresses the TOC JSON from `region` (see [`decode`]) without parsing it.
+pub fn decode_json(footer: &Footer, region: &[u8]) -> Result<Vec<u8>, TocError> {
+    match footer.format {
+        Format::Estargz | Format::LegacyStargz => json_from_gzip_tar(region),
+        Format::ZstdChunked => json_from_zstd(footer, region),
+    }
 }
 
 fn json_from_gzip_tar(region: &[u8]) -> Result<Vec<u8>, TocError> {

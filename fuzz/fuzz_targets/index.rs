@@ -1,6 +1,6 @@
 //! `toc::parse_json` then `Index::build` with an arbitrary TOC offset (the first 8 input
 //! bytes, little endian), then every query on every entry, checking the index agrees
-//! with itself.
+//! with itself; and `Index::parse` (the daemon's streaming path) must agree with both.
 #![no_main]
 
 use estargz::{toc, EntryType, Index};
@@ -14,12 +14,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let toc_offset = u64::from_le_bytes(offset.try_into().expect("8 bytes"));
-    let Ok((toc, _)) = toc::parse_json(json) else {
+    let streamed = Index::parse(json, toc_offset);
+    let Ok((toc, digest)) = toc::parse_json(json) else {
+        assert!(streamed.is_err(), "streaming parse accepted a bad toc");
         return;
     };
     let Ok(index) = Index::build(&toc, toc_offset) else {
+        assert!(streamed.is_err(), "streaming parse accepted a bad index");
         return;
     };
+    let (streamed, streamed_digest) = streamed.expect("streaming parse of a good toc");
+    assert_eq!(streamed_digest, digest);
+    assert_eq!(streamed.len(), index.len());
+    assert!(streamed.iter().zip(index.iter()).all(|(a, b)| a == b));
     check(&index, toc_offset);
 });
 
@@ -41,7 +48,7 @@ fn check(index: &Index, toc_offset: u64) {
         for child in children {
             assert!(index.entry(child.id).is_some());
             assert_eq!(index.child(id, &child.name), Some(child.id));
-            let path = match entry.path.as_str() {
+            let path = match &*entry.path {
                 "" => child.name.clone(),
                 dir => format!("{dir}/{}", child.name),
             };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use estargz::index::ParseError;
 use estargz::{footer, toc, Digest, Format, Index, FOOTER_MAX_SIZE};
 
 use super::{LayerConfig, LayerError};
@@ -60,10 +61,14 @@ pub(super) async fn read_toc(
     let cache = cache.clone();
     // Decompressing, parsing and indexing a big TOC is CPU work: off the async workers.
     tokio::task::spawn_blocking(move || {
-        let (toc, toc_digest) =
-            toc::decode(&footer, &region).map_err(|source| LayerError::Toc { blob, source })?;
-        let index = Index::build(&toc, footer.toc_offset)
-            .map_err(|source| LayerError::Index { blob, source })?;
+        let json = toc::decode_json(&footer, &region)
+            .map_err(|source| LayerError::Toc { blob, source })?;
+        let (index, toc_digest) =
+            Index::parse(&json, footer.toc_offset).map_err(|error| match error {
+                ParseError::Toc(source) => LayerError::Toc { blob, source },
+                ParseError::Index(source) => LayerError::Index { blob, source },
+            })?;
+        drop(json);
         cache.save_toc(&blob, size, &[&region[..], &footer_bytes[..]].concat());
         Ok(Opened {
             format: footer.format,

@@ -1,29 +1,16 @@
 //! Building an `Index` from TOC entries: the rules listed in the parent module.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use crate::toc::{EntryType, Toc, TocEntry, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME};
+use crate::toc::{EntryType, TocEntry, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME};
 
 use crate::toc::{MAX_NAME_LEN, MAX_TOC_ENTRIES};
 
 use super::{
-    clean_path, ChunkInfo, DirEntry, Entry, EntryId, Index, IndexError, MAX_CHUNK_SIZE,
+    clean_path, ChunkInfo, DirEntry, Entry, EntryId, Index, IndexError, Owners, MAX_CHUNK_SIZE,
     MAX_INDEX_PATH_BYTES,
 };
-
-/// Sorted distinct blob offsets where data members start, plus the TOC offset.
-pub(super) fn member_starts(toc: &Toc, toc_offset: u64) -> Vec<u64> {
-    let mut starts: Vec<u64> = toc
-        .entries
-        .iter()
-        .filter(|e| has_data(e))
-        .map(|e| e.offset)
-        .chain([toc_offset])
-        .collect();
-    starts.sort_unstable();
-    starts.dedup();
-    starts
-}
 
 fn has_data(entry: &TocEntry) -> bool {
     match entry.entry_type {
@@ -35,13 +22,16 @@ fn has_data(entry: &TocEntry) -> bool {
 
 pub(super) struct Builder {
     index: Index,
+    /// Blob offsets where data members start, as TOC entries name them; sorted in
+    /// `finish`, where each chunk's compressed range is cut at the next start.
     member_starts: Vec<u64>,
     toc_offset: u64,
     /// The regular file the next `chunk` entries belong to.
     last_reg: Option<EntryId>,
-    /// Owner names seen per uid/gid: Go writers omit a name equal to the previous one.
-    user_names: HashMap<u32, String>,
-    group_names: HashMap<u32, String>,
+    /// Paths of the entries so far (only while building: lookups afterwards walk the tree).
+    by_path: HashMap<String, EntryId>,
+    user_names: OwnerNames,
+    group_names: OwnerNames,
     /// Sum of the entries' path lengths so far.
     path_bytes: usize,
     /// Bounds (`MAX_TOC_ENTRIES`, `MAX_INDEX_PATH_BYTES`; tests lower them).
@@ -50,21 +40,27 @@ pub(super) struct Builder {
 }
 
 impl Builder {
-    pub(super) fn new(member_starts: Vec<u64>, toc_offset: u64) -> Self {
-        let root = Entry::implicit_dir(String::new(), Index::ROOT);
+    pub(super) fn new(toc_offset: u64) -> Self {
+        let mut user_names = OwnerNames::default();
+        let mut group_names = OwnerNames::default();
+        let owners = Owners {
+            user: user_names.name(0, ""),
+            group: group_names.name(0, ""),
+        };
+        let root = Entry::implicit_dir(String::new(), Index::ROOT, owners);
         let index = Index {
             entries: vec![root],
-            by_path: HashMap::from([(String::new(), Index::ROOT)]),
             prefetch_landmark_offset: None,
             no_prefetch_landmark: false,
         };
         Self {
             index,
-            member_starts,
+            member_starts: Vec::new(),
             toc_offset,
             last_reg: None,
-            user_names: HashMap::new(),
-            group_names: HashMap::new(),
+            by_path: HashMap::from([(String::new(), Index::ROOT)]),
+            user_names,
+            group_names,
             path_bytes: 0,
             max_entries: MAX_TOC_ENTRIES,
             max_path_bytes: MAX_INDEX_PATH_BYTES,
@@ -78,6 +74,10 @@ impl Builder {
                 name: crate::toc::truncated(&toc.name),
                 len,
             });
+        }
+        // Every data member counts, also those of entries not shown (landmarks) or replaced.
+        if has_data(toc) {
+            self.member_starts.push(toc.offset);
         }
         let path = clean_path(&toc.name)?;
         if toc.entry_type == EntryType::Chunk {
@@ -95,8 +95,7 @@ impl Builder {
                 return Ok(());
             }
             "" if toc.entry_type == EntryType::Dir => {
-                update_dir(&mut self.index.entries[0], toc);
-                self.fill_owner_names(Index::ROOT);
+                self.update_dir(Index::ROOT, toc);
                 return Ok(());
             }
             "" => return Err(IndexError::EmptyName(toc.name.clone())),
@@ -125,16 +124,15 @@ impl Builder {
         path: String,
         toc: &TocEntry,
     ) -> Result<(), IndexError> {
-        if let Some(&id) = self.index.by_path.get(&path) {
-            let existing = &mut self.index.entries[id as usize];
-            if !existing.is_dir() {
+        if let Some(&id) = self.by_path.get(&path) {
+            if !self.index.entries[id as usize].is_dir() {
                 return Err(IndexError::DuplicateConflict { path });
             }
-            update_dir(existing, toc);
-            self.fill_owner_names(id);
+            self.update_dir(id, toc);
             return Ok(());
         }
-        let id = self.push(Entry::from_toc(path.clone(), parent, toc))?;
+        let entry = Entry::from_toc(path.clone(), parent, toc, self.owners(toc));
+        let id = self.push(entry)?;
         self.link(parent, name, path, id);
         Ok(())
     }
@@ -147,8 +145,9 @@ impl Builder {
         path: String,
         toc: &TocEntry,
     ) -> Result<EntryId, IndexError> {
-        let id = self.push(Entry::from_toc(path.clone(), parent, toc))?;
-        if let Some(&old) = self.index.by_path.get(&path) {
+        let entry = Entry::from_toc(path.clone(), parent, toc, self.owners(toc));
+        let id = self.push(entry)?;
+        if let Some(&old) = self.by_path.get(&path) {
             let old_entry = &mut self.index.entries[old as usize];
             if old_entry.is_dir() {
                 return Err(IndexError::DuplicateConflict { path });
@@ -172,11 +171,11 @@ impl Builder {
             target: toc.link_name.clone(),
         };
         let target_path = clean_path(&toc.link_name)?;
-        let target = *self.index.by_path.get(&target_path).ok_or_else(bad)?;
+        let target = *self.by_path.get(&target_path).ok_or_else(bad)?;
         if self.index.entries[target as usize].is_dir() {
             return Err(bad());
         }
-        if let Some(&old) = self.index.by_path.get(path) {
+        if let Some(&old) = self.by_path.get(path) {
             if old == target {
                 return Ok(());
             }
@@ -208,7 +207,7 @@ impl Builder {
         let orphan = || IndexError::OrphanChunk(toc.name.clone());
         let id = self.last_reg.ok_or_else(orphan)?;
         let file = &self.index.entries[id as usize];
-        if file.path != path {
+        if &*file.path != path {
             return Err(orphan());
         }
         let size = file.size;
@@ -245,21 +244,18 @@ impl Builder {
                 size,
             });
         }
-        let end_at = self.member_starts.partition_point(|&s| s <= toc.offset);
-        let end = match self.member_starts.get(end_at) {
-            Some(&end) if toc.offset < self.toc_offset => end,
-            _ => {
-                return Err(IndexError::BadOffset {
-                    path: path.to_string(),
-                    offset: toc.offset,
-                    toc_offset: self.toc_offset,
-                })
-            }
-        };
+        if toc.offset >= self.toc_offset {
+            return Err(IndexError::BadOffset {
+                path: path.to_string(),
+                offset: toc.offset,
+                toc_offset: self.toc_offset,
+            });
+        }
         Ok(ChunkInfo {
             file_offset: chunk_offset,
             size,
-            compressed: toc.offset..end,
+            // The end is known once all member starts are: see `finish`.
+            compressed: toc.offset..toc.offset,
             inner_offset: toc.inner_offset,
             digest: toc.chunk_digest,
         })
@@ -267,7 +263,7 @@ impl Builder {
 
     /// Returns the id of directory `path`, creating it and its ancestors when missing.
     fn ensure_dir(&mut self, path: &str, child: &str) -> Result<EntryId, IndexError> {
-        if let Some(&id) = self.index.by_path.get(path) {
+        if let Some(&id) = self.by_path.get(path) {
             if !self.index.entries[id as usize].is_dir() {
                 return Err(IndexError::ParentNotDir {
                     path: child.to_string(),
@@ -278,7 +274,11 @@ impl Builder {
         }
         let (parent_path, name) = split_parent(path);
         let parent = self.ensure_dir(parent_path, child)?;
-        let id = self.push(Entry::implicit_dir(path.to_string(), parent))?;
+        let owners = Owners {
+            user: self.user_names.name(0, ""),
+            group: self.group_names.name(0, ""),
+        };
+        let id = self.push(Entry::implicit_dir(path.to_string(), parent, owners))?;
         self.link(parent, name, path.to_string(), id);
         Ok(id)
     }
@@ -294,15 +294,24 @@ impl Builder {
         let id =
             EntryId::try_from(self.index.entries.len()).map_err(|_| IndexError::TooManyEntries)?;
         self.index.entries.push(entry);
-        self.fill_owner_names(id);
         Ok(id)
     }
 
-    /// Records owner names, or fills an omitted one from an earlier entry with that id.
-    fn fill_owner_names(&mut self, id: EntryId) {
-        let entry = &mut self.index.entries[id as usize];
-        fill_name(&mut self.user_names, entry.uid, &mut entry.user_name);
-        fill_name(&mut self.group_names, entry.gid, &mut entry.group_name);
+    fn owners(&mut self, toc: &TocEntry) -> Owners {
+        Owners {
+            user: self.user_names.name(toc.uid, &toc.user_name),
+            group: self.group_names.name(toc.gid, &toc.group_name),
+        }
+    }
+
+    /// A later TOC entry for a directory replaces its metadata and keeps its children.
+    fn update_dir(&mut self, id: EntryId, toc: &TocEntry) {
+        let owners = self.owners(toc);
+        let dir = &mut self.index.entries[id as usize];
+        let children = std::mem::take(&mut dir.children);
+        let path = std::mem::take(&mut dir.path).into_string();
+        *dir = Entry::from_toc(path, dir.parent, toc, owners);
+        dir.children = children;
     }
 
     fn link(&mut self, parent: EntryId, name: &str, path: String, id: EntryId) {
@@ -310,7 +319,7 @@ impl Builder {
             name: name.to_string(),
             id,
         });
-        self.index.by_path.insert(path, id);
+        self.by_path.insert(path, id);
     }
 
     fn unlink(&mut self, parent: EntryId, name: &str) {
@@ -320,30 +329,70 @@ impl Builder {
     }
 
     pub(super) fn finish(mut self) -> Result<Index, IndexError> {
+        let starts = &mut self.member_starts;
+        starts.push(self.toc_offset);
+        starts.sort_unstable();
+        starts.dedup();
         for entry in &mut self.index.entries {
+            for chunk in &mut entry.chunks {
+                let next = starts.partition_point(|&s| s <= chunk.compressed.start);
+                // Chunk offsets are below the TOC offset, which is a start.
+                chunk.compressed.end = starts.get(next).copied().unwrap_or(self.toc_offset);
+            }
             entry.children.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            // Growth slack is most of a one-chunk file's memory: a Vec's first push
+            // reserves room for four.
+            entry.children.shrink_to_fit();
+            entry.chunks.shrink_to_fit();
             check_chunks_cover(entry)?;
         }
+        self.index.entries.shrink_to_fit();
         Ok(self.index)
     }
 }
 
-fn fill_name(seen: &mut HashMap<u32, String>, id: u32, name: &mut String) {
-    if name.is_empty() {
-        if let Some(known) = seen.get(&id) {
-            name.clone_from(known);
-        }
-    } else if seen.get(&id) != Some(name) {
-        seen.insert(id, name.clone());
-    }
+/// Owner names of one kind (users or groups), each distinct name stored once.
+#[derive(Default)]
+struct OwnerNames {
+    interned: HashSet<Arc<str>>,
+    /// Last name given per id: Go writers omit a name equal to the previous one.
+    by_id: HashMap<u32, Arc<str>>,
+    /// The previous entry's id and name: most entries repeat them.
+    last: Option<(u32, Arc<str>)>,
 }
 
-fn update_dir(dir: &mut Entry, toc: &TocEntry) {
-    let children = std::mem::take(&mut dir.children);
-    let parent = dir.parent;
-    let path = std::mem::take(&mut dir.path);
-    *dir = Entry::from_toc(path, parent, toc);
-    dir.children = children;
+impl OwnerNames {
+    /// The name for `id`: `given`, or when omitted the one an earlier entry gave.
+    fn name(&mut self, id: u32, given: &str) -> Arc<str> {
+        if let Some((last_id, last)) = &self.last {
+            if *last_id == id && (given.is_empty() || given == &**last) {
+                return last.clone();
+            }
+        }
+        let name = self.lookup(id, given);
+        self.last = Some((id, name.clone()));
+        name
+    }
+
+    fn lookup(&mut self, id: u32, given: &str) -> Arc<str> {
+        if given.is_empty() {
+            if let Some(known) = self.by_id.get(&id) {
+                return known.clone();
+            }
+        }
+        let name = match self.interned.get(given) {
+            Some(known) => known.clone(),
+            None => {
+                let new: Arc<str> = Arc::from(given);
+                self.interned.insert(new.clone());
+                new
+            }
+        };
+        if !given.is_empty() {
+            self.by_id.insert(id, name.clone());
+        }
+        name
+    }
 }
 
 fn check_chunks_cover(entry: &Entry) -> Result<(), IndexError> {
@@ -360,7 +409,7 @@ fn check_chunks_cover(entry: &Entry) -> Result<(), IndexError> {
     }
     if next != Some(entry.size) {
         return Err(IndexError::BadChunks {
-            path: entry.path.clone(),
+            path: entry.path.to_string(),
             size: entry.size,
         });
     }

@@ -12,13 +12,17 @@
 //! - hardlinks resolve to their target's id (which must appear earlier) and raise its link count;
 //! - `stargz.index.json` and the landmark files at the root are recorded, not shown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 mod build;
 
 use crate::digest::Digest;
-use crate::toc::{EntryType, Toc, TocEntry, MAX_NAME_LEN, MAX_TOC_ENTRIES, MAX_TOC_JSON_SIZE};
+use crate::toc::{
+    self, EachError, EntryType, Toc, TocEntry, TocError, MAX_NAME_LEN, MAX_TOC_ENTRIES,
+    MAX_TOC_JSON_SIZE,
+};
 
 /// Compact id of an entry; the root directory is [`Index::ROOT`].
 pub type EntryId = u32;
@@ -58,6 +62,15 @@ pub enum IndexError {
     ChunkTooLarge { path: String, size: u64 },
 }
 
+/// Why [`Index::parse`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Toc(#[from] TocError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
 /// Largest uncompressed chunk accepted: each chunk is decompressed into memory in one
 /// piece, so a TOC declaring bigger ones is rejected when the index is built (writers,
 /// ours and Go's, use 4 MiB).
@@ -93,7 +106,7 @@ pub struct DirEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Normalised path of the first name of this entry ("" for the root).
-    pub path: String,
+    pub path: Box<str>,
     /// Never `Hardlink` or `Chunk`: those are resolved.
     pub kind: EntryType,
     /// Size in bytes of a regular file's content (0 otherwise).
@@ -102,12 +115,13 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    pub user_name: String,
-    pub group_name: String,
+    /// Owner names, shared between entries (a layer has few distinct ones).
+    pub user_name: Arc<str>,
+    pub group_name: Arc<str>,
     /// Modification time, Unix seconds.
     pub mtime: i64,
     /// Symlink target.
-    pub link_target: String,
+    pub link_target: Box<str>,
     pub dev_major: u32,
     pub dev_minor: u32,
     pub xattrs: BTreeMap<String, Vec<u8>>,
@@ -121,19 +135,25 @@ pub struct Entry {
     chunks: Vec<ChunkInfo>,
 }
 
+/// An entry's owner names, as shared strings.
+struct Owners {
+    user: Arc<str>,
+    group: Arc<str>,
+}
+
 impl Entry {
-    fn implicit_dir(path: String, parent: EntryId) -> Self {
+    fn implicit_dir(path: String, parent: EntryId, owners: Owners) -> Self {
         Self {
-            path,
+            path: path.into_boxed_str(),
             kind: EntryType::Dir,
             size: 0,
             mode: 0o755,
             uid: 0,
             gid: 0,
-            user_name: String::new(),
-            group_name: String::new(),
+            user_name: owners.user,
+            group_name: owners.group,
             mtime: 0,
-            link_target: String::new(),
+            link_target: Box::default(),
             dev_major: 0,
             dev_minor: 0,
             xattrs: BTreeMap::new(),
@@ -145,22 +165,22 @@ impl Entry {
         }
     }
 
-    fn from_toc(path: String, parent: EntryId, toc: &TocEntry) -> Self {
+    fn from_toc(path: String, parent: EntryId, toc: &TocEntry, owners: Owners) -> Self {
         let is_reg = toc.entry_type == EntryType::Reg;
         Self {
-            path,
+            path: path.into_boxed_str(),
             kind: toc.entry_type,
             size: if is_reg { toc.size } else { 0 },
             mode: toc.mode & 0o7777,
             uid: toc.uid,
             gid: toc.gid,
-            user_name: toc.user_name.clone(),
-            group_name: toc.group_name.clone(),
+            user_name: owners.user,
+            group_name: owners.group,
             mtime: toc.mtime_unix().unwrap_or(0),
             link_target: if toc.entry_type == EntryType::Symlink {
-                toc.link_name.clone()
+                toc.link_name.as_str().into()
             } else {
-                String::new()
+                Box::default()
             },
             dev_major: toc.dev_major,
             dev_minor: toc.dev_minor,
@@ -197,7 +217,6 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub struct Index {
     entries: Vec<Entry>,
-    by_path: HashMap<String, EntryId>,
     prefetch_landmark_offset: Option<u64>,
     no_prefetch_landmark: bool,
 }
@@ -208,12 +227,25 @@ impl Index {
 
     /// Builds the index of a TOC whose TOC member starts at `toc_offset`.
     pub fn build(toc: &Toc, toc_offset: u64) -> Result<Index, IndexError> {
-        let member_starts = build::member_starts(toc, toc_offset);
-        let mut builder = build::Builder::new(member_starts, toc_offset);
+        let mut builder = build::Builder::new(toc_offset);
         for entry in &toc.entries {
             builder.add(entry)?;
         }
         builder.finish()
+    }
+
+    /// Parses TOC JSON straight into an index (no [`Toc`] is kept in between, which for a
+    /// big layer would double the memory it takes to open), with the JSON's sha256.
+    pub fn parse(json: &[u8], toc_offset: u64) -> Result<(Index, Digest), ParseError> {
+        let mut builder = build::Builder::new(toc_offset);
+        let digest =
+            toc::parse_json_each(json, |entry| builder.add(&entry)).map_err(
+                |error| match error {
+                    EachError::Toc(e) => ParseError::Toc(e),
+                    EachError::Entry(e) => ParseError::Index(e),
+                },
+            )?;
+        Ok((builder.finish()?, digest))
     }
 
     /// Number of entries (ids are `0..len()`), including the root.
@@ -240,10 +272,13 @@ impl Index {
         (0..).zip(self.entries.iter())
     }
 
-    /// Looks up a path (any spelling `normalize_name` accepts).
+    /// Looks up a path (any spelling `normalize_name` accepts) by walking the tree: no
+    /// path map is kept, it would cost as much memory as the entries' own paths.
     pub fn lookup(&self, path: &str) -> Option<EntryId> {
         let path = clean_path(path).ok()?;
-        self.by_path.get(&path).copied()
+        path.split('/')
+            .filter(|name| !name.is_empty())
+            .try_fold(Self::ROOT, |dir, name| self.child(dir, name))
     }
 
     /// Directory listing of `dir`, sorted by name.
@@ -515,7 +550,7 @@ mod tests {
             version: 1,
             entries,
         };
-        let mut builder = build::Builder::new(build::member_starts(&toc, 1000), 1000);
+        let mut builder = build::Builder::new(1000);
         builder.max_entries = max_entries;
         builder.max_path_bytes = max_path_bytes;
         for entry in &toc.entries {
@@ -666,7 +701,7 @@ mod tests {
         assert_eq!(index.lookup("c"), Some(a));
         assert_eq!(index.entry(a).map(|e| e.nlink), Some(3));
         let s = index.lookup("s").expect("s");
-        assert_eq!(index.entry(s).map(|e| e.link_target.as_str()), Some("a"));
+        assert_eq!(index.entry(s).map(|e| &*e.link_target), Some("a"));
     }
 
     #[test]
@@ -694,6 +729,56 @@ mod tests {
         };
         assert_eq!(name("b").as_deref(), Some("bob"));
         assert_eq!(name("c").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn parse_streams_the_same_index_build_gives() {
+        let toc = Toc {
+            version: 1,
+            entries: vec![
+                entry("d", EntryType::Dir),
+                reg("d/a", 10, 100),
+                TocEntry {
+                    user_name: "bob".into(),
+                    uid: 7,
+                    ..reg("d/b", 5, 200)
+                },
+                link("d/h", EntryType::Hardlink, "d/a"),
+                reg(crate::PREFETCH_LANDMARK, 1, 300),
+            ],
+        };
+        let json = crate::toc::encode(&toc);
+        let (streamed, digest) = Index::parse(&json, 1000).expect("parse");
+        let built = Index::build(&toc, 1000).expect("build");
+        assert_eq!(digest, Digest::sha256(&json));
+        let pairs: Vec<_> = streamed.iter().zip(built.iter()).collect();
+        assert_eq!(pairs.len(), built.len());
+        assert!(pairs.iter().all(|(a, b)| a == b));
+        // The landmark's member ends d/b's compressed range.
+        let b = streamed.lookup("d/b").expect("b");
+        assert_eq!(streamed.chunks(b)[0].compressed, 200..300);
+
+        let cases = [
+            ("bad json", b"{".to_vec(), "toc"),
+            (
+                "bad version",
+                br#"{"version":2,"entries":[]}"#.to_vec(),
+                "toc",
+            ),
+            (
+                "escaping path",
+                br#"{"version":1,"entries":[{"name":"../x","type":"reg"}]}"#.to_vec(),
+                "index",
+            ),
+        ];
+        for (name, json, want) in cases {
+            let got = match Index::parse(&json, 1000) {
+                Err(ParseError::Toc(_)) => "toc",
+                Err(ParseError::Index(_)) => "index",
+                Ok(_) => "ok",
+            };
+            assert_eq!(got, want, "{name}");
+        }
     }
 
     #[test]
