@@ -179,7 +179,17 @@ impl Inner {
         let blob = self.blob;
         let task = tokio::spawn(async move {
             let result = inner.fetch_group(&members, kind).await;
-            inner.unregister(id, &members);
+            let failed = !result
+                .as_ref()
+                .is_ok_and(|chunks| chunks.values().all(Result::is_ok));
+            if failed {
+                tokio::spawn(async move {
+                    tokio::time::sleep(FAILED_FETCH_HOLD).await;
+                    inner.unregister(id, &members);
+                });
+            } else {
+                inner.unregister(id, &members);
+            }
             result
         });
         async move {
@@ -288,6 +298,12 @@ impl Inner {
         })
     }
 }
+
+/// How long a failed fetch stays joinable. The kernel answers a failed read by reading the
+/// same page again at once (well within a millisecond); that retry gets the same error
+/// instead of waiting out a second fetch, which would double the time to EIO. Short, so
+/// a registry that is back is used at once.
+pub(super) const FAILED_FETCH_HOLD: Duration = Duration::from_millis(20);
 
 /// Longest range asked for in one request: big prefetches become several requests so
 /// each finishes within the fetch timeout.

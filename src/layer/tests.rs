@@ -233,6 +233,7 @@ async fn corrupted_chunk_is_refused_and_not_cached() {
     );
 
     source.flip_byte(middle);
+    tokio::time::sleep(fetch::FAILED_FETCH_HOLD * 2).await;
     source.clear_requests();
     let repaired = layer.read(big, 4100, 10).await.expect("refetched");
     assert_eq!(repaired, fx.big[4100..4110]);
@@ -262,6 +263,7 @@ async fn failing_source_errors_in_time_then_recovers() {
         "{error}"
     );
 
+    tokio::time::sleep(fetch::FAILED_FETCH_HOLD * 2).await;
     source.set_mode(Mode::Stall);
     let started = Instant::now();
     let error = layer.read(big, 0, 10).await.expect_err("source stalls");
@@ -274,11 +276,39 @@ async fn failing_source_errors_in_time_then_recovers() {
 
     source.set_mode(Mode::Serve);
     // Let the stalled background fetch hit its own timeout and unregister.
-    tokio::time::sleep(timeout * 2).await;
+    tokio::time::sleep(timeout * 2 + fetch::FAILED_FETCH_HOLD * 2).await;
     assert_eq!(
         layer.read(big, 0, 10).await.expect("recovered"),
         fx.big[..10]
     );
+}
+
+#[tokio::test]
+async fn an_immediate_retry_of_a_failed_read_fails_at_once() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::new(fx.blob.clone());
+    let dyn_source: Arc<dyn BlobSource> = source.clone();
+    let timeout = Duration::from_millis(300);
+    let layer = Layer::open(
+        dyn_source,
+        Some(fx.toc_digest),
+        memory_cache(),
+        config(timeout),
+    )
+    .await
+    .expect("open");
+    let big = file(&layer, "data/big");
+    source.set_mode(Mode::Fail);
+    source.clear_requests();
+    layer.read(big, 0, 10).await.expect_err("source down");
+    // As the kernel does after a failed read: the same page again, at once. Were it
+    // fetched again, a stalling source would make it wait a second timeout.
+    layer.read(big, 0, 10).await.expect_err("still failing");
+    assert_eq!(source.requests().len(), 1, "no second fetch");
+
+    source.set_mode(Mode::Serve);
+    tokio::time::sleep(fetch::FAILED_FETCH_HOLD * 2).await;
+    assert_eq!(layer.read(big, 0, 10).await.expect("retried"), fx.big[..10]);
 }
 
 #[tokio::test]

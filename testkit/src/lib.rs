@@ -14,6 +14,7 @@
 //! ```
 
 pub mod containerd;
+pub mod fault_proxy;
 pub mod http;
 pub mod image;
 pub mod mounts;
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod tools;
 
 pub use containerd::{unique_id, Containerd, ContainerdError, ContainerdOptions};
+pub use fault_proxy::{FaultMode, FaultProxy, FaultProxyError};
 pub use http::{Credentials, FetchedManifest, HttpError, RegistryClient};
 pub use image::{
     build_index, busybox_layer, data_layer, write_layout, Artifact, BuiltImage, BuiltIndex,
@@ -41,6 +43,8 @@ pub enum Error {
     Containerd(#[from] ContainerdError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    FaultProxy(#[from] FaultProxyError),
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error(transparent)]

@@ -26,11 +26,25 @@ pub struct DaemonStack {
 impl DaemonStack {
     /// `prefix` names the temp dir: keep it short, the socket must fit in sun_path.
     pub fn start(prefix: &str, extra_config: &str) -> DaemonStack {
-        let registry = Registry::start().unwrap();
+        DaemonStack::with_registry(prefix, Registry::start().unwrap(), &[], extra_config)
+    }
+
+    /// Like [`DaemonStack::start`] on a running `registry`, with plain HTTP also to
+    /// `more_hosts` (e.g. a proxy in front of the registry).
+    pub fn with_registry(
+        prefix: &str,
+        registry: Registry,
+        more_hosts: &[String],
+        extra_config: &str,
+    ) -> DaemonStack {
         let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let hosts: Vec<String> = std::iter::once(registry.host())
+            .chain(more_hosts.iter().cloned())
+            .map(|host| format!("\"{host}\""))
+            .collect();
         let config = format!(
-            "[remote]\nplain_http = [\"{}\"]\n{extra_config}",
-            registry.host()
+            "[remote]\nplain_http = [{}]\n{extra_config}",
+            hosts.join(", ")
         );
         let daemon = Daemon::start_with_config(dir.path(), &config);
         DaemonStack {
