@@ -17,6 +17,7 @@ pub mod containerd;
 pub mod http;
 pub mod image;
 pub mod mounts;
+pub mod pagecache;
 pub mod prereq;
 pub mod process;
 pub mod registry;
