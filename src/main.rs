@@ -48,6 +48,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before the threads and buffers it is about (see the module).
+    let threshold_fixed = estargz_snapshotter::malloc::fix_mmap_threshold();
     let args = Args::parse();
     let optional = args.config == std::path::Path::new(DEFAULT_CONFIG_PATH);
     let mut config = Config::load(&args.config, optional)?;
@@ -67,6 +69,9 @@ fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("log level {:?}", config.log_level))?;
     tracing_subscriber::fmt().with_env_filter(filter).init();
+    if !threshold_fixed {
+        tracing::warn!("allocator mmap threshold not fixed: FUSE buffers may stay resident");
+    }
 
     let runtime = tokio::runtime::Runtime::new().context("start tokio runtime")?;
     let manager = matches!(args.command, Some(Command::FuseManager));

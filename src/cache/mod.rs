@@ -32,6 +32,8 @@ pub const DEFAULT_MAX_DISK_BYTES: u64 = 10 << 30;
 
 /// Subdirectory of the cache directory holding whole-file copies for FUSE passthrough.
 const FILES_DIR: &str = "files";
+/// Subdirectory of the saved TOCs (see [`tocs`]).
+const TOCS_DIR: &str = "tocs";
 
 /// Errors setting up the cache.
 #[derive(Debug, thiserror::Error)]

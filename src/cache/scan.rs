@@ -1,7 +1,7 @@
 //! The startup scan of the cache directory, run once on a background thread: lists the
 //! chunk files and the `files/` passthrough copies a previous run left (size and last
 //! use from their metadata) and deletes temp files (`*.tmp-<pid>-<seq>`) that a killed
-//! daemon left half-written.
+//! daemon left half-written, there and among the saved TOCs (`tocs/`).
 
 use std::fs;
 use std::path::Path;
@@ -9,7 +9,18 @@ use std::time::SystemTime;
 
 use super::disk::DiskName;
 use super::limit::Found;
-use super::{CacheKey, FILES_DIR};
+use super::{CacheKey, FILES_DIR, TOCS_DIR};
+
+/// What a scanned directory holds besides temp files.
+#[derive(Clone, Copy)]
+enum Contents {
+    /// Chunk files (files whose names are no chunk key's are left alone, not counted).
+    Chunks,
+    /// Passthrough copies.
+    Files,
+    /// Saved TOCs: not counted against the disk limit, only their temps are swept.
+    Tocs,
+}
 
 /// What the scan found.
 #[derive(Default)]
@@ -25,14 +36,14 @@ pub(super) struct Scanned {
 /// process's own temp files are writes in progress and are left alone.
 pub(super) fn scan(dir: &Path, started: SystemTime) -> Scanned {
     let mut scanned = Scanned::default();
-    scan_dir(dir, false, started, &mut scanned);
-    scan_dir(&dir.join(FILES_DIR), true, started, &mut scanned);
+    scan_dir(dir, Contents::Chunks, started, &mut scanned);
+    scan_dir(&dir.join(FILES_DIR), Contents::Files, started, &mut scanned);
+    scan_dir(&dir.join(TOCS_DIR), Contents::Tocs, started, &mut scanned);
     scanned
 }
 
-/// Scans one directory: the chunk files (`files` false; files whose names are no chunk
-/// key's are left alone and not counted) or the passthrough copies.
-fn scan_dir(dir: &Path, files: bool, started: SystemTime, scanned: &mut Scanned) {
+/// Scans one directory holding `contents`.
+fn scan_dir(dir: &Path, contents: Contents, started: SystemTime, scanned: &mut Scanned) {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
@@ -60,10 +71,10 @@ fn scan_dir(dir: &Path, files: bool, started: SystemTime, scanned: &mut Scanned)
             }
             Some(_) => {}
             None => {
-                let name = if files {
-                    Some(DiskName::File(name.into()))
-                } else {
-                    CacheKey::from_file_name(name).map(DiskName::Chunk)
+                let name = match contents {
+                    Contents::Files => Some(DiskName::File(name.into())),
+                    Contents::Chunks => CacheKey::from_file_name(name).map(DiskName::Chunk),
+                    Contents::Tocs => None,
                 };
                 if let Some(name) = name {
                     scanned.files.push(Found {
@@ -122,6 +133,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = dir.path().join(FILES_DIR);
         fs::create_dir(&files).expect("files dir");
+        let tocs = dir.path().join(TOCS_DIR);
+        fs::create_dir(&tocs).expect("tocs dir");
         let own = std::process::id();
         let other = own.wrapping_add(1);
         let chunk = CacheKey::Content(Digest::from_bytes([0xaa; 32]));
@@ -132,6 +145,8 @@ mod tests {
             (dir.path().join(format!("sha256-cc.tmp-{other}-0")), 3),
             (files.join(format!("sha256-dd.tmp-{other}-1")), 3),
             (dir.path().join(format!("sha256-ee.tmp-{own}-2")), 3),
+            (tocs.join("ff"), 7),
+            (tocs.join(format!("ff.tmp-{other}-0")), 3),
         ] {
             fs::write(path, vec![0u8; len]).expect("write");
         }
@@ -149,8 +164,9 @@ mod tests {
             ("files/sha256-bb".to_owned(), 5000),
             (chunk.file_name(), 10),
         ];
-        assert_eq!(names, want);
-        assert_eq!(scanned.temps_removed, 2);
+        assert_eq!(names, want, "saved TOCs are not counted");
+        assert_eq!(scanned.temps_removed, 3);
+        assert!(tocs.join("ff").exists(), "a saved TOC is kept");
         assert!(
             dir.path().join(format!("sha256-ee.tmp-{own}-2")).exists(),
             "a write of this process in progress"

@@ -9,15 +9,18 @@ use std::path::Path;
 use bytes::Bytes;
 use estargz::Digest;
 
+use super::TOCS_DIR;
+
 /// Largest saved TOC read back (the layer's `max_toc_bytes` bounds what is saved).
 const MAX_SAVED: u64 = 512 << 20;
 
 /// Writes `size` and the blob's last bytes `tail` for `blob` (temp file, then rename).
 pub(super) fn save(dir: &Path, blob: &Digest, size: u64, tail: &[u8]) -> std::io::Result<()> {
-    let dir = dir.join("tocs");
+    let dir = dir.join(TOCS_DIR);
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(blob.hex());
-    let temp = dir.join(format!("{}.tmp-{}", blob.hex(), std::process::id()));
+    // Named like the cache's other temps, so the startup scan deletes a killed run's.
+    let temp = dir.join(format!("{}.tmp-{}-0", blob.hex(), std::process::id()));
     let written = (|| {
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(&size.to_le_bytes())?;
@@ -33,7 +36,7 @@ pub(super) fn save(dir: &Path, blob: &Digest, size: u64, tail: &[u8]) -> std::io
 
 /// The saved size and tail of `blob`, when there is a well-formed one.
 pub(super) fn load(dir: &Path, blob: &Digest) -> Option<(u64, Bytes)> {
-    let path = dir.join("tocs").join(blob.hex());
+    let path = dir.join(TOCS_DIR).join(blob.hex());
     if std::fs::metadata(&path).ok()?.len() > MAX_SAVED {
         return None;
     }
@@ -55,7 +58,7 @@ mod tests {
         save(dir.path(), &blob, 1000, b"toc and footer").expect("save");
         let (size, tail) = load(dir.path(), &blob).expect("load");
         assert_eq!((size, &tail[..]), (1000, &b"toc and footer"[..]));
-        std::fs::write(dir.path().join("tocs").join(blob.hex()), b"short").unwrap();
+        std::fs::write(dir.path().join(TOCS_DIR).join(blob.hex()), b"short").unwrap();
         assert_eq!(load(dir.path(), &blob), None, "truncated file");
         save(dir.path(), &blob, 3, b"longer than the blob").expect("save");
         assert_eq!(load(dir.path(), &blob), None, "tail longer than the blob");

@@ -1,11 +1,13 @@
 //! containerd snapshot semantics: the domain types and the error enum of the snapshot
 //! store. The store itself lives in [`store`], its persistence in [`db`], the overlay
-//! mount shapes in [`mounts`], List filters in [`filter`] and disk usage in [`usage`].
+//! mount shapes in [`mounts`], List filters in [`filter`], disk usage in [`usage`], and
+//! the dead FUSE mounts a killed daemon left in [`stale`].
 
 mod db;
 pub mod filter;
 mod mounts;
 pub mod remote;
+mod stale;
 mod store;
 mod usage;
 

@@ -4,7 +4,8 @@
 //!
 //! Every write runs in one database transaction. Directories are created before the
 //! transaction commits and removed after it, so a crash leaves only orphan directories,
-//! which [`Store::cleanup`] removes.
+//! which [`Store::cleanup`] removes. Lazy mounts a killed daemon left dead on those
+//! directories are detached when the store opens.
 
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -18,6 +19,7 @@ use super::db::{self, Backing, Record, CHILDREN, SNAPSHOTS};
 use super::filter::Filter;
 use super::mounts::mounts;
 use super::remote::{Mounter, SNAPSHOT_REF_LABEL};
+use super::stale;
 use super::usage::disk_usage;
 use super::{Error, Info, Kind, Labels, Mount, Usage};
 
@@ -39,6 +41,8 @@ impl Store {
     pub fn open_with(root: &Path, mounter: Option<Arc<dyn Mounter>>) -> Result<Store, Error> {
         let snapshots = root.join("snapshots");
         std::fs::create_dir_all(&snapshots).map_err(Error::io("create", &snapshots))?;
+        // Before anything mounts again on, or removes, those directories.
+        stale::detach_dead_mounts(&snapshots);
         let db = redb::Database::create(root.join("metadata.redb"))?;
         db::init(&db)?;
         Ok(Store {

@@ -18,6 +18,7 @@ pub mod fault_proxy;
 pub mod http;
 pub mod image;
 pub mod mounts;
+pub mod pagecache;
 pub mod prereq;
 pub mod process;
 pub mod registry;

@@ -55,6 +55,29 @@ pub fn convert_authenticated(
     prioritized: Prioritized,
     docker_config: Option<&Path>,
 ) {
+    convert_full(
+        src,
+        dst,
+        prioritized,
+        docker_config,
+        estargz::writer::DEFAULT_CHUNK_SIZE,
+    );
+}
+
+/// Like [`convert_to_estargz`] with chunks of `chunk_size` bytes, so that files of a few
+/// MiB span many chunks.
+pub fn convert_chunked(src: &str, dst: &str, chunk_size: u64) {
+    let none = Prioritized::load(None, &[]).unwrap();
+    convert_full(src, dst, none, None, chunk_size);
+}
+
+fn convert_full(
+    src: &str,
+    dst: &str,
+    prioritized: Prioritized,
+    docker_config: Option<&Path>,
+    chunk_size: u64,
+) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let work = tempfile::tempdir().unwrap();
     runtime.block_on(async {
@@ -77,7 +100,7 @@ pub fn convert_authenticated(
         let dst_store = Store::destination(&dst, &client).unwrap();
         let options = ConvertOptions {
             compression: estargz::Compression::DEFAULT_GZIP,
-            chunk_size: estargz::writer::DEFAULT_CHUNK_SIZE,
+            chunk_size,
             force: false,
             platforms: PlatformFilter::default(),
             prioritized,

@@ -1,0 +1,337 @@
+//! No leaks after a crash: the daemon (default config: FUSE mounts in process) is killed
+//! with SIGKILL while containerd applies a big ordinary layer into one of its snapshots
+//! and lazily served layers are mounted. After a restart on the same root, the pull is
+//! retried and both images run; there are no stale or doubled mounts, no temp files and
+//! no directory without a snapshot once Cleanup ran; removing the images (containerd's
+//! GC, which removes our snapshots and calls Cleanup) leaves no snapshot, directory or
+//! mount and gives the space back.
+
+mod common;
+use common::stack::{convert_to_estargz, rpull, LazyStack};
+use common::Daemon;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use estargz_snapshotter::proto::snapshots as pb;
+use testkit::{unique_id, BuiltImage, DataFile};
+
+const LAZY_TEXT: &str = "served lazily before the crash";
+/// The ordinary layer: big enough that containerd is still writing it when we kill.
+const BIG_BYTES: usize = 96 << 20;
+const REMOTE_LABEL: &str = "containerd.io/snapshot/remote";
+
+/// busybox and a small file; converted to eStargz, so its layers are mounted lazily.
+fn lazy_image() -> BuiltImage {
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    layer
+        .file("data/lazy.txt", LAZY_TEXT.as_bytes(), 0o644)
+        .unwrap();
+    testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/cat", "/data/lazy.txt"])
+        .build()
+        .unwrap()
+}
+
+/// busybox and one big file in plain gzip (fast level: the test builds it each run).
+fn big_image() -> BuiltImage {
+    let big = [DataFile::new("data/big.bin", BIG_BYTES, 0)];
+    testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(testkit::data_layer(&big, 3).unwrap())
+        .gzip_level(1)
+        .cmd(&["/bin/sh", "-c", "wc -c < /data/big.bin"])
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn sigkill_mid_pull_leaves_nothing_behind_after_restart_and_gc() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let mut stack = LazyStack::start("leak-");
+    let root = stack.dir.path().join("root");
+    let plain = stack.registry.push("leak/lazy", "plain", &lazy_image());
+    let lazy = stack.registry.reference("leak/lazy", "esgz");
+    convert_to_estargz(&plain.unwrap(), &lazy);
+    let big = stack.registry.push("leak/big", "v1", &big_image()).unwrap();
+    rpull(&stack.containerd, &lazy);
+    assert_eq!(run(&stack, &lazy), LAZY_TEXT);
+    assert_eq!(
+        fuse_mounts(&root).len(),
+        2,
+        "the lazy image's layers are mounted"
+    );
+
+    let pulled = kill_mid_pull(&mut stack, &big);
+    assert!(pulled.is_err(), "the pull outlived the daemon it was using");
+    eprintln!("after SIGKILL: mounts {:?}", mount_table(&root));
+    let registry = stack.registry.host();
+    stack.daemon = Daemon::start_with_config(
+        stack.dir.path(),
+        &format!("[remote]\nplain_http = [\"{registry}\"]\n"),
+    );
+
+    retry(&stack, || stack.containerd.ctr(pull_args(&big)).map(drop));
+    assert_eq!(run(&stack, &big), BIG_BYTES.to_string());
+    assert_eq!(run(&stack, &lazy), LAZY_TEXT, "lazy layers served again");
+    check_mounts(&stack, &root);
+    let temps = temp_files(&root);
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    cleanup(&stack);
+    let snapshots = store_snapshots(&stack);
+    assert_eq!(
+        snapshot_dirs(&root).len(),
+        snapshots.len(),
+        "one directory per snapshot after Cleanup: {:?} for {snapshots:#?}",
+        snapshot_dirs(&root)
+    );
+    let used = disk_bytes(&root.join("snapshots"));
+    assert!(used > BIG_BYTES as u64, "the big layer is on disk: {used}");
+
+    for image in [&lazy, &big] {
+        let rm = ["images", "rm", "--sync", image.as_str()];
+        stack.containerd.ctr(rm).unwrap();
+    }
+    let left = store_snapshots(&stack);
+    assert!(left.is_empty(), "snapshots left after GC: {left:#?}");
+    assert!(
+        snapshot_dirs(&root).is_empty(),
+        "{:?}",
+        snapshot_dirs(&root)
+    );
+    assert!(mount_table(&root).is_empty(), "{:?}", mount_table(&root));
+    let reclaimed = disk_bytes(&root.join("snapshots"));
+    eprintln!("snapshots took {used} bytes before removal, {reclaimed} after");
+    assert!(
+        reclaimed < 1 << 20,
+        "space not reclaimed: {reclaimed} bytes"
+    );
+}
+
+/// Pulls `image` on another thread and kills the daemon (SIGKILL) once containerd has
+/// written part of the big file into one of our snapshot directories; returns the pull.
+fn kill_mid_pull(stack: &mut LazyStack, image: &str) -> Result<(), testkit::ToolError> {
+    let snapshots = stack.dir.path().join("root/snapshots");
+    let mut ctr = std::process::Command::new("ctr");
+    ctr.arg("--address")
+        .arg(stack.containerd.address())
+        .args(["--namespace", stack.containerd.namespace()])
+        .args(pull_args(image));
+    let pull = std::thread::spawn(move || testkit::tools::run_command(ctr).map(drop));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let written = loop {
+        let written = partial_big_file(&snapshots);
+        if written > (8 << 20) {
+            break written;
+        }
+        if pull.is_finished() {
+            panic!("the pull ended before the kill: {:?}", pull.join());
+        }
+        assert!(Instant::now() < deadline, "the big layer never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    stack.daemon.kill();
+    eprintln!("SIGKILL with {written} of {BIG_BYTES} bytes applied");
+    assert!(
+        written < BIG_BYTES as u64,
+        "killed too late: layer complete"
+    );
+    pull.join().unwrap()
+}
+
+fn pull_args(image: &str) -> [&str; 6] {
+    [
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "stargz",
+        image,
+    ]
+}
+
+/// Bytes of `data/big.bin` in the snapshot directory containerd is applying into.
+fn partial_big_file(snapshots: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(snapshots) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join("fs/data/big.bin")).ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// `ctr run --rm` of `image`; its output, trimmed.
+fn run(stack: &LazyStack, image: &str) -> String {
+    let id = unique_id("leak");
+    let args = ["run", "--rm", "--snapshotter", "stargz", image, &id];
+    let mut out = String::new();
+    retry(stack, || {
+        out = stack.containerd.ctr(args)?.stdout;
+        Ok(())
+    });
+    out.trim().to_owned()
+}
+
+/// Retries `call` for up to 60 s: containerd reconnects to a restarted daemon with
+/// backoff, answering "connection refused" meanwhile.
+fn retry(stack: &LazyStack, mut call: impl FnMut() -> Result<(), testkit::ToolError>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(error) = call() {
+        assert!(
+            Instant::now() < deadline,
+            "{error}: {}",
+            stack.daemon.log_text()
+        );
+        eprintln!("retrying after: {error}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every mount under the root: one live FUSE mount (no dead one under it) per remote
+/// snapshot, nothing else.
+fn check_mounts(stack: &LazyStack, root: &Path) {
+    let table = mount_table(root);
+    let fuse = fuse_mounts(root);
+    assert_eq!(fuse.len(), table.len(), "only FUSE layer mounts: {table:?}");
+    let mut points: Vec<&PathBuf> = fuse.iter().collect();
+    points.dedup();
+    assert_eq!(
+        points.len(),
+        fuse.len(),
+        "mounts stacked on stale ones: {table:?}"
+    );
+    for point in &fuse {
+        let listed = std::fs::read_dir(point);
+        assert!(listed.is_ok(), "{}: {listed:?}", point.display());
+    }
+    let remote = store_snapshots(stack)
+        .into_iter()
+        .filter(|info| info.labels.contains_key(REMOTE_LABEL))
+        .count();
+    assert_eq!(
+        fuse.len(),
+        remote,
+        "one mount per remote snapshot: {table:?}"
+    );
+}
+
+/// (mount point, filesystem type) of every mount at or under `root`, as the kernel lists
+/// them: a mount stacked on another shows twice.
+fn mount_table(root: &Path) -> Vec<(PathBuf, String)> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut found: Vec<(PathBuf, String)> = table
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = PathBuf::from(left.split(' ').nth(4)?);
+            let fstype = right.split(' ').next()?.to_owned();
+            point.starts_with(root).then_some((point, fstype))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn fuse_mounts(root: &Path) -> Vec<PathBuf> {
+    let table = mount_table(root).into_iter();
+    table
+        .filter(|(_, fstype)| fstype.starts_with("fuse"))
+        .map(|(point, _)| point)
+        .collect()
+}
+
+/// Files under `root` whose names mark them as temporary, outside mounted filesystems.
+fn temp_files(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    walk(
+        root,
+        std::fs::metadata(root).unwrap().dev(),
+        &mut |path, _| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.contains(".tmp") || name.starts_with("new-") {
+                found.push(path.to_path_buf());
+            }
+        },
+    );
+    found
+}
+
+/// Disk blocks of the files under `dir`, outside mounted filesystems, in bytes.
+fn disk_bytes(dir: &Path) -> u64 {
+    let mut bytes = 0;
+    walk(
+        dir,
+        std::fs::metadata(dir).unwrap().dev(),
+        &mut |_, meta| {
+            bytes += meta.blocks() * 512;
+        },
+    );
+    bytes
+}
+
+/// Calls `visit` for every entry under `dir` on device `dev` (not entering mounts).
+fn walk(dir: &Path, dev: u64, visit: &mut impl FnMut(&Path, &std::fs::Metadata)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.dev() != dev {
+            continue;
+        }
+        visit(&path, &meta);
+        if meta.is_dir() {
+            walk(&path, dev, visit);
+        }
+    }
+}
+
+fn snapshot_dirs(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every snapshot in our store in containerd's namespace (over our own socket).
+fn store_snapshots(stack: &LazyStack) -> Vec<pb::Info> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = common::grpc::connect(&stack.daemon.socket).await;
+        let request = pb::ListSnapshotsRequest::default();
+        let ns = stack.containerd.namespace();
+        let listed = c.list(common::grpc::in_namespace(request, ns)).await;
+        let mut stream = listed.unwrap().into_inner();
+        let mut infos = Vec::new();
+        while let Some(batch) = stream.message().await.unwrap() {
+            infos.extend(batch.info);
+        }
+        infos
+    })
+}
+
+/// The Cleanup RPC, as containerd's GC calls it.
+fn cleanup(stack: &LazyStack) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = common::grpc::connect(&stack.daemon.socket).await;
+        let request = pb::CleanupRequest::default();
+        let ns = stack.containerd.namespace();
+        c.cleanup(common::grpc::in_namespace(request, ns))
+            .await
+            .unwrap();
+    });
+}
