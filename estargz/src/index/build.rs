@@ -199,7 +199,9 @@ impl Builder {
             return Ok(());
         }
         let chunk = self.chunk_info(&toc.name, toc, toc.size, 0)?;
-        self.index.entries[id as usize].chunks.push(chunk);
+        // Exactly one slot: most files have one chunk, and a Vec's first push would
+        // reserve four, leaving a hole in the heap when shrunk later.
+        self.index.entries[id as usize].chunks = vec![chunk];
         Ok(())
     }
 
