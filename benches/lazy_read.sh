@@ -140,6 +140,7 @@ warm() {
 enable = true
 bytes_per_second = 0
 quiet = 0.1
+start_delay = 0
 [fuse]
 passthrough = $pt"
   log=$WORK/run/snapshotter/log

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::runtime::Handle;
@@ -33,6 +33,12 @@ pub struct BackgroundConfig {
     /// (fractions allowed). Default 1.
     #[serde(deserialize_with = "crate::config::seconds")]
     pub quiet: Duration,
+    /// How long after a layer joins (its prefetch done) all background fetching stays
+    /// paused, in seconds (fractions allowed). Default 5: a new image's containers start
+    /// then, mostly from prefetched chunks, so no on-demand read would pause it, yet they
+    /// need the link and the cores more than filling caches does.
+    #[serde(deserialize_with = "crate::config::seconds")]
+    pub start_delay: Duration,
 }
 
 impl Default for BackgroundConfig {
@@ -42,6 +48,7 @@ impl Default for BackgroundConfig {
             bytes_per_second: 32 << 20,
             step_bytes: 4 << 20,
             quiet: Duration::from_secs(1),
+            start_delay: Duration::from_secs(5),
         }
     }
 }
@@ -53,6 +60,8 @@ const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
 pub struct BackgroundFetcher {
     config: BackgroundConfig,
     layers: Mutex<VecDeque<WeakLayer>>,
+    /// When the last layer joined the rotation.
+    last_added: Mutex<Option<Instant>>,
     wake: Arc<Notify>,
 }
 
@@ -62,6 +71,7 @@ impl BackgroundFetcher {
         let fetcher = Arc::new(BackgroundFetcher {
             config,
             layers: Mutex::new(VecDeque::new()),
+            last_added: Mutex::new(None),
             wake: Arc::new(Notify::new()),
         });
         runtime.spawn(run(Arc::downgrade(&fetcher), fetcher.wake.clone()));
@@ -71,6 +81,10 @@ impl BackgroundFetcher {
     /// Puts `layer` into the rotation.
     pub fn add(&self, layer: &Layer) {
         self.lock().push_back(layer.downgrade());
+        *self
+            .last_added
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         self.wake.notify_one();
     }
 
@@ -101,11 +115,16 @@ impl BackgroundFetcher {
         self.lock().retain(|weak| !weak.is(layer));
     }
 
-    /// Whether `current` or any layer in the rotation has a read on the network or had
-    /// one within the quiet period.
+    /// Whether a layer joined less than `start_delay` ago, or `current` or any layer in
+    /// the rotation has a read on the network or had one within the quiet period.
     fn readers_active(&self, current: &Layer) -> bool {
         let quiet = self.config.quiet;
-        current.busy_within(quiet)
+        let joined = *self
+            .last_added
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        joined.is_some_and(|at| at.elapsed() < self.config.start_delay)
+            || current.busy_within(quiet)
             || self
                 .lock()
                 .iter()
@@ -116,7 +135,8 @@ impl BackgroundFetcher {
     /// One turn: waits for readers to go quiet, then fetches one step of `layer`.
     async fn turn(&self, layer: Layer, failures: &mut u32) {
         while self.readers_active(&layer) {
-            tokio::time::sleep(self.config.quiet / 2 + Duration::from_millis(10)).await;
+            let poll = self.config.quiet.min(self.config.start_delay) / 2;
+            tokio::time::sleep(poll + Duration::from_millis(10)).await;
         }
         let digest = layer.blob_digest();
         match layer.fetch_background_step(self.config.step_bytes).await {
@@ -183,7 +203,6 @@ fn failure_backoff(failures: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use super::*;
     use crate::cache::{CacheConfig, ChunkCache};
@@ -219,6 +238,7 @@ mod tests {
             bytes_per_second: 0,
             step_bytes: 4000,
             quiet: Duration::from_millis(50),
+            start_delay: Duration::ZERO,
             ..BackgroundConfig::default()
         }
     }
@@ -272,6 +292,25 @@ mod tests {
             blob.requests()
         );
         reader.abort();
+    }
+
+    #[tokio::test]
+    async fn a_new_layer_holds_background_fetching_for_the_start_delay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (layer, blob) = disk_layer(dir.path()).await;
+        let delay = Duration::from_millis(400);
+        let config = BackgroundConfig {
+            start_delay: delay,
+            ..quick()
+        };
+        let fetcher = BackgroundFetcher::start(config, &Handle::current());
+        let added = Instant::now();
+        fetcher.add(&layer);
+        tokio::time::sleep(delay / 2).await;
+        assert!(blob.requests().is_empty(), "nothing within the delay");
+        wait_until_done(&fetcher, Duration::from_secs(10)).await;
+        assert!(added.elapsed() >= delay);
+        assert!(!blob.requests().is_empty(), "fetched after the delay");
     }
 
     #[tokio::test]

@@ -127,7 +127,7 @@ fn prepare_and_wait_until_local(stack: &DaemonStack, layer: &common::remote::Rem
 /// Quick background fetching, and `passthrough` as given.
 fn local_config(passthrough: bool) -> String {
     format!(
-        "[background_fetch]\nquiet = 0.1\nbytes_per_second = 0\nstep_bytes = 1048576\n\
+        "[background_fetch]\nquiet = 0.1\nstart_delay = 0\nbytes_per_second = 0\nstep_bytes = 1048576\n\
          [fuse]\npassthrough = {passthrough}\n"
     )
 }
