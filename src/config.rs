@@ -168,15 +168,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deploy_config_parses_to_the_defaults() {
+    fn deploy_config_parses_to_the_defaults_but_the_fuse_manager() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.toml");
         let config = Config::load(&path, false).unwrap();
         assert_eq!(config.config_file.as_deref(), Some(path.as_path()));
+        // The shipped file turns the manager on: restart-safe mounts on a node.
+        assert!(config.fuse.manager);
+        let mut want = Config::default();
+        want.fuse.manager = true;
         let keys = Config {
             config_file: None,
             ..config
         };
-        assert_eq!(keys, Config::default());
+        assert_eq!(keys, want);
     }
 
     #[test]
