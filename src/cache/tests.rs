@@ -284,15 +284,7 @@ impl Drop for Tmpfs {
 
 /// Deterministic, incompressible file contents.
 fn content(len: usize, seed: u32) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state.to_le_bytes()[0]
-        })
-        .collect()
+    estargz::testutil::pseudo_random_bytes(u64::from(seed), len)
 }
 
 /// Reads every file of a 1 MiB layer (64 KiB chunks) through a cache on a 256 KiB tmpfs

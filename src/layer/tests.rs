@@ -13,17 +13,9 @@ use crate::remote::memory::{MemoryBlob, Mode};
 
 const CHUNK: u64 = 1000;
 
-/// Deterministic, poorly compressible file contents.
+/// Deterministic, incompressible file contents.
 fn content(len: usize, seed: u32) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect()
+    estargz::testutil::pseudo_random_bytes(u64::from(seed), len)
 }
 
 struct Fixture {
@@ -240,12 +232,11 @@ async fn corrupted_chunk_is_refused_and_not_cached() {
     assert_eq!(source.requests().len(), 1, "the failure was not cached");
 }
 
-#[tokio::test]
-async fn failing_source_errors_in_time_then_recovers() {
-    let fx = fixture(Compression::DEFAULT_GZIP);
+/// The fixture's layer over a switchable in-memory source, with a memory cache and the
+/// given read timeout.
+async fn open_over_memory(fx: &Fixture, timeout: Duration) -> (Layer, Arc<MemoryBlob>) {
     let source = MemoryBlob::new(fx.blob.clone());
     let dyn_source: Arc<dyn BlobSource> = source.clone();
-    let timeout = Duration::from_millis(300);
     let layer = Layer::open(
         dyn_source,
         Some(fx.toc_digest),
@@ -254,6 +245,14 @@ async fn failing_source_errors_in_time_then_recovers() {
     )
     .await
     .expect("open");
+    (layer, source)
+}
+
+#[tokio::test]
+async fn failing_source_errors_in_time_then_recovers() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let timeout = Duration::from_millis(300);
+    let (layer, source) = open_over_memory(&fx, timeout).await;
     let big = file(&layer, "data/big");
 
     source.set_mode(Mode::Fail);
@@ -286,17 +285,8 @@ async fn failing_source_errors_in_time_then_recovers() {
 #[tokio::test]
 async fn an_immediate_retry_of_a_failed_read_fails_at_once() {
     let fx = fixture(Compression::DEFAULT_GZIP);
-    let source = MemoryBlob::new(fx.blob.clone());
-    let dyn_source: Arc<dyn BlobSource> = source.clone();
     let timeout = Duration::from_millis(300);
-    let layer = Layer::open(
-        dyn_source,
-        Some(fx.toc_digest),
-        memory_cache(),
-        config(timeout),
-    )
-    .await
-    .expect("open");
+    let (layer, source) = open_over_memory(&fx, timeout).await;
     let big = file(&layer, "data/big");
     source.set_mode(Mode::Fail);
     source.clear_requests();
