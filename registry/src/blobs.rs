@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use estargz::Digest;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
@@ -14,18 +14,17 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::range_body::RangeBody;
 use crate::ranges::{merge_ranges, parse_content_range, range_header, ContentRange};
 use crate::reference::Reference;
 use crate::retry::with_retries;
 use crate::stream::BlobStream;
-use crate::transport::{pull_scope, transport_error, Call};
+use crate::transport::{pull_scope, Call};
 
 /// Ranges closer than this share one request in `read_blob_ranges`.
 const MERGE_GAP: u64 = 64 * 1024;
 /// Requests in flight at once in `read_blob_ranges`.
 const PARALLEL_RANGE_REQUESTS: usize = 4;
-/// Buffers for range reads start at most this big; they grow as bytes arrive.
-const MAX_PREALLOCATION: u64 = 16 * 1024 * 1024;
 
 impl Client {
     /// The blob's size from a HEAD request (mirrors first).
@@ -132,25 +131,82 @@ impl Client {
         if range.start == range.end {
             return Ok(Bytes::new());
         }
-        let call = self
-            .blob_call(Method::GET, repo, digest)?
-            .header(RANGE, &range_header(&range))
-            .streaming();
-        if range.start > range.end {
-            return Err(not_satisfiable(&call, digest, &range));
-        }
+        let call = self.range_call(repo, digest, &range)?;
         let (call, range) = (&call, &range);
-        let retries = self.inner.config.retries;
-        with_retries(retries, &call.shown_url(), || async move {
-            let response = match self.send_authorized(call).await {
-                Err(Error::BadResponse { status: 416, .. }) => {
-                    return Err(not_satisfiable(call, digest, range))
-                }
-                other => other?,
-            };
-            receive_range(call, digest, range, response).await
+        // A body that breaks part way is read again from the start.
+        with_retries(
+            self.inner.config.retries,
+            &call.shown_url(),
+            || async move { self.send_range(call, digest, range).await?.collect().await },
+        )
+        .await
+    }
+
+    /// Starts a range read of a blob whose bytes the caller takes piece by piece as they
+    /// arrive (mirrors first). The request is retried like [`Client::read_blob_range`]'s;
+    /// a body that breaks part way is the caller's to resume from where it broke.
+    pub async fn open_blob_range(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+        range: Range<u64>,
+    ) -> Result<RangeBody, Error> {
+        self.read_via_mirrors(repo, |source| {
+            let range = range.clone();
+            async move { self.open_blob_range_at(&source, digest, range).await }
         })
         .await
+    }
+
+    async fn open_blob_range_at(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+        range: Range<u64>,
+    ) -> Result<RangeBody, Error> {
+        let call = self.range_call(repo, digest, &range)?;
+        if range.start == range.end {
+            return Ok(RangeBody::empty(&call, digest, range.start));
+        }
+        let (call, range) = (&call, &range);
+        with_retries(
+            self.inner.config.retries,
+            &call.shown_url(),
+            || async move { self.send_range(call, digest, range).await },
+        )
+        .await
+    }
+
+    fn range_call<'a>(
+        &self,
+        repo: &'a Reference,
+        digest: &Digest,
+        range: &Range<u64>,
+    ) -> Result<Call<'a>, Error> {
+        let call = self
+            .blob_call(Method::GET, repo, digest)?
+            .header(RANGE, &range_header(range))
+            .streaming();
+        if range.start > range.end {
+            return Err(not_satisfiable(&call, digest, range));
+        }
+        Ok(call)
+    }
+
+    /// One request for `range`; its body is not read yet.
+    async fn send_range(
+        &self,
+        call: &Call<'_>,
+        digest: &Digest,
+        range: &Range<u64>,
+    ) -> Result<RangeBody, Error> {
+        let response = match self.send_authorized(call).await {
+            Err(Error::BadResponse { status: 416, .. }) => {
+                return Err(not_satisfiable(call, digest, range))
+            }
+            other => other?,
+        };
+        RangeBody::for_range(call, digest, range, response)
     }
 
     /// Reads the last `len` bytes of a blob (all of it when shorter) with one suffix-range
@@ -182,7 +238,7 @@ impl Client {
         let retries = self.inner.config.retries;
         with_retries(retries, &call.shown_url(), || async move {
             let response = self.send_authorized(call).await?;
-            receive_tail(call, len, response).await
+            receive_tail(call, digest, len, response).await
         })
         .await
     }
@@ -245,7 +301,12 @@ pub struct BlobTail {
 }
 
 /// Collects the tail from a 206 (suffix) or 200 (whole blob) answer to a suffix request.
-async fn receive_tail(call: &Call<'_>, len: u64, response: Response) -> Result<BlobTail, Error> {
+async fn receive_tail(
+    call: &Call<'_>,
+    digest: &Digest,
+    len: u64,
+    response: Response,
+) -> Result<BlobTail, Error> {
     let (range, size) = match response.status() {
         StatusCode::PARTIAL_CONTENT => {
             let parsed = content_range(call, &response)?;
@@ -272,62 +333,10 @@ async fn receive_tail(call: &Call<'_>, len: u64, response: Response) -> Result<B
     } else {
         0
     };
-    let bytes = collect_window(call, &range, skip, response).await?;
-    if len_u64(&bytes) != range.end - range.start {
-        return Err(protocol(
-            call,
-            format!(
-                "body ended after {} of {} bytes",
-                bytes.len(),
-                range.end - range.start
-            ),
-        ));
-    }
-    Ok(BlobTail {
-        bytes: bytes.freeze(),
-        size,
-    })
-}
-
-/// Collects exactly `range` from a 206 (partial) or 200 (whole blob) response.
-async fn receive_range(
-    call: &Call<'_>,
-    digest: &Digest,
-    range: &Range<u64>,
-    response: Response,
-) -> Result<Bytes, Error> {
-    let whole_blob = response.status() == StatusCode::OK;
-    let skip = match response.status() {
-        StatusCode::PARTIAL_CONTENT => {
-            check_content_range(call, digest, range, &response)?;
-            0
-        }
-        StatusCode::OK => {
-            if response.content_length().is_some_and(|len| len < range.end) {
-                return Err(not_satisfiable(call, digest, range));
-            }
-            range.start
-        }
-        other => {
-            return Err(protocol(call, format!("status {other} to a range request")));
-        }
-    };
-    let collected = collect_window(call, range, skip, response).await?;
-    let wanted = range.end - range.start;
-    if len_u64(&collected) == wanted {
-        return Ok(collected.freeze());
-    }
-    if whole_blob {
-        // The whole blob came back and it is shorter than the range.
-        return Err(not_satisfiable(call, digest, range));
-    }
-    let problem = format!(
-        "body ended after {} of {wanted} bytes of {}..{}",
-        collected.len(),
-        range.start,
-        range.end
-    );
-    Err(protocol(call, problem))
+    let bytes = RangeBody::positioned(call, digest, range, skip, response)
+        .collect()
+        .await?;
+    Ok(BlobTail { bytes, size })
 }
 
 /// The response's parsed `Content-Range` header.
@@ -341,7 +350,7 @@ fn content_range(call: &Call<'_>, response: &Response) -> Result<ContentRange, E
         .ok_or_else(|| protocol(call, format!("bad Content-Range {header:?}")))
 }
 
-fn check_content_range(
+pub(crate) fn check_content_range(
     call: &Call<'_>,
     digest: &Digest,
     range: &Range<u64>,
@@ -363,37 +372,7 @@ fn check_content_range(
     Ok(())
 }
 
-/// Reads the body, drops its first `skip` bytes, and returns up to the next `range.end -
-/// range.start` bytes (fewer if the body ends first); the rest of the body is not read.
-async fn collect_window(
-    call: &Call<'_>,
-    range: &Range<u64>,
-    mut skip: u64,
-    mut response: Response,
-) -> Result<BytesMut, Error> {
-    let wanted = range.end - range.start;
-    let capacity = usize::try_from(wanted.min(MAX_PREALLOCATION)).unwrap_or(0);
-    let mut window = BytesMut::with_capacity(capacity);
-    while len_u64(&window) < wanted {
-        let next = response.chunk().await;
-        let Some(mut chunk) =
-            next.map_err(|e| transport_error(&call.method, &call.shown_url(), e))?
-        else {
-            break;
-        };
-        if skip > 0 {
-            let dropped = skip.min(len_u64(&chunk));
-            skip -= dropped;
-            let _ = chunk.split_to(usize::try_from(dropped).unwrap_or(chunk.len()));
-        }
-        let room = wanted - len_u64(&window);
-        let take = usize::try_from(room.min(len_u64(&chunk))).unwrap_or(chunk.len());
-        window.extend_from_slice(&chunk[..take]);
-    }
-    Ok(window)
-}
-
-fn not_satisfiable(call: &Call<'_>, digest: &Digest, range: &Range<u64>) -> Error {
+pub(crate) fn not_satisfiable(call: &Call<'_>, digest: &Digest, range: &Range<u64>) -> Error {
     Error::RangeNotSatisfied {
         method: call.method.to_string(),
         url: call.shown_url(),
@@ -402,7 +381,7 @@ fn not_satisfiable(call: &Call<'_>, digest: &Digest, range: &Range<u64>) -> Erro
     }
 }
 
-fn protocol(call: &Call<'_>, problem: String) -> Error {
+pub(crate) fn protocol(call: &Call<'_>, problem: String) -> Error {
     Error::Protocol {
         method: call.method.to_string(),
         url: call.shown_url(),

@@ -725,3 +725,69 @@ async fn broken_downloads_resume_from_the_received_offset() {
         assert!(heads[1].contains("range: bytes=150000-"), "{}", heads[1]);
     }
 }
+
+/// Every piece of a range body, until it ends or breaks.
+async fn pieces(body: &mut registry::RangeBody) -> (Vec<u8>, Option<Error>) {
+    let mut got = Vec::new();
+    loop {
+        match body.next_piece().await {
+            Ok(Some(piece)) => got.extend_from_slice(&piece),
+            Ok(None) => return (got, None),
+            Err(error) => return (got, Some(error)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn range_bodies_hand_out_the_range_and_can_resume_after_a_break() {
+    // A registry answering 200 with the whole blob: only the range comes out.
+    let blob = test_bytes(1 << 20, 8);
+    let digest = Digest::sha256(&blob);
+    let whole = bytes::Bytes::from(blob.clone());
+    let registry = FakeServer::start(move |_| Reply::ok(whole.clone())).await;
+    let client = client_with(Credentials::new());
+    let repo = reference(&registry.host(), "app");
+    let mut body = client
+        .open_blob_range(&repo, &digest, 300_000..900_000)
+        .await
+        .unwrap();
+    let (got, error) = pieces(&mut body).await;
+    assert!(error.is_none(), "{error:?}");
+    assert!(
+        got == blob[300_000..900_000],
+        "the range out of a 200 answer"
+    );
+    assert_eq!(body.received(), 600_000);
+
+    // A body that breaks half way: the bytes before the break, then a transient error,
+    // and a second request from the break gives exactly the rest.
+    let blob = test_bytes(300_000, 9);
+    let digest = Digest::sha256(&blob);
+    let (host, heads) = truncating_server(blob.clone(), true).await;
+    let repo = reference(&host, "app");
+    let len = blob.len() as u64;
+    let mut body = client
+        .open_blob_range(&repo, &digest, 0..len)
+        .await
+        .unwrap();
+    let (mut got, error) = pieces(&mut body).await;
+    let error = error.expect("the body broke");
+    assert!(error.is_transient(), "{error:?}");
+    assert_eq!(got.len() as u64, body.received());
+    assert!(got.len() < blob.len() && got[..] == blob[..got.len()]);
+    let from = body.received();
+    let mut rest = client
+        .open_blob_range(&repo, &digest, from..len)
+        .await
+        .unwrap();
+    let (tail, error) = pieces(&mut rest).await;
+    assert!(error.is_none(), "{error:?}");
+    got.extend_from_slice(&tail);
+    assert!(got == blob, "resumed body");
+    let heads = heads.lock().unwrap().clone();
+    assert!(
+        heads[1].contains(&format!("range: bytes={from}-")),
+        "{}",
+        heads[1]
+    );
+}

@@ -191,17 +191,26 @@ impl ChunkCache {
 
     /// Stores verified chunk bytes in memory and on disk (blocking I/O).
     pub fn put(&self, key: CacheKey, bytes: ChunkBytes) {
-        if let Some(disk) = self.disk() {
-            disk.write(&key, &bytes);
-        }
+        self.write_disk(&key, &bytes);
+        self.put_memory(key, bytes);
+    }
+
+    /// Stores verified chunk bytes in memory only; with [`ChunkCache::write_disk`] after
+    /// it, a waiting reader can be answered before the disk write.
+    pub fn put_memory(&self, key: CacheKey, bytes: ChunkBytes) {
         self.lock_memory().insert(key, bytes);
+    }
+
+    /// Writes verified chunk bytes to the disk cache, if there is one (blocking I/O).
+    /// False when they did not get there.
+    pub fn write_disk(&self, key: &CacheKey, bytes: &[u8]) -> bool {
+        self.disk().is_some_and(|disk| disk.write(key, bytes))
     }
 
     /// Stores a verified chunk on disk only (in memory when it did not reach the disk),
     /// for chunks nobody is waiting for.
     pub fn put_disk(&self, key: CacheKey, bytes: ChunkBytes) {
-        let stored = self.disk().is_some_and(|disk| disk.write(&key, &bytes));
-        if !stored {
+        if !self.write_disk(&key, &bytes) {
             self.lock_memory().insert(key, bytes);
         }
     }

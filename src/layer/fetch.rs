@@ -1,16 +1,18 @@
 //! Loading chunks: from the cache, else by joining a fetch already under way, else by
-//! fetching the missing chunks' compressed bytes (adjacent chunks in one range request),
-//! then decompressing and verifying them before they are cached or returned.
+//! fetching the missing chunks' compressed bytes (adjacent chunks in one range request,
+//! received and verified chunk by chunk in `receive.rs`).
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use estargz::{decompress_chunk, ChunkError, ChunkInfo, Digest};
+use estargz::{ChunkError, ChunkInfo, Digest};
 use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::sync::oneshot;
 
+use super::receive::{GroupFetch, Member};
 use super::{FetchKind, Inner, LayerError};
 use crate::cache::{CacheKey, ChunkBytes};
 use crate::remote::RemoteError;
@@ -47,11 +49,11 @@ pub enum FetchError {
     },
 }
 
-/// Each fetched chunk's verified bytes or why it failed verification.
-type ChunkResults = HashMap<CacheKey, Result<ChunkBytes, Arc<FetchError>>>;
-/// A fetch that any number of readers can await.
-pub(super) type SharedFetch =
-    Shared<BoxFuture<'static, Result<Arc<ChunkResults>, Arc<FetchError>>>>;
+/// A fetched chunk's verified bytes, or why it could not be had.
+pub(super) type ChunkResult = Result<ChunkBytes, Arc<FetchError>>;
+/// One chunk of a fetch under way, which any number of readers can await; it resolves
+/// as soon as that chunk is verified, before the rest of its range request has arrived.
+pub(super) type SharedChunk = Shared<BoxFuture<'static, ChunkResult>>;
 
 impl Inner {
     /// The verified bytes of each of `chunks`, in order, fetching what no cache holds.
@@ -80,15 +82,8 @@ impl Inner {
         // A reader waiting on the network keeps background fetching away.
         let _waiting =
             (kind == FetchKind::OnDemand && !pending.is_empty()).then(|| self.activity.on_demand());
-        for (i, fetch) in pending {
-            let results = fetch.await?;
-            let chunk = results.get(&keys[i]).cloned().unwrap_or_else(|| {
-                Err(Arc::new(FetchError::Lost {
-                    blob: self.blob,
-                    offset: chunks[i].compressed.start,
-                }))
-            });
-            found[i] = Some(chunk?);
+        for (i, chunk) in pending {
+            found[i] = Some(chunk.await?);
         }
         Ok(found.into_iter().flatten().collect())
     }
@@ -127,14 +122,14 @@ impl Inner {
     }
 
     /// Joins fetches under way for missing chunks and starts fetches for the rest.
-    /// Returns, per missing chunk index, the fetch that yields it.
+    /// Returns, per missing chunk index, the fetch's promise of that chunk.
     fn join_or_start(
         self: &Arc<Self>,
         chunks: &[ChunkInfo],
         keys: &[CacheKey],
         found: &mut [Option<ChunkBytes>],
         kind: FetchKind,
-    ) -> Vec<(usize, SharedFetch)> {
+    ) -> Vec<(usize, SharedChunk)> {
         // Held while fetches are spawned and registered, so a fetch cannot finish and
         // unregister before it is registered.
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
@@ -144,8 +139,8 @@ impl Inner {
             if found[i].is_some() {
                 continue;
             }
-            if let Some((_, fetch)) = inflight.get(key) {
-                pending.push((i, fetch.clone()));
+            if let Some((_, chunk)) = inflight.get(key) {
+                pending.push((i, chunk.clone()));
             } else if let Some(bytes) = self.cache.get_memory(key, chunks[i].size) {
                 found[i] = Some(bytes);
             } else {
@@ -153,149 +148,46 @@ impl Inner {
             }
         }
         for group in coalesce(chunks, &mine, MAX_REQUEST_BYTES) {
-            let members: Vec<(CacheKey, ChunkInfo)> = group
-                .iter()
-                .map(|&i| (keys[i], chunks[i].clone()))
-                .collect();
             let id = self.next_fetch_id.fetch_add(1, Ordering::Relaxed);
-            let fetch = self.spawn_fetch(id, members, kind);
+            let mut members = Vec::with_capacity(group.len());
             for &i in &group {
-                inflight.entry(keys[i]).or_insert((id, fetch.clone()));
-                pending.push((i, fetch.clone()));
+                // A chunk asked for twice in one read is fetched once.
+                let promise = match inflight.entry(keys[i]) {
+                    Entry::Occupied(taken) => taken.get().1.clone(),
+                    Entry::Vacant(free) => {
+                        let (promise, answer) = self.promise(&chunks[i]);
+                        members.push(Member::new(keys[i], chunks[i].clone(), answer));
+                        free.insert((id, promise)).1.clone()
+                    }
+                };
+                pending.push((i, promise));
             }
+            tokio::spawn(GroupFetch::new(self.clone(), id, members, kind).run());
         }
         pending
     }
 
-    /// Starts fetching one run of adjacent chunks in the background; the fetch completes
-    /// (and fills the cache) even if every reader gave up waiting.
-    fn spawn_fetch(
-        self: &Arc<Self>,
-        id: u64,
-        members: Vec<(CacheKey, ChunkInfo)>,
-        kind: FetchKind,
-    ) -> SharedFetch {
-        let inner = self.clone();
-        let blob = self.blob;
-        let task = tokio::spawn(async move {
-            let result = inner.fetch_group(&members, kind).await;
-            let failed = !result
-                .as_ref()
-                .is_ok_and(|chunks| chunks.values().all(Result::is_ok));
-            if failed {
-                tokio::spawn(async move {
-                    tokio::time::sleep(FAILED_FETCH_HOLD).await;
-                    inner.unregister(id, &members);
-                });
-            } else {
-                inner.unregister(id, &members);
-            }
-            result
-        });
-        async move {
-            match task.await {
-                Ok(result) => result.map(Arc::new).map_err(Arc::new),
-                Err(source) => Err(Arc::new(FetchError::Task { blob, source })),
-            }
-        }
-        .boxed()
-        .shared()
-    }
-
-    fn unregister(&self, id: u64, members: &[(CacheKey, ChunkInfo)]) {
-        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        for (key, _) in members {
-            if inflight.get(key).is_some_and(|(owner, _)| *owner == id) {
-                inflight.remove(key);
-            }
-        }
-    }
-
-    async fn fetch_group(
-        self: &Arc<Self>,
-        members: &[(CacheKey, ChunkInfo)],
-        kind: FetchKind,
-    ) -> Result<ChunkResults, FetchError> {
-        let range = span(members.iter().map(|(_, c)| &c.compressed));
-        let timeout = self.config.read_timeout;
-        let read =
-            crate::metrics::global().range_request(kind.name(), self.source.read(range.clone()));
-        let bytes = tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| FetchError::TimedOut {
-                blob: self.blob,
-                range: range.clone(),
-                timeout,
-            })?
-            .map_err(|source| FetchError::Remote {
-                range: range.clone(),
-                source,
-            })?;
-        self.activity.add_fetched(kind, range.end - range.start);
-        crate::metrics::global().fetched(kind.name(), range.end - range.start);
-        let inner = self.clone();
-        let members = members.to_vec();
-        tokio::task::spawn_blocking(move || {
-            inner.verify_and_cache(range.start, &bytes, &members, kind)
-        })
-        .await
-        .map_err(|source| FetchError::Task {
+    /// A chunk's promise and the sender that keeps it. A fetch that ends without an answer
+    /// for the chunk (its task failed) leaves the chunk [`FetchError::Lost`].
+    fn promise(&self, chunk: &ChunkInfo) -> (SharedChunk, oneshot::Sender<ChunkResult>) {
+        let (answer, promised) = oneshot::channel();
+        let lost = FetchError::Lost {
             blob: self.blob,
-            source,
-        })
-    }
-
-    /// Decompresses and verifies each chunk out of the fetched bytes (which start at blob
-    /// offset `base`); only verified chunks reach the cache. Background chunks go to disk
-    /// only, so filling a layer does not push hot chunks out of memory.
-    fn verify_and_cache(
-        &self,
-        base: u64,
-        bytes: &[u8],
-        members: &[(CacheKey, ChunkInfo)],
-        kind: FetchKind,
-    ) -> ChunkResults {
-        let mut results = HashMap::new();
-        for (key, chunk) in members {
-            let result = self.verify_chunk(base, bytes, chunk).map(|data| {
-                let data: ChunkBytes = data.into();
-                match kind {
-                    FetchKind::Background => self.cache.put_disk(*key, data.clone()),
-                    FetchKind::OnDemand | FetchKind::Prefetch => self.cache.put(*key, data.clone()),
-                }
-                data
-            });
-            if let Err(error) = &result {
-                tracing::warn!(%error, "chunk failed verification");
-            }
-            results.insert(*key, result.map_err(Arc::new));
-        }
-        results
-    }
-
-    fn verify_chunk(
-        &self,
-        base: u64,
-        bytes: &[u8],
-        chunk: &ChunkInfo,
-    ) -> Result<Vec<u8>, FetchError> {
-        let start = chunk.compressed.start.checked_sub(base);
-        let end = chunk.compressed.end.checked_sub(base);
-        let member = start
-            .zip(end)
-            .and_then(|(s, e)| Some(usize::try_from(s).ok()?..usize::try_from(e).ok()?))
-            .and_then(|r| bytes.get(r));
-        let Some(member) = member else {
-            return Err(FetchError::Lost {
-                blob: self.blob,
-                offset: chunk.compressed.start,
-            });
+            offset: chunk.compressed.start,
         };
-        decompress_chunk(self.format, member, chunk).map_err(|source| FetchError::Chunk {
-            blob: self.blob,
-            range: chunk.compressed.clone(),
-            source: Box::new(source),
-        })
+        let promise = async move { promised.await.unwrap_or_else(|_| Err(Arc::new(lost))) };
+        (promise.boxed().shared(), answer)
+    }
+
+    /// Forgets fetch `id`'s promises of `keys` (once their chunks are cached, or failed
+    /// a while ago), so later reads look in the cache or fetch anew.
+    pub(super) fn unregister(&self, id: u64, keys: impl IntoIterator<Item = CacheKey>) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            if inflight.get(&key).is_some_and(|(owner, _)| *owner == id) {
+                inflight.remove(&key);
+            }
+        }
     }
 }
 
@@ -332,7 +224,7 @@ fn coalesce(chunks: &[ChunkInfo], indices: &[usize], max_bytes: u64) -> Vec<Vec<
 }
 
 /// The smallest range covering all `ranges`.
-fn span<'a>(ranges: impl Iterator<Item = &'a Range<u64>>) -> Range<u64> {
+pub(super) fn span<'a>(ranges: impl Iterator<Item = &'a Range<u64>>) -> Range<u64> {
     ranges
         .fold(None, |acc: Option<Range<u64>>, r| match acc {
             None => Some(r.clone()),

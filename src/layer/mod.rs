@@ -7,6 +7,8 @@ mod backing;
 mod config;
 mod fetch;
 mod open;
+mod receive;
+mod segments;
 #[cfg(test)]
 mod tests;
 
@@ -121,8 +123,8 @@ struct Inner {
     toc_digest: Digest,
     /// Where the TOC starts: every file's data lies before it.
     toc_offset: u64,
-    /// Chunks being fetched, each with the id of the fetch and its shared result.
-    inflight: Mutex<HashMap<CacheKey, (u64, fetch::SharedFetch)>>,
+    /// Chunks being fetched, each with the id of its fetch and the fetch's promise of it.
+    inflight: Mutex<HashMap<CacheKey, (u64, fetch::SharedChunk)>>,
     next_fetch_id: std::sync::atomic::AtomicU64,
     activity: activity::Activity,
     background: Mutex<background::Cursor>,

@@ -400,3 +400,94 @@ async fn entering_a_chunk_fetches_the_next_one() {
     assert_eq!(got, fx.big[CHUNK as usize..CHUNK as usize + 100]);
     assert_eq!(source.requests().len(), before, "served from the readahead");
 }
+
+/// The big file's whole compressed range (its ten chunks are adjacent).
+fn big_range(layer: &Layer) -> Range<u64> {
+    let chunks = layer.index().chunks(file(layer, "data/big"));
+    chunks[0].compressed.start..chunks[chunks.len() - 1].compressed.end
+}
+
+#[tokio::test]
+async fn bytes_arriving_in_small_pieces_read_exactly() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    for piece in [1, 7, 999, 4096] {
+        let source = MemoryBlob::in_pieces(fx.blob.clone(), piece);
+        let layer = open(&source, &fx, memory_cache()).await;
+        let big = file(&layer, "data/big");
+        source.clear_requests();
+        let got = layer.read(big, 0, 10_000).await.expect("read");
+        assert!(got == fx.big, "pieces of {piece} bytes");
+        assert_eq!(source.requests(), [big_range(&layer)], "pieces of {piece}");
+    }
+}
+
+#[tokio::test]
+async fn a_broken_body_is_resumed_where_it_broke() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::in_pieces(fx.blob.clone(), 100);
+    let layer = open(&source, &fx, memory_cache()).await;
+    let big = file(&layer, "data/big");
+    let range = big_range(&layer);
+    source.clear_requests();
+    // Breaks inside the third chunk: the first two are kept, the rest asked for again.
+    source.set_mode(Mode::BreakAfter(2500));
+    let got = layer.read(big, 0, 10_000).await.expect("resumed read");
+    assert!(got == fx.big, "exact bytes across the break");
+    let resumed = range.start + 2500..range.end;
+    assert_eq!(source.requests(), [range, resumed]);
+}
+
+#[tokio::test]
+async fn chunks_are_answered_before_the_rest_of_their_request_arrives() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::in_pieces(fx.blob.clone(), 64);
+    let dyn_source: Arc<dyn BlobSource> = source.clone();
+    let timeout = Duration::from_millis(800);
+    let layer = Layer::open(
+        dyn_source,
+        Some(fx.toc_digest),
+        memory_cache(),
+        config(timeout),
+    )
+    .await
+    .expect("open");
+    let big = file(&layer, "data/big");
+    let chunks = layer.index().chunks(big).to_vec();
+    let range = big_range(&layer);
+    source.clear_requests();
+    // The prefetch of all ten chunks delivers three of them, then stalls.
+    source.set_mode(Mode::StallAfter(chunks[2].compressed.end - range.start));
+    let prefetch = tokio::spawn({
+        let layer = layer.clone();
+        let range = range.clone();
+        async move { layer.prefetch(range).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let started = Instant::now();
+    let front = layer.read(big, 0, 3000).await.expect("the arrived chunks");
+    assert_eq!(front, fx.big[..3000]);
+    assert!(
+        started.elapsed() < timeout / 2,
+        "answered before the stall ended"
+    );
+    assert_eq!(source.requests(), std::slice::from_ref(&range), "joined the prefetch");
+
+    // A chunk behind the stall fails when the fetch times out, never with other bytes.
+    let error = layer.read(big, 5000, 10).await.expect_err("stalled chunk");
+    assert!(
+        matches!(&error, LayerError::Timeout { .. })
+            || matches!(&error, LayerError::Fetch(f) if matches!(f.as_ref(), FetchError::TimedOut { .. })),
+        "{error}"
+    );
+    assert!(prefetch.await.expect("join").is_err(), "prefetch timed out");
+    assert!(started.elapsed() < timeout * 2, "bounded");
+
+    // The verified front stayed cached; the rest is fetched again once the source serves.
+    source.set_mode(Mode::Serve);
+    tokio::time::sleep(fetch::FAILED_FETCH_HOLD * 2).await;
+    source.clear_requests();
+    assert_eq!(layer.read(big, 0, 10_000).await.expect("read"), fx.big);
+    let rest = chunks[3].compressed.start..range.end;
+    assert_eq!(source.requests(), [rest]);
+}

@@ -1,5 +1,5 @@
 //! An in-memory [`BlobSource`] for tests: records every range asked for and can fail,
-//! stall, delay or corrupt reads.
+//! stall, delay or corrupt reads, or stream them in pieces and break or stall part way.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -8,14 +8,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use estargz::Digest;
 use futures::future::BoxFuture;
+use futures::stream::StreamExt;
 
-use super::{BlobSource, RemoteError};
+use super::{BlobSource, RangeStream, RemoteError};
 
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Mode {
     Serve,
     Fail,
     Stall,
+    /// A streamed read hands out this many bytes, then fails; the next read is served.
+    BreakAfter(u64),
+    /// A streamed read hands out this many bytes, then never sends more.
+    StallAfter(u64),
 }
 
 /// An eStargz blob in memory that records every range it is asked for.
@@ -25,6 +30,8 @@ pub(crate) struct MemoryBlob {
     requests: Mutex<Vec<Range<u64>>>,
     mode: Mutex<Mode>,
     delay: Duration,
+    /// Bytes per piece of a streamed read.
+    piece: usize,
 }
 
 impl MemoryBlob {
@@ -35,12 +42,20 @@ impl MemoryBlob {
             requests: Mutex::new(Vec::new()),
             mode: Mutex::new(Mode::Serve),
             delay: Duration::ZERO,
+            piece: usize::MAX,
         })
     }
 
     pub(crate) fn with_delay(bytes: Vec<u8>, delay: Duration) -> Arc<MemoryBlob> {
         let mut blob = MemoryBlob::new(bytes);
         Arc::get_mut(&mut blob).expect("unique").delay = delay;
+        blob
+    }
+
+    /// Streamed reads come in pieces of `piece` bytes.
+    pub(crate) fn in_pieces(bytes: Vec<u8>, piece: usize) -> Arc<MemoryBlob> {
+        let mut blob = MemoryBlob::new(bytes);
+        Arc::get_mut(&mut blob).expect("unique").piece = piece.max(1);
         blob
     }
 
@@ -89,7 +104,7 @@ impl BlobSource for MemoryBlob {
                     })
                 }
                 Mode::Stall => futures::future::pending::<()>().await,
-                Mode::Serve => {}
+                Mode::Serve | Mode::BreakAfter(_) | Mode::StallAfter(_) => {}
             }
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
@@ -100,5 +115,46 @@ impl BlobSource for MemoryBlob {
                 .map(|r| Bytes::copy_from_slice(&bytes[r.start as usize..r.end as usize]))
                 .collect())
         })
+    }
+
+    fn read_stream(&self, range: Range<u64>) -> BoxFuture<'_, Result<RangeStream, RemoteError>> {
+        Box::pin(async move {
+            let mode = *self.mode.lock().expect("lock");
+            let (Mode::BreakAfter(cut) | Mode::StallAfter(cut)) = mode else {
+                let bytes = self.read(range).await?;
+                return Ok(futures::stream::iter(self.pieces(bytes)).boxed());
+            };
+            self.requests.lock().expect("lock").push(range.clone());
+            if let Mode::BreakAfter(_) = mode {
+                self.set_mode(Mode::Serve);
+            }
+            let end = range.end.min(range.start + cut);
+            let sent = Bytes::copy_from_slice(
+                &self.bytes.lock().expect("lock")[range.start as usize..end as usize],
+            );
+            let digest = self.digest;
+            let after = async move {
+                if let Mode::StallAfter(_) = mode {
+                    futures::future::pending::<()>().await;
+                }
+                Err(RemoteError::Unavailable {
+                    digest,
+                    reason: "test source broke mid-body",
+                })
+            };
+            let cut_short = futures::stream::once(after).take(usize::from(end < range.end));
+            Ok(futures::stream::iter(self.pieces(sent))
+                .chain(cut_short)
+                .boxed())
+        })
+    }
+}
+
+impl MemoryBlob {
+    fn pieces(&self, bytes: Bytes) -> Vec<Result<Bytes, RemoteError>> {
+        (0..bytes.len())
+            .step_by(self.piece)
+            .map(|at| Ok(bytes.slice(at..bytes.len().min(at.saturating_add(self.piece)))))
+            .collect()
     }
 }

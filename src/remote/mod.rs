@@ -11,6 +11,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use estargz::Digest;
 use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
 
 pub use labels::{toc_digest_from_labels, BlobLocation, LabelError};
 pub use registry::ClientConfig as RemoteConfig;
@@ -40,6 +41,10 @@ pub enum RemoteError {
     },
 }
 
+/// The bytes of one range read, in order, as they arrive; together exactly the range
+/// (or an error).
+pub type RangeStream = BoxStream<'static, Result<Bytes, RemoteError>>;
+
 /// One immutable layer blob that can be read by byte ranges.
 ///
 /// Implementations return exactly the bytes asked for (or an error); nothing is verified
@@ -59,6 +64,15 @@ pub trait BlobSource: Send + Sync + 'static {
     /// once, so they are not kept for the layer's lifetime). Default: none.
     fn take_tail(&self) -> Option<Bytes> {
         None
+    }
+
+    /// Starts reading `range`, whose bytes are handed out as they arrive, so the front of
+    /// a big range can be used before its end is in. Default: one piece, the whole range.
+    fn read_stream(&self, range: Range<u64>) -> BoxFuture<'_, Result<RangeStream, RemoteError>> {
+        Box::pin(async move {
+            let bytes = self.read(range).await?;
+            Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
+        })
     }
 
     /// Reads one range.

@@ -5,9 +5,10 @@ use std::ops::Range;
 use bytes::Bytes;
 use estargz::Digest;
 use futures::future::BoxFuture;
+use futures::stream::{StreamExt, TryStreamExt};
 use registry::{Client, Reference};
 
-use super::{check_length, BlobLocation, BlobSource, RemoteError};
+use super::{check_length, BlobLocation, BlobSource, RangeStream, RemoteError};
 
 /// Bytes fetched from the end of a blob when it is opened: enough for the footer and the
 /// TOC of most layers, so that opening a layer is one round trip.
@@ -104,6 +105,21 @@ impl BlobSource for RegistryBlob {
                 check_length(self.digest, range, bytes)?;
             }
             Ok(parts)
+        })
+    }
+
+    fn read_stream(&self, range: Range<u64>) -> BoxFuture<'_, Result<RangeStream, RemoteError>> {
+        Box::pin(async move {
+            self.check_ranges(std::slice::from_ref(&range))?;
+            let body = self
+                .client
+                .open_blob_range(&self.repository, &self.digest, range)
+                .await?;
+            let pieces = futures::stream::try_unfold(body, |mut body| async move {
+                let piece = body.next_piece().await?;
+                Ok::<_, registry::Error>(piece.map(|piece| (piece, body)))
+            });
+            Ok(pieces.map_err(RemoteError::from).boxed())
         })
     }
 }

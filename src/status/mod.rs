@@ -308,6 +308,11 @@ mod tests {
         assert!(board.status().layers.is_empty());
         board.mounted(path, &layer, "r".into(), PrefetchOutcome::None, true);
         drop(layer);
+        // A fetch holds the layer until it has written its chunks to the cache.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !board.status().layers.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         assert!(
             board.status().layers.is_empty(),
             "a dropped layer is not listed"

@@ -1,0 +1,256 @@
+//! One fetch of a run of adjacent chunks: a single range request whose bytes are cut into
+//! chunks as they arrive (`segments.rs`). A blocking thread decompresses and verifies each
+//! chunk while the rest of the range is still on the wire, caches it and answers its
+//! waiting readers at once, so the end of a big prefetch is not waited for chunk by chunk
+//! after its last byte. A body that breaks part way is resumed where it broke.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use estargz::{decompress_chunk, ChunkInfo};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::fetch::{span, ChunkResult, FetchError, FAILED_FETCH_HOLD};
+use super::segments::{Segment, Segmenter};
+use super::{FetchKind, Inner};
+use crate::cache::{CacheKey, ChunkBytes};
+use crate::remote::RemoteError;
+
+/// Times a broken body is resumed within one fetch (each time only after new bytes came).
+const MAX_RESUMES: u32 = 3;
+
+/// A chunk a fetch owes an answer for.
+pub(super) struct Member {
+    key: CacheKey,
+    chunk: ChunkInfo,
+    answer: oneshot::Sender<ChunkResult>,
+}
+
+impl Member {
+    pub(super) fn new(
+        key: CacheKey,
+        chunk: ChunkInfo,
+        answer: oneshot::Sender<ChunkResult>,
+    ) -> Self {
+        Member { key, chunk, answer }
+    }
+}
+
+/// Arrived bytes and the members whose chunks they hold, for the verifier.
+type Work = (Segment, Vec<Member>);
+
+/// A range request for some chunks, from the request to the last answer.
+pub(super) struct GroupFetch {
+    inner: Arc<Inner>,
+    id: u64,
+    kind: FetchKind,
+    range: Range<u64>,
+    keys: Vec<CacheKey>,
+    segmenter: Segmenter,
+    /// Members in segmenter order; taken when their segment goes to the verifier.
+    waiting: Vec<Option<Member>>,
+}
+
+impl GroupFetch {
+    /// A fetch (numbered `id` in the layer's in-flight table) of `members`, whose
+    /// compressed ranges touch or overlap.
+    pub(super) fn new(
+        inner: Arc<Inner>,
+        id: u64,
+        mut members: Vec<Member>,
+        kind: FetchKind,
+    ) -> Self {
+        members.sort_by_key(|m| m.chunk.compressed.start);
+        let range = span(members.iter().map(|m| &m.chunk.compressed));
+        let chunks = members.iter().map(|m| m.chunk.compressed.clone()).collect();
+        GroupFetch {
+            inner,
+            id,
+            kind,
+            segmenter: Segmenter::new(range.start, chunks),
+            range,
+            keys: members.iter().map(|m| m.key).collect(),
+            waiting: members.into_iter().map(Some).collect(),
+        }
+    }
+
+    /// Fetches the range within the read timeout; by the end every member was answered
+    /// with its verified bytes or an error. Runs to the end even when no reader waits.
+    pub(super) async fn run(mut self) {
+        let (to_verifier, work) = mpsc::unbounded_channel();
+        let verifier = {
+            let (inner, id, kind) = (self.inner.clone(), self.id, self.kind);
+            tokio::task::spawn_blocking(move || inner.verify_all(id, kind, work))
+        };
+        let timeout = self.inner.config.read_timeout;
+        let received = tokio::time::timeout(timeout, self.receive_all(&to_verifier)).await;
+        drop(to_verifier);
+        let failure = match received {
+            Ok(Ok(())) => FetchError::Lost {
+                blob: self.inner.blob,
+                offset: self.segmenter.end(),
+            },
+            Ok(Err(error)) => error,
+            Err(_) => FetchError::TimedOut {
+                blob: self.inner.blob,
+                range: self.range.clone(),
+                timeout,
+            },
+        };
+        let failure = Arc::new(failure);
+        let mut all_good = true;
+        for member in self.waiting.iter_mut().filter_map(Option::take) {
+            all_good = false;
+            let _ = member.answer.send(Err(failure.clone()));
+        }
+        all_good &= verifier.await.unwrap_or_else(|error| {
+            tracing::warn!(blob = %self.inner.blob, %error, "chunk verifier failed");
+            false
+        });
+        if !all_good {
+            // Verified chunks were already released; failed ones stay joinable a moment.
+            tokio::time::sleep(FAILED_FETCH_HOLD).await;
+            self.inner.unregister(self.id, self.keys);
+        }
+    }
+
+    /// Receives the whole range, resuming a body that broke after new bytes came.
+    async fn receive_all(
+        &mut self,
+        verifier: &mpsc::UnboundedSender<Work>,
+    ) -> Result<(), FetchError> {
+        let mut resumes = 0;
+        loop {
+            let from = self.segmenter.end();
+            match self.receive(from..self.range.end, verifier).await {
+                Ok(()) => return Ok(()),
+                Err(error) if self.segmenter.end() > from && resumes < MAX_RESUMES => {
+                    resumes += 1;
+                    let at = self.segmenter.end();
+                    tracing::debug!(blob = %self.inner.blob, %error, at, "range read broke; resuming");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// One range request for `range`; completed segments go to the verifier as they come.
+    async fn receive(
+        &mut self,
+        range: Range<u64>,
+        verifier: &mpsc::UnboundedSender<Work>,
+    ) -> Result<(), FetchError> {
+        let metrics = crate::metrics::global();
+        let kind = self.kind.name();
+        let opening = self.inner.source.read_stream(range.clone());
+        let remote = |source| FetchError::Remote {
+            range: range.clone(),
+            source,
+        };
+        let mut pieces = metrics.range_request(kind, opening).await.map_err(remote)?;
+        while let Some(piece) = pieces.next().await {
+            let piece = piece.map_err(remote)?;
+            let len = piece.len() as u64;
+            self.inner.activity.add_fetched(self.kind, len);
+            metrics.fetched(kind, len);
+            for segment in self.segmenter.push(&piece) {
+                let members = self.waiting[segment.chunks.clone()]
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .collect();
+                // Fails only when the verifier died; its members are then answered Lost.
+                let _ = verifier.send((segment, members));
+            }
+        }
+        let got = self.segmenter.end() - range.start;
+        if got < range.end - range.start {
+            let digest = self.inner.blob;
+            let got = usize::try_from(got).unwrap_or(usize::MAX);
+            return Err(remote(RemoteError::ShortRead {
+                digest,
+                range: range.clone(),
+                got,
+            }));
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Verifies segments as the receiver hands them over; true when every chunk passed.
+    fn verify_all(
+        &self,
+        id: u64,
+        kind: FetchKind,
+        mut work: mpsc::UnboundedReceiver<Work>,
+    ) -> bool {
+        let mut all_good = true;
+        while let Some((segment, members)) = work.blocking_recv() {
+            all_good &= self.verify_segment(id, kind, &segment, members);
+        }
+        all_good
+    }
+
+    /// Decompresses and verifies each member's chunk out of `segment`; only verified chunks
+    /// reach the cache. A member is answered once its chunk is in memory, before the disk
+    /// write; background chunks, which nobody waits for, go to disk only, so filling a
+    /// layer does not push hot chunks out of memory.
+    fn verify_segment(
+        &self,
+        id: u64,
+        kind: FetchKind,
+        segment: &Segment,
+        members: Vec<Member>,
+    ) -> bool {
+        let mut all_good = true;
+        let mut to_disk = Vec::new();
+        for member in members {
+            let result = self.verify_chunk(segment, &member.chunk);
+            match &result {
+                Ok(data) if kind == FetchKind::Background => {
+                    self.cache.put_disk(member.key, data.clone());
+                    self.unregister(id, [member.key]);
+                }
+                Ok(data) => {
+                    self.cache.put_memory(member.key, data.clone());
+                    to_disk.push((member.key, data.clone()));
+                }
+                Err(error) => {
+                    all_good = false;
+                    tracing::warn!(%error, "chunk failed verification");
+                }
+            }
+            let _ = member.answer.send(result.map_err(Arc::new));
+        }
+        for (key, data) in to_disk {
+            self.cache.write_disk(&key, &data);
+            // Until now a reader joins the answered promise instead of missing both caches.
+            self.unregister(id, [key]);
+        }
+        all_good
+    }
+
+    fn verify_chunk(&self, segment: &Segment, chunk: &ChunkInfo) -> Result<ChunkBytes, FetchError> {
+        let start = chunk.compressed.start.checked_sub(segment.base);
+        let end = chunk.compressed.end.checked_sub(segment.base);
+        let member = start
+            .zip(end)
+            .and_then(|(s, e)| Some(usize::try_from(s).ok()?..usize::try_from(e).ok()?))
+            .and_then(|r| segment.bytes.get(r));
+        let Some(member) = member else {
+            return Err(FetchError::Lost {
+                blob: self.blob,
+                offset: chunk.compressed.start,
+            });
+        };
+        match decompress_chunk(self.format, member, chunk) {
+            Ok(data) => Ok(data.into()),
+            Err(source) => Err(FetchError::Chunk {
+                blob: self.blob,
+                range: chunk.compressed.clone(),
+                source: Box::new(source),
+            }),
+        }
+    }
+}
