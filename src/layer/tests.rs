@@ -471,7 +471,11 @@ async fn chunks_are_answered_before_the_rest_of_their_request_arrives() {
         started.elapsed() < timeout / 2,
         "answered before the stall ended"
     );
-    assert_eq!(source.requests(), std::slice::from_ref(&range), "joined the prefetch");
+    assert_eq!(
+        source.requests(),
+        std::slice::from_ref(&range),
+        "joined the prefetch"
+    );
 
     // A chunk behind the stall fails when the fetch times out, never with other bytes.
     let error = layer.read(big, 5000, 10).await.expect_err("stalled chunk");
