@@ -281,7 +281,13 @@ mod tests {
             // Inside the chunk, not at its start: no readahead joins the stalled read.
             tokio::spawn(async move { layer.read(id, 10, 10).await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Until the read is on the wire (it looks in the disk cache first, which can
+        // take a while on a loaded machine): only then is the layer busy.
+        let started = Instant::now();
+        while blob.requests().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(5), "read not sent");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let fetcher = BackgroundFetcher::start(quick(), &Handle::current());
         fetcher.add(&layer);
         tokio::time::sleep(Duration::from_millis(300)).await;
