@@ -281,7 +281,13 @@ mod tests {
             // Inside the chunk, not at its start: no readahead joins the stalled read.
             tokio::spawn(async move { layer.read(id, 10, 10).await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Until the read is on the wire (it looks in the disk cache first, which can
+        // take a while on a loaded machine): only then is the layer busy.
+        let started = Instant::now();
+        while blob.requests().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(5), "read not sent");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let fetcher = BackgroundFetcher::start(quick(), &Handle::current());
         fetcher.add(&layer);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -311,6 +317,44 @@ mod tests {
         wait_until_done(&fetcher, Duration::from_secs(10)).await;
         assert!(added.elapsed() >= delay);
         assert!(!blob.requests().is_empty(), "fetched after the delay");
+    }
+
+    #[tokio::test]
+    async fn layers_take_turns() {
+        let dirs = [(); 2].map(|_| tempfile::tempdir().expect("tempdir"));
+        let (first, _) = disk_layer(dirs[0].path()).await;
+        let (second, _) = disk_layer(dirs[1].path()).await;
+        // Paced, so that one layer fetched to the end before the other starts would
+        // show: each 4000-byte step is followed by a 20 ms pause.
+        let config = BackgroundConfig {
+            bytes_per_second: 200_000,
+            ..quick()
+        };
+        let fetcher = BackgroundFetcher::start(config, &Handle::current());
+        fetcher.add(&first);
+        fetcher.add(&second);
+        let started = Instant::now();
+        while !first.background_complete() {
+            assert!(started.elapsed() < Duration::from_secs(10), "not done");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let background = crate::layer::FetchKind::Background;
+        let (done, other) = (
+            first.fetched_bytes(background),
+            second.fetched_bytes(background),
+        );
+        // Turns alternate, so the second layer is at most one step (which may overrun
+        // `step_bytes` by a chunk) behind the first; one after the other, it had nothing.
+        assert!(
+            other + 2 * quick().step_bytes >= done,
+            "second layer fetched {other} bytes while the first fetched {done}"
+        );
+        wait_until_done(&fetcher, Duration::from_secs(10)).await;
+        assert_eq!(
+            second.fetched_bytes(background),
+            done,
+            "same layer, same bytes"
+        );
     }
 
     #[tokio::test]

@@ -9,8 +9,11 @@ use common::remote::{blob_gets, cri_labels, expect_remote, pushed_estargz_layer,
 
 use std::time::{Duration, Instant};
 
-/// Keeps background fetching out of the request counts of the prefetch tests.
-const NO_BACKGROUND: &str = "[background_fetch]\nenable = false\n";
+/// Keeps background fetching out of the request counts of the prefetch tests. The other
+/// keys would start it at once if `enable = false` were ignored, so a test that waits
+/// after Prepare shows that it is off.
+const NO_BACKGROUND: &str =
+    "[background_fetch]\nenable = false\nstart_delay = 0\nquiet = 0\nbytes_per_second = 0\n";
 
 const NS: &str = "prefetch";
 const FIRST: &str = "data/first.bin";
@@ -33,15 +36,15 @@ fn image() -> testkit::BuiltImage {
         .unwrap()
 }
 
-/// Blob offset of `.prefetch.landmark` in the layer as the registry stores it.
-fn landmark_offset(stack: &DaemonStack, repo: &str, digest: &str) -> Option<u64> {
+/// The index of the layer as the registry stores it.
+fn stored_index(stack: &DaemonStack, repo: &str, digest: &str) -> estargz::Index {
     let blob = stack
         .registry
         .client()
         .get_blob(repo, &digest.parse().unwrap())
         .unwrap();
     let reader = estargz::Reader::open(blob.as_slice(), None).unwrap();
-    reader.index().prefetch_landmark_offset()
+    reader.index().clone()
 }
 
 #[test]
@@ -49,7 +52,12 @@ fn prioritized_files_are_fetched_in_one_request_before_ready() {
     testkit::require!(testkit::Prereq::DevFuse);
     let stack = DaemonStack::start("pf-", NO_BACKGROUND);
     let layer = pushed_estargz_layer(&stack.registry, "prefetch/app", &image(), &[FIRST]);
-    let landmark = landmark_offset(&stack, "prefetch/app", &layer.digest).expect("landmark");
+    let index = stored_index(&stack, "prefetch/app", &layer.digest);
+    let landmark = index.prefetch_landmark_offset().expect("landmark");
+    // The prioritized range: from the first chunk of FIRST to the landmark's member.
+    let first_chunk = index.chunks(index.lookup(FIRST).unwrap())[0]
+        .compressed
+        .start;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let log_start = stack.registry_log().len();
@@ -61,10 +69,10 @@ fn prioritized_files_are_fetched_in_one_request_before_ready() {
     let gets = blob_gets(&log[log_start..], &layer.digest);
     // The blob's tail (size, footer, TOC), then one request for the prioritized range.
     assert_eq!(gets.len(), 2, "blob GETs during Prepare: {gets:?}");
-    let prefetched = gets[1];
-    assert!(
-        (1 << 20) <= prefetched && prefetched <= landmark,
-        "prefetch served {prefetched} bytes; landmark at {landmark}"
+    assert_eq!(
+        gets[1],
+        landmark - first_chunk,
+        "prefetch of blob bytes {first_chunk}..{landmark}: {gets:?}"
     );
 
     let mounted = stack.fuse_mounts();
@@ -91,6 +99,8 @@ fn a_layer_without_prioritized_files_prefetches_nothing() {
     testkit::require!(testkit::Prereq::DevFuse);
     let stack = DaemonStack::start("pf-", NO_BACKGROUND);
     let layer = pushed_estargz_layer(&stack.registry, "prefetch/plain", &image(), &[]);
+    let index = stored_index(&stack, "prefetch/plain", &layer.digest);
+    assert!(index.has_no_prefetch_landmark(), "the converter marks it");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let log_start = stack.registry_log().len();
@@ -104,6 +114,13 @@ fn a_layer_without_prioritized_files_prefetches_nothing() {
     let log = stack.registry_log();
     let gets = blob_gets(&log[log_start..], &layer.digest);
     assert_eq!(gets.len(), 1, "the tail (footer and TOC) only: {gets:?}");
+
+    // Background fetch is off: with it on, these settings would fetch the layer now.
+    std::thread::sleep(Duration::from_secs(1));
+    let log = stack.registry_log();
+    let gets = blob_gets(&log[log_start..], &layer.digest);
+    assert_eq!(gets.len(), 1, "no background fetch: {gets:?}");
+    assert!(!stack.daemon.log_text().contains("layer fully cached"));
 }
 
 /// Prepares the eStargz `layer` in `stack` and waits until background fetch has made it

@@ -2,13 +2,18 @@
 //! and reads through the FUSE mount, `GET /metrics` on the configured address counts the
 //! mount, the on-demand bytes, cache misses and then hits, and a TOC-digest fallback by
 //! its reason; `estargz-snapshotter status --json` lists the layer with its progress.
+//! A prioritized layer with background fetch on has its prefetch and background bytes
+//! counted by kind, every byte the registry served counted once, and ends at 100%.
 
 mod common;
-use common::remote::{cri_labels, expect_remote, prepare, pushed_estargz_layer, DaemonStack};
+use common::remote::{
+    blob_gets, cri_labels, expect_remote, prepare, pushed_estargz_layer, DaemonStack,
+};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 const NS: &str = "metrics";
 const WRONG_TOC: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
@@ -151,6 +156,83 @@ fn metrics_and_status_follow_lazy_reads_and_fallbacks() {
 
     assert!(stack.daemon.signal("-TERM").success());
     assert!(!socket.exists(), "status socket removed at shutdown");
+}
+
+#[test]
+fn prefetch_and_background_bytes_are_counted_by_kind() {
+    testkit::require!(testkit::Prereq::DevFuse);
+    let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // Background fetch waits 3 s after the mount, so the first scrape sees the prefetch
+    // alone; no file is read, so nothing is fetched on demand.
+    let config = format!(
+        "[background_fetch]\nquiet = 0.1\nstart_delay = 3\nbytes_per_second = 0\n\
+         step_bytes = 1048576\n[metrics]\naddress = \"{address}\"\n"
+    );
+    let stack = DaemonStack::start("met-", &config);
+    let layer = pushed_estargz_layer(&stack.registry, "metrics/bg", &image(), &["data/a.bin"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
+    let log_start = stack.registry_log().len();
+
+    let labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
+    expect_remote(&rt, &mut c, NS, "extract-1", labels);
+    let text = scrape(address);
+    let log = stack.registry_log();
+    let gets = blob_gets(&log[log_start..], &layer.digest);
+    assert_eq!(gets.len(), 2, "tail and prefetch: {gets:?}");
+    let fetched = |text: &str, kind: &str| {
+        sample(
+            text,
+            &format!("estargz_fetched_bytes_total{{kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(fetched(&text, "toc"), gets[0] as f64, "{text}");
+    assert_eq!(fetched(&text, "prefetch"), gets[1] as f64, "{text}");
+    assert_eq!(fetched(&text, "background"), 0.0, "{text}");
+    let prefetch_requests = "estargz_range_requests_total{kind=\"prefetch\",result=\"ok\"}";
+    assert_eq!(sample(&text, prefetch_requests), 1.0, "{text}");
+
+    let started = Instant::now();
+    while !stack.daemon.log_text().contains("layer fully cached") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "background fetch did not finish: {}",
+            stack.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = scrape(address);
+    let log = stack.registry_log();
+    let served: u64 = blob_gets(&log[log_start..], &layer.digest).iter().sum();
+    assert!(fetched(&text, "background") > 0.0, "{text}");
+    assert_eq!(fetched(&text, "on_demand"), 0.0, "{text}");
+    let counted: f64 = ["toc", "prefetch", "background"]
+        .iter()
+        .map(|k| fetched(&text, k))
+        .sum();
+    assert_eq!(
+        counted, served as f64,
+        "every served byte counted once: {text}"
+    );
+    let background_requests = "estargz_range_request_duration_seconds_count{kind=\"background\"}";
+    assert!(sample(&text, background_requests) > 0.0, "{text}");
+    let percent = format!(
+        "estargz_layer_fetched_percent{{layer=\"{}\"}}",
+        layer.digest
+    );
+    assert_eq!(sample(&text, &percent), 100.0, "{text}");
+
+    let json = status_command(&stack.dir.path().join("root"), &["--json"]);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let got = &status["layers"][0];
+    assert_eq!(got["prefetch"], "done", "{json}");
+    assert_eq!(got["background"], "done", "{json}");
+    assert_eq!(got["percent_fetched"].as_f64(), Some(100.0), "{json}");
+    assert_eq!(
+        got["fetched_bytes"]["prefetch"].as_u64(),
+        Some(gets[1]),
+        "{json}"
+    );
 }
 
 /// Runs `estargz-snapshotter status --root <root> <extra>` and returns its stdout.
