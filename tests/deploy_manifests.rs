@@ -121,6 +121,8 @@ fn daemonset_runs_the_daemon_privileged_with_the_host_dirs_it_needs() {
         ("socket dir on the host", SOCKET_DIR, SOCKET_DIR),
         ("FUSE device", "/dev/fuse", "/dev/fuse"),
         ("docker config", "/root/.docker", "/root/.docker"),
+        // `[cri_keychain] image_service_path` (containerd's socket) lives there.
+        ("containerd sockets", "/run/containerd", "/run/containerd"),
     ];
     for (name, mount_path, host_path) in cases {
         let (host, _) = host_mount(pod, mount_path);

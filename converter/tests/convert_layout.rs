@@ -43,6 +43,24 @@ fn layout_to_layout_estargz_is_faithful() {
         layer["tocDigest"],
         images[0].layers[1].0["annotations"][TOC_DIGEST]
     );
+    // Sizes, for CI steps that report or gate on them: each against what was written.
+    let dst_index: Value =
+        serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
+    assert_eq!(report["size"], dst_index["manifests"][0]["size"]);
+    let layers = report["manifests"][0]["layers"].as_array().unwrap();
+    for (i, layer) in layers.iter().enumerate() {
+        let (written, blob) = &images[0].layers[i];
+        let source = &image.layers[i];
+        assert_eq!(layer["size"], written["size"], "layer {i} size");
+        assert_eq!(layer["size"], blob.len(), "layer {i} size");
+        assert_eq!(layer["sourceSize"], source.blob.bytes.len(), "layer {i}");
+        let uncompressed = written["annotations"][UNCOMPRESSED_SIZE].as_str().unwrap();
+        assert_eq!(
+            layer["uncompressedSize"].to_string(),
+            uncompressed,
+            "layer {i}"
+        );
+    }
     assert_eq!(
         std::fs::read(src.join("index.json")).unwrap(),
         src_index,

@@ -1,0 +1,201 @@
+//! Registry credentials from Kubernetes Secrets (`[kubeconfig_keychain]`) through the
+//! daemon: a docker-registry requiring basic auth, a fake API server on loopback serving
+//! the cluster's Secret list, a kubeconfig with a bearer token pointing at it, and no
+//! docker config. While the cluster has no pull secret a layer falls back; once a
+//! `kubernetes.io/dockerconfigjson` Secret for the registry appears, the next poll hands
+//! it to the registry client and a layer of the private registry is mounted lazily and
+//! read through FUSE. The API server sees the token and the type selector.
+
+mod common;
+use common::remote::{cri_labels, expect_remote, DaemonStack, RemoteLayer};
+
+use std::io::{Read as _, Write as _};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use testkit::{Prereq, Registry, RegistryOptions};
+
+const NS: &str = "kube";
+const REPO: &str = "private/app";
+const USER: &str = "puller";
+const PASSWORD: &str = "s3cret-from-a-secret";
+const TOKEN: &str = "snapshotter-sa-token";
+const FILE: &str = "data/greeting.txt";
+
+/// A fake API server: answers every request with the current `body` (a SecretList) and
+/// records each request's head.
+struct ApiServer {
+    address: String,
+    body: Arc<Mutex<String>>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl ApiServer {
+    fn start(body: String) -> ApiServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let body = Arc::new(Mutex::new(body));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (served, seen) = (body.clone(), heads.clone());
+        // Lives until the test process exits.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let body = served.lock().unwrap().clone();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        ApiServer {
+            address,
+            body,
+            heads,
+        }
+    }
+
+    fn serve(&self, body: String) {
+        *self.body.lock().unwrap() = body;
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A SecretList with, for each host, one dockerconfigjson Secret holding our user.
+fn secret_list(hosts: &[String]) -> String {
+    let items: Vec<serde_json::Value> = hosts
+        .iter()
+        .map(|host| {
+            let auth = b64(format!("{USER}:{PASSWORD}").as_bytes());
+            let config = serde_json::json!({"auths": {host: {"auth": auth}}});
+            serde_json::json!({
+                "metadata": {"name": "pull", "namespace": "team"},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": b64(config.to_string().as_bytes())},
+            })
+        })
+        .collect();
+    serde_json::json!({"kind": "SecretList", "apiVersion": "v1", "items": items}).to_string()
+}
+
+fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: node\n\
+         clusters:\n- name: local\n  cluster:\n    server: {server}\n\
+         users:\n- name: snapshotter\n  user:\n    token: {TOKEN}\n\
+         contexts:\n- name: node\n  context:\n    cluster: local\n    user: snapshotter\n"
+    )
+}
+
+/// A one-file eStargz layer (text `greeting`) pushed with the registry's credentials.
+fn push_layer(registry: &Registry, greeting: &str) -> RemoteLayer {
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    layer.file(FILE, greeting.as_bytes(), 0o644).unwrap();
+    let tar = layer.finish().unwrap();
+    let mut blob = Vec::new();
+    let options = estargz::writer::WriterOptions::default();
+    let written = estargz::writer::build(tar.as_slice(), &mut blob, &options).unwrap();
+    let digest = written.blob_digest;
+    registry.client().push_blob(REPO, &digest, &blob).unwrap();
+    RemoteLayer {
+        reference: format!("{}/{REPO}:v1", registry.host()),
+        manifest_digest: digest.to_string(),
+        digest: digest.to_string(),
+        toc_digest: written.toc_digest.to_string(),
+    }
+}
+
+#[test]
+fn docker_config_secrets_from_the_api_server_make_private_layers_lazy() {
+    testkit::require!(
+        Prereq::Root,
+        Prereq::DevFuse,
+        Prereq::Binary(testkit::registry::REGISTRY_BIN)
+    );
+    let registry = Registry::start_with(RegistryOptions {
+        htpasswd: Some((USER.to_owned(), PASSWORD.to_owned())),
+    })
+    .unwrap();
+    let api = ApiServer::start(secret_list(&[]));
+    let files = tempfile::tempdir().unwrap();
+    let kubeconfig_path = files.path().join("kubeconfig");
+    std::fs::write(&kubeconfig_path, kubeconfig(&api.address)).unwrap();
+    // No docker config: Secrets are the only source of credentials.
+    let extra = format!(
+        "docker_config = \"{}\"\n[kubeconfig_keychain]\nenable = true\n\
+         kubeconfig_path = \"{}\"\nrefresh_interval = 1\n",
+        files.path().join("none.json").display(),
+        kubeconfig_path.display()
+    );
+    let stack = DaemonStack::with_registry("kub-", registry, &[], &extra);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
+
+    // No pull secret in the cluster yet: the private layer cannot be read lazily.
+    let before = push_layer(&stack.registry, "before the secret\n");
+    let labels = cri_labels(&before, "before", &before.toc_digest);
+    let prepared = rt.block_on(common::remote::prepare(
+        &mut c,
+        NS,
+        "extract-before",
+        labels,
+    ));
+    assert!(prepared.is_ok(), "{prepared:?}");
+    assert!(stack.daemon.log_text().contains("no lazy pull"));
+
+    // The Secret appears; the next poll stores it.
+    api.serve(secret_list(&[stack.registry.host()]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stack
+        .daemon
+        .log_text()
+        .contains("credential from a docker config secret")
+    {
+        assert!(Instant::now() < deadline, "{}", stack.daemon.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = push_layer(&stack.registry, "after the secret\n");
+    let labels = cri_labels(&after, "after", &after.toc_digest);
+    expect_remote(&rt, &mut c, NS, "extract-after", labels);
+    let mounts = stack.fuse_mounts();
+    assert_eq!(mounts.len(), 1, "{}", stack.daemon.log_text());
+    let read = std::fs::read_to_string(mounts[0].join(FILE)).unwrap();
+    assert_eq!(read, "after the secret\n");
+
+    let heads = api.heads();
+    assert!(!heads.is_empty());
+    for head in &heads {
+        let want = "GET /api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Fdockerconfigjson ";
+        assert!(head.starts_with(want), "{head}");
+        let bearer = format!("authorization: bearer {TOKEN}");
+        assert!(head.to_lowercase().contains(&bearer), "{head}");
+    }
+    let log = stack.daemon.log_text();
+    assert!(
+        !log.contains(PASSWORD),
+        "the password never reaches the log"
+    );
+    assert!(!log.contains(TOKEN), "the token never reaches the log");
+}
