@@ -39,7 +39,9 @@
 #      RATE tbf rate (default 100mbit), DELAY_MS proxy delay per direction (default 10),
 #      LINKS links to run (default "shaped loopback"), LOG_LEVEL daemon log level
 #      (default info), LOGS_DIR if set, each run's daemon log and registry lines are
-#      copied there, NET the /30 prefix (default 10.231.7).
+#      copied there, NET the /30 prefix (default 10.231.7), CASES the cases to measure
+#      (default all four; keep overlayfs: it gives the local start of the lower bound),
+#      DAEMON_CONFIG extra TOML for the daemon's config in measured runs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -54,7 +56,9 @@ LINKS=${LINKS:-shaped loopback}
 LOG_LEVEL=${LOG_LEVEL:-info}
 LOGS_DIR=${LOGS_DIR:-}
 NET=${NET:-10.231.7}
-CASES=(overlayfs esgz esgz-prio esgz-recorded)
+ALL_CASES=(overlayfs esgz esgz-prio esgz-recorded)
+read -r -a CASES <<<"${CASES:-${ALL_CASES[*]}}"
+DAEMON_CONFIG=${DAEMON_CONFIG:-}
 declare -A TAG=([overlayfs]=v1 [esgz]=esgz [esgz-prio]=esgz-prio [esgz-recorded]=esgz-rec)
 
 bench_init lazy
@@ -74,7 +78,7 @@ run_until_ready() {
 measure() {
   local link=$1 case=$2 round=$3 start pulled ready bytes requests
   REF=$REG/lazy:${TAG[$case]}
-  start_stack
+  start_stack "$DAEMON_CONFIG"
   : >"$WORK/run-output"
   local first_line=$(($(wc -l <"$REG_LOG") + 1))
   start=$(now)
@@ -161,7 +165,7 @@ log "build the ${SIZE_MIB} MiB lazy-bench image, convert it twice, record a run,
   --prioritized-files "$WORK/read-set.txt" 2>/dev/null
 record_run
 declare -A IMAGE_BYTES NEEDED
-for case in "${CASES[@]}"; do
+for case in "${ALL_CASES[@]}"; do
   IMAGE_BYTES[$case]=$(manifest lazy "${TAG[$case]}" | jq '[.layers[].size] | add')
   [[ $case == overlayfs ]] || NEEDED[$case]=$(needed_bytes "${TAG[$case]}")
 done

@@ -318,6 +318,19 @@ impl fuser::Filesystem for LayerFs {
         reply.opened(FH_FUSE, FopenFlags::FOPEN_KEEP_CACHE)
     }
 
+    /// Nothing to write back on close. ENOSYS (rather than fuser's default, which logs a
+    /// warning) makes the kernel stop sending flushes for the whole mount.
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn release(
         &self,
         _req: &Request,

@@ -104,22 +104,28 @@ pub(super) fn check_toc(
     }
 }
 
-/// `range` of the blob: out of `known_tail` (the blob's last bytes) when it lies inside,
-/// else read from the source.
+/// `range` of the blob: out of `known_tail` (the blob's last bytes) as far as it reaches,
+/// the rest read from the source (only the part before the known tail: a TOC bigger than
+/// the tail fetched at open costs one more request for its front, not a second copy).
 async fn read_near_end(
     source: &Arc<dyn BlobSource>,
     known_tail: &Bytes,
     range: Range<u64>,
 ) -> Result<Bytes, RemoteError> {
     let tail_start = source.size().saturating_sub(known_tail.len() as u64);
-    if range.start >= tail_start && !known_tail.is_empty() {
-        let start = usize::try_from(range.start - tail_start).unwrap_or(usize::MAX);
-        let end = usize::try_from(range.end - tail_start).unwrap_or(usize::MAX);
-        if let Some(bytes) = known_tail.get(start..end) {
-            return Ok(known_tail.slice_ref(bytes));
+    let in_tail = |at: u64| usize::try_from(at.saturating_sub(tail_start)).unwrap_or(usize::MAX);
+    let known = known_tail.get(in_tail(range.start)..in_tail(range.end));
+    match known {
+        Some(known) if !known_tail.is_empty() && range.end > tail_start => {
+            let known = known_tail.slice_ref(known);
+            if range.start >= tail_start {
+                return Ok(known);
+            }
+            let front = read_counted(source, range.start..tail_start).await?;
+            Ok([&front[..], &known[..]].concat().into())
         }
+        _ => read_counted(source, range).await,
     }
-    read_counted(source, range).await
 }
 
 /// One range read, counted in the metrics as a `toc` request.

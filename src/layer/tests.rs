@@ -495,3 +495,32 @@ async fn chunks_are_answered_before_the_rest_of_their_request_arrives() {
     let rest = chunks[3].compressed.start..range.end;
     assert_eq!(source.requests(), [rest]);
 }
+
+#[tokio::test]
+async fn a_toc_longer_than_the_known_tail_costs_one_request_for_its_front() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let size = fx.blob.len() as u64;
+    let whole = open(&MemoryBlob::new(fx.blob.clone()), &fx, memory_cache()).await;
+    let toc_offset = whole.toc_offset();
+    let toc_and_footer = (size - toc_offset) as usize;
+    let front = toc_offset..toc_offset + 20;
+    for (name, tail, want) in [
+        ("tail covers the toc", toc_and_footer + 10, &[][..]),
+        (
+            "tail starts inside the toc",
+            toc_and_footer - 20,
+            std::slice::from_ref(&front),
+        ),
+    ] {
+        let source = MemoryBlob::new(fx.blob.clone());
+        source.set_tail(tail);
+        let layer = open(&source, &fx, memory_cache()).await;
+        assert_eq!(source.requests(), want, "{name}");
+        let small = file(&layer, "data/small");
+        assert_eq!(
+            layer.read(small, 0, 100).await.expect("read"),
+            fx.small,
+            "{name}"
+        );
+    }
+}

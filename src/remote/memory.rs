@@ -32,6 +32,8 @@ pub(crate) struct MemoryBlob {
     delay: Duration,
     /// Bytes per piece of a streamed read.
     piece: usize,
+    /// How many of the blob's last bytes `take_tail` hands out (once), as opening does.
+    tail: Mutex<usize>,
 }
 
 impl MemoryBlob {
@@ -43,6 +45,7 @@ impl MemoryBlob {
             mode: Mutex::new(Mode::Serve),
             delay: Duration::ZERO,
             piece: usize::MAX,
+            tail: Mutex::new(0),
         })
     }
 
@@ -57,6 +60,12 @@ impl MemoryBlob {
         let mut blob = MemoryBlob::new(bytes);
         Arc::get_mut(&mut blob).expect("unique").piece = piece.max(1);
         blob
+    }
+
+    /// The next `take_tail` hands out the blob's last `len` bytes, as if opening the
+    /// blob had fetched them.
+    pub(crate) fn set_tail(&self, len: usize) {
+        *self.tail.lock().expect("lock") = len;
     }
 
     pub(crate) fn requests(&self) -> Vec<Range<u64>> {
@@ -84,6 +93,12 @@ impl BlobSource for MemoryBlob {
 
     fn size(&self) -> u64 {
         self.bytes.lock().expect("lock").len() as u64
+    }
+
+    fn take_tail(&self) -> Option<Bytes> {
+        let len = std::mem::take(&mut *self.tail.lock().expect("lock"));
+        let bytes = self.bytes.lock().expect("lock");
+        (len > 0).then(|| Bytes::copy_from_slice(&bytes[bytes.len().saturating_sub(len)..]))
     }
 
     fn read_ranges<'a>(

@@ -10,9 +10,11 @@ use registry::{Client, Reference};
 
 use super::{check_length, BlobLocation, BlobSource, RangeStream, RemoteError};
 
-/// Bytes fetched from the end of a blob when it is opened: enough for the footer and the
-/// TOC of most layers, so that opening a layer is one round trip.
-pub const OPEN_TAIL_BYTES: u64 = 256 << 10;
+/// Bytes fetched from the end of a blob when it is opened: the footer and the TOC of most
+/// layers (a few hundred files make a TOC of 10-20 KB), so that opening a layer is one
+/// round trip; a bigger TOC costs one more request. Small, because on a slow link every
+/// layer's tail is on the critical path before its prefetch can start.
+pub const OPEN_TAIL_BYTES: u64 = 64 << 10;
 
 /// One layer blob in a registry repository, with its size known.
 pub struct RegistryBlob {
