@@ -75,6 +75,9 @@ pub struct FuseConfig {
     /// ordinary pull, in seconds (fractions allowed). Default 30.
     #[serde(deserialize_with = "crate::config::seconds")]
     pub mount_timeout: Duration,
+    /// Kernel readahead of each mounted layer in KiB, so sequential reads come as 1 MiB
+    /// FUSE requests; 0 keeps the kernel's 128 KiB. Default 1024.
+    pub read_ahead_kb: u32,
 }
 
 impl Default for FuseConfig {
@@ -87,6 +90,7 @@ impl Default for FuseConfig {
             passthrough: options.passthrough,
             manager: false,
             mount_timeout: DEFAULT_MOUNT_TIMEOUT,
+            read_ahead_kb: options.read_ahead_kb,
         }
     }
 }
@@ -98,6 +102,7 @@ impl FuseConfig {
             allow_other: self.allow_other,
             threads: self.threads,
             passthrough: self.passthrough,
+            read_ahead_kb: self.read_ahead_kb,
             ..MountOptions::default()
         }
     }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -25,6 +26,8 @@ struct MemContent {
     reader: Arc<Reader<Vec<u8>>>,
     failing: BTreeSet<EntryId>,
     slow: BTreeMap<EntryId, Duration>,
+    /// The longest read asked for so far.
+    largest_read: Arc<AtomicU32>,
 }
 
 impl MemContent {
@@ -33,6 +36,7 @@ impl MemContent {
             reader: Arc::new(Reader::open(blob, None).expect("open blob")),
             failing: BTreeSet::new(),
             slow: BTreeMap::new(),
+            largest_read: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -76,6 +80,7 @@ impl LayerContent for MemContent {
         let reader = Arc::clone(&self.reader);
         let fail = self.failing.contains(&file);
         let delay = self.slow.get(&file).copied();
+        self.largest_read.fetch_max(len, Ordering::Relaxed);
         Box::pin(async move {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
@@ -610,4 +615,30 @@ fn large_directory_lists_and_stats_quickly() {
     let statfs = String::from_utf8_lossy(&statfs.stdout).trim().to_string();
     // One 4 KiB block per one-byte file; files = entries including the root and `many`.
     assert_eq!(statfs, format!("{FILES} {} 4096", FILES + 2));
+}
+
+#[test]
+fn sequential_reads_come_in_large_requests() {
+    require_fuse!();
+    let data = pseudo_random_bytes(5, 8 << 20);
+    let tar = TarBuilder::new().file("big", &data).finish();
+    for (read_ahead_kb, knob, largest) in [(1024, "1024", 1 << 20), (0, "128", 128 << 10)] {
+        let content = MemContent::new(build_blob(&tar));
+        let largest_read = content.largest_read.clone();
+        let options = MountOptions {
+            read_ahead_kb,
+            ..MountOptions::default()
+        };
+        let mounted = mount(content, options);
+        let dev = std::fs::metadata(mounted.path()).expect("stat mount").dev();
+        let set = std::fs::read_to_string(fs::readahead::knob_of(dev)).expect("read knob");
+        assert_eq!(set.trim(), knob, "read_ahead_kb = {read_ahead_kb}");
+        let got = std::fs::read(mounted.path().join("big")).expect("read big");
+        assert!(got == data, "content");
+        let seen = largest_read.load(Ordering::Relaxed);
+        assert_eq!(
+            seen, largest,
+            "largest request with read_ahead_kb = {read_ahead_kb}"
+        );
+    }
 }

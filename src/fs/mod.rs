@@ -7,6 +7,7 @@
 
 mod layer_fs;
 mod passthrough;
+pub mod readahead;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,8 @@ pub struct MountOptions {
     /// Serve fully local files through FUSE passthrough where the kernel supports it
     /// (Linux >= 6.9, CAP_SYS_ADMIN); default true.
     pub passthrough: bool,
+    /// The mount's kernel readahead in KiB (0: the kernel's 128 KiB); default 1024.
+    pub read_ahead_kb: u32,
 }
 
 impl Default for MountOptions {
@@ -66,9 +69,15 @@ impl Default for MountOptions {
             threads: 2,
             subtype: "estargz".to_string(),
             passthrough: true,
+            read_ahead_kb: DEFAULT_READ_AHEAD_KB,
         }
     }
 }
+
+/// Kernel readahead of a mount by default: sequential reads then reach the daemon as
+/// 1 MiB requests (the most one FUSE request carries) instead of 128 KiB ones, an eighth
+/// of the round trips through /dev/fuse for the same bytes.
+pub const DEFAULT_READ_AHEAD_KB: u32 = 1024;
 
 /// Errors from mounting a layer.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +158,9 @@ pub fn mount(
         }
     })?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted layer");
+    if options.read_ahead_kb > 0 {
+        readahead::set(mountpoint, options.read_ahead_kb);
+    }
     Ok(MountHandle {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
