@@ -17,7 +17,8 @@
 #   warm-pt      the registry on loopback, background fetch unthrottled until the daemon
 #                logs "layer fully cached", `[fuse] passthrough = true`, log level debug (for the daemon crate) so
 #                that "opened with passthrough" confirms each open; one unmeasured read
-#                first (it assembles the passthrough backing file), then RUNS reads;
+#                first (it starts the passthrough backing copy, which is awaited), then
+#                RUNS reads;
 #   warm-fuse    the same with `passthrough = false` (another daemon run): every read is
 #                served by the daemon from its chunk cache (memory, then disk);
 #   local        the same bytes copied (from the mount, after the first warm read) to a
@@ -151,6 +152,11 @@ passthrough = $pt"
     { tail -20 "$log"; die "background fetch did not finish"; }
   echo "$case: layer fully cached $(calc "$(now) - $started" 1) s after the pull started"
   timed_read "$case-first" 0 "$file" "$SNAPSHOTTER_PID"
+  if [[ $pt == true ]]; then
+    # The first open is served from the cached chunks while the backing copy is written.
+    wait_for 120 "backing file assembled" grep -q "backing file assembled" "$log" ||
+      { tail -20 "$log"; die "no passthrough backing file"; }
+  fi
   if [[ ! -f "$LOCAL" ]]; then
     mkdir -p "$(dirname "$LOCAL")"
     cp "$file" "$LOCAL"

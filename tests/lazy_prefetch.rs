@@ -188,6 +188,22 @@ fn fully_local_files_are_read_through_passthrough() {
     let mounted = stack.fuse_mounts();
     assert_eq!(mounted.len(), 1);
 
+    // The first opens are served from the cached chunks while the copies are written.
+    let first = std::fs::read(mounted[0].join(FIRST)).unwrap();
+    let second = std::fs::read(mounted[0].join(SECOND)).unwrap();
+    assert!(first == content(1, 1 << 20) && second == content(2, 3 << 20));
+    let assembled = || {
+        stack
+            .daemon
+            .log_text()
+            .matches("backing file assembled")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while assembled() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
     let mark = stack.daemon.log_text().len();
     for _ in 0..2 {
         let first = std::fs::read(mounted[0].join(FIRST))

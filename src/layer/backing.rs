@@ -2,6 +2,7 @@
 //! whole verified content is assembled once into `<cache>/files/`, so the kernel can serve
 //! reads of it directly from local disk.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,27 +14,57 @@ use super::{Inner, Layer, LayerError};
 use crate::cache::CacheKey;
 
 impl Layer {
-    /// The file's content as a local file opened read-only, when all of it is cached
-    /// (assembled on first use); `None` when some chunk is not local yet, the cache has
-    /// no disk, or assembling failed (logged: reads then go through the chunk cache).
+    /// The file's content as a local file opened read-only, when it has been assembled.
+    /// When all of it is cached but not assembled yet, the copy is started in the
+    /// background and this returns `None`: the open that asked is served through FUSE
+    /// from the cached chunks at once, rather than waiting for a copy and fsync of the
+    /// whole file, and a later open finds the copy. `None` too when some chunk is not
+    /// local, the cache has no disk, or assembling failed (logged).
     pub async fn backing_file(&self, file: EntryId) -> Result<Option<File>, LayerError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.backing_file(file))
+        let found = tokio::task::spawn_blocking(move || inner.find_backing_file(file))
             .await
             .map_err(|source| LayerError::Task {
                 blob: self.inner.blob,
                 source,
-            })
+            })?;
+        Ok(match found {
+            Backing::Ready(local) => Some(local),
+            Backing::Assemble(plan) => {
+                let inner = self.inner.clone();
+                tokio::task::spawn_blocking(move || inner.assemble_backing_file(file, plan));
+                None
+            }
+            Backing::Missing => None,
+        })
     }
 }
 
+/// Where a file's backing copy stands.
+enum Backing {
+    Ready(File),
+    /// Every chunk is cached: write the copy (under way for this file from now on).
+    Assemble(Plan),
+    /// Not all local, no disk, over budget, or already being written.
+    Missing,
+}
+
+/// What assembling one backing file needs.
+struct Plan {
+    name: String,
+    path: PathBuf,
+    keys: Vec<CacheKey>,
+    digest: Option<estargz::Digest>,
+}
+
 impl Inner {
-    fn backing_file(self: &Arc<Self>, file: EntryId) -> Option<File> {
-        let dir = self.cache.files_dir()?;
-        let entry = self
-            .index
-            .entry(file)
-            .filter(|e| e.kind == EntryType::Reg)?;
+    fn find_backing_file(self: &Arc<Self>, file: EntryId) -> Backing {
+        let Some(dir) = self.cache.files_dir() else {
+            return Backing::Missing;
+        };
+        let Some(entry) = self.index.entry(file).filter(|e| e.kind == EntryType::Reg) else {
+            return Backing::Missing;
+        };
         let name = match entry.digest {
             Some(digest) => format!("sha256-{}", digest.hex()),
             None => format!("blob-{}-{file}", self.blob.hex()),
@@ -42,7 +73,7 @@ impl Inner {
         if let Ok(existing) = File::open(&path) {
             if existing.metadata().is_ok_and(|m| m.len() == entry.size) {
                 self.cache.touch_file(&name);
-                return Some(existing);
+                return Backing::Ready(existing);
             }
         }
         let chunks = self.index.chunks(file);
@@ -50,25 +81,42 @@ impl Inner {
             .iter()
             .map(|c| CacheKey::for_chunk(self.blob, c))
             .collect();
-        if !keys
+        let all_local = keys
             .iter()
             .zip(chunks)
-            .all(|(key, chunk)| self.cache.contains(key, chunk.size))
-        {
-            return None;
+            .all(|(key, chunk)| self.cache.contains(key, chunk.size));
+        if !all_local || !self.lock_assembling().insert(file) {
+            return Backing::Missing;
         }
         // The copy counts under the cache's disk budget (none while disk writes pause).
         if !self.cache.reserve_file(&name, entry.size) {
-            return None;
+            self.lock_assembling().remove(&file);
+            return Backing::Missing;
         }
-        match self.assemble(&path, &keys, chunks, entry.digest) {
-            Ok(file) => Some(file),
+        Backing::Assemble(Plan {
+            name,
+            path,
+            keys,
+            digest: entry.digest,
+        })
+    }
+
+    fn assemble_backing_file(&self, file: EntryId, plan: Plan) {
+        let chunks = self.index.chunks(file);
+        match self.assemble(&plan.path, &plan.keys, chunks, plan.digest) {
+            Ok(_) => tracing::debug!(blob = %self.blob, file, "backing file assembled"),
             Err(reason) => {
-                self.cache.release_file(&name);
+                self.cache.release_file(&plan.name);
                 tracing::warn!(blob = %self.blob, file, %reason, "no backing file; reads stay in FUSE");
-                None
             }
         }
+        self.lock_assembling().remove(&file);
+    }
+
+    fn lock_assembling(&self) -> std::sync::MutexGuard<'_, HashSet<EntryId>> {
+        self.assembling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Writes the chunks in order to a temp file, checks the whole-file digest, and

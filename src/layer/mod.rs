@@ -128,6 +128,8 @@ struct Inner {
     next_fetch_id: std::sync::atomic::AtomicU64,
     activity: activity::Activity,
     background: Mutex<background::Cursor>,
+    /// Files whose passthrough backing copy is being written.
+    assembling: Mutex<std::collections::HashSet<EntryId>>,
 }
 
 /// A [`Layer`] that does not keep it alive (background work must not outlive a mount).
@@ -192,6 +194,7 @@ impl Layer {
                 next_fetch_id: std::sync::atomic::AtomicU64::new(0),
                 activity: activity::Activity::new(),
                 background: Mutex::new(background::Cursor::default()),
+                assembling: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
