@@ -7,7 +7,7 @@
 mod common;
 use common::remote::{blob_gets, cri_labels, expect_remote, pushed_estargz_layer, DaemonStack};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Keeps background fetching out of the request counts of the prefetch tests. The other
 /// keys would start it at once if `enable = false` were ignored, so a test that waits
@@ -130,15 +130,8 @@ fn prepare_and_wait_until_local(stack: &DaemonStack, layer: &common::remote::Rem
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
     let labels = cri_labels(layer, "layer-1", &layer.toc_digest);
     expect_remote(&rt, &mut c, NS, "extract-1", labels);
-    let started = Instant::now();
-    while !stack.daemon.log_text().contains("layer fully cached") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "background fetch did not finish: {}",
-            stack.daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let limit = Duration::from_secs(60);
+    stack.daemon.wait_for_log("layer fully cached", 1, limit);
 }
 
 /// Quick background fetching, and `passthrough` as given.
@@ -192,17 +185,10 @@ fn fully_local_files_are_read_through_passthrough() {
     let first = std::fs::read(mounted[0].join(FIRST)).unwrap();
     let second = std::fs::read(mounted[0].join(SECOND)).unwrap();
     assert!(first == content(1, 1 << 20) && second == content(2, 3 << 20));
-    let assembled = || {
-        stack
-            .daemon
-            .log_text()
-            .matches("backing file assembled")
-            .count()
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while assembled() < 2 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let limit = Duration::from_secs(10);
+    stack
+        .daemon
+        .wait_for_log("backing file assembled", 2, limit);
 
     let mark = stack.daemon.log_text().len();
     for _ in 0..2 {

@@ -13,7 +13,7 @@ use common::remote::{
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NS: &str = "metrics";
 const WRONG_TOC: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
@@ -192,15 +192,8 @@ fn prefetch_and_background_bytes_are_counted_by_kind() {
     let prefetch_requests = "estargz_range_requests_total{kind=\"prefetch\",result=\"ok\"}";
     assert_eq!(sample(&text, prefetch_requests), 1.0, "{text}");
 
-    let started = Instant::now();
-    while !stack.daemon.log_text().contains("layer fully cached") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "background fetch did not finish: {}",
-            stack.daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let limit = Duration::from_secs(60);
+    stack.daemon.wait_for_log("layer fully cached", 1, limit);
     let text = scrape(address);
     let log = stack.registry_log();
     let served: u64 = blob_gets(&log[log_start..], &layer.digest).iter().sum();

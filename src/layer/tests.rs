@@ -236,16 +236,20 @@ async fn corrupted_chunk_is_refused_and_not_cached() {
 /// given read timeout.
 async fn open_over_memory(fx: &Fixture, timeout: Duration) -> (Layer, Arc<MemoryBlob>) {
     let source = MemoryBlob::new(fx.blob.clone());
+    (open_over(&source, fx, timeout).await, source)
+}
+
+/// The fixture's layer over `source`, with a memory cache and the given read timeout.
+async fn open_over(source: &Arc<MemoryBlob>, fx: &Fixture, timeout: Duration) -> Layer {
     let dyn_source: Arc<dyn BlobSource> = source.clone();
-    let layer = Layer::open(
+    Layer::open(
         dyn_source,
         Some(fx.toc_digest),
         memory_cache(),
         config(timeout),
     )
     .await
-    .expect("open");
-    (layer, source)
+    .expect("open")
 }
 
 #[tokio::test]
@@ -441,16 +445,8 @@ async fn a_broken_body_is_resumed_where_it_broke() {
 async fn chunks_are_answered_before_the_rest_of_their_request_arrives() {
     let fx = fixture(Compression::DEFAULT_GZIP);
     let source = MemoryBlob::in_pieces(fx.blob.clone(), 64);
-    let dyn_source: Arc<dyn BlobSource> = source.clone();
     let timeout = Duration::from_millis(800);
-    let layer = Layer::open(
-        dyn_source,
-        Some(fx.toc_digest),
-        memory_cache(),
-        config(timeout),
-    )
-    .await
-    .expect("open");
+    let layer = open_over(&source, &fx, timeout).await;
     let big = file(&layer, "data/big");
     let chunks = layer.index().chunks(big).to_vec();
     let range = big_range(&layer);

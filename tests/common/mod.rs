@@ -86,6 +86,21 @@ impl Daemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the log holds `text` at least `times` times; panics with the log
+    /// after `limit`.
+    #[allow(dead_code)] // not every test binary calls it
+    pub fn wait_for_log(&self, text: &str, times: usize, limit: Duration) {
+        let started = Instant::now();
+        while self.log_text().matches(text).count() < times {
+            assert!(
+                started.elapsed() < limit,
+                "no {times} x {text:?} in the daemon log within {limit:?}: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Daemon {
