@@ -18,6 +18,7 @@ mod range_body;
 mod ranges;
 mod reference;
 mod refresh;
+mod refresh_gate;
 mod retry;
 mod stream;
 mod transport;
