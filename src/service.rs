@@ -23,7 +23,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::cri::{self, CriError};
 use crate::grpc::SnapshotService;
-use crate::kube::{self, KubeconfigError};
+use crate::kube::{self, AccessError};
 use crate::lazy::{FuseMounter, LazyConfig, LazyError};
 use crate::manager::ManagerMounter;
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
@@ -57,7 +57,7 @@ pub enum Error {
     #[error("CRI proxy: {0}")]
     Cri(#[from] CriError),
     #[error("kubeconfig keychain: {0}")]
-    Kubeconfig(#[from] KubeconfigError),
+    Kubeconfig(#[from] AccessError),
     #[error("serve gRPC: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("the fuse manager needs lazy pulling on and {FUSE_DEVICE}")]

@@ -64,6 +64,11 @@ fn manifests() -> Vec<Value> {
     yaml_documents(&deploy_file("kubernetes/estargz-snapshotter.yaml").1)
 }
 
+/// The optional RBAC for `[kubeconfig_keychain]`.
+fn keychain_rbac() -> Vec<Value> {
+    yaml_documents(&deploy_file("kubernetes/secrets-keychain-rbac.yaml").1)
+}
+
 fn containerd_config() -> toml::Value {
     let (_, text) = deploy_file("kubernetes/containerd-config.toml");
     toml::from_str(&text).unwrap()
@@ -81,6 +86,7 @@ fn every_manifest_has_the_api_version_of_its_kind() {
     let documents = manifests();
     let cases = [
         ("Namespace", "v1"),
+        ("ServiceAccount", "v1"),
         ("ConfigMap", "v1"),
         ("RuntimeClass", "node.k8s.io/v1"),
         ("DaemonSet", "apps/v1"),
@@ -114,7 +120,6 @@ fn daemonset_runs_the_daemon_privileged_with_the_host_dirs_it_needs() {
     let container = &pod["containers"][0];
     assert_eq!(container["securityContext"]["privileged"], true);
     assert_ne!(pod["hostPID"], true, "hostPID is not needed");
-    assert_eq!(pod["automountServiceAccountToken"], false);
 
     let cases = [
         ("root dir, shared back to the host", ROOT_DIR, ROOT_DIR),
@@ -169,6 +174,106 @@ fn configmap_config_parses_and_matches_the_mounts() {
     let configmap = of_kind(&documents, "ConfigMap");
     assert_eq!(volume["configMap"]["name"], configmap["metadata"]["name"]);
     assert_eq!(config_path.file_name().unwrap(), "config.toml");
+}
+
+#[test]
+fn keychain_rbac_grants_the_daemonset_account_only_listing_secrets() {
+    let documents = manifests();
+    let rbac = keychain_rbac();
+    let cases = [
+        ("ClusterRole", "rbac.authorization.k8s.io/v1"),
+        ("ClusterRoleBinding", "rbac.authorization.k8s.io/v1"),
+    ];
+    assert_eq!(rbac.len(), cases.len(), "{rbac:?}");
+    for (kind, api_version) in cases {
+        let document = of_kind(&rbac, kind);
+        assert_eq!(document["apiVersion"], api_version, "{kind}");
+        assert!(
+            document["metadata"]["name"].is_string(),
+            "{kind} has a name"
+        );
+        assert!(
+            document["metadata"]["namespace"].is_null(),
+            "{kind} is cluster-wide"
+        );
+    }
+
+    // src/kube/secrets.rs sends one request: GET /api/v1/secrets (a list, all namespaces).
+    let role = of_kind(&rbac, "ClusterRole");
+    let want = serde_json::json!([
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}
+    ]);
+    assert_eq!(role["rules"], want, "only list on secrets, nothing else");
+    assert!(role["aggregationRule"].is_null());
+
+    let account = of_kind(&documents, "ServiceAccount");
+    let namespace = &of_kind(&documents, "Namespace")["metadata"]["name"];
+    assert_eq!(&account["metadata"]["namespace"], namespace);
+    let binding = of_kind(&rbac, "ClusterRoleBinding");
+    let role_ref = &binding["roleRef"];
+    assert_eq!(role_ref["apiGroup"], "rbac.authorization.k8s.io");
+    assert_eq!(role_ref["kind"], "ClusterRole");
+    assert_eq!(role_ref["name"], role["metadata"]["name"]);
+    let want = serde_json::json!([{
+        "kind": "ServiceAccount",
+        "name": account["metadata"]["name"],
+        "namespace": account["metadata"]["namespace"],
+    }]);
+    assert_eq!(
+        binding["subjects"], want,
+        "bound to the DaemonSet's account only"
+    );
+
+    let pod = &of_kind(&documents, "DaemonSet")["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
+    assert_ne!(
+        pod["automountServiceAccountToken"], false,
+        "the keychain authenticates with the mounted token"
+    );
+}
+
+#[test]
+fn configmap_keychain_section_uncommented_uses_the_pod_service_account() {
+    let documents = manifests();
+    let configmap = of_kind(&documents, "ConfigMap");
+    let text = configmap["data"]["config.toml"].as_str().unwrap();
+    let start = text
+        .find("# [kubeconfig_keychain]")
+        .expect("a commented keychain section");
+    let section: String = text[start..]
+        .lines()
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .map(|line| line.trim_start().trim_start_matches("# "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let enabled = format!("{}\n{section}\n", &text[..start]);
+    let config = Config::from_toml(&enabled, Path::new("configmap/config.toml")).unwrap();
+    let keychain = &config.kubeconfig_keychain;
+    assert!(keychain.enable, "{section}");
+    // The kubeconfig path lies in the ConfigMap's mount, where no kubeconfig is shipped:
+    // the daemon falls back to the service account kubelet mounts.
+    let file = keychain
+        .kubeconfig_path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        configmap["data"][file].is_null(),
+        "no {file} in the ConfigMap"
+    );
+    assert_eq!(
+        keychain.service_account_dir,
+        Path::new("/var/run/secrets/kubernetes.io/serviceaccount")
+    );
+    let pod = &of_kind(&documents, "DaemonSet")["spec"]["template"]["spec"];
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let shadowed = mounts.iter().any(|m| {
+        keychain
+            .service_account_dir
+            .starts_with(m["mountPath"].as_str().unwrap())
+    });
+    assert!(!shadowed, "no volume hides the service-account mount");
 }
 
 #[test]

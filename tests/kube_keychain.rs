@@ -5,6 +5,11 @@
 //! `kubernetes.io/dockerconfigjson` Secret for the registry appears, the next poll hands
 //! it to the registry client and a layer of the private registry is mounted lazily and
 //! read through FUSE. The API server sees the token and the type selector.
+//!
+//! Rotation: with a poll interval far longer than the test, the registry's password and
+//! the pull Secret change together; the next lazy read of a chunk not yet fetched is
+//! refused by the registry, which makes the daemon list the Secrets right away (one extra
+//! list), and the read succeeds with the rotated password instead of failing with EIO.
 
 mod common;
 use common::remote::{cri_labels, expect_remote, DaemonStack, RemoteLayer};
@@ -20,6 +25,7 @@ const NS: &str = "kube";
 const REPO: &str = "private/app";
 const USER: &str = "puller";
 const PASSWORD: &str = "s3cret-from-a-secret";
+const ROTATED_PASSWORD: &str = "r0tated-s3cret";
 const TOKEN: &str = "snapshotter-sa-token";
 const FILE: &str = "data/greeting.txt";
 
@@ -82,12 +88,13 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// A SecretList with, for each host, one dockerconfigjson Secret holding our user.
-fn secret_list(hosts: &[String]) -> String {
+/// A SecretList with, for each host, one dockerconfigjson Secret holding our user and
+/// `password`.
+fn secret_list(hosts: &[String], password: &str) -> String {
     let items: Vec<serde_json::Value> = hosts
         .iter()
         .map(|host| {
-            let auth = b64(format!("{USER}:{PASSWORD}").as_bytes());
+            let auth = b64(format!("{USER}:{password}").as_bytes());
             let config = serde_json::json!({"auths": {host: {"auth": auth}}});
             serde_json::json!({
                 "metadata": {"name": "pull", "namespace": "team"},
@@ -110,9 +117,16 @@ fn kubeconfig(server: &str) -> String {
 
 /// A one-file eStargz layer (text `greeting`) pushed with the registry's credentials.
 fn push_layer(registry: &Registry, greeting: &str) -> RemoteLayer {
+    push_files(registry, &[(FILE, greeting.as_bytes())])
+}
+
+/// An eStargz layer of `files` under `data/`, pushed with the registry's credentials.
+fn push_files(registry: &Registry, files: &[(&str, &[u8])]) -> RemoteLayer {
     let mut layer = testkit::LayerBuilder::new();
     layer.dir("data", 0o755).unwrap();
-    layer.file(FILE, greeting.as_bytes(), 0o644).unwrap();
+    for (path, bytes) in files {
+        layer.file(path, bytes, 0o644).unwrap();
+    }
     let tar = layer.finish().unwrap();
     let mut blob = Vec::new();
     let options = estargz::writer::WriterOptions::default();
@@ -138,7 +152,7 @@ fn docker_config_secrets_from_the_api_server_make_private_layers_lazy() {
         htpasswd: Some((USER.to_owned(), PASSWORD.to_owned())),
     })
     .unwrap();
-    let api = ApiServer::start(secret_list(&[]));
+    let api = ApiServer::start(secret_list(&[], PASSWORD));
     let files = tempfile::tempdir().unwrap();
     let kubeconfig_path = files.path().join("kubeconfig");
     std::fs::write(&kubeconfig_path, kubeconfig(&api.address)).unwrap();
@@ -166,16 +180,8 @@ fn docker_config_secrets_from_the_api_server_make_private_layers_lazy() {
     assert!(stack.daemon.log_text().contains("no lazy pull"));
 
     // The Secret appears; the next poll stores it.
-    api.serve(secret_list(&[stack.registry.host()]));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !stack
-        .daemon
-        .log_text()
-        .contains("credential from a docker config secret")
-    {
-        assert!(Instant::now() < deadline, "{}", stack.daemon.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    api.serve(secret_list(&[stack.registry.host()], PASSWORD));
+    wait_for_log(&stack, "credential from a docker config secret");
     let after = push_layer(&stack.registry, "after the secret\n");
     let labels = cri_labels(&after, "after", &after.toc_digest);
     expect_remote(&rt, &mut c, NS, "extract-after", labels);
@@ -198,4 +204,94 @@ fn docker_config_secrets_from_the_api_server_make_private_layers_lazy() {
         "the password never reaches the log"
     );
     assert!(!log.contains(TOKEN), "the token never reaches the log");
+}
+
+/// Deterministic, poorly compressible bytes (an xorshift stream): several chunks.
+fn big_bytes() -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..3 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Waits until the daemon's log mentions `text`.
+fn wait_for_log(stack: &DaemonStack, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stack.daemon.log_text().contains(text) {
+        assert!(Instant::now() < deadline, "{}", stack.daemon.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_refused_lazy_read_relists_the_secrets_and_succeeds_with_the_rotated_password() {
+    testkit::require!(
+        Prereq::Root,
+        Prereq::DevFuse,
+        Prereq::Binary(testkit::registry::REGISTRY_BIN)
+    );
+    let registry = Registry::start_with(RegistryOptions {
+        htpasswd: Some((USER.to_owned(), PASSWORD.to_owned())),
+    })
+    .unwrap();
+    let api = ApiServer::start(secret_list(&[registry.host()], PASSWORD));
+    let files = tempfile::tempdir().unwrap();
+    let kubeconfig_path = files.path().join("kubeconfig");
+    std::fs::write(&kubeconfig_path, kubeconfig(&api.address)).unwrap();
+    // One list at startup, the next only in an hour: any other list came from a refusal.
+    // No background fetch: the big file's chunks stay in the registry until read.
+    let extra = format!(
+        "docker_config = \"{}\"\n[background_fetch]\nenable = false\n\
+         [kubeconfig_keychain]\nenable = true\n\
+         kubeconfig_path = \"{}\"\nrefresh_interval = 3600\n",
+        files.path().join("none.json").display(),
+        kubeconfig_path.display()
+    );
+    let mut stack = DaemonStack::with_registry("kur-", registry, &[], &extra);
+    wait_for_log(&stack, "credential from a docker config secret");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
+
+    let big = big_bytes();
+    let layer = push_files(
+        &stack.registry,
+        &[(FILE, b"before the rotation\n"), ("data/big.bin", &big)],
+    );
+    let labels = cri_labels(&layer, "rotating", &layer.toc_digest);
+    expect_remote(&rt, &mut c, NS, "extract-rotating", labels);
+    let mounts = stack.fuse_mounts();
+    assert_eq!(mounts.len(), 1, "{}", stack.daemon.log_text());
+    let read = std::fs::read_to_string(mounts[0].join(FILE)).unwrap();
+    assert_eq!(read, "before the rotation\n");
+    let lists_before = api.heads().len();
+    assert_eq!(lists_before, 1, "only the startup list so far");
+
+    // The password rotates; the pull Secret is updated with it, long before the next poll.
+    stack.registry.change_password(ROTATED_PASSWORD).unwrap();
+    api.serve(secret_list(&[stack.registry.host()], ROTATED_PASSWORD));
+    let read = std::fs::read(mounts[0].join("data/big.bin"));
+    let read = read.unwrap_or_else(|e| panic!("{e}: {}", stack.daemon.log_text()));
+    assert!(read == big, "bytes read after the rotation differ");
+
+    let heads = api.heads();
+    assert_eq!(
+        heads.len(),
+        lists_before + 1,
+        "the refusals shared one extra list: {heads:?}"
+    );
+    let want = "GET /api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Fdockerconfigjson ";
+    assert!(heads[lists_before].starts_with(want), "{heads:?}");
+    let log = stack.daemon.log_text();
+    assert!(
+        log.contains("docker config secrets listed after a refusal"),
+        "{log}"
+    );
+    for secret in [PASSWORD, ROTATED_PASSWORD, TOKEN] {
+        assert!(!log.contains(secret), "{secret} reached the log");
+    }
 }

@@ -10,6 +10,8 @@ use crate::config::ClientConfig;
 use crate::credentials::{Credential, Credentials};
 use crate::error::Error;
 use crate::mirrors::MirrorHealth;
+use crate::refresh::{RefreshHook, REFRESH_MIN_INTERVAL};
+use crate::refresh_gate::RefreshGate;
 
 /// An OCI distribution client. Clones share connections, tokens and credentials.
 #[derive(Clone)]
@@ -27,6 +29,9 @@ pub(crate) struct Inner {
     /// (see `refresh.rs`), and what it said when last read.
     pub(crate) docker_config: Option<PathBuf>,
     pub(crate) file_credentials: Mutex<Credentials>,
+    /// A keychain's refresh, asked after a refusal (see `refresh.rs`), and its gate.
+    pub(crate) refresh_hook: RwLock<Option<RefreshHook>>,
+    pub(crate) refresh_gate: RefreshGate,
     pub(crate) auth: AuthCache,
     pub(crate) mirror_health: MirrorHealth,
 }
@@ -79,6 +84,8 @@ impl Client {
             file_credentials: Mutex::new(credentials.clone()),
             credentials: RwLock::new(credentials),
             docker_config,
+            refresh_hook: RwLock::new(None),
+            refresh_gate: RefreshGate::new(REFRESH_MIN_INTERVAL),
             auth: AuthCache::default(),
             mirror_health: MirrorHealth::default(),
         };

@@ -3,7 +3,8 @@
 //! Media-type agnostic: manifests travel as bytes plus a media type; callers own the JSON
 //! schemas. Blobs can be downloaded whole (digest-verified), read by byte ranges, and
 //! pushed monolithically from files. Auth: anonymous, HTTP basic, bearer tokens, with
-//! credentials from a docker `config.json` or given explicitly.
+//! credentials from a docker `config.json` or given explicitly; a keychain may register a
+//! refresh hook that a refused credential triggers (`refresh.rs`).
 
 mod auth;
 mod blobs;
@@ -18,6 +19,7 @@ mod range_body;
 mod ranges;
 mod reference;
 mod refresh;
+mod refresh_gate;
 mod retry;
 mod stream;
 mod transport;

@@ -4,21 +4,93 @@
 //! The freshest credential is the stored one when it changed while the request was under
 //! way (`Client::set_credential`, e.g. by the CRI image-service proxy), else the docker
 //! config file's when the file now says something else for the host than when it was last
-//! read. With a fresher one the caller retries the request once; otherwise the refusal
-//! stands.
+//! read, else whatever the refresh hook a keychain registered (`Client::set_refresh_hook`,
+//! e.g. a re-list of the cluster's pull Secrets) brings. Hook calls go through a
+//! `RefreshGate`: concurrent refusals share one call, and a host is refreshed at most once
+//! per `REFRESH_MIN_INTERVAL`. With a fresher credential the caller retries the request
+//! once; otherwise the refusal stands.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::client::Client;
 use crate::credentials::{Credential, Credentials};
 
+/// The shortest time between two hook calls for one registry host.
+pub(crate) const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a refused request waits for the hook before the refusal stands.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a refresh hook returns: every credential its source now has, by host.
+pub(crate) type RefreshFuture = Pin<Box<dyn Future<Output = Credentials> + Send>>;
+
+/// A keychain's way to fetch credentials anew, given the refusing registry's host.
+pub(crate) type RefreshHook = Arc<dyn Fn(String) -> RefreshFuture + Send + Sync>;
+
 impl Client {
+    /// Registers `hook`, called when a registry refuses a credential and nothing fresher
+    /// is stored; the credentials it returns are stored (as with `set_credential`) and the
+    /// refused request is retried once when its host's changed. Replaces an earlier hook.
+    /// The hook should log failures itself and return what it has (possibly nothing).
+    pub fn set_refresh_hook<F, Fut>(&self, hook: F)
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Credentials> + Send + 'static,
+    {
+        let hook: RefreshHook = Arc::new(move |host| Box::pin(hook(host)));
+        if let Ok(mut slot) = self.inner.refresh_hook.write() {
+            *slot = Some(hook);
+        }
+    }
+
+    /// Removes the refresh hook (its keychain stopped).
+    pub fn clear_refresh_hook(&self) {
+        if let Ok(mut slot) = self.inner.refresh_hook.write() {
+            *slot = None;
+        }
+    }
+
     /// Whether a credential fresher than `used` (what the refused request was sent with)
-    /// is now stored for `registry`; re-reads the docker config file when the store has
-    /// nothing newer.
-    pub(crate) fn refresh_credential(&self, registry: &str, used: Option<&Credential>) -> bool {
+    /// is now stored for `registry`; re-reads the docker config file, then asks the
+    /// refresh hook, while the store has nothing newer.
+    pub(crate) async fn refresh_credential(
+        &self,
+        registry: &str,
+        used: Option<&Credential>,
+    ) -> bool {
         if self.credential_for(registry).as_ref() != used {
             return true;
         }
-        self.reload_from_docker_config(registry)
+        if self.reload_from_docker_config(registry) {
+            return true;
+        }
+        self.ask_refresh_hook(registry).await;
+        self.credential_for(registry).as_ref() != used
+    }
+
+    /// Calls the hook through the gate and stores what it returns.
+    async fn ask_refresh_hook(&self, registry: &str) {
+        let hook = match self.inner.refresh_hook.read() {
+            Ok(slot) => slot.clone(),
+            Err(_) => None,
+        };
+        let Some(hook) = hook else {
+            return;
+        };
+        let refresh = || async move {
+            tracing::info!(host = registry, "credential refused; asking its keychain");
+            match tokio::time::timeout(REFRESH_TIMEOUT, hook(registry.to_owned())).await {
+                Ok(found) => {
+                    for (host, credential) in found.iter() {
+                        self.set_credential(host, credential.clone());
+                    }
+                }
+                Err(_) => tracing::warn!(host = registry, "keychain refresh timed out"),
+            }
+        };
+        self.inner.refresh_gate.run(registry, refresh).await;
     }
 
     /// Re-reads the docker config file; stores and reports its credential for `registry`

@@ -145,7 +145,7 @@ impl Client {
         match self.send_answering_challenge(call).await {
             Err(refused @ (Error::Unauthorized { .. } | Error::Denied { .. })) => {
                 let host = &call.target.registry;
-                if !self.refresh_credential(host, used.as_ref()) {
+                if !self.refresh_credential(host, used.as_ref()).await {
                     return Err(refused);
                 }
                 tracing::info!(%host, url = %call.shown_url(), "credential refused; retrying with a fresher one");

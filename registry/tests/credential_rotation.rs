@@ -1,11 +1,15 @@
 //! Credentials that rotate while a client is in use (a lazily pulled layer is read for as
 //! long as its container runs): after the registry starts refusing the old secret, a
 //! secret given with `set_credential`, or written to the docker config file, is used by
-//! the next range read of the same client, with HTTP basic auth and with bearer tokens.
+//! the next range read of the same client, with HTTP basic auth and with bearer tokens; a
+//! registered refresh hook is asked after a refusal (once for concurrent refusals, at most
+//! once per interval) and the refused read is retried with what it brings.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::{client_with, plain_config, test_bytes, FakeServer, Reply};
@@ -186,5 +190,84 @@ async fn a_refused_password_is_replaced_by_the_rewritten_docker_config_without_a
         &part.unwrap()[..],
         &blob[10..20],
         "retried with the new file"
+    );
+}
+
+/// A keychain whose source holds `password`'s current value; counts its refreshes, each
+/// taking a moment so that concurrent refusals overlap it.
+fn counting_hook(client: &Client, host: String, password: Password) -> Arc<AtomicUsize> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    client.set_refresh_hook(move |refused: String| {
+        let (host, password, counter) = (host.clone(), password.clone(), counter.clone());
+        async move {
+            assert_eq!(refused, host, "the hook is told which registry refused");
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut found = Credentials::new();
+            found.insert(&host, basic(&password.current()));
+            found
+        }
+    });
+    calls
+}
+
+#[tokio::test]
+async fn concurrent_refusals_share_one_hook_refresh_and_their_reads_succeed() {
+    let blob = test_bytes(8192, 4);
+    let digest = Digest::sha256(&blob);
+    let password = Password::new("first");
+    let registry = basic_registry(blob.clone(), password.clone()).await;
+    let repo = blob_ref(&registry.host());
+    let mut credentials = Credentials::new();
+    credentials.insert(&registry.host(), basic("first"));
+    let client = client_with(credentials);
+    let calls = counting_hook(&client, registry.host(), password.clone());
+    client.read_blob_range(&repo, &digest, 0..10).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no refusal, no refresh");
+
+    password.rotate("second");
+    let reads = (1..9u64).map(|i| {
+        let (client, repo) = (client.clone(), repo.clone());
+        async move {
+            client
+                .read_blob_range(&repo, &digest, i * 100..i * 100 + 50)
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(reads).await;
+    for (i, result) in (1..9usize).zip(results) {
+        assert_eq!(
+            &result.unwrap()[..],
+            &blob[i * 100..i * 100 + 50],
+            "read {i}"
+        );
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one refresh for every refusal"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_that_keeps_refusing_is_refreshed_at_most_once_per_interval() {
+    let blob = test_bytes(4096, 5);
+    let digest = Digest::sha256(&blob);
+    let registry = basic_registry(blob.clone(), Password::new("accepted")).await;
+    let repo = blob_ref(&registry.host());
+    let mut credentials = Credentials::new();
+    credentials.insert(&registry.host(), basic("revoked"));
+    let client = client_with(credentials);
+    // The keychain's source still has the refused password: nothing fresher to retry with.
+    let calls = counting_hook(&client, registry.host(), Password::new("revoked"));
+    for i in 0..3u64 {
+        let refused = client.read_blob_range(&repo, &digest, i..i + 1).await;
+        assert!(unauthorized(&refused), "read {i}: {refused:?}");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "later refusals wait out the interval"
     );
 }

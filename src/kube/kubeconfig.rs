@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::access::{ApiAccess, BearerToken};
+
 /// Errors reading a kubeconfig.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeconfigError {
@@ -77,24 +79,6 @@ struct Context {
     user: String,
 }
 
-/// What talking to the API server takes.
-pub struct ApiAccess {
-    /// Base URL, e.g. `https://10.0.0.1:6443`.
-    pub server: String,
-    pub http: reqwest::Client,
-    /// Sent as `Authorization: Bearer`; never logged.
-    pub token: Option<String>,
-}
-
-impl std::fmt::Debug for ApiAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiAccess")
-            .field("server", &self.server)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish_non_exhaustive()
-    }
-}
-
 /// Reads `path` and builds the access of its current context.
 pub fn load(path: &Path) -> Result<ApiAccess, KubeconfigError> {
     let read = |p: &Path| {
@@ -159,8 +143,12 @@ pub fn load(path: &Path) -> Result<ApiAccess, KubeconfigError> {
         builder = builder.identity(reqwest::Identity::from_pem(&cert).map_err(tls_error)?);
     }
     let token = match (&user.token, &user.token_file) {
-        (Some(token), _) => Some(token.clone()),
-        (None, Some(file)) => Some(String::from_utf8_lossy(&read(file)?).trim().to_owned()),
+        (Some(token), _) => Some(BearerToken::Fixed(token.clone())),
+        (None, Some(file)) => {
+            // Read now so that a missing file fails at startup; re-read for each request.
+            read(file)?;
+            Some(BearerToken::File(file.clone()))
+        }
         (None, None) => None,
     };
     Ok(ApiAccess {
@@ -198,7 +186,8 @@ mod tests {
     fn current_context_picks_server_and_token() {
         let access = load_text(CONFIG).unwrap();
         assert_eq!(access.server, "http://127.0.0.1:6443");
-        assert_eq!(access.token.as_deref(), Some("sekret"));
+        let token = access.bearer_token().unwrap();
+        assert_eq!(token.as_deref(), Some("sekret"));
         assert!(!format!("{access:?}").contains("sekret"));
     }
 

@@ -1,20 +1,28 @@
-//! Registry credentials from Kubernetes Secrets (`[kubeconfig_keychain]`): with a
-//! kubeconfig, the daemon lists the cluster's `kubernetes.io/dockerconfigjson` Secrets
-//! every `refresh_interval` and stores their credentials in the registry client the lazy
-//! layers share, so rotated pull secrets reach lazy reads without a restart. Polling, not
-//! a watch: one list request per interval. Credentials stay in memory; logs name hosts.
+//! Registry credentials from Kubernetes Secrets (`[kubeconfig_keychain]`): through the API
+//! server, the daemon lists the cluster's `kubernetes.io/dockerconfigjson` Secrets every
+//! `refresh_interval` and stores their credentials in the registry client the lazy layers
+//! share, so rotated pull secrets reach lazy reads without a restart. Polling, not a
+//! watch: one list request per interval, plus one when a registry refuses a credential
+//! (the client's refresh hook, rate-limited by the client), so that a read right after a
+//! rotation does not fail until the next poll. Credentials stay in memory; logs name hosts.
 //!
-//! `kubeconfig` reads the access, `secrets` lists and decodes the Secrets.
+//! `access` finds the API access (a kubeconfig, or the pod's service account through
+//! `in_cluster`), `secrets` lists and decodes the Secrets.
 
+pub mod access;
+pub mod in_cluster;
 pub mod kubeconfig;
 pub mod secrets;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use registry::Credentials;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
+pub use access::{AccessError, ApiAccess};
 pub use kubeconfig::KubeconfigError;
 pub use secrets::SecretsError;
 
@@ -25,9 +33,13 @@ pub struct KubeconfigKeychainConfig {
     /// Read docker config Secrets through the API server. Default false.
     pub enable: bool,
     /// The kubeconfig whose current context is used (it needs `list` on `secrets` in all
-    /// namespaces, which kubelet's node credentials lack). Default
+    /// namespaces, which kubelet's node credentials lack). When the file does not exist
+    /// and the daemon runs in a pod, the pod's service account is used instead. Default
     /// `/etc/containerd-stargz-grpc/kubeconfig`.
     pub kubeconfig_path: PathBuf,
+    /// The pod's mounted service account (`token`, `ca.crt`), used without a kubeconfig.
+    /// Default `/var/run/secrets/kubernetes.io/serviceaccount`.
+    pub service_account_dir: PathBuf,
     /// Seconds between two lists of the Secrets (fractions allowed). Default 60.
     #[serde(deserialize_with = "crate::config::seconds")]
     pub refresh_interval: Duration,
@@ -38,49 +50,57 @@ impl Default for KubeconfigKeychainConfig {
         KubeconfigKeychainConfig {
             enable: false,
             kubeconfig_path: PathBuf::from("/etc/containerd-stargz-grpc/kubeconfig"),
+            service_account_dir: PathBuf::from(in_cluster::DEFAULT_SERVICE_ACCOUNT_DIR),
             refresh_interval: Duration::from_secs(60),
         }
     }
 }
 
-/// The polling task; aborted on drop.
+/// The polling task and the client's refresh hook; both end on drop.
 pub struct SecretsWatch {
     task: JoinHandle<()>,
+    client: registry::Client,
 }
 
 impl Drop for SecretsWatch {
     fn drop(&mut self) {
         self.task.abort();
+        self.client.clear_refresh_hook();
     }
 }
 
-/// Reads the kubeconfig and starts polling the Secrets into `client`.
+/// Finds the API access, starts polling the Secrets into `client`, and lets a refused
+/// credential trigger a list too.
 pub fn start(
     config: &KubeconfigKeychainConfig,
     client: registry::Client,
-) -> Result<SecretsWatch, KubeconfigError> {
-    let access = kubeconfig::load(&config.kubeconfig_path)?;
+) -> Result<SecretsWatch, AccessError> {
+    let access = Arc::new(access::load(config)?);
     tracing::info!(
         server = %access.server,
+        from = %access::describe(config),
         interval = ?config.refresh_interval,
         "reading docker config secrets from the API server"
     );
+    let on_refusal = access.clone();
+    client.set_refresh_hook(move |host| relist_after_refusal(on_refusal.clone(), host));
     let interval = config.refresh_interval.max(Duration::from_secs(1));
+    let (poller, polled) = (access, client.clone());
     let task = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         loop {
             ticks.tick().await;
-            if let Err(error) = sync_once(&access, &client).await {
+            if let Err(error) = sync_once(&poller, &polled).await {
                 tracing::warn!(%error, "docker config secrets not refreshed");
             }
         }
     });
-    Ok(SecretsWatch { task })
+    Ok(SecretsWatch { task, client })
 }
 
 /// One list of the Secrets into `client`; returns how many hosts were stored.
 pub async fn sync_once(
-    access: &kubeconfig::ApiAccess,
+    access: &ApiAccess,
     client: &registry::Client,
 ) -> Result<usize, SecretsError> {
     let found = secrets::list_credentials(access).await?;
@@ -89,6 +109,23 @@ pub async fn sync_once(
         client.set_credential(host, credential.clone());
     }
     Ok(found.len())
+}
+
+/// The refresh hook: lists the Secrets now, for the registry `host` that refused.
+async fn relist_after_refusal(access: Arc<ApiAccess>, host: String) -> Credentials {
+    let mut credentials = Credentials::new();
+    match secrets::list_credentials(&access).await {
+        Ok(found) => {
+            tracing::info!(%host, found = found.contains_key(&host), "docker config secrets listed after a refusal");
+            for (host, credential) in found {
+                credentials.insert(&host, credential);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%host, %error, "docker config secrets not listed after a refusal")
+        }
+    }
+    credentials
 }
 
 #[cfg(test)]
@@ -144,10 +181,10 @@ mod tests {
              "data": {".dockerconfigjson": docker_config("https://index.docker.io/v1/", "hub")}}
         ]});
         let (server, request) = fake_api_server(list.to_string()).await;
-        let access = kubeconfig::ApiAccess {
+        let access = ApiAccess {
             server,
             http: reqwest::Client::new(),
-            token: Some("node-token".into()),
+            token: Some(access::BearerToken::Fixed("node-token".into())),
         };
         let found = secrets::list_credentials(&access).await.unwrap();
         let basic = |user: &str| Credential::Basic {

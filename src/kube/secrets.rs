@@ -9,7 +9,7 @@ use base64::Engine as _;
 use registry::{Credential, Credentials};
 use serde::Deserialize;
 
-use super::kubeconfig::ApiAccess;
+use super::access::ApiAccess;
 
 /// The Secret type whose data is a docker config file.
 pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -22,6 +22,11 @@ pub enum SecretsError {
     Request {
         server: String,
         source: reqwest::Error,
+    },
+    #[error("list secrets at {server}: read the bearer token: {source}")]
+    Token {
+        server: String,
+        source: std::io::Error,
     },
     #[error("list secrets at {server}: status {status}")]
     Status { server: String, status: u16 },
@@ -67,7 +72,13 @@ pub async fn list_credentials(
         DOCKER_CONFIG_JSON_TYPE.replace('/', "%2F")
     );
     let mut request = access.http.get(url);
-    if let Some(token) = &access.token {
+    let token = access
+        .bearer_token()
+        .map_err(|source| SecretsError::Token {
+            server: server.clone(),
+            source,
+        })?;
+    if let Some(token) = token {
         request = request.bearer_auth(token);
     }
     let request_error = |source| SecretsError::Request {

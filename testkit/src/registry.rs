@@ -110,6 +110,19 @@ impl Registry {
         }
     }
 
+    /// Rotates the basic-auth password: the registry restarts (same port and storage) and
+    /// from then on accepts only `password` for its user. No-op for an anonymous registry.
+    pub fn change_password(&mut self, password: &str) -> Result<(), RegistryError> {
+        let Some((_, current)) = self.options.htpasswd.as_mut() else {
+            return Ok(());
+        };
+        *current = password.to_owned();
+        // docker-registry reads its htpasswd file only at startup.
+        self.stop();
+        self.write_config()?;
+        self.start_again()
+    }
+
     /// True while the registry process runs.
     pub fn is_running(&self) -> bool {
         self.process.is_some()
