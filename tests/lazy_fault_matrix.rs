@@ -98,10 +98,18 @@ impl Matrix {
     /// reads another's cached chunks), with `prioritized` files first. Its labels name
     /// the proxy.
     fn push_layer(&self, seed: u64, prioritized: &[&str]) -> RemoteLayer {
+        let (first, second) = (content(seed), content(seed + 1));
+        // Equal files would share chunks (the cache is keyed by chunk digest), and a read
+        // of one would be served by the other's cached chunks instead of a fetch.
+        assert!(
+            first != second,
+            "seeds {seed} and {} give equal files",
+            seed + 1
+        );
         let mut layer = testkit::LayerBuilder::new();
         layer.dir("data", 0o755).unwrap();
-        layer.file(FIRST, &content(seed), 0o644).unwrap();
-        layer.file(SECOND, &content(seed + 1), 0o644).unwrap();
+        layer.file(FIRST, &first, 0o644).unwrap();
+        layer.file(SECOND, &second, 0o644).unwrap();
         let tar = layer.finish().unwrap();
         let options = estargz::writer::WriterOptions {
             chunk_size: CHUNK,
@@ -221,8 +229,16 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// Checks the case's outcome while the fault lasts, then recovery; returns the summary.
-fn check_faulted_then_recovered(matrix: &Matrix, case: &Case, path: &Path, want: &[u8]) -> String {
+/// What [`check_faulted_then_recovered`] saw.
+struct Checked {
+    /// The table row's text.
+    summary: String,
+    /// Blob reads the proxy faulted while the case's reads ran.
+    faults: u64,
+}
+
+/// Checks the case's outcome while the fault lasts, then recovery.
+fn check_faulted_then_recovered(matrix: &Matrix, case: &Case, path: &Path, want: &[u8]) -> Checked {
     let bound = READ_TIMEOUT + SLACK;
     let faulted_before = matrix.proxy.faulted();
     let reads = read_blocks(case.name, path, want, bound);
@@ -243,10 +259,11 @@ fn check_faulted_then_recovered(matrix: &Matrix, case: &Case, path: &Path, want:
     let recovered = recover(case.name, path, want);
     let whole = std::fs::read(path).unwrap();
     assert!(whole == want, "{}: file differs after recovery", case.name);
-    format!(
+    let summary = format!(
         "{during} ({faults} faulted requests); correct {} after recovery",
         secs(recovered)
-    )
+    );
+    Checked { summary, faults }
 }
 
 /// Reads until every block is served; returns how long that took. A fetch started
@@ -279,8 +296,15 @@ fn faults_during_on_demand_reads() {
         let (mounted, _) = matrix.mount(&layer, &format!("read-{i}"));
         matrix.proxy.set_mode(case.mode);
         let path = mounted.join(SECOND);
-        let summary = check_faulted_then_recovered(&matrix, case, &path, &content(seed + 1));
-        eprintln!("| {} | reads: {summary} |", case.name);
+        let checked = check_faulted_then_recovered(&matrix, case, &path, &content(seed + 1));
+        // Nothing of the layer was read before: every read is a fetch through the proxy,
+        // which faults it (also in the cases where the slow answer is still served).
+        assert!(
+            checked.faults > 0,
+            "{}: the on-demand reads were not fetched through the proxy",
+            case.name
+        );
+        eprintln!("| {} | reads: {} |", case.name, checked.summary);
     }
     eprintln!("on-demand read matrix took {}", secs(started.elapsed()));
 }
@@ -308,18 +332,29 @@ fn faults_during_prefetch_at_prepare() {
         assert_eq!(listed, 2, "{}: the tree is served", case.name);
         let reads_before = matrix.proxy.blob_reads();
         let path = mounted.join(FIRST);
-        let summary = check_faulted_then_recovered(&matrix, case, &path, &content(seed));
+        let checked = check_faulted_then_recovered(&matrix, case, &path, &content(seed));
         if case.prefetch == DONE {
             let reads = matrix.proxy.blob_reads() - reads_before;
             assert_eq!(reads, 0, "{}: the prefetched file was fetched", case.name);
         }
+        // SECOND is not prioritized: nothing fetched it yet, so reading it must reach the
+        // registry. Served without a blob read, it came out of chunks cached for FIRST.
+        let reads_before = matrix.proxy.blob_reads();
         let second = std::fs::read(mounted.join(SECOND)).unwrap();
         assert!(second == content(seed + 1), "{}: on-demand file", case.name);
+        let second_reads = matrix.proxy.blob_reads() - reads_before;
+        assert!(
+            second_reads > 0,
+            "{}: the on-demand file was served without a fetch",
+            case.name
+        );
         eprintln!(
-            "| {} | prefetch: Prepare {} ({}); prioritized file {summary} |",
+            "| {} | prefetch: Prepare {} ({}); prioritized file {}; \
+             on-demand file {second_reads} blob reads |",
             case.name,
             secs(prepare),
-            case.prefetch
+            case.prefetch,
+            checked.summary
         );
     }
     eprintln!("prefetch matrix took {}", secs(started.elapsed()));

@@ -550,3 +550,45 @@ fn build_inside_a_one_thread_rayon_pool_does_not_deadlock() {
         expected.blob_digest
     );
 }
+
+#[test]
+fn pseudo_random_bytes_differ_for_every_seed() {
+    const LEN: usize = 4096;
+    // Neighbours (2k and 2k+1 once collided), 0, and the extremes.
+    let mut seeds: Vec<u64> = (0..64).collect();
+    seeds.extend([u64::MAX - 1, u64::MAX, 1 << 63, (1 << 63) | 1]);
+    let streams: Vec<Vec<u8>> = seeds.iter().map(|&s| pseudo_random_bytes(s, LEN)).collect();
+    for (i, a) in streams.iter().enumerate() {
+        assert_eq!(a.len(), LEN);
+        for (j, b) in streams.iter().enumerate().skip(i + 1) {
+            assert!(
+                a != b,
+                "seeds {} and {} give the same bytes",
+                seeds[i],
+                seeds[j]
+            );
+            // Not merely different somewhere: no shared first 8-byte word either.
+            assert_ne!(a[..8], b[..8], "seeds {} and {}", seeds[i], seeds[j]);
+        }
+    }
+    assert!(
+        pseudo_random_bytes(0, LEN).iter().any(|&b| b != 0),
+        "seed 0 is not a stuck stream"
+    );
+}
+
+#[test]
+fn pseudo_random_bytes_are_deterministic_and_length_exact() {
+    for len in [0, 1, 7, 8, 9, 1000, 100_003] {
+        let a = pseudo_random_bytes(42, len);
+        assert_eq!(a.len(), len);
+        assert!(a == pseudo_random_bytes(42, len));
+        // A shorter stream is a prefix of a longer one of the same seed.
+        assert!(pseudo_random_bytes(42, 100_003).starts_with(&a));
+    }
+    // Incompressible: a fixture built from these bytes must not shrink when gzipped.
+    let bytes = pseudo_random_bytes(7, 256 << 10);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &bytes).expect("gzip");
+    assert!(gz.finish().expect("gzip").len() > bytes.len() * 99 / 100);
+}

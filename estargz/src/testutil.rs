@@ -412,17 +412,26 @@ pub fn decompress_blob(format: Format, blob: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Deterministic pseudo-random bytes (xorshift) for incompressible fixture content.
+/// Deterministic pseudo-random bytes (splitmix64) for incompressible fixture content.
+///
+/// Every seed, 0 included, gives its own stream: two calls give the same bytes only when
+/// both the seed and the length agree, or one length is a prefix of the other. (The stream
+/// of seed `s` is the stream of seed `s + 0x9E37_79B9_7F4A_7C15` shifted by eight bytes;
+/// no test uses seeds that far apart.)
 pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let word = z.to_le_bytes();
+        let take = word.len().min(len - out.len());
+        out.extend_from_slice(&word[..take]);
+    }
+    out
 }
 
 /// An eStargz blob holding no file data, only a TOC with exactly `toc_json` (not checked:

@@ -2,7 +2,8 @@
 //! built in code (tars, blobs of every format, footers, TOC regions and JSON).
 //!
 //! `cargo run --manifest-path fuzz/Cargo.toml --example gen_corpus` (rewrites the seeds;
-//! the output is deterministic).
+//! the output is deterministic, and depends on `estargz::testutil::pseudo_random_bytes`:
+//! rerun it when that generator changes). Hand-added `regression-*` seeds are kept.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,24 @@ fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     fs::write(dir.join(name), bytes).expect("write seed");
 }
 
+/// Removes the seeds this program writes from `dir`, keeping `regression-*` files: those
+/// are inputs a fuzzer found, checked in by hand, and not reproducible from here.
+fn clear_generated(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let entry = entry.expect("read corpus dir");
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("regression-")
+        {
+            fs::remove_file(entry.path()).expect("remove old seed");
+        }
+    }
+}
+
 fn with_prefix(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     [prefix, rest].concat()
 }
@@ -141,7 +160,7 @@ fn with_prefix(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
 fn main() {
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for target in ["footer", "toc", "index", "reader", "tar"] {
-        let _ = fs::remove_dir_all(corpus.join(target));
+        clear_generated(&corpus.join(target));
     }
     let mut blobs = Vec::new();
     for (name, tar) in tars() {
