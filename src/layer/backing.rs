@@ -15,10 +15,10 @@ use crate::cache::CacheKey;
 
 impl Layer {
     /// The file's content as a local file opened read-only, when it has been assembled.
-    /// When all of it is cached but not assembled yet, the copy is started in the
-    /// background and this returns `None`: the open that asked is served through FUSE
-    /// from the cached chunks at once, rather than waiting for a copy and fsync of the
-    /// whole file, and a later open finds the copy. `None` too when some chunk is not
+    /// When all of it is cached but not assembled yet, the copy is written in the
+    /// background a little later and this returns `None`: the open that asked is served
+    /// through FUSE from the cached chunks at once, rather than waiting for a copy and
+    /// fsync of the whole file, and a later open finds the copy. `None` too when some chunk is not
     /// local, the cache has no disk, or assembling failed (logged).
     pub async fn backing_file(&self, file: EntryId) -> Result<Option<File>, LayerError> {
         let inner = self.inner.clone();
@@ -31,14 +31,31 @@ impl Layer {
         Ok(match found {
             Backing::Ready(local) => Some(local),
             Backing::Assemble(plan) => {
-                let inner = self.inner.clone();
-                tokio::task::spawn_blocking(move || inner.assemble_backing_file(file, plan));
+                let layer = self.downgrade();
+                let cache = self.inner.cache.clone();
+                tokio::spawn(async move {
+                    // Not while the container that opened the file starts: the copy's
+                    // writes and fsync would compete with its reads.
+                    tokio::time::sleep(BACKING_COPY_DELAY).await;
+                    match layer.upgrade() {
+                        Some(layer) => {
+                            let inner = layer.inner;
+                            tokio::task::spawn_blocking(move || {
+                                inner.assemble_backing_file(file, plan)
+                            });
+                        }
+                        None => cache.release_file(&plan.name),
+                    }
+                });
                 None
             }
             Backing::Missing => None,
         })
     }
 }
+
+/// How long after the first open of a fully cached file its backing copy is written.
+const BACKING_COPY_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where a file's backing copy stands.
 enum Backing {
