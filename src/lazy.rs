@@ -305,17 +305,16 @@ impl FuseMounter {
     /// Fetches the layer's prioritized range before the mount is reported ready, waiting
     /// at most the prefetch timeout (the fetch itself goes on).
     fn prefetch_before_ready(&self, layer: &Layer, labels: &Labels) -> prefetch::PrefetchOutcome {
-        let range = self
-            .prefetch
-            .enable
-            .then(|| prefetch::prefetch_range(layer.index(), layer.toc_offset(), labels))
-            .flatten();
-        let Some(range) = range else {
+        if !self.prefetch.enable {
             return prefetch::PrefetchOutcome::None;
-        };
+        }
+        let ranges = prefetch::prefetch_ranges(layer.index(), layer.toc_offset(), labels);
+        if ranges.is_empty() {
+            return prefetch::PrefetchOutcome::None;
+        }
         let timeout = self.prefetch.timeout;
         self.runtime
-            .block_on(prefetch::prefetch(layer, range, timeout))
+            .block_on(prefetch::prefetch(layer, ranges, timeout))
     }
 
     /// The layer at `location`, checked against `toc_digest`: taken from the layers
@@ -375,14 +374,15 @@ impl FuseMounter {
                 let layer = open_unchecked(client, neighbour, cache, config)
                     .await
                     .map_err(|e| e.to_string())?;
-                let range = prefetch
-                    .then(|| prefetch::prefetch_range(layer.index(), layer.toc_offset(), &labels))
-                    .flatten();
-                if let Some(range) = range {
+                let ranges = if prefetch {
+                    prefetch::prefetch_ranges(layer.index(), layer.toc_offset(), &labels)
+                } else {
+                    Vec::new()
+                };
+                if !ranges.is_empty() {
                     // Chunks are checked against their own digests, so prefetching before
                     // the TOC itself is checked caches nothing wrong.
-                    let ahead = layer.clone();
-                    tokio::spawn(async move { ahead.prefetch(range).await });
+                    tokio::spawn(prefetch::fetch_all(layer.clone(), ranges));
                 }
                 Ok(layer)
             };

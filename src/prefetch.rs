@@ -3,6 +3,9 @@
 //!
 //! `.prefetch.landmark` marks the end of the prioritized files; `.no.prefetch.landmark`
 //! turns prefetch off; a layer with neither uses ctr-remote's `stargz.prefetch` size label.
+//! Whatever the landmarks say, the few files the container runtime itself reads before
+//! the entrypoint starts ([`RUNTIME_FILES`]) are fetched too, so that container start
+//! does not wait a round trip to the registry for each.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -42,6 +45,31 @@ impl Default for PrefetchConfig {
             open_layers_ahead: true,
         }
     }
+}
+
+/// Files containerd reads from an image's root filesystem while it sets a container up
+/// (user and supplementary groups), before the entrypoint runs. A few hundred bytes.
+pub const RUNTIME_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
+
+/// Every blob range to fetch before a layer is reported ready: [`prefetch_range`], and
+/// the chunks of the layer's [`RUNTIME_FILES`] that lie outside it.
+pub fn prefetch_ranges(
+    index: &estargz::Index,
+    toc_offset: u64,
+    labels: &Labels,
+) -> Vec<Range<u64>> {
+    let main = prefetch_range(index, toc_offset, labels);
+    let inside_main = |r: &Range<u64>| {
+        main.as_ref()
+            .is_some_and(|m| m.start <= r.start && r.end <= m.end)
+    };
+    let runtime = RUNTIME_FILES
+        .iter()
+        .filter_map(|path| index.lookup(path))
+        .flat_map(|file| index.chunks(file))
+        .map(|chunk| chunk.compressed.clone())
+        .filter(|range| !inside_main(range));
+    main.clone().into_iter().chain(runtime).collect()
 }
 
 /// The blob range to prefetch for a layer with `index`, whose data ends at `toc_offset`.
@@ -84,18 +112,20 @@ pub enum PrefetchOutcome {
     Failed,
 }
 
-/// Starts fetching `range` of `layer` and waits for it at most `timeout`. The fetch is a
-/// task of its own, so it goes on (filling the cache) when the wait gives up.
-pub async fn prefetch(layer: &Layer, range: Range<u64>, timeout: Duration) -> PrefetchOutcome {
+/// Starts fetching `ranges` of `layer` (in parallel) and waits for them at most
+/// `timeout`. The fetch is a task of its own, so it goes on (filling the cache) when the
+/// wait gives up.
+pub async fn prefetch(
+    layer: &Layer,
+    ranges: Vec<Range<u64>>,
+    timeout: Duration,
+) -> PrefetchOutcome {
     let digest = layer.blob_digest();
-    let task = {
-        let layer = layer.clone();
-        let range = range.clone();
-        tokio::spawn(async move { layer.prefetch(range).await })
-    };
+    let bytes: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+    let task = tokio::spawn(fetch_all(layer.clone(), ranges));
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(Ok(()))) => {
-            tracing::debug!(%digest, bytes = range.end - range.start, "prefetched");
+            tracing::debug!(%digest, bytes, "prefetched");
             PrefetchOutcome::Done
         }
         Ok(Ok(Err(error))) => {
@@ -111,6 +141,18 @@ pub async fn prefetch(layer: &Layer, range: Range<u64>, timeout: Duration) -> Pr
             PrefetchOutcome::Pending
         }
     }
+}
+
+/// Fetches and caches `ranges` of `layer` in parallel; the first error, if any.
+pub async fn fetch_all(
+    layer: Layer,
+    ranges: Vec<Range<u64>>,
+) -> Result<(), crate::layer::LayerError> {
+    let fetches = ranges.into_iter().map(|range| {
+        let layer = layer.clone();
+        async move { layer.prefetch(range).await }
+    });
+    futures::future::try_join_all(fetches).await.map(drop)
 }
 
 #[cfg(test)]
@@ -179,11 +221,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_runtime_files_are_fetched_whatever_the_landmarks_say() {
+        let passwd: &[u8] = b"root:x:0:0:root:/root:/bin/sh\n";
+        let files: [(&str, &[u8]); 4] = [
+            ("app", &[1; 2000]),
+            ("etc/passwd", passwd),
+            ("etc/group", b"root:x:0:\n"),
+            ("other", &[2; 2000]),
+        ];
+        for prioritized in [&["app"][..], &[]] {
+            let cache = Arc::new(ChunkCache::in_memory(1 << 20));
+            let (layer, blob) =
+                crate::testing::memory_layer(&files, 1000, prioritized, cache).await;
+            let ranges = prefetch_ranges(layer.index(), layer.toc_offset(), &Labels::new());
+            let main = prefetch_range(layer.index(), layer.toc_offset(), &Labels::new());
+            let runtime = if main.is_some() {
+                ranges.len() - 1
+            } else {
+                ranges.len()
+            };
+            assert_eq!(
+                runtime, 2,
+                "passwd and group with {prioritized:?}: {ranges:?}"
+            );
+            let outcome = prefetch(&layer, ranges, Duration::from_secs(5)).await;
+            assert_eq!(outcome, PrefetchOutcome::Done, "{prioritized:?}");
+            blob.clear_requests();
+            let file = layer.index().lookup("etc/passwd").expect("passwd");
+            assert_eq!(layer.read(file, 0, 100).await.expect("read"), passwd);
+            assert!(
+                blob.requests().is_empty(),
+                "passwd was cached ({prioritized:?})"
+            );
+            let other = layer.index().lookup("other").expect("other");
+            layer.read(other, 0, 10).await.expect("read other");
+            assert!(
+                !blob.requests().is_empty(),
+                "other files are not prefetched"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn prefetches_only_the_prioritized_files_in_one_request() {
         let (layer, blob) = layer(&["first"]).await;
         let range = prefetch_range(layer.index(), layer.toc_offset(), &Labels::new());
         let range = range.expect("landmark range");
-        let outcome = prefetch(&layer, range.clone(), Duration::from_secs(5)).await;
+        let outcome = prefetch(&layer, vec![range.clone()], Duration::from_secs(5)).await;
         assert_eq!(outcome, PrefetchOutcome::Done);
         let requests = blob.requests();
         assert_eq!(requests.len(), 1, "one request: {requests:?}");
@@ -207,7 +291,7 @@ mod tests {
         blob.set_mode(crate::remote::memory::Mode::Stall);
         let range = 0..layer.index().prefetch_landmark_offset().expect("landmark");
         let started = std::time::Instant::now();
-        let outcome = prefetch(&layer, range, Duration::from_millis(200)).await;
+        let outcome = prefetch(&layer, vec![range], Duration::from_millis(200)).await;
         assert_eq!(outcome, PrefetchOutcome::Pending);
         assert!(started.elapsed() < Duration::from_secs(2));
     }
