@@ -184,7 +184,7 @@ impl ChunkCache {
         if let Some(bytes) = self.get_memory(key, len) {
             return Some(bytes);
         }
-        let bytes: ChunkBytes = self.disk()?.read(key, len)?.into();
+        let bytes = self.disk()?.read(key, len)?;
         self.lock_memory().insert(*key, bytes.clone());
         Some(bytes)
     }
@@ -230,7 +230,7 @@ impl ChunkCache {
         if let Some(bytes) = self.get_memory(key, len) {
             return Some(bytes);
         }
-        self.disk()?.read(key, len).map(Into::into)
+        self.disk()?.read(key, len)
     }
 
     /// Directory of whole-file copies for FUSE passthrough (`files/` beside the chunks),
