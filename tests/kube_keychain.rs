@@ -16,7 +16,7 @@ use common::remote::{cri_labels, expect_remote, DaemonStack, RemoteLayer};
 
 use std::io::{Read as _, Write as _};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use testkit::{Prereq, Registry, RegistryOptions};
@@ -181,7 +181,11 @@ fn docker_config_secrets_from_the_api_server_make_private_layers_lazy() {
 
     // The Secret appears; the next poll stores it.
     api.serve(secret_list(&[stack.registry.host()], PASSWORD));
-    wait_for_log(&stack, "credential from a docker config secret");
+    stack.daemon.wait_for_log(
+        "credential from a docker config secret",
+        1,
+        Duration::from_secs(10),
+    );
     let after = push_layer(&stack.registry, "after the secret\n");
     let labels = cri_labels(&after, "after", &after.toc_digest);
     expect_remote(&rt, &mut c, NS, "extract-after", labels);
@@ -206,26 +210,9 @@ fn docker_config_secrets_from_the_api_server_make_private_layers_lazy() {
     assert!(!log.contains(TOKEN), "the token never reaches the log");
 }
 
-/// Deterministic, poorly compressible bytes (an xorshift stream): several chunks.
+/// Deterministic, incompressible bytes: several chunks.
 fn big_bytes() -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..3 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-/// Waits until the daemon's log mentions `text`.
-fn wait_for_log(stack: &DaemonStack, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !stack.daemon.log_text().contains(text) {
-        assert!(Instant::now() < deadline, "{}", stack.daemon.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    estargz::testutil::pseudo_random_bytes(11, 3 << 20)
 }
 
 #[test]
@@ -253,7 +240,11 @@ fn a_refused_lazy_read_relists_the_secrets_and_succeeds_with_the_rotated_passwor
         kubeconfig_path.display()
     );
     let mut stack = DaemonStack::with_registry("kur-", registry, &[], &extra);
-    wait_for_log(&stack, "credential from a docker config secret");
+    stack.daemon.wait_for_log(
+        "credential from a docker config secret",
+        1,
+        Duration::from_secs(10),
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
 

@@ -37,17 +37,9 @@ fn data_image() -> testkit::BuiltImage {
         .unwrap()
 }
 
-/// Deterministic, poorly compressible bytes (an xorshift stream).
+/// Deterministic, incompressible bytes: several chunks.
 fn big_bytes() -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..3 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    estargz::testutil::pseudo_random_bytes(12, 3 << 20)
 }
 
 /// Reads `path` on another thread; `None` when it did not finish within `limit`.
