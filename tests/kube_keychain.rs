@@ -148,21 +148,9 @@ fn docker_config_secrets_from_the_api_server_make_private_layers_lazy() {
         Prereq::DevFuse,
         Prereq::Binary(testkit::registry::REGISTRY_BIN)
     );
-    let registry = Registry::start_with(RegistryOptions {
-        htpasswd: Some((USER.to_owned(), PASSWORD.to_owned())),
-    })
-    .unwrap();
+    let registry = private_registry();
     let api = ApiServer::start(secret_list(&[], PASSWORD));
-    let files = tempfile::tempdir().unwrap();
-    let kubeconfig_path = files.path().join("kubeconfig");
-    std::fs::write(&kubeconfig_path, kubeconfig(&api.address)).unwrap();
-    // No docker config: Secrets are the only source of credentials.
-    let extra = format!(
-        "docker_config = \"{}\"\n[kubeconfig_keychain]\nenable = true\n\
-         kubeconfig_path = \"{}\"\nrefresh_interval = 1\n",
-        files.path().join("none.json").display(),
-        kubeconfig_path.display()
-    );
+    let (_files, extra) = keychain_config(&api, 1, "");
     let stack = DaemonStack::with_registry("kub-", registry, &[], &extra);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = rt.block_on(common::grpc::connect(&stack.daemon.socket));
@@ -210,6 +198,30 @@ fn docker_config_secrets_from_the_api_server_make_private_layers_lazy() {
     assert!(!log.contains(TOKEN), "the token never reaches the log");
 }
 
+/// docker-registry on loopback that wants USER and PASSWORD.
+fn private_registry() -> Registry {
+    Registry::start_with(RegistryOptions {
+        htpasswd: Some((USER.to_owned(), PASSWORD.to_owned())),
+    })
+    .unwrap()
+}
+
+/// Daemon config in which the Secrets of `api` (listed every `interval` seconds) are the
+/// only source of credentials (no docker config), with `sections` (TOML tables) added;
+/// and the temp dir holding its kubeconfig.
+fn keychain_config(api: &ApiServer, interval: u64, sections: &str) -> (tempfile::TempDir, String) {
+    let files = tempfile::tempdir().unwrap();
+    let kubeconfig_path = files.path().join("kubeconfig");
+    std::fs::write(&kubeconfig_path, kubeconfig(&api.address)).unwrap();
+    let config = format!(
+        "docker_config = \"{}\"\n{sections}[kubeconfig_keychain]\nenable = true\n\
+         kubeconfig_path = \"{}\"\nrefresh_interval = {interval}\n",
+        files.path().join("none.json").display(),
+        kubeconfig_path.display()
+    );
+    (files, config)
+}
+
 /// Deterministic, incompressible bytes: several chunks.
 fn big_bytes() -> Vec<u8> {
     estargz::testutil::pseudo_random_bytes(11, 3 << 20)
@@ -222,23 +234,11 @@ fn a_refused_lazy_read_relists_the_secrets_and_succeeds_with_the_rotated_passwor
         Prereq::DevFuse,
         Prereq::Binary(testkit::registry::REGISTRY_BIN)
     );
-    let registry = Registry::start_with(RegistryOptions {
-        htpasswd: Some((USER.to_owned(), PASSWORD.to_owned())),
-    })
-    .unwrap();
+    let registry = private_registry();
     let api = ApiServer::start(secret_list(&[registry.host()], PASSWORD));
-    let files = tempfile::tempdir().unwrap();
-    let kubeconfig_path = files.path().join("kubeconfig");
-    std::fs::write(&kubeconfig_path, kubeconfig(&api.address)).unwrap();
     // One list at startup, the next only in an hour: any other list came from a refusal.
     // No background fetch: the big file's chunks stay in the registry until read.
-    let extra = format!(
-        "docker_config = \"{}\"\n[background_fetch]\nenable = false\n\
-         [kubeconfig_keychain]\nenable = true\n\
-         kubeconfig_path = \"{}\"\nrefresh_interval = 3600\n",
-        files.path().join("none.json").display(),
-        kubeconfig_path.display()
-    );
+    let (_files, extra) = keychain_config(&api, 3600, "[background_fetch]\nenable = false\n");
     let mut stack = DaemonStack::with_registry("kur-", registry, &[], &extra);
     stack.daemon.wait_for_log(
         "credential from a docker config secret",
