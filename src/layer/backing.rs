@@ -18,8 +18,8 @@ impl Layer {
     /// When all of it is cached but not assembled yet, the copy is written in the
     /// background a little later and this returns `None`: the open that asked is served
     /// through FUSE from the cached chunks at once, rather than waiting for a copy and
-    /// fsync of the whole file, and a later open finds the copy. `None` too when some chunk is not
-    /// local, the cache has no disk, or assembling failed (logged).
+    /// fsync of the whole file, and a later open finds the copy. `None` too when some
+    /// chunk is not local, the cache has no disk, or assembling failed (logged).
     pub async fn backing_file(&self, file: EntryId) -> Result<Option<File>, LayerError> {
         let inner = self.inner.clone();
         let found = tokio::task::spawn_blocking(move || inner.find_backing_file(file))
@@ -31,26 +31,29 @@ impl Layer {
         Ok(match found {
             Backing::Ready(local) => Some(local),
             Backing::Assemble(plan) => {
-                let layer = self.downgrade();
-                let cache = self.inner.cache.clone();
-                tokio::spawn(async move {
-                    // Not while the container that opened the file starts: the copy's
-                    // writes and fsync would compete with its reads.
-                    tokio::time::sleep(BACKING_COPY_DELAY).await;
-                    match layer.upgrade() {
-                        Some(layer) => {
-                            let inner = layer.inner;
-                            tokio::task::spawn_blocking(move || {
-                                inner.assemble_backing_file(file, plan)
-                            });
-                        }
-                        None => cache.release_file(&plan.name),
-                    }
-                });
+                self.assemble_later(file, plan);
                 None
             }
             Backing::Missing => None,
         })
+    }
+
+    /// Writes the backing copy after [`BACKING_COPY_DELAY`], not while the container that
+    /// opened the file starts (the copy's writes and fsync would compete with its reads);
+    /// not at all when the layer is gone by then.
+    fn assemble_later(&self, file: EntryId, plan: Plan) {
+        let layer = self.downgrade();
+        let cache = self.inner.cache.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(BACKING_COPY_DELAY).await;
+            match layer.upgrade() {
+                Some(layer) => {
+                    let inner = layer.inner;
+                    tokio::task::spawn_blocking(move || inner.assemble_backing_file(file, plan));
+                }
+                None => cache.release_file(&plan.name),
+            }
+        });
     }
 }
 
