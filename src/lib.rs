@@ -16,6 +16,7 @@ pub mod manager;
 pub mod metrics;
 pub mod prefetch;
 pub mod preopen;
+pub mod private_fs;
 pub mod proto;
 pub mod record;
 pub mod remote;

@@ -186,12 +186,9 @@ impl Recorder {
 
     fn append(&self, line: &str) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::private_fs::create_dir_all(dir)?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut file = crate::private_fs::append_file(&self.path)?;
         // One write per line: concurrent layers of an image never interleave a line.
         file.write_all(line.as_bytes())
     }

@@ -25,7 +25,8 @@ use crate::cri::{self, CriError};
 use crate::grpc::SnapshotService;
 use crate::kube::{self, AccessError};
 use crate::lazy::{FuseMounter, LazyConfig, LazyError};
-use crate::manager::ManagerMounter;
+use crate::manager::{self, ManagerMounter};
+use crate::private_fs::{self, PrivateFsError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
 use crate::status::{self, server::ServerError};
@@ -64,6 +65,8 @@ pub enum Error {
     NoFuse,
     #[error("another fuse manager already serves {0}")]
     ManagerRunning(PathBuf),
+    #[error("daemon state: {0}")]
+    State(#[from] PrivateFsError),
 }
 
 /// How lazy layers are mounted in this daemon.
@@ -85,6 +88,7 @@ impl Lazy {
 
 /// Serves until `shutdown` resolves.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    secure_state(config)?;
     let root = config.root.clone();
     let lazy = if config.fuse.manager {
         match fuse_available(config) {
@@ -211,6 +215,42 @@ fn stop_status(endpoints: Option<status::server::Endpoints>) {
     }
 }
 
+/// Makes the daemon's state root-only before anything uses it: the root is created 0700,
+/// or tightened to 0700 with a warning, and what an older version may have left open to
+/// other users is tightened: the root's files and sockets, the snapshot directories (not
+/// their contents, which are containers' files with the image's modes), and the cache
+/// and record directories with everything in them. One stat per path, a chmod only
+/// where one is too loose. The fuse manager runs it too.
+pub(crate) fn secure_state(config: &Config) -> Result<(), Error> {
+    let root = &config.root;
+    private_fs::ensure_private_dir(root)?;
+    let in_root = [
+        root.join(Store::DB_FILE),
+        status::socket_path(root),
+        manager::socket_path(root),
+        manager::pid_path(root),
+        manager::log_path(root),
+    ];
+    let mut passes: Vec<_> = in_root.iter().map(|p| private_fs::tighten(p)).collect();
+    passes.push(private_fs::tighten_entries(&root.join("snapshots")));
+    let dirs = [config.resolved_cache().dir, config.resolved_record().dir];
+    passes.extend(dirs.iter().flatten().map(|d| private_fs::tighten_tree(d)));
+    let done = private_fs::total(passes);
+    if done.changed > 0 {
+        tracing::warn!(
+            paths = done.changed,
+            root = %root.display(),
+            "state other users could read (left by an older version) is now owner-only"
+        );
+    }
+    tracing::debug!(
+        checked = done.checked,
+        failed = done.failed,
+        "state permissions checked"
+    );
+    Ok(())
+}
+
 /// Whether lazy pulling is on and FUSE is there (logged when not).
 fn fuse_available(config: &Config) -> bool {
     if !config.lazy_pull {
@@ -322,7 +362,7 @@ pub(crate) fn bind_private(path: &Path) -> Result<UnixListener, Error> {
         }
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(socket_error("create directory of"))?;
+        private_fs::create_dir_all(dir).map_err(socket_error("create directory of"))?;
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -336,7 +376,8 @@ pub(crate) fn bind_private(path: &Path) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
-/// Lets group `gid` use the socket at `path` (mode 0660), when one is configured.
+/// Lets group `gid` use the socket at `path` (mode 0660), when one is configured; its
+/// directory, created 0700, then lets others through (0711: no listing).
 fn share_with_group(path: &Path, gid: Option<u32>) -> Result<(), Error> {
     let Some(gid) = gid else {
         return Ok(());
@@ -350,7 +391,18 @@ fn share_with_group(path: &Path, gid: Option<u32>) -> Result<(), Error> {
     };
     std::os::unix::fs::chown(path, None, Some(gid)).map_err(socket_error("chown"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(socket_error("share"))
+        .map_err(socket_error("share"))?;
+    if let Some(dir) = path.parent() {
+        let mode = std::fs::metadata(dir)
+            .map_err(socket_error("stat directory of"))?
+            .permissions()
+            .mode();
+        if mode & 0o011 != 0o011 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))
+                .map_err(socket_error("open the way to"))?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_socket(path: &Path) {

@@ -238,7 +238,7 @@ impl ChunkCache {
     /// budget: see [`ChunkCache::reserve_file`].
     pub fn files_dir(&self) -> Option<PathBuf> {
         let dir = self.disk()?.dir().join(FILES_DIR);
-        match std::fs::create_dir_all(&dir) {
+        match crate::private_fs::create_dir_all(&dir) {
             Ok(()) => Some(dir),
             Err(error) => {
                 tracing::warn!(dir = %dir.display(), %error, "no directory for passthrough files");

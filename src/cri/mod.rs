@@ -123,7 +123,7 @@ fn bind(path: &Path) -> Result<UnixListener, CriError> {
         }
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(error("create directory of"))?;
+        crate::private_fs::create_dir_all(dir).map_err(error("create directory of"))?;
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(error("remove stale")(e)),

@@ -114,12 +114,9 @@ impl ManagerMounter {
             program: program.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.root).map_err(start_error)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("fuse-manager.log"))
-            .map_err(start_error)?;
+        crate::private_fs::create_dir_all(&self.root).map_err(start_error)?;
+        let log =
+            crate::private_fs::append_file(&super::log_path(&self.root)).map_err(start_error)?;
         let log_err = log.try_clone().map_err(start_error)?;
         tracing::info!(program = %program.display(), "starting the fuse manager");
         Command::new(&program)

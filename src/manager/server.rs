@@ -17,6 +17,7 @@ use crate::status;
 
 /// Serves until `shutdown` resolves, then unmounts every layer.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    service::secure_state(config)?;
     let socket = super::socket_path(&config.root);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Err(Error::ManagerRunning(socket));
@@ -55,7 +56,9 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
 
 fn write_pid(root: &Path) {
     let path = super::pid_path(root);
-    if let Err(error) = std::fs::write(&path, std::process::id().to_string()) {
+    if let Err(error) =
+        crate::private_fs::write_file(&path, std::process::id().to_string().as_bytes())
+    {
         tracing::warn!(path = %path.display(), %error, "write pid file");
     }
 }

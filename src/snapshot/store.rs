@@ -32,6 +32,9 @@ pub struct Store {
 }
 
 impl Store {
+    /// The metadata database in the root (mode 0600).
+    pub const DB_FILE: &'static str = "metadata.redb";
+
     /// Opens (creating if needed) the store under `root`.
     pub fn open(root: &Path) -> Result<Store, Error> {
         Store::open_with(root, None)
@@ -40,10 +43,18 @@ impl Store {
     /// Opens the store with a [`Mounter`] that may serve layers lazily.
     pub fn open_with(root: &Path, mounter: Option<Arc<dyn Mounter>>) -> Result<Store, Error> {
         let snapshots = root.join("snapshots");
-        std::fs::create_dir_all(&snapshots).map_err(Error::io("create", &snapshots))?;
+        crate::private_fs::create_dir_all(&snapshots).map_err(Error::io("create", &snapshots))?;
         // Before anything mounts again on, or removes, those directories.
         stale::detach_dead_mounts(&snapshots);
-        let db = redb::Database::create(root.join("metadata.redb"))?;
+        let path = root.join(Store::DB_FILE);
+        let file = crate::private_fs::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io("open", &path))?;
+        let db = redb::Builder::new().create_file(file)?;
         db::init(&db)?;
         Ok(Store {
             root: root.to_path_buf(),
@@ -372,7 +383,8 @@ impl Store {
 
     fn fill_staging(&self, staging: &Path, kind: Kind, owner: Option<&Path>) -> Result<(), Error> {
         let fs = staging.join("fs");
-        std::fs::create_dir_all(&fs).map_err(Error::io("create", &fs))?;
+        // The snapshot's own directory 0700 like its parent; `fs` gets its mode below.
+        crate::private_fs::create_dir_all(&fs).map_err(Error::io("create", &fs))?;
         set_mode(&fs, 0o755)?;
         if let Some(owner) = owner {
             let meta = std::fs::metadata(owner).map_err(Error::io("stat parent", owner))?;
