@@ -39,14 +39,15 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Directory holding the metadata database and snapshot directories.
-    /// Default `/var/lib/containerd-stargz-grpc`.
+    /// Directory holding the metadata database and snapshot directories; root only (0700,
+    /// tightened at startup when found open). Default `/var/lib/containerd-stargz-grpc`.
     pub root: PathBuf,
     /// Unix socket the Snapshots gRPC API listens on.
     /// Default `/run/containerd-stargz-grpc/containerd-stargz-grpc.sock`.
     pub address: PathBuf,
     /// Numeric group id allowed to use the Snapshots socket besides root (the socket is
-    /// then group-owned and mode 0660). Default none: root only (mode 0600).
+    /// then group-owned and mode 0660, its directory at least 0711). Default none: root
+    /// only (mode 0600, its directory created 0700).
     pub socket_group: Option<u32>,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter
     /// directive). Default `info`.
