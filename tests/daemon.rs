@@ -374,20 +374,25 @@ async fn bench_prepare_commit_50_layer_chain() {
     );
 }
 
-/// The Snapshots socket is root-only by default; `socket_group` shares it with a group.
+/// The Snapshots socket is root-only by default (in a directory created 0700);
+/// `socket_group` shares it with a group (its directory then lets others through).
 #[test]
 fn socket_permissions_are_restrictive_and_configurable() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let cases = [
-        ("default", "", 0o600, 0),
-        ("group", "socket_group = 4242\n", 0o660, 4242),
+        ("default", "", 0o600, 0, 0o700),
+        ("group", "socket_group = 4242\n", 0o660, 4242, 0o711),
     ];
-    for (name, config, mode, gid) in cases {
+    for (name, config, mode, gid, dir_mode) in cases {
         let dir = tempfile::Builder::new().prefix("perm-").tempdir().unwrap();
         let daemon = Daemon::start_with_config(dir.path(), config);
         let meta = std::fs::metadata(&daemon.socket).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}");
         assert_eq!(meta.gid(), gid, "{name}");
+        let parent = std::fs::metadata(daemon.socket.parent().unwrap()).unwrap();
+        assert_eq!(parent.permissions().mode() & 0o777, dir_mode, "{name}");
+        let root = std::fs::metadata(dir.path().join("root")).unwrap();
+        assert_eq!(root.permissions().mode() & 0o777, 0o700, "{name}");
         drop(daemon);
     }
 }
