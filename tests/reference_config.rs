@@ -1,0 +1,139 @@
+//! A node's config.toml written for the Go reference daemon, with every key it reads
+//! (tests/fixtures/reference-config.toml), and the reference's Go-style flags start the
+//! real daemon: a layer whose image reference names a registry that only the file's
+//! `[[resolver.host."HOST".mirrors]]` entry (plain HTTP, `insecure = true`) leads to is
+//! mounted lazily and reads back exactly, `/metrics` answers on `metrics_address`, and
+//! the log names the keys that have no effect here, none as unknown.
+
+mod common;
+use common::remote::{cri_labels, expect_remote, pushed_estargz_layer};
+use common::Daemon;
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+
+use testkit::{Prereq, Registry};
+
+const NS: &str = "reference";
+/// The image references' registry: nothing listens there; only the mirror serves.
+const ORIGIN: &str = "origin.invalid:5000";
+
+fn content() -> Vec<u8> {
+    estargz::testutil::pseudo_random_bytes(17, 1 << 20)
+}
+
+fn image() -> testkit::BuiltImage {
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    layer.file("data/a.bin", &content(), 0o644).unwrap();
+    testkit::ImageBuilder::new()
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/true"])
+        .build()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `GET /metrics`; the body of a 200 answer.
+fn scrape(address: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// Unmounts what the daemon left when the test ends, passed or failed.
+struct Cleanup<'a>(&'a Path, Option<Daemon>);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.1.take() {
+            daemon.kill();
+        }
+        let _ = testkit::mounts::unmount_all_under(self.0);
+    }
+}
+
+#[test]
+fn reference_config_and_flags_start_the_daemon_and_pull_lazily() {
+    testkit::require!(Prereq::DevFuse);
+    let registry = Registry::start().unwrap();
+    let layer = pushed_estargz_layer(&registry, "ref/app", &image(), &[]);
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+
+    let dir = tempfile::Builder::new().prefix("refc-").tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-config.toml");
+    let text = std::fs::read_to_string(fixture)
+        .unwrap()
+        .replace("@METRICS@", &metrics.to_string())
+        .replace("@REGISTRY@", ORIGIN)
+        .replace("@MIRROR@", &registry.host());
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, &text).unwrap();
+    let socket = dir.path().join("run/grpc.sock");
+    // As the reference's systemd unit and scripts write them.
+    let args: Vec<OsString> = vec![
+        format!("-config={}", config.display()).into(),
+        "-root".into(),
+        dir.path().join("root").into(),
+        format!("-address={}", socket.display()).into(),
+        "-log-level=debug".into(),
+    ];
+    let daemon = Daemon::start_with_args(dir.path(), &args, socket.clone());
+    let cleanup = Cleanup(dir.path(), Some(daemon));
+    let daemon = cleanup.1.as_ref().unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(common::grpc::connect(&socket));
+    let mut labels = cri_labels(&layer, "layer-1", &layer.toc_digest);
+    let through_origin = layer.reference.replacen(&registry.host(), ORIGIN, 1);
+    labels.insert(
+        "containerd.io/snapshot/cri.image-ref".to_owned(),
+        through_origin,
+    );
+    expect_remote(&rt, &mut c, NS, "extract-1", labels);
+
+    let mounted = testkit::mounts::mounts_under(&dir.path().join("root/snapshots")).unwrap();
+    assert_eq!(mounted.len(), 1, "{}", daemon.log_text());
+    let read = std::fs::read(mounted[0].join("data/a.bin")).unwrap();
+    assert!(read == content(), "a.bin read through the mirror");
+
+    let body = scrape(metrics);
+    let mounts = body
+        .lines()
+        .find_map(|l| l.strip_prefix("estargz_lazy_mounts_total "))
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(mounts, "1");
+
+    let log = daemon.log_text();
+    for key in [
+        "ipfs",
+        "blob.chunk_size",
+        "directory_cache.direct",
+        "fuse.attr_timeout",
+    ] {
+        assert!(
+            log.contains(&format!("config key {key} (line ")) && log.contains("no effect here"),
+            "no warning naming {key}: {log}"
+        );
+    }
+    assert!(
+        log.contains(
+            "config key metrics_address (line 7): the Go reference's key, read as metrics.address"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("unknown key"), "{log}");
+    drop(cleanup);
+}
