@@ -78,13 +78,16 @@ fn main() -> anyhow::Result<()> {
         config.log_format = format;
     }
     estargz_snapshotter::logging::init(&config.log_level, config.log_format)?;
-    log_notices(&notices);
+    let manager = matches!(args.command, Some(Command::FuseManager));
+    // The fuse manager reads the daemon's file again: the daemon has said it all.
+    if !manager {
+        log_notices(&notices);
+    }
     if !threshold_fixed {
         tracing::warn!("allocator mmap threshold not fixed: FUSE buffers may stay resident");
     }
 
     let runtime = tokio::runtime::Runtime::new().context("start tokio runtime")?;
-    let manager = matches!(args.command, Some(Command::FuseManager));
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
         if manager {

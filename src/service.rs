@@ -273,6 +273,11 @@ fn manager_mounter(config: &Config) -> ManagerMounter {
     }
     args.extend(["--root".into(), config.root.clone().into_os_string()]);
     args.extend(["--log-level".into(), config.log_level.clone().into()]);
+    let format = match config.log_format {
+        crate::config::LogFormat::Text => "text",
+        crate::config::LogFormat::Json => "json",
+    };
+    args.extend(["--log-format".into(), format.into()]);
     args.push("fuse-manager".into());
     // A mount includes opening the layer and waiting for its prefetch.
     let call_timeout =

@@ -137,3 +137,52 @@ fn reference_config_and_flags_start_the_daemon_and_pull_lazily() {
     assert!(!log.contains("unknown key"), "{log}");
     drop(cleanup);
 }
+
+#[test]
+fn json_log_lines_name_unknown_keys_and_a_missing_named_config_stops_the_daemon() {
+    let dir = tempfile::Builder::new().prefix("refj-").tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "log_level = \"info\"\n\nnosuch_key = 1\n").unwrap();
+    let socket = dir.path().join("run/grpc.sock");
+    let args: Vec<OsString> = vec![
+        "-config".into(),
+        config.clone().into(),
+        format!("-root={}", dir.path().join("root").display()).into(),
+        "-address".into(),
+        socket.clone().into(),
+        "--log-format=json".into(),
+    ];
+    let daemon = Daemon::start_with_args(dir.path(), &args, socket);
+    daemon.wait_for_log("nosuch_key", 1, std::time::Duration::from_secs(10));
+    let log = daemon.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect();
+    let warning = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nosuch_key"))
+        })
+        .unwrap();
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(
+        warning["message"],
+        "config key nosuch_key (line 3): unknown key, ignored"
+    );
+    assert!(warning["timestamp"].is_string());
+    drop(daemon);
+
+    // A file named on the command line must exist (the default path may be missing).
+    let missing = dir.path().join("missing.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_estargz-snapshotter"))
+        .arg(format!("-config={}", missing.display()))
+        .arg(format!("-root={}", dir.path().join("root2").display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+}
