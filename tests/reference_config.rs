@@ -3,16 +3,19 @@
 //! real daemon: a layer whose image reference names a registry that only the file's
 //! `[[resolver.host."HOST".mirrors]]` entry (plain HTTP, `insecure = true`) leads to is
 //! mounted lazily and reads back exactly, `/metrics` answers on `metrics_address`, and
-//! the log names the keys that have no effect here, none as unknown.
+//! the log names the keys that have no effect here, none as unknown. With the mirror
+//! entry naming the test registry itself, real containerd pulls an image through the
+//! daemon and every layer is a remote snapshot.
 
 mod common;
 use common::remote::{cri_labels, expect_remote, pushed_estargz_layer};
+use common::stack::{committed_snapshots, convert_to_estargz, proxy_plugin, rpull};
 use common::Daemon;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use testkit::{Prereq, Registry};
 
@@ -52,6 +55,36 @@ fn scrape(address: SocketAddr) -> String {
     response.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
+/// The fixture with its placeholders filled in, written to `dir/config.toml`.
+fn write_reference_config(
+    dir: &Path,
+    metrics: SocketAddr,
+    registry: &str,
+    mirror: &str,
+) -> PathBuf {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-config.toml");
+    let text = std::fs::read_to_string(fixture)
+        .unwrap()
+        .replace("@METRICS@", &metrics.to_string())
+        .replace("@REGISTRY@", registry)
+        .replace("@MIRROR@", mirror);
+    let config = dir.join("config.toml");
+    std::fs::write(&config, &text).unwrap();
+    config
+}
+
+/// The reference's flags, as its systemd unit and scripts write them.
+fn go_style_args(config: &Path, dir: &Path, socket: &Path) -> Vec<OsString> {
+    vec![
+        format!("-config={}", config.display()).into(),
+        "-root".into(),
+        dir.join("root").into(),
+        format!("-address={}", socket.display()).into(),
+        "-log-level=debug".into(),
+    ]
+}
+
 /// Unmounts what the daemon left when the test ends, passed or failed.
 struct Cleanup<'a>(&'a Path, Option<Daemon>);
 
@@ -72,24 +105,9 @@ fn reference_config_and_flags_start_the_daemon_and_pull_lazily() {
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
 
     let dir = tempfile::Builder::new().prefix("refc-").tempdir().unwrap();
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-config.toml");
-    let text = std::fs::read_to_string(fixture)
-        .unwrap()
-        .replace("@METRICS@", &metrics.to_string())
-        .replace("@REGISTRY@", ORIGIN)
-        .replace("@MIRROR@", &registry.host());
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, &text).unwrap();
+    let config = write_reference_config(dir.path(), metrics, ORIGIN, &registry.host());
     let socket = dir.path().join("run/grpc.sock");
-    // As the reference's systemd unit and scripts write them.
-    let args: Vec<OsString> = vec![
-        format!("-config={}", config.display()).into(),
-        "-root".into(),
-        dir.path().join("root").into(),
-        format!("-address={}", socket.display()).into(),
-        "-log-level=debug".into(),
-    ];
+    let args = go_style_args(&config, dir.path(), &socket);
     let daemon = Daemon::start_with_args(dir.path(), &args, socket.clone());
     let cleanup = Cleanup(dir.path(), Some(daemon));
     let daemon = cleanup.1.as_ref().unwrap();
@@ -185,4 +203,43 @@ fn json_log_lines_name_unknown_keys_and_a_missing_named_config_stops_the_daemon(
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing.toml"), "{stderr}");
+}
+
+#[test]
+fn reference_config_serves_containerd_pulls_lazily() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(Prereq::DevFuse);
+    let registry = Registry::start().unwrap();
+    let plain = registry.push("ref/ctr", "plain", &image()).unwrap();
+    let reference = registry.reference("ref/ctr", "esgz");
+    convert_to_estargz(&plain, &reference);
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+
+    let dir = tempfile::Builder::new().prefix("refd-").tempdir().unwrap();
+    // The mirror entry names the test registry itself: `insecure` makes it plain HTTP.
+    let host = registry.host();
+    let config = write_reference_config(dir.path(), metrics, &host, &host);
+    let socket = dir.path().join("run/grpc.sock");
+    let args = go_style_args(&config, dir.path(), &socket);
+    let daemon = Daemon::start_with_args(dir.path(), &args, socket.clone());
+    let cleanup = Cleanup(dir.path(), Some(daemon));
+    let containerd = testkit::Containerd::start_with(testkit::ContainerdOptions {
+        extra_config: proxy_plugin(&socket),
+        ..testkit::ContainerdOptions::default()
+    })
+    .unwrap();
+
+    rpull(&containerd, &reference);
+    let (committed, remote) = committed_snapshots(&containerd);
+    let log = cleanup.1.as_ref().unwrap().log_text();
+    assert!(committed > 0, "{log}");
+    assert_eq!(remote, committed, "every layer a remote snapshot: {log}");
+    assert!(
+        log.contains(&format!("remote.plain_http += \"{host}\"")),
+        "{log}"
+    );
+    let body = scrape(metrics);
+    assert!(body.contains("estargz_lazy_mounts_total"), "{body}");
+    drop(containerd);
+    drop(cleanup);
 }
