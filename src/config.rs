@@ -2,7 +2,7 @@
 //! `/etc/containerd-stargz-grpc/config.toml`); command-line flags override it.
 //!
 //! The Go reference's config.toml is read too: its keys are rewritten into ours first
-//! ([`reference`]). A key nobody knows, or one with no effect here, is reported as a
+//! (`config/reference.rs`). A key nobody knows, or one with no effect here, is reported as a
 //! [`KeyNotice`] (name and line) for the daemon to log, never a refusal to start.
 
 mod notice;
