@@ -147,8 +147,8 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<()>, Status> {
         let ns = namespace(&request);
         let r = request.into_inner();
-        tracing::debug!(ns, key = r.key, name = r.name, "commit");
-        self.run(move |s| s.commit(&ns, &r.name, &r.key, labels(r.labels)))
+        tracing::debug!(ns, key = r.key, name = r.name, parent = r.parent, "commit");
+        self.run(move |s| s.commit_onto(&ns, &r.name, &r.key, &r.parent, labels(r.labels)))
             .await?;
         Ok(Response::new(()))
     }

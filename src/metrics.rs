@@ -26,7 +26,7 @@ use crate::remote::LabelError;
 
 /// Metrics settings (the `[metrics]` table of the daemon config).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct MetricsConfig {
     /// TCP address (`"127.0.0.1:9090"`) serving `GET /metrics` (Prometheus text format)
     /// and `GET /status` (JSON). Default unset (or `""`): no metrics endpoint.
@@ -531,7 +531,12 @@ mod tests {
                 }),
             ),
             ("no port", "address = \"127.0.0.1\"", None),
-            ("unknown key", "adress = \"127.0.0.1:1\"", None),
+            // Reported by the config loader, not refused.
+            (
+                "unknown key",
+                "adress = \"127.0.0.1:1\"",
+                Some(MetricsConfig::default()),
+            ),
         ];
         for (name, text, want) in cases {
             let got = toml::from_str::<MetricsConfig>(text).ok();

@@ -26,7 +26,7 @@ const MAX_INDEX_CHILDREN: usize = 32;
 
 /// Access recording settings (the `[record]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RecordConfig {
     /// Record the files each image opens after its layers are mounted. Default false.
     pub enable: bool,

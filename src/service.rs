@@ -3,6 +3,7 @@
 //! store, mounts again the remote snapshots whose mounts were lost (in the background:
 //! startup never waits on the network), serves the Snapshots API on a unix socket until
 //! the shutdown future resolves, then finishes in-flight requests and removes the sockets.
+//! systemd is told `READY=1` once the socket listens (and `STOPPING=1` at shutdown).
 //! An in-process mounter unmounts its layers at shutdown; the manager keeps them.
 //!
 //! With `[cri_keychain] enable`, the CRI image-service proxy is served on its own socket,
@@ -146,6 +147,12 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         address = %config.address.display(),
         "serving containerd snapshots API"
     );
+    // The socket listens: connections queue until the server below accepts them.
+    notify_systemd(crate::notify::ready(), "READY=1");
+    let shutdown = async {
+        shutdown.await;
+        notify_systemd(crate::notify::stopping(), "STOPPING=1");
+    };
     let service = SnapshotsServer::new(SnapshotService::new(store));
     let served = tonic::transport::Server::builder()
         .add_service(service)
@@ -162,6 +169,16 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs the outcome of a systemd notification: a failure is not fatal (systemd then
+/// times the start out, which names the cause itself).
+fn notify_systemd(sent: Result<bool, crate::notify::NotifyError>, state: &str) {
+    match sent {
+        Ok(true) => tracing::debug!(state, "notified systemd"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, "notify systemd"),
+    }
 }
 
 async fn start_status(
@@ -296,6 +313,11 @@ fn manager_mounter(config: &Config) -> ManagerMounter {
     }
     args.extend(["--root".into(), config.root.clone().into_os_string()]);
     args.extend(["--log-level".into(), config.log_level.clone().into()]);
+    let format = match config.log_format {
+        crate::config::LogFormat::Text => "text",
+        crate::config::LogFormat::Json => "json",
+    };
+    args.extend(["--log-format".into(), format.into()]);
     args.push("fuse-manager".into());
     // A mount includes opening the layer and waiting for its prefetch.
     let call_timeout =

@@ -48,7 +48,7 @@ pub enum CacheError {
 
 /// Cache settings (the `[cache]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CacheConfig {
     /// Directory of the on-disk chunk store; none keeps chunks in memory only.
     pub dir: Option<PathBuf>,

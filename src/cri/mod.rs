@@ -24,7 +24,7 @@ pub use proxy::ImageServiceProxy;
 
 /// The CRI image-service proxy settings (the `[cri_keychain]` table).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CriKeychainConfig {
     /// Serve the proxy and keep the credentials kubelet pulls with. Default false.
     pub enable: bool,

@@ -99,6 +99,8 @@ pub enum Error {
     EmptyKey,
     #[error("parent {0:?} is not a committed snapshot")]
     ParentNotCommitted(String),
+    #[error("snapshot {key:?} was prepared on {parent:?}: its parent cannot change on commit")]
+    ParentChanged { key: String, parent: String },
     #[error("snapshot {key:?} is {kind}, not active")]
     NotActive { key: String, kind: Kind },
     #[error("snapshot {0:?} is committed; only active and view snapshots have mounts")]

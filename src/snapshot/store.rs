@@ -112,12 +112,39 @@ impl Store {
         self.commit_as(ns, name, key, labels, Backing::Local)
     }
 
+    /// Commits like [`Store::commit`], on `parent` when not empty (containerd 2.2's
+    /// `CommitSnapshotRequest.parent`, used by parallel unpack): an active snapshot
+    /// prepared without a parent is rebased onto it; one prepared on another parent is
+    /// refused.
+    pub fn commit_onto(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<(), Error> {
+        self.commit_record(ns, name, key, parent, labels, Backing::Local)
+    }
+
     /// Commits like [`Store::commit`]; a remote snapshot's usage is 0, not measured.
     pub(super) fn commit_as(
         &self,
         ns: &str,
         name: &str,
         key: &str,
+        labels: Labels,
+        backing: Backing,
+    ) -> Result<(), Error> {
+        self.commit_record(ns, name, key, "", labels, backing)
+    }
+
+    fn commit_record(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        parent: &str,
         labels: Labels,
         backing: Backing,
     ) -> Result<(), Error> {
@@ -133,6 +160,18 @@ impl Store {
                     key: key.to_owned(),
                     kind: record.kind,
                 });
+            }
+            if !parent.is_empty() && record.parent != parent {
+                if !record.parent.is_empty() {
+                    return Err(Error::ParentChanged {
+                        key: key.to_owned(),
+                        parent: record.parent,
+                    });
+                }
+                if db::get_existing(&table, ns, parent)?.kind != Kind::Committed {
+                    return Err(Error::ParentNotCommitted(parent.to_owned()));
+                }
+                record.parent = parent.to_owned();
             }
             record.usage = match backing {
                 Backing::Local => disk_usage(&self.fs_dir(record.id))?,

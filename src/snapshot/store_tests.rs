@@ -295,3 +295,61 @@ fn list_filters_by_label_and_parent() {
         "namespaces are separate"
     );
 }
+
+#[test]
+fn commit_onto_a_parent_rebases_a_parentless_snapshot() {
+    let (_dir, store) = fixture();
+    // containerd 2.2's parallel unpack: prepared without a parent, committed onto one.
+    store.prepare(NS, "loose", "", Labels::new()).unwrap();
+    store
+        .commit_onto(NS, "rebased", "loose", "base", Labels::new())
+        .unwrap();
+    assert_eq!(store.stat(NS, "rebased").unwrap().parent, "base");
+    let view = store.view(NS, "v2", "rebased", Labels::new()).unwrap();
+    let lower = view[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("lowerdir="))
+        .unwrap();
+    assert_eq!(lower.split(':').count(), 2, "both layers stacked: {view:?}");
+    assert!(
+        store.remove(NS, "base").is_err(),
+        "base now has the rebased child"
+    );
+
+    let cases: Vec<(&str, Op, Code)> = vec![
+        (
+            "another parent than prepared",
+            Box::new(|s| {
+                s.prepare(NS, "on-base", "base", Labels::new())?;
+                s.commit_onto(NS, "x", "on-base", "rebased", Labels::new())
+            }),
+            Code::InvalidArgument,
+        ),
+        (
+            "parent not committed",
+            Box::new(|s| {
+                s.prepare(NS, "loose2", "", Labels::new())?;
+                s.commit_onto(NS, "y", "loose2", "active", Labels::new())
+            }),
+            Code::InvalidArgument,
+        ),
+        (
+            "parent missing",
+            Box::new(|s| {
+                s.prepare(NS, "loose3", "", Labels::new())?;
+                s.commit_onto(NS, "z", "loose3", "nope", Labels::new())
+            }),
+            Code::NotFound,
+        ),
+    ];
+    for (name, op, code) in cases {
+        let error = op(&store).unwrap_err();
+        assert_eq!(snapshot_code(&error), code, "{name}: {error}");
+    }
+    // The same parent as prepared is no change.
+    store
+        .commit_onto(NS, "same", "on-base", "base", Labels::new())
+        .unwrap();
+    assert_eq!(store.stat(NS, "same").unwrap().parent, "base");
+}
