@@ -23,9 +23,12 @@ pub fn snapshot_code(error: &snapshot::Error) -> Code {
             Code::InvalidArgument
         }
         E::NotActive { .. } | E::NotMountable(_) | E::HasChildren(_) => Code::FailedPrecondition,
-        E::Database(_) | E::Decode { .. } | E::Encode { .. } | E::IdOverflow | E::Io { .. } => {
-            Code::Internal
-        }
+        E::Database(_)
+        | E::Decode { .. }
+        | E::Encode { .. }
+        | E::IdOverflow
+        | E::Io { .. }
+        | E::CleanupIncomplete(_) => Code::Internal,
     }
 }
 

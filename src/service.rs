@@ -1,8 +1,10 @@
 //! Runs the daemon: sets up lazy pulling (an in-process FUSE mounter, or the FUSE manager
 //! process with `[fuse] manager = true`, when enabled and FUSE is available), opens the
-//! store, mounts again the remote snapshots whose mounts were lost (in the background:
-//! startup never waits on the network), serves the Snapshots API on a unix socket until
-//! the shutdown future resolves, then finishes in-flight requests and removes the sockets.
+//! store, removes what a crash left that no snapshot owns and mounts again the remote
+//! snapshots whose mounts were lost (in the background: startup never waits on the
+//! network), watches the fuse manager (a dead one is replaced within seconds), serves
+//! the Snapshots API on a unix socket until the shutdown future resolves, then finishes
+//! in-flight requests and removes the sockets.
 //! An in-process mounter unmounts its layers at shutdown; the manager keeps them.
 //!
 //! With `[cri_keychain] enable`, the CRI image-service proxy is served on its own socket,
@@ -14,6 +16,7 @@ use std::ffi::OsString;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +38,8 @@ const FUSE_DEVICE: &str = "/dev/fuse";
 /// Pause between attempts to mount again remote snapshots that could not be (registry
 /// down at startup).
 const RESTORE_RETRY: Duration = Duration::from_secs(30);
+/// How often the daemon checks that the fuse manager is still there.
+const MANAGER_POLL: Duration = Duration::from_secs(1);
 
 /// Errors starting or running the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -119,11 +124,14 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
             }
         },
     };
+    let running = Arc::new(AtomicBool::new(true));
     if let Some(mounter) = mounter {
-        tokio::task::spawn_blocking({
-            let store = store.clone();
-            move || restore_remote_snapshots(&store, mounter.as_ref())
-        });
+        let manager = match &lazy {
+            Lazy::Manager(m) => Some(m.clone()),
+            _ => None,
+        };
+        let (store, running) = (store.clone(), running.clone());
+        std::thread::spawn(move || converge(&store, mounter.as_ref(), manager, &running));
     }
     // The Snapshots socket last: its appearance tells that the daemon is ready.
     let listener = match bind_private(&config.address).and_then(|listener| {
@@ -147,6 +155,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
+    running.store(false, Ordering::Relaxed);
     remove_socket(&config.address);
     keychains.stop().await;
     stop_status(endpoints);
@@ -262,6 +271,63 @@ fn manager_mounter(config: &Config) -> ManagerMounter {
         config.fuse.mount_timeout + config.prefetch.timeout + Duration::from_secs(30);
     tracing::info!("lazy layers are served by the fuse manager process");
     ManagerMounter::new(&config.root, args, call_timeout)
+}
+
+/// Brings the mounts to what the snapshots need: removes what a crash left that no
+/// snapshot owns, mounts again the remote snapshots that lost their mount, then (with a
+/// fuse manager) watches the manager while the daemon runs and, when it is gone, starts
+/// a new one and mounts every remote snapshot again.
+fn converge(
+    store: &Store,
+    mounter: &dyn Mounter,
+    manager: Option<Arc<ManagerMounter>>,
+    running: &AtomicBool,
+) {
+    sweep_orphans(store);
+    restore_remote_snapshots(store, mounter);
+    let Some(manager) = manager else {
+        return;
+    };
+    while running.load(Ordering::Relaxed) {
+        std::thread::sleep(MANAGER_POLL);
+        if !running.load(Ordering::Relaxed) || manager.listens() {
+            continue;
+        }
+        tracing::warn!(
+            "the fuse manager is gone; starting a new one and mounting the lazy layers again"
+        );
+        let detached = store.detach_dead_mounts();
+        match manager.ensure_running() {
+            Ok(pid) => tracing::info!(pid, detached, "fuse manager started again"),
+            Err(error) => {
+                tracing::warn!(%error, "start the fuse manager again");
+                continue;
+            }
+        }
+        restore_remote_snapshots(store, mounter);
+    }
+}
+
+/// Startup: unmounts and removes what no snapshot owns (Cleanup does it again later).
+fn sweep_orphans(store: &Store) {
+    match store.cleanup() {
+        Ok(report) => {
+            let metrics = crate::metrics::global();
+            for _ in &report.mounts {
+                metrics.orphan_removed(crate::metrics::ORPHAN_MOUNT);
+            }
+            for _ in &report.directories {
+                metrics.orphan_removed(crate::metrics::ORPHAN_DIRECTORY);
+            }
+            tracing::info!(
+                mounts = report.mounts.len(),
+                directories = report.directories.len(),
+                left = report.failures.len(),
+                "startup removed orphans"
+            );
+        }
+        Err(error) => tracing::warn!(%error, "look for orphans at startup"),
+    }
 }
 
 /// Mounts again every remote snapshot the mounter does not serve (its mount was lost

@@ -1,7 +1,8 @@
 //! [`ManagerMounter`]: the daemon's [`Mounter`] when FUSE mounts live in the manager
 //! process. Each call is one request over the manager socket; when nothing answers, the
 //! manager is started (a child in its own process group, so it outlives the daemon) and
-//! the call is made again.
+//! the call is made again. [`ManagerMounter::listens`] tells the daemon's watch whether
+//! the manager is still there.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,6 +69,15 @@ impl ManagerMounter {
         }
     }
 
+    /// Whether a manager listens on the socket. A busy one (slow answer) counts as alive:
+    /// only a socket nobody listens on (the process is gone) is not.
+    pub fn listens(&self) -> bool {
+        match self.send(&Request::Ping) {
+            Err(ManagerError::Io { source, .. }) => !is_absent(&source),
+            _ => true,
+        }
+    }
+
     /// Sends `request`, starting the manager first when nothing answers.
     fn call(&self, request: &Request) -> Result<Response, ManagerError> {
         match self.send(request) {
@@ -122,7 +132,7 @@ impl ManagerMounter {
             .map_err(start_error)?;
         let log_err = log.try_clone().map_err(start_error)?;
         tracing::info!(program = %program.display(), "starting the fuse manager");
-        Command::new(&program)
+        let mut child = Command::new(&program)
             .args(&self.start_args)
             // Its own process group: signals to the daemon's group leave it running.
             .process_group(0)
@@ -131,6 +141,8 @@ impl ManagerMounter {
             .stderr(log_err)
             .spawn()
             .map_err(start_error)?;
+        // Reaped when it exits, so a dead manager leaves no zombie behind.
+        std::thread::spawn(move || child.wait());
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if self.send(&Request::Ping).is_ok() {
@@ -169,8 +181,26 @@ impl Mounter for ManagerMounter {
     }
 
     fn unmount(&self, mountpoint: &Path) -> Result<(), MountError> {
+        self.unmount_as(mountpoint, false)
+    }
+
+    fn drop_orphan(&self, mountpoint: &Path) -> Result<(), MountError> {
+        self.unmount_as(mountpoint, true)
+    }
+
+    fn mounted(&self) -> Vec<PathBuf> {
+        match self.call(&Request::Mounted) {
+            Ok(Response::Mountpoints { paths }) => paths,
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl ManagerMounter {
+    fn unmount_as(&self, mountpoint: &Path, orphan: bool) -> Result<(), MountError> {
         let request = Request::Unmount {
             mountpoint: mountpoint.to_path_buf(),
+            orphan,
         };
         let failed = |reason: String| MountError::Mount {
             mountpoint: mountpoint.to_path_buf(),
@@ -181,13 +211,6 @@ impl Mounter for ManagerMounter {
             Ok(Response::NotRemote { reason } | Response::Failed { reason }) => Err(failed(reason)),
             Ok(other) => Err(failed(format!("fuse manager answered {other:?}"))),
             Err(error) => Err(failed(error.to_string())),
-        }
-    }
-
-    fn mounted(&self) -> Vec<PathBuf> {
-        match self.call(&Request::Mounted) {
-            Ok(Response::Mountpoints { paths }) => paths,
-            _ => Vec::new(),
         }
     }
 }
