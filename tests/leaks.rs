@@ -385,30 +385,43 @@ fn push_apps(stack: &LazyStack) -> Vec<String> {
 enum KillAt {
     /// Right as the pulls start: before any Prepare.
     Start,
-    /// This long after the pulls started: Prepares in flight.
-    After(Duration),
+    /// This long after the daemon logged its `nth` Prepare of the round: Prepares (and
+    /// their lazy mounts) in flight.
+    Prepare { nth: usize, delay: Duration },
     /// Once every pull finished.
     End,
 }
 
-/// Kill points: before, a few seeded delays during, and after the Prepares. The seed
-/// comes from `CRASH_SEED` or the clock, and is printed so a failure can be replayed.
+/// Kill points: before, during (seeded: which Prepare, how long after it) and after the
+/// Prepares. The seed comes from `CRASH_SEED` or the clock, and is printed so that a
+/// failure can be replayed.
 fn kill_points() -> Vec<KillAt> {
     let seed = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-            now.map(|d| d.subsec_nanos() as u64).unwrap_or(1)
+            now.map(|d| u64::from(d.subsec_nanos())).unwrap_or(1)
         });
     eprintln!("kill points from CRASH_SEED={seed}");
     let mut random = testkit::image::content::SplitMix64::new(seed);
     let mut points = vec![KillAt::Start];
-    for _ in 0..3 {
-        points.push(KillAt::After(Duration::from_millis(50 + random.below(700))));
+    // Each app has two layers; the busybox one is shared.
+    for nth in [1, 2, 4] {
+        let delay = Duration::from_millis(random.below(120));
+        points.push(KillAt::Prepare { nth, delay });
     }
     points.push(KillAt::End);
     points
+}
+
+/// Prepares the daemon logged since its log was `from` bytes long.
+fn prepares_logged(stack: &LazyStack, from: usize) -> usize {
+    let log = stack.daemon.log_text();
+    let new = log.get(from..).unwrap_or_default();
+    // Fields may be wrapped in colour codes: match the words alone.
+    let prepare = |l: &&str| l.contains("grpc") && l.contains("prepare") && l.contains("extract-");
+    new.lines().filter(prepare).count()
 }
 
 fn rpull_command(stack: &LazyStack, image: &str) -> std::process::Command {
@@ -429,6 +442,7 @@ fn daemon_config(registry: &str, manager: bool) -> String {
 /// One round: the apps pulled at once, the daemon SIGKILLed at `at` and started again,
 /// failed pulls retried, every app run, then every image removed.
 fn crash_round(stack: &mut LazyStack, apps: &[String], at: KillAt, manager: bool) {
+    let log_start = stack.daemon.log_text().len();
     let pulls: Vec<_> = apps
         .iter()
         .map(|image| {
@@ -436,11 +450,17 @@ fn crash_round(stack: &mut LazyStack, apps: &[String], at: KillAt, manager: bool
             std::thread::spawn(move || testkit::tools::run_command(command).map(drop))
         })
         .collect();
+    let finished = |pulls: &[std::thread::JoinHandle<_>]| pulls.iter().all(|p| p.is_finished());
     match at {
         KillAt::Start => {}
-        KillAt::After(delay) => std::thread::sleep(delay),
+        KillAt::Prepare { nth, delay } => {
+            while prepares_logged(stack, log_start) < nth && !finished(&pulls) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(delay);
+        }
         KillAt::End => {
-            while !pulls.iter().all(|p| p.is_finished()) {
+            while !finished(&pulls) {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
