@@ -288,22 +288,39 @@ fn converge(
     let Some(manager) = manager else {
         return;
     };
+    let mut known = manager.running_pid().ok().flatten();
     while running.load(Ordering::Relaxed) {
         std::thread::sleep(MANAGER_POLL);
-        if !running.load(Ordering::Relaxed) || manager.listens() {
-            continue;
+        if !running.load(Ordering::Relaxed) {
+            break;
         }
-        tracing::warn!(
-            "the fuse manager is gone; starting a new one and mounting the lazy layers again"
-        );
-        let detached = store.detach_dead_mounts();
-        match manager.ensure_running() {
-            Ok(pid) => tracing::info!(pid, detached, "fuse manager started again"),
+        // A different pid: the manager died and a request of ours already started a new
+        // one, which serves none of the old mounts.
+        let pid = match manager.running_pid() {
+            Ok(Some(pid)) if Some(pid) == known => continue,
+            Ok(Some(pid)) => pid,
+            Ok(None) => {
+                tracing::warn!("the fuse manager is gone; starting a new one");
+                match manager.ensure_running() {
+                    Ok(pid) => pid,
+                    Err(error) => {
+                        tracing::warn!(%error, "start the fuse manager again");
+                        continue;
+                    }
+                }
+            }
             Err(error) => {
-                tracing::warn!(%error, "start the fuse manager again");
+                tracing::debug!(%error, "fuse manager busy");
                 continue;
             }
-        }
+        };
+        let detached = store.detach_dead_mounts();
+        tracing::info!(
+            pid,
+            detached,
+            "new fuse manager: mounting the lazy layers again"
+        );
+        known = Some(pid);
         restore_remote_snapshots(store, mounter);
     }
 }

@@ -435,13 +435,35 @@ fn rpull_command(stack: &LazyStack, image: &str) -> std::process::Command {
     command
 }
 
-fn daemon_config(registry: &str, manager: bool) -> String {
-    format!("[remote]\nplain_http = [\"{registry}\"]\n[fuse]\nmanager = {manager}\n")
+/// The daemon's config: plain HTTP to `registry`, the fuse manager on or off, metrics on
+/// `metrics`.
+fn daemon_config(registry: &str, manager: bool, metrics: std::net::SocketAddr) -> String {
+    format!(
+        "[remote]\nplain_http = [\"{registry}\"]\n[fuse]\nmanager = {manager}\n\
+         [metrics]\naddress = \"{metrics}\"\n"
+    )
+}
+
+/// `GET /metrics` with a plain HTTP/1.0 request; the value of `series` (0 when absent).
+fn scrape(address: std::net::SocketAddr, series: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().unwrap())
 }
 
 /// One round: the apps pulled at once, the daemon SIGKILLed at `at` and started again,
 /// failed pulls retried, every app run, then every image removed.
-fn crash_round(stack: &mut LazyStack, apps: &[String], at: KillAt, manager: bool) {
+fn crash_round(stack: &mut LazyStack, apps: &[String], at: KillAt, config: &str) {
+    let manager = config.contains("manager = true");
     let log_start = stack.daemon.log_text().len();
     let pulls: Vec<_> = apps
         .iter()
@@ -466,8 +488,7 @@ fn crash_round(stack: &mut LazyStack, apps: &[String], at: KillAt, manager: bool
         }
     }
     stack.daemon.kill();
-    let registry = stack.registry.host();
-    stack.daemon = Daemon::start_with_config(stack.dir.path(), &daemon_config(&registry, manager));
+    stack.daemon = Daemon::start_with_config(stack.dir.path(), config);
     let mut failed = Vec::new();
     for (image, pull) in apps.iter().zip(pulls) {
         if pull.join().unwrap().is_err() {
@@ -533,11 +554,13 @@ fn sigkill_at_any_point_of_concurrent_pulls_converges() {
     testkit::require!(testkit::Prereq::DevFuse);
     let points = kill_points();
     for manager in [false, true] {
-        let mut stack =
-            LazyStack::start_with_config("crash-", &format!("[fuse]\nmanager = {manager}\n"));
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let extra = format!("[fuse]\nmanager = {manager}\n[metrics]\naddress = \"{metrics}\"\n");
+        let mut stack = LazyStack::start_with_config("crash-", &extra);
+        let config = daemon_config(&stack.registry.host(), manager, metrics);
         let apps = push_apps(&stack);
         for &at in &points {
-            crash_round(&mut stack, &apps, at, manager);
+            crash_round(&mut stack, &apps, at, &config);
         }
         let root = stack.dir.path().join("root");
         let manager_log =
@@ -545,7 +568,24 @@ fn sigkill_at_any_point_of_concurrent_pulls_converges() {
         let logs = stack.daemon.log_text() + &manager_log;
         let orphans = logs.lines().filter(|l| l.contains("no snapshot owns"));
         eprintln!("manager {manager}: {} orphans removed", orphans.count());
+        if manager {
+            // The manager outlived every daemon: its count covers the whole test.
+            let unmounted = manager_log
+                .lines()
+                .filter(|l| l.contains("unmounted a layer no snapshot owns"))
+                .count();
+            let counted = scrape(metrics, "estargz_orphans_removed_total{kind=\"mount\"}");
+            assert_eq!(
+                counted, unmounted as f64,
+                "orphan mounts counted in the metrics"
+            );
+        }
     }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// Files the reader container opens, one every 0.15 s.

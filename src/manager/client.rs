@@ -1,8 +1,8 @@
 //! [`ManagerMounter`]: the daemon's [`Mounter`] when FUSE mounts live in the manager
 //! process. Each call is one request over the manager socket; when nothing answers, the
 //! manager is started (a child in its own process group, so it outlives the daemon) and
-//! the call is made again. [`ManagerMounter::listens`] tells the daemon's watch whether
-//! the manager is still there.
+//! the call is made again. [`ManagerMounter::running_pid`] tells the daemon's watch
+//! whether the manager is still the one it knows.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -69,12 +69,15 @@ impl ManagerMounter {
         }
     }
 
-    /// Whether a manager listens on the socket. A busy one (slow answer) counts as alive:
-    /// only a socket nobody listens on (the process is gone) is not.
-    pub fn listens(&self) -> bool {
+    /// The pid of the manager listening on the socket, None when nobody listens (the
+    /// process is gone). Never starts one. A manager that answers slowly is an error,
+    /// not a dead one.
+    pub fn running_pid(&self) -> Result<Option<u32>, ManagerError> {
         match self.send(&Request::Ping) {
-            Err(ManagerError::Io { source, .. }) => !is_absent(&source),
-            _ => true,
+            Ok(Response::Pong { pid }) => Ok(Some(pid)),
+            Ok(other) => Err(ManagerError::Garbled(format!("{other:?}"))),
+            Err(ManagerError::Io { source, .. }) if is_absent(&source) => Ok(None),
+            Err(error) => Err(error),
         }
     }
 

@@ -88,6 +88,7 @@ impl Store {
             Err(e) => {
                 tracing::warn!(key, layer = target, error = %e, "commit lazily mounted layer; containerd pulls it");
                 self.unmount_remote(&fs);
+                self.lazy_mount_failed(ns, key);
                 Ok(mounts)
             }
         }
