@@ -226,13 +226,7 @@ impl Snapshots for SnapshotService {
 
     async fn cleanup(&self, _request: Request<pb::CleanupRequest>) -> Result<Response<()>, Status> {
         let report = self.run(|s| s.cleanup()).await?;
-        let metrics = crate::metrics::global();
-        for _ in &report.mounts {
-            metrics.orphan_removed(crate::metrics::ORPHAN_MOUNT);
-        }
-        for _ in &report.directories {
-            metrics.orphan_removed(crate::metrics::ORPHAN_DIRECTORY);
-        }
+        crate::metrics::global().cleaned_up(&report);
         tracing::info!(
             mounts = report.mounts.len(),
             directories = report.directories.len(),

@@ -23,6 +23,7 @@ use std::sync::atomic::AtomicU64;
 use crate::layer::{FetchError, LayerError};
 use crate::lazy::LazyError;
 use crate::remote::LabelError;
+use crate::snapshot::CleanupReport;
 
 /// Metrics settings (the `[metrics]` table of the daemon config).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -326,6 +327,16 @@ impl Metrics {
     /// Counts an orphan removed: `kind` is [`ORPHAN_MOUNT`] or [`ORPHAN_DIRECTORY`].
     pub fn orphan_removed(&self, kind: &'static str) {
         self.orphans.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Counts the orphans one Cleanup (or the startup sweep) removed.
+    pub fn cleaned_up(&self, report: &CleanupReport) {
+        for _ in &report.mounts {
+            self.orphan_removed(ORPHAN_MOUNT);
+        }
+        for _ in &report.directories {
+            self.orphan_removed(ORPHAN_DIRECTORY);
+        }
     }
 
     /// Counts a failed chunk cache disk write.

@@ -329,13 +329,7 @@ fn converge(
 fn sweep_orphans(store: &Store) {
     match store.cleanup() {
         Ok(report) => {
-            let metrics = crate::metrics::global();
-            for _ in &report.mounts {
-                metrics.orphan_removed(crate::metrics::ORPHAN_MOUNT);
-            }
-            for _ in &report.directories {
-                metrics.orphan_removed(crate::metrics::ORPHAN_DIRECTORY);
-            }
+            crate::metrics::global().cleaned_up(&report);
             tracing::info!(
                 mounts = report.mounts.len(),
                 directories = report.directories.len(),

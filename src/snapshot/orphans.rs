@@ -107,15 +107,20 @@ impl Store {
         let mut report = CleanupReport::default();
         // Mounts first: a mounted directory cannot be removed.
         for point in self.lazy_mountpoints(&dir) {
-            let owned = snapshot_id(&dir, &point).is_some_and(|id| {
-                in_flight.contains(&id) || owners.get(&id) == Some(&Backing::Remote)
-            });
-            if owned {
+            let id = snapshot_id(&dir, &point);
+            let record = id.and_then(|id| owners.get(&id));
+            if id.is_some_and(|id| in_flight.contains(&id)) || record == Some(&Backing::Remote) {
                 continue;
             }
+            // What it was: Mounting is a Prepare killed mid-mount; Local, a mount that
+            // finished after its Prepare gave up; none, a snapshot already removed.
+            let was = record.map_or("no snapshot", |backing| match backing {
+                Backing::Mounting => "a lazy Prepare interrupted before its commit",
+                _ => "an ordinary active snapshot",
+            });
             match self.release(&point, true) {
                 Ok(()) => {
-                    tracing::info!(mountpoint = %point.display(), "unmounted a lazy layer mount no snapshot owns");
+                    tracing::info!(mountpoint = %point.display(), on = was, "unmounted a lazy layer mount no snapshot owns");
                     report.mounts.push(point);
                 }
                 Err(error) => report.failures.push(error),
