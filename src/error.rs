@@ -25,9 +25,12 @@ pub fn snapshot_code(error: &snapshot::Error) -> Code {
         | E::ImmutableField { .. }
         | E::Filter(_) => Code::InvalidArgument,
         E::NotActive { .. } | E::NotMountable(_) | E::HasChildren(_) => Code::FailedPrecondition,
-        E::Database(_) | E::Decode { .. } | E::Encode { .. } | E::IdOverflow | E::Io { .. } => {
-            Code::Internal
-        }
+        E::Database(_)
+        | E::Decode { .. }
+        | E::Encode { .. }
+        | E::IdOverflow
+        | E::Io { .. }
+        | E::CleanupIncomplete(_) => Code::Internal,
     }
 }
 

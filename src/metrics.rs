@@ -23,6 +23,7 @@ use std::sync::atomic::AtomicU64;
 use crate::layer::{FetchError, LayerError};
 use crate::lazy::LazyError;
 use crate::remote::LabelError;
+use crate::snapshot::CleanupReport;
 
 /// Metrics settings (the `[metrics]` table of the daemon config).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -158,6 +159,11 @@ impl CacheResult {
     }
 }
 
+/// Kind label of an orphan mount (a lazy layer mount no snapshot owned).
+pub const ORPHAN_MOUNT: &str = "mount";
+/// Kind label of an orphan snapshot directory.
+pub const ORPHAN_DIRECTORY: &str = "directory";
+
 /// Kind label of TOC and footer reads when a layer is opened.
 pub const TOC_KIND: &str = "toc";
 
@@ -177,6 +183,7 @@ pub struct Metrics {
     mounts: Counter,
     mounted: Gauge,
     layer_percent: Family<[(&'static str, String); 1], Gauge<f64, AtomicU64>>,
+    orphans: Family<Labels1, Counter>,
 }
 
 /// Range-request latency buckets: 5 ms to about 41 s.
@@ -204,6 +211,7 @@ impl Metrics {
             mounts: Counter::default(),
             mounted: Gauge::default(),
             layer_percent: Family::default(),
+            orphans: Family::default(),
         };
         let r = &mut m.registry;
         r.register_with_unit(
@@ -248,6 +256,11 @@ impl Metrics {
             "layer_fetched_percent",
             "Share of each mounted layer's data fetched so far, percent",
             m.layer_percent.clone(),
+        );
+        r.register(
+            "orphans_removed",
+            "Leftovers of crashes no snapshot owned, removed, by kind (mount, directory)",
+            m.orphans.clone(),
         );
         m
     }
@@ -309,6 +322,21 @@ impl Metrics {
         self.fallbacks
             .get_or_create(&[("reason", reason.label())])
             .inc();
+    }
+
+    /// Counts an orphan removed: `kind` is [`ORPHAN_MOUNT`] or [`ORPHAN_DIRECTORY`].
+    pub fn orphan_removed(&self, kind: &'static str) {
+        self.orphans.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Counts the orphans one Cleanup (or the startup sweep) removed.
+    pub fn cleaned_up(&self, report: &CleanupReport) {
+        for _ in &report.mounts {
+            self.orphan_removed(ORPHAN_MOUNT);
+        }
+        for _ in &report.directories {
+            self.orphan_removed(ORPHAN_DIRECTORY);
+        }
     }
 
     /// Counts a failed chunk cache disk write.
@@ -397,6 +425,9 @@ mod tests {
         m.mounted(2);
         m.set_mounted(1);
         m.set_layer_progress([("sha256:ab".to_owned(), 42.5)]);
+        m.orphan_removed(ORPHAN_MOUNT);
+        m.orphan_removed(ORPHAN_DIRECTORY);
+        m.orphan_removed(ORPHAN_DIRECTORY);
         let text = m.encode();
         let cases = [
             ("estargz_fetched_bytes_total{kind=\"on_demand\"}", 123.0),
@@ -408,6 +439,8 @@ mod tests {
             ("estargz_lazy_mounts_total", 2.0),
             ("estargz_lazy_mounted_layers", 1.0),
             ("estargz_layer_fetched_percent{layer=\"sha256:ab\"}", 42.5),
+            ("estargz_orphans_removed_total{kind=\"mount\"}", 1.0),
+            ("estargz_orphans_removed_total{kind=\"directory\"}", 2.0),
         ];
         for (series, want) in cases {
             assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");

@@ -1,9 +1,11 @@
 //! Runs the daemon: sets up lazy pulling (an in-process FUSE mounter, or the FUSE manager
 //! process with `[fuse] manager = true`, when enabled and FUSE is available), opens the
-//! store, mounts again the remote snapshots whose mounts were lost (in the background:
-//! startup never waits on the network), serves the Snapshots API on a unix socket until
-//! the shutdown future resolves, then finishes in-flight requests and removes the sockets.
-//! systemd is told `READY=1` once the socket listens (and `STOPPING=1` at shutdown).
+//! store, removes what a crash left that no snapshot owns and mounts again the remote
+//! snapshots whose mounts were lost (in the background: startup never waits on the
+//! network), watches the fuse manager (a dead one is replaced within seconds), serves
+//! the Snapshots API on a unix socket until the shutdown future resolves, then finishes
+//! in-flight requests and removes the sockets. systemd is told `READY=1` once the
+//! socket listens (and `STOPPING=1` at shutdown).
 //! An in-process mounter unmounts its layers at shutdown; the manager keeps them.
 //!
 //! With `[cri_keychain] enable`, the CRI image-service proxy is served on its own socket,
@@ -15,6 +17,7 @@ use std::ffi::OsString;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +40,8 @@ const FUSE_DEVICE: &str = "/dev/fuse";
 /// Pause between attempts to mount again remote snapshots that could not be (registry
 /// down at startup).
 const RESTORE_RETRY: Duration = Duration::from_secs(30);
+/// How often the daemon checks that the fuse manager is still there.
+const MANAGER_POLL: Duration = Duration::from_secs(1);
 
 /// Errors starting or running the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -124,11 +129,14 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
             }
         },
     };
+    let running = Arc::new(AtomicBool::new(true));
     if let Some(mounter) = mounter {
-        tokio::task::spawn_blocking({
-            let store = store.clone();
-            move || restore_remote_snapshots(&store, mounter.as_ref())
-        });
+        let manager = match &lazy {
+            Lazy::Manager(m) => Some(m.clone()),
+            _ => None,
+        };
+        let (store, running) = (store.clone(), running.clone());
+        std::thread::spawn(move || converge(&store, mounter.as_ref(), manager, &running));
     }
     // The Snapshots socket last: its appearance tells that the daemon is ready.
     let listener = match bind_private(&config.address).and_then(|listener| {
@@ -158,6 +166,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
+    running.store(false, Ordering::Relaxed);
     remove_socket(&config.address);
     keychains.stop().await;
     stop_status(endpoints);
@@ -324,6 +333,74 @@ fn manager_mounter(config: &Config) -> ManagerMounter {
         config.fuse.mount_timeout + config.prefetch.timeout + Duration::from_secs(30);
     tracing::info!("lazy layers are served by the fuse manager process");
     ManagerMounter::new(&config.root, args, call_timeout)
+}
+
+/// Brings the mounts to what the snapshots need: removes what a crash left that no
+/// snapshot owns, mounts again the remote snapshots that lost their mount, then (with a
+/// fuse manager) watches the manager while the daemon runs and, when it is gone, starts
+/// a new one and mounts every remote snapshot again.
+fn converge(
+    store: &Store,
+    mounter: &dyn Mounter,
+    manager: Option<Arc<ManagerMounter>>,
+    running: &AtomicBool,
+) {
+    sweep_orphans(store);
+    restore_remote_snapshots(store, mounter);
+    let Some(manager) = manager else {
+        return;
+    };
+    let mut known = manager.running_pid().ok().flatten();
+    while running.load(Ordering::Relaxed) {
+        std::thread::sleep(MANAGER_POLL);
+        if !running.load(Ordering::Relaxed) {
+            break;
+        }
+        // A different pid: the manager died and a request of ours already started a new
+        // one, which serves none of the old mounts.
+        let pid = match manager.running_pid() {
+            Ok(Some(pid)) if Some(pid) == known => continue,
+            Ok(Some(pid)) => pid,
+            Ok(None) => {
+                tracing::warn!("the fuse manager is gone; starting a new one");
+                match manager.ensure_running() {
+                    Ok(pid) => pid,
+                    Err(error) => {
+                        tracing::warn!(%error, "start the fuse manager again");
+                        continue;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "fuse manager busy");
+                continue;
+            }
+        };
+        let detached = store.detach_dead_mounts();
+        tracing::info!(
+            pid,
+            detached,
+            "new fuse manager: mounting the lazy layers again"
+        );
+        known = Some(pid);
+        restore_remote_snapshots(store, mounter);
+    }
+}
+
+/// Startup: unmounts and removes what no snapshot owns (Cleanup does it again later).
+fn sweep_orphans(store: &Store) {
+    match store.cleanup() {
+        Ok(report) => {
+            crate::metrics::global().cleaned_up(&report);
+            tracing::info!(
+                mounts = report.mounts.len(),
+                directories = report.directories.len(),
+                left = report.failures.len(),
+                "startup removed orphans"
+            );
+        }
+        Err(error) => tracing::warn!(%error, "look for orphans at startup"),
+    }
 }
 
 /// Mounts again every remote snapshot the mounter does not serve (its mount was lost

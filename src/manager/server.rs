@@ -11,6 +11,7 @@ use tokio::net::UnixStream;
 use super::protocol::{Request, Response, MAX_LINE};
 use crate::config::Config;
 use crate::lazy::FuseMounter;
+use crate::metrics;
 use crate::service::{self, Error};
 use crate::snapshot::{MountError, Mounter};
 use crate::status;
@@ -96,7 +97,14 @@ async fn dispatch(request: Request, mounter: Arc<FuseMounter>) -> Response {
             paths: mounter.mountpoints(),
         },
         Request::Mount { mountpoint, labels } => outcome(mounter.mount(&mountpoint, &labels)),
-        Request::Unmount { mountpoint } => outcome(mounter.unmount(&mountpoint)),
+        Request::Unmount { mountpoint, orphan } => {
+            let unmounted = mounter.unmount(&mountpoint);
+            if orphan && unmounted.is_ok() {
+                tracing::info!(mountpoint = %mountpoint.display(), "unmounted a layer no snapshot owns");
+                metrics::global().orphan_removed(metrics::ORPHAN_MOUNT);
+            }
+            outcome(unmounted)
+        }
     });
     work.await.unwrap_or_else(|error| Response::Failed {
         reason: format!("manager task: {error}"),

@@ -3,11 +3,10 @@
 //! (`fs` for its contents, `work` for overlay's scratch space when active).
 //!
 //! Every write runs in one database transaction. Directories are created before the
-//! transaction commits and removed after it, so a crash leaves only orphan directories,
-//! which [`Store::cleanup`] removes. Lazy mounts a killed daemon left dead on those
-//! directories are detached when the store opens.
+//! transaction commits and removed after it, so a crash leaves only orphan directories
+//! and mounts, which [`Store::cleanup`] (in `orphans`) removes. Lazy mounts a killed
+//! daemon left dead on those directories are detached when the store opens.
 
-use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use redb::ReadableTable;
 use super::db::{self, Backing, Record, CHILDREN, SNAPSHOTS};
 use super::filter::Filter;
 use super::mounts::mounts;
+use super::orphans::InFlight;
 use super::remote::{Mounter, SNAPSHOT_REF_LABEL};
 use super::stale;
 use super::usage::disk_usage;
@@ -25,10 +25,12 @@ use super::{Error, Info, Kind, Labels, Mount, Usage};
 
 /// Persistent snapshot metadata plus the snapshot directories.
 pub struct Store {
-    root: PathBuf,
-    db: redb::Database,
+    pub(super) root: PathBuf,
+    pub(super) db: redb::Database,
     /// Mounts layers lazily; without one every snapshot is an ordinary directory.
     pub(super) mounter: Option<Arc<dyn Mounter>>,
+    /// Lazy mounts this process has started and not yet committed or given up.
+    pub(super) in_flight: InFlight,
 }
 
 impl Store {
@@ -60,6 +62,7 @@ impl Store {
             root: root.to_path_buf(),
             db,
             mounter,
+            in_flight: InFlight::default(),
         })
     }
 
@@ -175,7 +178,7 @@ impl Store {
             }
             record.usage = match backing {
                 Backing::Local => disk_usage(&self.fs_dir(record.id))?,
-                Backing::Remote => Usage::default(),
+                Backing::Remote | Backing::Mounting => Usage::default(),
             };
             record.backing = backing;
             record.kind = Kind::Committed;
@@ -211,9 +214,7 @@ impl Store {
             record
         };
         txn.commit()?;
-        if record.backing == Backing::Remote {
-            self.unmount_remote(&self.fs_dir(record.id));
-        }
+        self.release_for_remove(record.id, record.backing);
         let dir = self.snapshot_dir(record.id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             // The metadata is gone; Cleanup retries the directory later.
@@ -294,32 +295,6 @@ impl Store {
             .filter(|record| record.backing == Backing::Remote)
             .map(|record| (self.fs_dir(record.id), record.labels))
             .collect())
-    }
-
-    /// Removes directories under `snapshots/` that belong to no snapshot.
-    pub fn cleanup(&self) -> Result<Vec<PathBuf>, Error> {
-        // Holding the write transaction keeps creations out while we scan and delete.
-        let txn = self.db.begin_write()?;
-        let ids: HashSet<String> = {
-            let table = txn.open_table(SNAPSHOTS)?;
-            db::all_records(&table)?
-                .into_iter()
-                .map(|record| record.id.to_string())
-                .collect()
-        };
-        let dir = self.root.join("snapshots");
-        let mut removed = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(Error::io("read dir", &dir))? {
-            let entry = entry.map_err(Error::io("read dir", &dir))?;
-            if ids.contains(entry.file_name().to_string_lossy().as_ref()) {
-                continue;
-            }
-            let path = entry.path();
-            std::fs::remove_dir_all(&path).map_err(Error::io("remove", &path))?;
-            removed.push(path);
-        }
-        txn.abort()?;
-        Ok(removed)
     }
 
     fn create(

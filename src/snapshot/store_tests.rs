@@ -201,7 +201,7 @@ fn snapshots_persist_across_reopen() {
     assert_eq!(store.list::<&str>(NS, &[]).unwrap(), before);
     // New ids do not collide with the old ones.
     store.prepare(NS, "after", "base", Labels::new()).unwrap();
-    assert_eq!(store.cleanup().unwrap(), Vec::<PathBuf>::new());
+    assert_eq!(store.cleanup().unwrap().directories, Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn cleanup_removes_only_orphans() {
     for orphan in &orphans {
         std::fs::create_dir_all(orphan.join("fs")).unwrap();
     }
-    let mut removed = store.cleanup().unwrap();
+    let mut removed = store.cleanup().unwrap().directories;
     removed.sort();
     assert_eq!(removed, orphans.to_vec());
     for key in ["active", "view"] {
