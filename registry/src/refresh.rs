@@ -4,7 +4,7 @@
 //! The freshest credential is the stored one when it changed while the request was under
 //! way (`Client::set_credential`, e.g. by the CRI image-service proxy), else the docker
 //! config file's when the file now says something else for the host than when it was last
-//! read, else whatever the refresh hook a keychain registered (`Client::set_refresh_hook`,
+//! read, else its credential helper's when that now answers differently, else whatever the refresh hook a keychain registered (`Client::set_refresh_hook`,
 //! e.g. a re-list of the cluster's pull Secrets) brings. Hook calls go through a
 //! `RefreshGate`: concurrent refusals share one call, and a host is refreshed at most once
 //! per `REFRESH_MIN_INTERVAL`. With a fresher credential the caller retries the request
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::credentials::{Credential, Credentials};
+use crate::credentials::{read_docker_config, Credential, Credentials};
 
 /// The shortest time between two hook calls for one registry host.
 pub(crate) const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -66,6 +66,9 @@ impl Client {
         if self.reload_from_docker_config(registry) {
             return true;
         }
+        if self.ask_credential_helper(registry).await {
+            return true;
+        }
         self.ask_refresh_hook(registry).await;
         self.credential_for(registry).as_ref() != used
     }
@@ -96,25 +99,20 @@ impl Client {
     /// Re-reads the docker config file; stores and reports its credential for `registry`
     /// when it differs from what the file said before.
     fn reload_from_docker_config(&self, registry: &str) -> bool {
-        let Some(path) = &self.inner.docker_config else {
+        let creds = &self.inner.docker_creds;
+        let Some(path) = creds.path() else {
             return false;
         };
-        let reread = match Credentials::from_docker_config(path) {
-            Ok(credentials) => credentials,
+        let (reread, helpers) = match read_docker_config(path) {
+            Ok(read) => read,
             Err(error) => {
                 tracing::warn!(%error, "re-read docker config after a refused credential");
                 return false;
             }
         };
         let fresh = reread.get(registry).cloned();
-        let changed = match self.inner.file_credentials.lock() {
-            Ok(mut last) => {
-                let changed = last.get(registry) != fresh.as_ref();
-                *last = reread;
-                changed
-            }
-            Err(_) => false,
-        };
+        let changed = creds.file_credentials().get(registry) != fresh.as_ref();
+        creds.remember(reread, helpers);
         match fresh {
             Some(credential) if changed => {
                 tracing::info!(host = registry, "docker config has a new credential");
