@@ -151,20 +151,25 @@ fn read_identity(host: &str, cert: &Path, key: Option<&Path>) -> Result<Identity
 
 /// What went wrong in a TLS handshake, in words, when `error` was one.
 pub(crate) fn handshake_problem(error: &reqwest::Error) -> Option<String> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = error.source();
-    while let Some(current) = cause {
-        let rustls_error = current.downcast_ref::<rustls::Error>().or_else(|| {
-            current
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls_error) = rustls_error {
-            return Some(describe(rustls_error));
-        }
-        cause = current.source();
+    error.source().and_then(find_rustls).map(describe)
+}
+
+/// The rustls error in `error`'s chain; io errors nest (hyper-util wraps hyper-rustls'
+/// io error in another), and an io error's `source` skips the error it wraps.
+fn find_rustls<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(found) = error.downcast_ref::<rustls::Error>() {
+        return Some(found);
     }
-    None
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        if let Some(found) = find_rustls(inner) {
+            return Some(found);
+        }
+    }
+    error.source().and_then(find_rustls)
 }
 
 fn describe(error: &rustls::Error) -> String {
