@@ -87,6 +87,11 @@ impl ClientConfig {
         host_listed(&self.plain_http, host) || is_loopback_host(host)
     }
 
+    /// Whether `host` is named in `plain_http` (not merely loopback).
+    pub(crate) fn lists_plain_http(&self, host: &str) -> bool {
+        host_listed(&self.plain_http, host)
+    }
+
     /// The hosts directories to search: the configured ones, else the default ones that
     /// exist.
     pub fn hosts_dirs(&self) -> Vec<PathBuf> {

@@ -173,8 +173,23 @@ struct Entry {
 impl Entry {
     fn into_endpoint(self, config: &ClientConfig, registry: &str) -> Endpoint {
         let capabilities = self.capabilities.unwrap_or(Capabilities::ALL);
+        let explicit_tls =
+            !self.tls.ca.is_empty() || !self.tls.client.is_empty() || self.skip_verify.is_some();
         let mut endpoint = match &self.server {
-            None => default_endpoint(config, registry, capabilities),
+            None => {
+                let mut endpoint = default_endpoint(config, registry, capabilities);
+                // A loopback registry with certificates in its directory speaks TLS
+                // (containerd tries HTTPS first there), unless plain_http names it.
+                let port_80 = registry.ends_with(":80");
+                if endpoint.scheme == Scheme::Http
+                    && explicit_tls
+                    && !port_80
+                    && !config.lists_plain_http(registry)
+                {
+                    endpoint.scheme = Scheme::Https;
+                }
+                endpoint
+            }
             Some(url) => {
                 let host = match url.port() {
                     Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),

@@ -195,6 +195,47 @@ fn directory_without_hosts_toml_gives_cert_files() {
 }
 
 #[test]
+fn loopback_with_certificates_speaks_tls() {
+    let root = tempfile::tempdir().unwrap();
+    write(&root.path().join("localhost:5000/ca.crt"), "x");
+    write(
+        &root.path().join("127.0.0.1:5001/hosts.toml"),
+        "skip_verify = true\n",
+    );
+    write(&root.path().join("127.0.0.1:80/ca.crt"), "x");
+    let config = config_with(root.path());
+    let cases = [
+        (
+            "docker certs.d layout",
+            "localhost:5000",
+            "https://localhost:5000/v2",
+        ),
+        (
+            "hosts.toml without server",
+            "127.0.0.1:5001",
+            "https://127.0.0.1:5001/v2",
+        ),
+        (
+            "port 80 stays plain",
+            "127.0.0.1:80",
+            "http://127.0.0.1:80/v2",
+        ),
+        (
+            "no certificates",
+            "127.0.0.1:5002",
+            "http://127.0.0.1:5002/v2",
+        ),
+    ];
+    for (name, registry, expected) in cases {
+        assert_eq!(
+            summary(&resolve(&config, registry).unwrap()),
+            [expected],
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn broken_hosts_toml_falls_back_to_cert_files() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("bad.test");
