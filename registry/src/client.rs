@@ -6,11 +6,11 @@ use std::sync::{Arc, RwLock};
 
 use crate::auth::AuthCache;
 use crate::config::ClientConfig;
-use crate::credentials::{read_docker_config, Credential, Credentials};
+use crate::credentials::{read_docker_config, Credential, Credentials, Helpers};
 use crate::docker_creds::DockerCreds;
 use crate::endpoints::EndpointCache;
 use crate::error::Error;
-use crate::helpers::Helpers;
+
 use crate::hosts::TlsSettings;
 use crate::mirrors::MirrorHealth;
 use crate::refresh::{RefreshHook, REFRESH_MIN_INTERVAL};

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::retry::RetryPolicy;
-
 /// Settings of a [`crate::Client`]. `Default` holds the real defaults. In config files
 /// durations are given in seconds (fractions allowed).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -102,14 +100,6 @@ impl ClientConfig {
                 .map(PathBuf::from)
                 .filter(|dir| dir.is_dir())
                 .collect(),
-        }
-    }
-
-    pub(crate) fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            retries: self.retries,
-            min_wait: self.min_wait,
-            max_wait: self.max_wait.max(self.min_wait),
         }
     }
 

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::helpers::Helpers;
 use crate::reference::DOCKER_HUB;
 
 /// Errors from reading a docker config file.
@@ -37,6 +36,9 @@ pub enum CredentialsError {
     #[error("docker config {path}: auths entry {key:?}: `auth` is not base64 of user:password")]
     BadAuthField { path: PathBuf, key: String },
 }
+
+/// The server URL docker stores Docker Hub's credentials under.
+pub(crate) const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
 
 /// One registry's secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -181,6 +183,37 @@ fn parse_docker_config(
         }
         let by_host = ranked.into_iter().map(|(h, (_, c))| (h, c)).collect();
         Ok((Credentials { by_host }, helpers))
+    }
+}
+
+/// The helpers a docker config names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Helpers {
+    /// `credsStore`: the helper for every registry without its own.
+    pub(crate) store: Option<String>,
+    /// `credHelpers`: helper per registry host.
+    pub(crate) per_host: HashMap<String, String>,
+}
+
+impl Helpers {
+    /// The helper for `registry` (as in `Reference::registry`), docker's precedence.
+    pub(crate) fn for_registry(&self, registry: &str) -> Option<&str> {
+        let hub_aliases = [
+            DOCKER_HUB,
+            "index.docker.io",
+            "registry-1.docker.io",
+            DOCKER_HUB_SERVER,
+        ];
+        let keys: Vec<&str> = if registry == DOCKER_HUB {
+            hub_aliases.to_vec()
+        } else {
+            vec![registry]
+        };
+        keys.iter()
+            .find_map(|key| self.per_host.get(*key))
+            .or(self.store.as_ref())
+            .map(String::as_str)
+            .filter(|name| !name.is_empty())
     }
 }
 
@@ -345,6 +378,26 @@ mod tests {
         for (name, host, expected) in cases {
             assert_eq!(creds.get(host), expected.as_ref(), "{name}");
         }
+    }
+
+    #[test]
+    fn helper_precedence() {
+        let helpers = Helpers {
+            store: Some("desktop".into()),
+            per_host: HashMap::from([
+                ("ecr.example".to_owned(), "ecr-login".to_owned()),
+                ("https://index.docker.io/v1/".to_owned(), "hub".to_owned()),
+            ]),
+        };
+        let cases = [
+            ("credHelpers wins", "ecr.example", Some("ecr-login")),
+            ("credsStore otherwise", "ghcr.io", Some("desktop")),
+            ("hub key", DOCKER_HUB, Some("hub")),
+        ];
+        for (name, registry, expected) in cases {
+            assert_eq!(helpers.for_registry(registry), expected, "{name}");
+        }
+        assert_eq!(Helpers::default().for_registry("ghcr.io"), None);
     }
 
     #[test]

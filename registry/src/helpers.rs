@@ -8,20 +8,17 @@
 //! time is killed and logged with its name and exit status only: its output may hold the
 //! secret, so it is never logged.
 
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::credentials::Credential;
+use crate::credentials::{Credential, DOCKER_HUB_SERVER};
 use crate::reference::DOCKER_HUB;
 
 /// The answer text of docker-credential-helpers' `ErrCredentialsNotFound`.
 const NOT_FOUND: &str = "credentials not found in native keychain";
-/// The server URL docker stores Docker Hub's credentials under.
-const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
 /// How much helper output is read at most.
 const MAX_OUTPUT: usize = 64 * 1024;
 
@@ -40,37 +37,6 @@ pub enum HelperError {
     Failed { helper: String, status: String },
     #[error("credential helper docker-credential-{helper}: answer is not the expected json")]
     BadAnswer { helper: String },
-}
-
-/// The helpers a docker config names.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Helpers {
-    /// `credsStore`: the helper for every registry without its own.
-    pub(crate) store: Option<String>,
-    /// `credHelpers`: helper per registry host.
-    pub(crate) per_host: HashMap<String, String>,
-}
-
-impl Helpers {
-    /// The helper for `registry` (as in `Reference::registry`), docker's precedence.
-    pub(crate) fn for_registry(&self, registry: &str) -> Option<&str> {
-        let hub_aliases = [
-            DOCKER_HUB,
-            "index.docker.io",
-            "registry-1.docker.io",
-            DOCKER_HUB_SERVER,
-        ];
-        let keys: Vec<&str> = if registry == DOCKER_HUB {
-            hub_aliases.to_vec()
-        } else {
-            vec![registry]
-        };
-        keys.iter()
-            .find_map(|key| self.per_host.get(*key))
-            .or(self.store.as_ref())
-            .map(String::as_str)
-            .filter(|name| !name.is_empty())
-    }
 }
 
 /// The server URL a helper is asked about for `registry`.
@@ -161,23 +127,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn helper_precedence() {
-        let helpers = Helpers {
-            store: Some("desktop".into()),
-            per_host: HashMap::from([
-                ("ecr.example".to_owned(), "ecr-login".to_owned()),
-                ("https://index.docker.io/v1/".to_owned(), "hub".to_owned()),
-            ]),
-        };
-        let cases = [
-            ("credHelpers wins", "ecr.example", Some("ecr-login")),
-            ("credsStore otherwise", "ghcr.io", Some("desktop")),
-            ("hub key", DOCKER_HUB, Some("hub")),
-        ];
-        for (name, registry, expected) in cases {
-            assert_eq!(helpers.for_registry(registry), expected, "{name}");
-        }
-        assert_eq!(Helpers::default().for_registry("ghcr.io"), None);
+    fn docker_hub_is_asked_about_by_its_v1_url() {
         assert_eq!(server_url(DOCKER_HUB), "https://index.docker.io/v1/");
+        assert_eq!(server_url("ghcr.io"), "ghcr.io");
     }
 }

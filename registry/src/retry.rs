@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
+use crate::config::ClientConfig;
 use crate::error::Error;
 
 /// The longest `Retry-After` that is waited for.
@@ -29,6 +30,17 @@ pub(crate) struct RetryPolicy {
     /// Longest wait before a retry (a `Retry-After` may ask for more, up to
     /// [`MAX_RETRY_AFTER`]).
     pub(crate) max_wait: Duration,
+}
+
+impl ClientConfig {
+    /// The retry settings of this config (`max_wait` never below `min_wait`).
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.retries,
+            min_wait: self.min_wait,
+            max_wait: self.max_wait.max(self.min_wait),
+        }
+    }
 }
 
 impl RetryPolicy {
