@@ -64,10 +64,15 @@ async fn speaks_tls(config: &ClientConfig, reference: &Reference) -> Result<bool
         retries: 0,
         ..config.clone()
     })?;
-    // Any HTTP answer (even 401 or 404) proves TLS works; a failed connection does not.
+    // Any HTTP answer (even 401 or 404) proves TLS works; a failed connection or
+    // handshake (a plain HTTP server answering the TLS hello) does not.
     match probe.blob_exists(reference, &Digest::sha256(b"")).await {
         Ok(_) => Ok(true),
-        Err(registry::Error::Connect { .. } | registry::Error::Transfer { .. }) => Ok(false),
+        Err(
+            registry::Error::Connect { .. }
+            | registry::Error::Transfer { .. }
+            | registry::Error::Tls { .. },
+        ) => Ok(false),
         Err(_) => Ok(true),
     }
 }
