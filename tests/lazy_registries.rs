@@ -2,8 +2,9 @@
 //! docker-registries on loopback: with no registry config at all, `127.0.0.1:PORT` and
 //! `localhost:PORT` are plain HTTP and lazily pulled; a registry name that only a
 //! hosts.toml resolves (server on a loopback port behind a mirror that is down and one
-//! that lacks the blob); a basic-auth registry whose credential comes from a docker
-//! credential helper on PATH (`credsStore`). Every read gives the layer's exact bytes and
+//! that lacks the blob); a TLS registry demanding a client certificate, with its CA and
+//! the certificate named in hosts.toml; a basic-auth registry whose credential comes from
+//! a docker credential helper on PATH (`credsStore`). Every read gives the layer's exact bytes and
 //! no layer falls back to a full pull.
 
 mod common;
@@ -232,5 +233,46 @@ fn a_credential_helper_authenticates_lazy_reads() {
     );
     let log = stack.daemon.log_text();
     assert!(!log.contains("helper-pw-1"), "the secret is never logged");
+    stack.assert_lazy();
+}
+
+#[test]
+fn a_tls_registry_demanding_a_client_certificate_is_lazy_through_hosts_toml() {
+    testkit::require!(stack: &NEEDS);
+    testkit::require!(Prereq::Binary(testkit::tls::OPENSSL_BIN));
+    let pki = testkit::tls::Pki::new().unwrap();
+    let plain = Registry::start().unwrap();
+    let tls = testkit::tls::TlsRegistry::start(&pki, &plain.storage_dir(), true).unwrap();
+    let layer = push_layer(&plain, &tls.host(), 35);
+    let hosts = tempfile::tempdir().unwrap();
+    let dir = hosts.path().join(tls.host());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"https://{}\"\nca = \"{}\"\nclient = [[\"{}\", \"{}\"]]\n",
+            tls.host(),
+            pki.path("ca.pem").display(),
+            pki.path("client.pem").display(),
+            pki.path("client.key").display()
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "[remote]\nhosts_dirs = [\"{}\"]\n{QUIET}",
+        hosts.path().display()
+    );
+    let stack = Stack::start("reg-tls-", &config);
+    let mounted = stack.mount(&layer, "tls");
+    assert_reads(
+        &mounted.join(FILE),
+        &content(35),
+        "over TLS with a client certificate",
+    );
+    assert_eq!(
+        served_blob_gets(&plain, &layer.digest),
+        0,
+        "every byte came over TLS"
+    );
     stack.assert_lazy();
 }

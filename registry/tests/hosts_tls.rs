@@ -9,13 +9,13 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::tls::{Pki, TlsRegistry};
 use common::{plain_config, test_bytes, FakeServer, Reply};
 use registry::{Client, ClientConfig, Credentials, Digest, Error, Reference};
+use testkit::tls::{Pki, TlsRegistry};
 use testkit::{Prereq, Registry};
 
 const REGISTRY: Prereq = Prereq::Binary(testkit::registry::REGISTRY_BIN);
-const OPENSSL: Prereq = Prereq::Binary("/usr/bin/openssl");
+const OPENSSL: Prereq = Prereq::Binary(testkit::tls::OPENSSL_BIN);
 
 fn client_with_hosts_dir(root: &Path) -> Client {
     let config = ClientConfig {
@@ -106,12 +106,12 @@ async fn a_name_only_hosts_toml_knows_reads_through_its_mirrors_then_its_server(
 #[tokio::test]
 async fn tls_registry_trusted_through_hosts_toml_ca_and_client_certificate() {
     testkit::require!(REGISTRY, OPENSSL);
-    let pki = Pki::new();
+    let pki = Pki::new().unwrap();
     let plain = Registry::start().unwrap();
     let blob = test_bytes(32 << 10, 12);
     let digest = push(&plain.host(), "secure/app", &blob).await;
-    let tls = TlsRegistry::start(&pki, &plain.storage_dir(), false);
-    let mtls = TlsRegistry::start(&pki, &plain.storage_dir(), true);
+    let tls = TlsRegistry::start(&pki, &plain.storage_dir(), false).unwrap();
+    let mtls = TlsRegistry::start(&pki, &plain.storage_dir(), true).unwrap();
     let root = tempfile::tempdir().unwrap();
     let repo = |registry: &TlsRegistry| -> Reference {
         format!("{}/secure/app", registry.host()).parse().unwrap()

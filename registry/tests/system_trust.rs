@@ -4,18 +4,18 @@
 
 mod common;
 
-use common::tls::{Pki, TlsRegistry};
 use common::{plain_config, test_bytes};
 use registry::{Client, ClientConfig, Credentials, Digest, Reference};
+use testkit::tls::{Pki, TlsRegistry};
 use testkit::{Prereq, Registry};
 
 #[tokio::test]
 async fn a_ca_in_the_system_bundle_is_trusted() {
     testkit::require!(
         Prereq::Binary(testkit::registry::REGISTRY_BIN),
-        Prereq::Binary("/usr/bin/openssl")
+        Prereq::Binary(testkit::tls::OPENSSL_BIN)
     );
-    let pki = Pki::new();
+    let pki = Pki::new().unwrap();
     // The real bundle plus the test CA, as update-ca-certificates would make it.
     let bundle = pki.path("bundle.pem");
     let mut text = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
@@ -32,7 +32,7 @@ async fn a_ca_in_the_system_bundle_is_trusted() {
         .push_blob_bytes(&pushed, &digest, blob.clone().into())
         .await
         .unwrap();
-    let tls = TlsRegistry::start(&pki, &plain.storage_dir(), false);
+    let tls = TlsRegistry::start(&pki, &plain.storage_dir(), false).unwrap();
 
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join(tls.host());

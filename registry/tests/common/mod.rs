@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod tls;
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
