@@ -25,6 +25,8 @@ pub(crate) enum Effect {
     Same(&'static [&'static str]),
     /// Read as our key at this path when above 0 (0 is the reference's default).
     Positive(&'static [&'static str]),
+    /// Milliseconds read as our seconds at this path when above 0.
+    Millis(&'static [&'static str]),
     /// Read as our boolean at this path, negated (`noprefetch` -> `prefetch.enable`).
     Negated(&'static [&'static str]),
     /// Accepted; no effect here, for this reason.
@@ -131,11 +133,11 @@ pub(crate) const RULES: &[(&[&str], Effect)] = &[
     (&["blob", "max_retries"], Effect::Positive(&["remote", "retries"])),
     (
         &["blob", "min_wait_msec"],
-        Effect::Ignored("retry waits are 100 ms growing to 5 s, not configurable yet"),
+        Effect::Millis(&["remote", "min_wait"]),
     ),
     (
         &["blob", "max_wait_msec"],
-        Effect::Ignored("retry waits are 100 ms growing to 5 s, not configurable yet"),
+        Effect::Millis(&["remote", "max_wait"]),
     ),
     (&["directory_cache", "max_lru_cache_entry"], Effect::Ignored(PAGE_CACHE)),
     (&["directory_cache", "max_cache_fds"], Effect::Ignored(PAGE_CACHE)),
@@ -249,6 +251,17 @@ fn apply(
                 return Ok(());
             }
             set(table, ours, value)
+        }
+        Effect::Millis(ours) => {
+            let millis = match &value {
+                Value::Integer(n) => *n as f64,
+                Value::Float(x) => *x,
+                _ => return Err(wrong_type(path, "a number")),
+            };
+            if millis <= 0.0 {
+                return Ok(());
+            }
+            set(table, ours, Value::Float(millis / 1000.0))
         }
         Effect::Negated(ours) => {
             let on = value

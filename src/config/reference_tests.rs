@@ -74,6 +74,18 @@ fn rules() {
             ],
         ),
         (
+            "milliseconds",
+            "[blob]\nmin_wait_msec = 30\nmax_wait_msec = 300000",
+            |c| {
+                c.remote.min_wait = Duration::from_millis(30);
+                c.remote.max_wait = Duration::from_secs(300);
+            },
+            &[
+                "blob.min_wait_msec: mapped remote.min_wait = 0.03",
+                "blob.max_wait_msec: mapped remote.max_wait = 300.0",
+            ],
+        ),
+        (
             "zero is the reference's default",
             "prefetch_timeout_sec = 0\n[resolver]\nrequest_timeout_sec = 0",
             |_| {},
