@@ -100,7 +100,7 @@ pub struct Config {
     pub lazy_pull: bool,
     /// Registry access (`[remote]`).
     pub remote: RemoteConfig,
-    /// Chunk cache (`[cache]`); without `dir`, [`Config::cache_dir`] gives `<root>/cache`.
+    /// Chunk cache (`[cache]`); without `dir`, [`Config::resolved_cache`] uses `<root>/cache`.
     pub cache: CacheConfig,
     /// Layer verification and read bounds (`[layer]`).
     pub layer: LayerConfig,

@@ -28,3 +28,4 @@ pub mod snapshot;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod unix_socket;

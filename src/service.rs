@@ -15,7 +15,6 @@
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +33,7 @@ use crate::private_fs::{self, PrivateFsError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
 use crate::status::{self, server::ServerError};
+use crate::unix_socket::{self, BindError};
 
 /// The device FUSE mounts need.
 const FUSE_DEVICE: &str = "/dev/fuse";
@@ -51,12 +51,8 @@ pub enum Error {
         root: PathBuf,
         source: snapshot::Error,
     },
-    #[error("{op} socket {path}: {source}")]
-    Socket {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Socket(#[from] BindError),
     #[error("set up lazy pulling: {0}")]
     Lazy(#[from] LazyError),
     #[error("metrics endpoint: {0}")]
@@ -139,15 +135,13 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         std::thread::spawn(move || converge(&store, mounter.as_ref(), manager, &running));
     }
     // The Snapshots socket last: its appearance tells that the daemon is ready.
-    let listener = match bind_private(&config.address).and_then(|listener| {
-        share_with_group(&config.address, config.socket_group)?;
-        Ok(listener)
-    }) {
+    let access = unix_socket::Access::shared_with(config.socket_group);
+    let listener = match unix_socket::bind(&config.address, access) {
         Ok(listener) => listener,
         Err(e) => {
             stop_status(endpoints);
             keychains.stop().await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     tracing::info!(
@@ -453,55 +447,7 @@ pub(crate) async fn unmount_on_blocking_thread(mounter: Arc<FuseMounter>) {
 /// Binds a unix socket only its owner (root) may use, replacing a stale one left by an
 /// earlier run.
 pub(crate) fn bind_private(path: &Path) -> Result<UnixListener, Error> {
-    let socket_error = |op| {
-        move |source| Error::Socket {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    if let Some(dir) = path.parent() {
-        private_fs::create_dir_all(dir).map_err(socket_error("create directory of"))?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(socket_error("remove stale")(e))
-        }
-        _ => {}
-    }
-    let listener = UnixListener::bind(path).map_err(socket_error("bind"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(socket_error("restrict"))?;
-    Ok(listener)
-}
-
-/// Lets group `gid` use the socket at `path` (mode 0660), when one is configured; its
-/// directory, created 0700, then lets others through (0711: no listing).
-fn share_with_group(path: &Path, gid: Option<u32>) -> Result<(), Error> {
-    let Some(gid) = gid else {
-        return Ok(());
-    };
-    let socket_error = |op| {
-        move |source| Error::Socket {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    std::os::unix::fs::chown(path, None, Some(gid)).map_err(socket_error("chown"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(socket_error("share"))?;
-    if let Some(dir) = path.parent() {
-        let mode = std::fs::metadata(dir)
-            .map_err(socket_error("stat directory of"))?
-            .permissions()
-            .mode();
-        if mode & 0o011 != 0o011 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))
-                .map_err(socket_error("open the way to"))?;
-        }
-    }
-    Ok(())
+    Ok(unix_socket::bind(path, unix_socket::Access::PRIVATE)?)
 }
 
 fn remove_socket(path: &Path) {

@@ -1,8 +1,8 @@
 //! containerd snapshot semantics: the domain types and the error enum of the snapshot
-//! store. The store itself lives in [`store`], its persistence in [`db`], the overlay
-//! mount shapes in [`mounts`], List filters in [`filter`], disk usage in [`usage`], and
-//! the dead FUSE mounts a killed daemon left in [`stale`], and what no snapshot owns
-//! (crash leftovers) in [`orphans`].
+//! store. The store itself lives in `store`, its persistence in `db`, the overlay
+//! mount shapes in `mounts`, List filters in [`filter`], disk usage in `usage`, the dead
+//! FUSE mounts a killed daemon left in `stale`, and what no snapshot owns (crash
+//! leftovers) in `orphans`.
 
 mod db;
 pub mod filter;
