@@ -6,6 +6,7 @@
 //! - [`ztoc`]: the zTOC and its FlatBuffers form (soci's `ztoc.fbs`, version 0.9).
 //! - [`zinfo`]: checkpoints and span geometry (which bytes make up which span).
 //! - [`span`]: verify and inflate one span.
+//! - [`totoc`]: the file table as TOC entries, for the daemon's path tree.
 //! - `tarscan`, `gzip`, `inflate`, `flatbuf`: the pieces underneath.
 
 pub mod build;
@@ -14,6 +15,7 @@ pub mod gzip;
 mod inflate;
 pub mod span;
 pub mod tarscan;
+pub mod totoc;
 pub mod zinfo;
 pub mod ztoc;
 
@@ -23,5 +25,6 @@ mod tests;
 pub use build::{build_ztoc, BuildError, BuildOptions, DEFAULT_MIN_SPAN_SIZE, DEFAULT_SPAN_SIZE};
 pub use flatbuf::FlatbufError;
 pub use span::{decompress_span, SpanError};
+pub use totoc::{index_of, toc_of};
 pub use zinfo::{Zinfo, ZinfoError};
 pub use ztoc::{Compression, FileMetadata, Ztoc, ZtocError, ZTOC_VERSION};
