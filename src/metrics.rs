@@ -68,10 +68,12 @@ pub enum FallbackReason {
     Fuse,
     /// Anything else (cache setup, a failed task).
     Internal,
+    /// A SOCI index or zTOC was found but cannot be used (wrong layer, malformed).
+    InvalidSociIndex,
 }
 
 impl FallbackReason {
-    pub const ALL: [FallbackReason; 10] = [
+    pub const ALL: [FallbackReason; 11] = [
         FallbackReason::NoLabels,
         FallbackReason::BadLabels,
         FallbackReason::NoTocDigest,
@@ -82,6 +84,7 @@ impl FallbackReason {
         FallbackReason::Timeout,
         FallbackReason::Fuse,
         FallbackReason::Internal,
+        FallbackReason::InvalidSociIndex,
     ];
 
     /// The `reason` label value.
@@ -97,6 +100,7 @@ impl FallbackReason {
             FallbackReason::Timeout => "timeout",
             FallbackReason::Fuse => "fuse",
             FallbackReason::Internal => "internal",
+            FallbackReason::InvalidSociIndex => "invalid_soci_index",
         }
     }
 }
@@ -111,6 +115,7 @@ impl From<&LazyError> for FallbackReason {
             LazyError::Fs(_) => FallbackReason::Fuse,
             LazyError::Timeout { .. } => FallbackReason::Timeout,
             LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
+            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
         }
     }
 }

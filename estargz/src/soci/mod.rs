@@ -13,6 +13,7 @@ pub mod build;
 mod flatbuf;
 pub mod gzip;
 mod inflate;
+pub mod media;
 pub mod span;
 pub mod tarscan;
 pub mod totoc;
