@@ -56,10 +56,13 @@ struct ImageIndex {
     layer_sizes: HashMap<Digest, u64>,
 }
 
+/// One image's look-up, done once: its index, or `None` when it has none.
+type LookUp = OnceCell<Option<Arc<ImageIndex>>>;
+
 /// Remembered look-ups, per image manifest.
 #[derive(Default)]
 pub struct SociIndexes {
-    images: Mutex<HashMap<Digest, Arc<OnceCell<Option<Arc<ImageIndex>>>>>>,
+    images: Mutex<HashMap<Digest, Arc<LookUp>>>,
 }
 
 impl SociIndexes {

@@ -10,6 +10,7 @@ use super::ztoc::Ztoc;
 
 /// Chunk length used to cut large files (below the index's per-chunk limit).
 const CHUNK: u64 = 64 << 20;
+const _: () = assert!(CHUNK <= MAX_CHUNK_SIZE);
 const XATTR_PREFIX: &str = "SCHILY.xattr.";
 
 /// The TOC entries of a zTOC's file table.
@@ -74,7 +75,6 @@ pub fn toc_of(ztoc: &Ztoc) -> Toc {
 
 /// The path tree of a zTOC's file table.
 pub fn index_of(ztoc: &Ztoc) -> Result<Index, IndexError> {
-    debug_assert!(CHUNK <= MAX_CHUNK_SIZE);
     // Data offsets must lie before the "TOC": put it past the end of the tar.
     Index::build(
         &toc_of(ztoc),
