@@ -183,3 +183,129 @@ fn image_without_an_index_falls_back_and_runs() {
         "{daemon_log}"
     );
 }
+
+/// A hand-made SOCI index (v1, tag schema) for `image` in `repo` with the given zTOC per
+/// layer (None: layer not listed).
+fn push_soci_index(
+    registry: &testkit::Registry,
+    repo: &str,
+    image: &BuiltImage,
+    ztocs: &[Option<Vec<u8>>],
+) {
+    use estargz::Digest;
+    use serde_json::json;
+    let client = registry.client();
+    let config = b"{}".to_vec();
+    client
+        .push_blob(repo, &Digest::sha256(&config), &config)
+        .unwrap();
+    let mut layers = Vec::new();
+    for (layer, ztoc) in image.layers.iter().zip(ztocs) {
+        let Some(ztoc) = ztoc else { continue };
+        let digest = Digest::sha256(ztoc);
+        client.push_blob(repo, &digest, ztoc).unwrap();
+        layers.push(json!({
+            "mediaType": "application/octet-stream",
+            "digest": digest.to_string(),
+            "size": ztoc.len(),
+            "annotations": {
+                "com.amazon.soci.image-layer-digest": layer.blob.digest.to_string(),
+                "com.amazon.soci.image-layer-mediaType": layer.blob.media_type,
+                "com.amazon.soci.span-size": "4194304",
+            }
+        }));
+    }
+    let manifest = &image.manifest;
+    let soci = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.amazon.soci.index.v1+json",
+            "digest": Digest::sha256(&config).to_string(),
+            "size": 2,
+        },
+        "layers": layers,
+        "subject": {
+            "mediaType": manifest.media_type,
+            "digest": manifest.digest.to_string(),
+            "size": manifest.bytes.len(),
+        },
+    });
+    let soci = serde_json::to_vec(&soci).unwrap();
+    let soci_digest = Digest::sha256(&soci);
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    client
+        .push_manifest(repo, &soci_digest.to_string(), oci_manifest, &soci)
+        .unwrap();
+    let referrers = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": oci_manifest,
+            "digest": soci_digest.to_string(),
+            "size": soci.len(),
+            "artifactType": "application/vnd.amazon.soci.index.v1+json",
+        }],
+    });
+    let tag = format!("sha256-{}", manifest.digest.hex());
+    let referrers = serde_json::to_vec(&referrers).unwrap();
+    client
+        .push_manifest(
+            repo,
+            &tag,
+            "application/vnd.oci.image.index.v1+json",
+            &referrers,
+        )
+        .unwrap();
+}
+
+fn ztoc_of(blob: &[u8]) -> estargz::soci::Ztoc {
+    let options = estargz::soci::BuildOptions::default();
+    estargz::soci::build_ztoc(blob, estargz::soci::Compression::Gzip, &options).unwrap()
+}
+
+#[test]
+fn wrong_indexes_never_serve_wrong_bytes() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("socix-", "[background_fetch]\nenable = false\n");
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/bad", "v1", &image).unwrap();
+    let blobs: Vec<&[u8]> = image.layers.iter().map(|l| &l.blob.bytes[..]).collect();
+    // busybox: right; data layer: the small layer's zTOC (another layer); small layer:
+    // right file table, corrupted span digest.
+    let right = ztoc_of(blobs[0]).to_bytes();
+    let other = ztoc_of(blobs[2]).to_bytes();
+    let mut corrupt = ztoc_of(blobs[2]);
+    corrupt.span_digests[0] = estargz::Digest::sha256(b"not this span");
+    push_soci_index(
+        &stack.registry,
+        "soci/bad",
+        &image,
+        &[Some(right), Some(other), Some(corrupt.to_bytes())],
+    );
+
+    rpull(&stack.containerd, &reference);
+    let id = unique_id("socix");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let result = stack.containerd.ctr(run);
+    let daemon_log = stack.daemon.log_text();
+    let out = result.map(|o| o.stdout).unwrap_or_default();
+    assert!(
+        !out.contains(SMALL_TEXT),
+        "a span failing its digest is never served: {out}\n{daemon_log}"
+    );
+    assert!(
+        daemon_log.contains("soci span failed verification"),
+        "{daemon_log}"
+    );
+    assert!(
+        daemon_log.contains("describes a"),
+        "the zTOC of another layer is refused: {daemon_log}"
+    );
+    let (_, remote) = committed_snapshots(&stack.containerd);
+    assert_eq!(
+        remote, 2,
+        "the layer with a foreign zTOC is pulled normally"
+    );
+}
