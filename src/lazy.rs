@@ -306,6 +306,11 @@ impl FuseMounter {
         let Some(layer) = layer else {
             return Ok(false);
         };
+        if self.background.is_some() {
+            // With background fetching on, the whole blob comes anyway: check the index.
+            let dir = self.soci_check_dir();
+            self.runtime.spawn(layer.clone().verify_whole_blob(dir));
+        }
         let handle = fs::mount(
             mountpoint,
             Arc::new(layer),
@@ -315,6 +320,12 @@ impl FuseMounter {
         tracing::info!(%digest, mountpoint = %mountpoint.display(), "layer mounted lazily through its soci index");
         self.lock().insert(mountpoint.to_path_buf(), handle);
         Ok(true)
+    }
+
+    /// Where whole blobs are downloaded (and removed after) to check SOCI indexes. The
+    /// cache's directories have their own bookkeeping, so the system temp dir is used.
+    fn soci_check_dir(&self) -> PathBuf {
+        std::env::temp_dir()
     }
 
     /// With recording on, a recorder for the layer, once its image manifest is found

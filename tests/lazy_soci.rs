@@ -309,3 +309,54 @@ fn wrong_indexes_never_serve_wrong_bytes() {
         "the layer with a foreign zTOC is pulled normally"
     );
 }
+
+#[test]
+fn index_checked_against_the_whole_layer_fails_a_wrong_file_table() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    // Background fetching on (the default): whole blobs are fetched and checked.
+    let stack = LazyStack::start("socit-");
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/table", "v1", &image).unwrap();
+    let blobs: Vec<&[u8]> = image.layers.iter().map(|l| &l.blob.bytes[..]).collect();
+    let mut lying = ztoc_of(blobs[2]);
+    let small = lying
+        .files
+        .iter_mut()
+        .find(|f| f.name.ends_with("small.txt"))
+        .unwrap();
+    small.mode = 0o4755; // a setuid file the tar does not have
+    push_soci_index(
+        &stack.registry,
+        "soci/table",
+        &image,
+        &[
+            Some(ztoc_of(blobs[0]).to_bytes()),
+            Some(ztoc_of(blobs[1]).to_bytes()),
+            Some(lying.to_bytes()),
+        ],
+    );
+    rpull(&stack.containerd, &reference);
+    stack.daemon.wait_for_log(
+        "soci layer failed verification",
+        1,
+        std::time::Duration::from_secs(120),
+    );
+    stack.daemon.wait_for_log(
+        "soci index checked against the whole layer",
+        2,
+        std::time::Duration::from_secs(120),
+    );
+    let id = unique_id("socit");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let out = stack
+        .containerd
+        .ctr(run)
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    assert!(
+        !out.contains(SMALL_TEXT),
+        "a failed layer serves nothing: {out}\n{}",
+        stack.daemon.log_text()
+    );
+}

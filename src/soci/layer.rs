@@ -5,9 +5,11 @@
 //! fetch. Wrong bytes are never served: a digest or inflate failure is an EIO.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use estargz::soci::{decompress_span, Zinfo};
+use estargz::soci::{decompress_span, FileMetadata, Zinfo};
+use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use registry::Client;
 
@@ -34,6 +36,11 @@ struct Inner {
     index: estargz::Index,
     zinfo: Zinfo,
     spans: Mutex<Spans>,
+    /// The zTOC's digest and file table, for checking against the whole blob.
+    ztoc: Digest,
+    files: Vec<FileMetadata>,
+    /// Set when the index was found not to describe the layer: every read is EIO.
+    failed: AtomicBool,
 }
 
 /// A layer served from its SOCI zTOC.
@@ -46,6 +53,7 @@ impl SociLayer {
     pub fn new(
         client: Client,
         location: BlobLocation,
+        ztoc: (Digest, Vec<FileMetadata>),
         index: estargz::Index,
         zinfo: Zinfo,
     ) -> Self {
@@ -56,8 +64,68 @@ impl SociLayer {
                 index,
                 zinfo,
                 spans: Mutex::default(),
+                ztoc: ztoc.0,
+                files: ztoc.1,
+                failed: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Downloads the whole blob (digest-checked) into `dir` and checks the index against
+    /// it; on a mismatch the layer is failed. Network trouble only skips the check.
+    pub async fn verify_whole_blob(self, dir: std::path::PathBuf) {
+        let inner = &self.inner;
+        let (layer, ztoc) = (inner.location.digest, inner.ztoc);
+        let file = match tempfile::NamedTempFile::new_in(&dir) {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(%layer, %error, dir = %dir.display(), "soci check skipped: no temp file");
+                return;
+            }
+        };
+        let mut out = match file.reopen() {
+            Ok(f) => tokio::fs::File::from_std(f),
+            Err(error) => {
+                tracing::warn!(%layer, %error, "soci check skipped");
+                return;
+            }
+        };
+        let reference = &inner.location.reference;
+        if let Err(error) = inner
+            .client
+            .download_blob(reference, &layer, &mut out)
+            .await
+        {
+            if matches!(error, registry::Error::DigestMismatch { .. }) {
+                self.fail(&format!("blob does not match its digest: {error}"));
+            } else {
+                tracing::warn!(%layer, %error, "soci check skipped: download failed");
+            }
+            return;
+        }
+        let this = self.clone();
+        let path = file.path().to_owned();
+        let checked = tokio::task::spawn_blocking(move || {
+            super::verify::verify_blob(&path, &this.inner.zinfo, &this.inner.files)
+        })
+        .await;
+        match checked {
+            Ok(Ok(())) => {
+                tracing::info!(%layer, %ztoc, "soci index checked against the whole layer")
+            }
+            Ok(Err(error)) => self.fail(&error.to_string()),
+            Err(error) => tracing::warn!(%layer, %error, "soci check skipped: task failed"),
+        }
+        drop(file);
+    }
+
+    fn fail(&self, why: &str) {
+        let inner = &self.inner;
+        inner.failed.store(true, Ordering::Relaxed);
+        crate::metrics::global().fallback(crate::metrics::FallbackReason::InvalidSociIndex);
+        tracing::error!(
+            layer = %inner.location.digest, ztoc = %inner.ztoc, "soci layer failed verification, reads now fail: {why}"
+        );
     }
 
     /// Reads `len` bytes of the uncompressed tar at `offset` (clamped to the archive).
@@ -168,6 +236,11 @@ impl LayerContent for SociLayer {
     ) -> BoxFuture<'static, Result<Vec<u8>, std::io::Error>> {
         let this = self.clone();
         Box::pin(async move {
+            if this.inner.failed.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other(
+                    "layer failed verification against its soci index",
+                ));
+            }
             let index = &this.inner.index;
             let size = index.entry(file).map_or(0, |e| e.size);
             if offset >= size {

@@ -9,6 +9,7 @@
 //! from verified, inflated spans.
 
 mod layer;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -132,6 +133,7 @@ impl SociIndexes {
         Ok(Some(SociLayer::new(
             client.clone(),
             location.clone(),
+            (ztoc_digest, ztoc.files),
             index,
             zinfo,
         )))
