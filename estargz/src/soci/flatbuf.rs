@@ -206,6 +206,10 @@ pub struct Builder {
     rev: Vec<u8>,
     fields: Vec<(usize, usize)>,
     table_start: usize,
+    /// Vtables written so far: tables of one shape share one (as the reference builder does).
+    vtables: std::collections::HashMap<Vec<u8>, usize>,
+    /// Strings written with [`Builder::shared_string`].
+    strings: std::collections::HashMap<Vec<u8>, Offset>,
 }
 
 impl Builder {
@@ -248,6 +252,16 @@ impl Builder {
 
     pub fn string(&mut self, s: &[u8]) -> Offset {
         self.byte_vector(s, true)
+    }
+
+    /// A string written once however often it is asked for (owner names, types, times).
+    pub fn shared_string(&mut self, s: &[u8]) -> Offset {
+        if let Some(&at) = self.strings.get(s) {
+            return at;
+        }
+        let at = self.string(s);
+        self.strings.insert(s.to_vec(), at);
+        at
     }
 
     pub fn bytes(&mut self, b: &[u8]) -> Offset {
@@ -311,14 +325,23 @@ impl Builder {
         }
         let object_size = u16::try_from(table - self.table_start).expect("table under 64 KiB");
         let vtable_size = u16::try_from(4 + 2 * slots).expect("vtable under 64 KiB");
-        for e in entries.iter().rev() {
-            self.push_bytes_le(&e.to_le_bytes());
+        let mut shape = Vec::with_capacity(4 + 2 * slots);
+        for v in [vtable_size, object_size].iter().chain(&entries) {
+            shape.extend_from_slice(&v.to_le_bytes());
         }
-        self.push_bytes_le(&object_size.to_le_bytes());
-        self.push_bytes_le(&vtable_size.to_le_bytes());
-        let vtable = self.rev.len();
-        // soffset = table position - vtable position; the vtable sits before the table.
-        let soffset = i32::try_from(vtable - table).expect("vtable under 2 GiB");
+        let vtable = match self.vtables.get(&shape) {
+            Some(&earlier) => earlier,
+            None => {
+                self.rev.extend(shape.iter().rev());
+                self.vtables.insert(shape, self.rev.len());
+                self.rev.len()
+            }
+        };
+        // soffset = table position - vtable position: positive for a vtable just before
+        // the table, negative for a shared one written earlier (at a higher address).
+        let distance =
+            i64::try_from(vtable).unwrap_or(i64::MAX) - i64::try_from(table).unwrap_or(0);
+        let soffset = i32::try_from(distance).expect("vtable within 2 GiB");
         for (k, b) in soffset.to_le_bytes().iter().enumerate() {
             self.rev[table - 1 - k] = *b;
         }

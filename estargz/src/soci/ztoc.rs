@@ -221,16 +221,16 @@ impl Ztoc {
 
 fn file_to_fb(b: &mut Builder, f: &FileMetadata) -> Offset {
     let name = b.string(f.name.as_bytes());
-    let kind = b.string(type_name(f.entry_type).as_bytes());
-    let link = b.string(f.link_name.as_bytes());
-    let uname = b.string(f.uname.as_bytes());
-    let gname = b.string(f.gname.as_bytes());
-    let mtime = b.string(f.mod_time.as_bytes());
+    let kind = b.shared_string(type_name(f.entry_type).as_bytes());
+    let link = b.shared_string(f.link_name.as_bytes());
+    let uname = b.shared_string(f.uname.as_bytes());
+    let gname = b.shared_string(f.gname.as_bytes());
+    let mtime = b.shared_string(f.mod_time.as_bytes());
     let xattrs: Vec<Offset> = f
         .pax
         .iter()
         .map(|(k, v)| {
-            let key = b.string(k.as_bytes());
+            let key = b.shared_string(k.as_bytes());
             let value = b.string(v);
             b.start_table();
             b.add_offset(0, key);
@@ -239,20 +239,30 @@ fn file_to_fb(b: &mut Builder, f: &FileMetadata) -> Offset {
         })
         .collect();
     let xattrs = b.offsets(&xattrs);
+    // Scalars equal to the schema default (0) are left out, as FlatBuffers writers do.
     b.start_table();
+    for (slot, v) in [
+        (2, i64_of(f.uncompressed_offset)),
+        (3, i64_of(f.uncompressed_size)),
+        (5, f.mode),
+        (11, f.dev_major),
+        (12, f.dev_minor),
+    ] {
+        if v != 0 {
+            b.add_i64(slot, v);
+        }
+    }
+    for (slot, v) in [(6, f.uid), (7, f.gid)] {
+        if v != 0 {
+            b.add_u32(slot, v);
+        }
+    }
     b.add_offset(0, name);
     b.add_offset(1, kind);
-    b.add_i64(2, i64_of(f.uncompressed_offset));
-    b.add_i64(3, i64_of(f.uncompressed_size));
     b.add_offset(4, link);
-    b.add_i64(5, f.mode);
-    b.add_u32(6, f.uid);
-    b.add_u32(7, f.gid);
     b.add_offset(8, uname);
     b.add_offset(9, gname);
     b.add_offset(10, mtime);
-    b.add_i64(11, f.dev_major);
-    b.add_i64(12, f.dev_minor);
     b.add_offset(13, xattrs);
     b.end_table()
 }
