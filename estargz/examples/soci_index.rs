@@ -1,7 +1,7 @@
 //! Builds the zTOC of one layer blob file and prints how long it took and how big the
 //! index is, as one JSON line (used by `benches/soci_index.sh`).
 //!
-//! Usage: `soci_index LAYER.tar.gz [gzip|tar]`
+//! Usage: `soci_index LAYER.tar.gz [gzip|tar] [MIN_SPAN_SIZE]`
 
 use std::time::Instant;
 
@@ -17,6 +17,10 @@ fn main() {
         Some("tar") => Compression::Uncompressed,
         _ => Compression::Gzip,
     };
+    let mut options = BuildOptions::default();
+    if let Some(min) = args.next().and_then(|m| m.parse().ok()) {
+        options.min_span_size = min;
+    }
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) => {
@@ -26,7 +30,7 @@ fn main() {
     };
     let layer_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
-    let ztoc = match build_ztoc(file, compression, &BuildOptions::default()) {
+    let ztoc = match build_ztoc(file, compression, &options) {
         Ok(z) => z,
         Err(e) => {
             eprintln!("index {path}: {e}");
