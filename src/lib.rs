@@ -25,6 +25,7 @@ pub mod record;
 pub mod remote;
 pub mod service;
 pub mod snapshot;
+pub mod soci;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -69,10 +69,12 @@ pub enum FallbackReason {
     Fuse,
     /// Anything else (cache setup, a failed task).
     Internal,
+    /// A SOCI index or zTOC was found but cannot be used (wrong layer, malformed).
+    InvalidSociIndex,
 }
 
 impl FallbackReason {
-    pub const ALL: [FallbackReason; 10] = [
+    pub const ALL: [FallbackReason; 11] = [
         FallbackReason::NoLabels,
         FallbackReason::BadLabels,
         FallbackReason::NoTocDigest,
@@ -83,6 +85,7 @@ impl FallbackReason {
         FallbackReason::Timeout,
         FallbackReason::Fuse,
         FallbackReason::Internal,
+        FallbackReason::InvalidSociIndex,
     ];
 
     /// The `reason` label value.
@@ -98,6 +101,7 @@ impl FallbackReason {
             FallbackReason::Timeout => "timeout",
             FallbackReason::Fuse => "fuse",
             FallbackReason::Internal => "internal",
+            FallbackReason::InvalidSociIndex => "invalid_soci_index",
         }
     }
 }
@@ -112,6 +116,7 @@ impl From<&LazyError> for FallbackReason {
             LazyError::Fs(_) => FallbackReason::Fuse,
             LazyError::Timeout { .. } => FallbackReason::Timeout,
             LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
+            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
         }
     }
 }

@@ -107,7 +107,7 @@ async fn read_manifest(call: &Call<'_>, response: Response) -> Result<Manifest, 
 }
 
 /// Reads a whole body, refusing more than `limit` bytes.
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     call: &Call<'_>,
     mut response: Response,
     limit: u64,
