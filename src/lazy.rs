@@ -16,6 +16,7 @@ use crate::background::{BackgroundConfig, BackgroundFetcher};
 use crate::cache::{CacheConfig, CacheError, ChunkCache};
 use crate::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
 use crate::layer::{Layer, LayerConfig, LayerError};
+use crate::layers::{SharedLayers, Sharing};
 use crate::prefetch::{self, PrefetchConfig};
 use crate::preopen::{listed_layers, Preopened};
 use crate::record::{self, RecordConfig, Recorder};
@@ -190,6 +191,8 @@ pub struct FuseMounter {
     preopened: Preopened,
     /// SOCI index look-ups, remembered per image (layers without eStargz labels).
     soci: crate::soci::SociIndexes,
+    /// The open layer of each blob, shared by all its mounts.
+    layers: SharedLayers,
 }
 
 impl FuseMounter {
@@ -212,6 +215,7 @@ impl FuseMounter {
             board: Arc::default(),
             preopened: Preopened::default(),
             soci: crate::soci::SociIndexes::default(),
+            layers: SharedLayers::default(),
         })
     }
 
@@ -259,11 +263,16 @@ impl FuseMounter {
         // The timer must be created inside the runtime, hence the async block.
         let opening =
             async { tokio::time::timeout(timeout, self.open_layer(location, toc_digest)).await };
-        let layer = self
+        let (layer, sharing) = self
             .runtime
             .block_on(opening)
             .map_err(|_| LazyError::Timeout { digest, timeout })??;
-        let prefetched = self.prefetch_before_ready(&layer, labels);
+        // A layer another mount already serves has had its prefetch and background turn.
+        let fresh = sharing == Sharing::Opened;
+        let prefetched = match fresh {
+            true => self.prefetch_before_ready(&layer, labels),
+            false => prefetch::PrefetchOutcome::None,
+        };
         let files = Arc::new(LayerFiles {
             layer: layer.clone(),
             recorder,
@@ -274,8 +283,8 @@ impl FuseMounter {
             self.runtime.clone(),
             &self.fuse.mount_options(),
         )?;
-        tracing::info!(%digest, mountpoint = %mountpoint.display(), "layer mounted lazily");
-        if let Some(background) = &self.background {
+        tracing::info!(%digest, mountpoint = %mountpoint.display(), shared = !fresh, "layer mounted lazily");
+        if let (Some(background), true) = (&self.background, fresh) {
             background.add(&layer);
         }
         // A stale handle for the same path (not expected) is unmounted by its drop.
@@ -367,23 +376,38 @@ impl FuseMounter {
             .block_on(prefetch::prefetch(layer, ranges, timeout))
     }
 
-    /// The layer at `location`, checked against `toc_digest`: taken from the layers
-    /// opened ahead when it is among them, else opened now.
+    /// The layer at `location`, checked against `toc_digest`: the one another mount
+    /// serves, else taken from the layers opened ahead when it is among them, else opened
+    /// now.
     async fn open_layer(
         &self,
         location: BlobLocation,
         toc_digest: Option<estargz::Digest>,
-    ) -> Result<Layer, LazyError> {
+    ) -> Result<(Layer, Sharing), LazyError> {
         if toc_digest.is_none() && self.layer.verify {
             return Err(LayerError::MissingTocDigest {
                 blob: location.digest,
             }
             .into());
         }
+        let digest = location.digest;
+        let (layer, sharing) = self
+            .layers
+            .get_or_open(digest, || self.open_unshared(location))
+            .await?;
+        layer.check_toc(toc_digest)?;
+        if sharing == Sharing::Shared {
+            tracing::debug!(%digest, "sharing the layer another mount serves");
+        }
+        Ok((layer, sharing))
+    }
+
+    /// Opens the layer at `location` (TOC not yet checked): taken from the layers opened
+    /// ahead when it is among them, else opened now.
+    async fn open_unshared(&self, location: BlobLocation) -> Result<Layer, LazyError> {
         if let Some(opening) = self.preopened.take(&location.digest) {
             match opening.await {
                 Ok(layer) => {
-                    layer.check_toc(toc_digest)?;
                     tracing::debug!(digest = %location.digest, "using the layer opened ahead");
                     return Ok(layer);
                 }
@@ -392,15 +416,13 @@ impl FuseMounter {
                 }
             }
         }
-        let layer = open_unchecked(
+        open_unchecked(
             self.client.clone(),
             location,
             self.cache.clone(),
             self.layer.clone(),
         )
-        .await?;
-        layer.check_toc(toc_digest)?;
-        Ok(layer)
+        .await
     }
 
     /// Starts opening the image's layers listed above this one, with their prefetch.
@@ -409,7 +431,8 @@ impl FuseMounter {
             return;
         }
         for digest in listed_layers(labels) {
-            if digest == location.digest {
+            // A layer some mount serves already has its TOC and prefetch.
+            if digest == location.digest || self.layers.live(&digest).is_some() {
                 continue;
             }
             let neighbour = BlobLocation {
@@ -456,7 +479,10 @@ async fn open_unchecked(
 ) -> Result<Layer, LazyError> {
     let digest = location.digest;
     let blob = match RegistryBlob::open(client.clone(), location.clone()).await {
-        Ok(blob) => blob,
+        Ok(blob) => {
+            tracing::info!(%digest, "fetching the layer footer and TOC from the registry");
+            blob
+        }
         Err(error) => {
             let Some((size, tail)) = cache.saved_toc(&digest) else {
                 return Err(error.into());
@@ -478,6 +504,19 @@ impl Mounter for FuseMounter {
 
     fn mounted(&self) -> Vec<PathBuf> {
         self.mountpoints()
+    }
+
+    fn attempt_timeout(&self) -> Duration {
+        // Opening (and finding the manifest to record) is bounded by the mount timeout,
+        // the wait for the prefetch by its own.
+        let mut bound = self
+            .fuse
+            .mount_timeout
+            .saturating_add(self.prefetch.timeout);
+        if self.record.enable {
+            bound = bound.saturating_add(self.fuse.mount_timeout);
+        }
+        bound
     }
 
     fn unmount(&self, mountpoint: &Path) -> Result<(), MountError> {

@@ -11,6 +11,7 @@ pub mod goflags;
 pub mod grpc;
 pub mod kube;
 pub mod layer;
+pub mod layers;
 pub mod lazy;
 pub mod logging;
 pub mod malloc;

@@ -67,6 +67,8 @@ pub enum FallbackReason {
     Timeout,
     /// The FUSE mount failed.
     Fuse,
+    /// The snapshot store could not commit the mounted layer.
+    Commit,
     /// Anything else (cache setup, a failed task).
     Internal,
     /// A SOCI index or zTOC was found but cannot be used (wrong layer, malformed).
@@ -74,7 +76,7 @@ pub enum FallbackReason {
 }
 
 impl FallbackReason {
-    pub const ALL: [FallbackReason; 11] = [
+    pub const ALL: [FallbackReason; 12] = [
         FallbackReason::NoLabels,
         FallbackReason::BadLabels,
         FallbackReason::NoTocDigest,
@@ -84,6 +86,7 @@ impl FallbackReason {
         FallbackReason::Registry,
         FallbackReason::Timeout,
         FallbackReason::Fuse,
+        FallbackReason::Commit,
         FallbackReason::Internal,
         FallbackReason::InvalidSociIndex,
     ];
@@ -100,6 +103,7 @@ impl FallbackReason {
             FallbackReason::Registry => "registry",
             FallbackReason::Timeout => "timeout",
             FallbackReason::Fuse => "fuse",
+            FallbackReason::Commit => "commit",
             FallbackReason::Internal => "internal",
             FallbackReason::InvalidSociIndex => "invalid_soci_index",
         }

@@ -163,6 +163,10 @@ fn is_absent(error: &std::io::Error) -> bool {
 }
 
 impl Mounter for ManagerMounter {
+    fn attempt_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
     fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError> {
         let request = Request::Mount {
             mountpoint: mountpoint.to_path_buf(),

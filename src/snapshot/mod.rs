@@ -11,6 +11,7 @@ mod orphans;
 pub mod remote;
 mod stale;
 mod store;
+mod turns;
 mod usage;
 
 use std::collections::BTreeMap;

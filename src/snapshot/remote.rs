@@ -8,6 +8,7 @@
 //! skips downloading the layer. When it cannot, the Prepare is an ordinary one.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::db::Backing;
 use super::{Error, Labels, Mount, Store};
@@ -18,6 +19,8 @@ pub const SNAPSHOT_REF_LABEL: &str = "containerd.io/snapshot.ref";
 pub const REMOTE_LABEL: &str = "containerd.io/snapshot/remote";
 /// Value of [`REMOTE_LABEL`].
 pub const REMOTE_LABEL_VALUE: &str = "remote snapshot";
+/// [`Mounter::attempt_timeout`] of a mounter that does not say.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a layer could not be mounted lazily.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,11 @@ pub enum MountError {
 
 /// Serves layers lazily on snapshot directories (issue 4 implements it with FUSE).
 pub trait Mounter: Send + Sync {
+    /// About the longest one [`Mounter::mount`] takes: how long a Prepare of a layer waits
+    /// for another Prepare's attempt at the same layer before trying on its own.
+    fn attempt_timeout(&self) -> Duration {
+        DEFAULT_ATTEMPT_TIMEOUT
+    }
     /// Mounts the layer that `labels` describe on `mountpoint`, or says why it cannot.
     fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError>;
     /// Unmounts what [`Mounter::mount`] mounted on `mountpoint`.
@@ -47,7 +55,9 @@ pub trait Mounter: Send + Sync {
 
 impl Store {
     /// Tries to serve the freshly prepared `key` lazily and commit it as `target`.
-    /// Answers AlreadyExists when that worked, and the ordinary `mounts` when not.
+    /// Answers AlreadyExists when that worked or `target` exists, and the ordinary
+    /// `mounts` when the layer itself cannot be served lazily. Prepares of the same target
+    /// take turns, so that one mounts the layer and the others find it committed.
     pub(super) fn try_remote(
         &self,
         mounter: &dyn Mounter,
@@ -57,15 +67,20 @@ impl Store {
         labels: Labels,
         mounts: Vec<Mount>,
     ) -> Result<Vec<Mount>, Error> {
+        let wait = mounter.attempt_timeout();
+        let turn = self.turns.take(ns, target, wait);
+        if turn.is_none() {
+            // Whoever holds the turn is stuck; a lost commit race is handled below.
+            tracing::warn!(
+                layer = target,
+                ?wait,
+                "another Prepare of this layer takes too long; trying without waiting for it"
+            );
+        }
         if self.stat(ns, target).is_ok() {
-            // Another image (or namespace) already has this layer: nothing to pull, as
-            // the Go reference answers. The fresh active snapshot is not needed.
-            tracing::info!(layer = target, "layer already committed; reusing it");
-            self.remove(ns, key)?;
-            return Err(Error::AlreadyExists {
-                namespace: ns.to_owned(),
-                key: target.to_owned(),
-            });
+            // Another image already has this layer: nothing to pull, as the Go reference
+            // answers.
+            return self.reuse_committed(ns, key, target);
         }
         let id = self.stat_id(ns, key)?;
         let fs = self.fs_dir(id);
@@ -85,13 +100,31 @@ impl Store {
                     key: target.to_owned(),
                 })
             }
+            Err(Error::AlreadyExists { .. }) => {
+                // Committed by a Prepare that did not wait for this one's turn.
+                self.unmount_remote(&fs);
+                self.lazy_mount_failed(ns, key);
+                self.reuse_committed(ns, key, target)
+            }
             Err(e) => {
+                crate::metrics::global().fallback(crate::metrics::FallbackReason::Commit);
                 tracing::warn!(key, layer = target, error = %e, "commit lazily mounted layer; containerd pulls it");
                 self.unmount_remote(&fs);
                 self.lazy_mount_failed(ns, key);
                 Ok(mounts)
             }
         }
+    }
+
+    /// Answers a Prepare of `key` whose `target` is committed already: the fresh active
+    /// snapshot is not needed, and containerd skips the layer.
+    fn reuse_committed(&self, ns: &str, key: &str, target: &str) -> Result<Vec<Mount>, Error> {
+        tracing::info!(layer = target, "layer already committed; reusing it");
+        self.remove(ns, key)?;
+        Err(Error::AlreadyExists {
+            namespace: ns.to_owned(),
+            key: target.to_owned(),
+        })
     }
 
     /// Unmounts a remote snapshot's directory; failures are logged, Cleanup retries.
@@ -209,6 +242,101 @@ mod tests {
             );
             assert_eq!(store.list::<&str>("ns", &[]).unwrap().len(), 1, "{name}");
         }
+    }
+
+    /// Takes `delay` to mount anything; counts mounts and unmounts.
+    struct SlowMounter {
+        delay: std::time::Duration,
+        attempt: std::time::Duration,
+        mounts: Mutex<Vec<PathBuf>>,
+        unmounted: Mutex<Vec<PathBuf>>,
+    }
+
+    impl Mounter for SlowMounter {
+        fn mount(&self, mountpoint: &Path, _labels: &Labels) -> Result<(), MountError> {
+            std::thread::sleep(self.delay);
+            self.mounts.lock().unwrap().push(mountpoint.to_path_buf());
+            Ok(())
+        }
+
+        fn unmount(&self, mountpoint: &Path) -> Result<(), MountError> {
+            self.unmounted
+                .lock()
+                .unwrap()
+                .push(mountpoint.to_path_buf());
+            Ok(())
+        }
+
+        fn mounted(&self) -> Vec<PathBuf> {
+            Vec::new()
+        }
+
+        fn attempt_timeout(&self) -> std::time::Duration {
+            self.attempt
+        }
+    }
+
+    /// Four Prepares of the same layer at once, each with its own key; `attempt` is how
+    /// long each waits for another's turn. Returns the store's mounter.
+    fn racing_prepares(
+        attempt: std::time::Duration,
+    ) -> (Store, Arc<SlowMounter>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mounter = Arc::new(SlowMounter {
+            delay: std::time::Duration::from_millis(300),
+            attempt,
+            mounts: Mutex::default(),
+            unmounted: Mutex::default(),
+        });
+        let store = Store::open_with(dir.path(), Some(mounter.clone())).unwrap();
+        let wanted = labels(&[(SNAPSHOT_REF_LABEL, "chain-1")]);
+        std::thread::scope(|scope| {
+            let prepares: Vec<_> = (0..4)
+                .map(|i| {
+                    let (store, wanted) = (&store, wanted.clone());
+                    scope.spawn(move || store.prepare("ns", &format!("extract-{i}"), "", wanted))
+                })
+                .collect();
+            for prepare in prepares {
+                let err = prepare.join().unwrap().unwrap_err();
+                assert_eq!(snapshot_code(&err), Code::AlreadyExists, "{err}");
+            }
+        });
+        let names: Vec<String> = store
+            .list::<&str>("ns", &[])
+            .unwrap()
+            .into_iter()
+            .map(|info| info.name)
+            .collect();
+        assert_eq!(names, ["chain-1"], "no active snapshot is left");
+        let info = store.stat("ns", "chain-1").unwrap();
+        assert_eq!(
+            info.labels.get(REMOTE_LABEL).map(String::as_str),
+            Some(REMOTE_LABEL_VALUE)
+        );
+        (store, mounter, dir)
+    }
+
+    #[test]
+    fn concurrent_prepares_of_one_layer_mount_it_once() {
+        let (_store, mounter, _dir) = racing_prepares(std::time::Duration::from_secs(30));
+        assert_eq!(mounter.mounts.lock().unwrap().len(), 1, "the others waited");
+        assert!(mounter.unmounted.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn prepares_that_stop_waiting_lose_the_commit_race_without_falling_back() {
+        let (_store, mounter, _dir) = racing_prepares(std::time::Duration::from_millis(10));
+        let mounts = mounter.mounts.lock().unwrap().len();
+        assert!(
+            mounts > 1,
+            "the waits ran out, so several mounted: {mounts}"
+        );
+        assert_eq!(
+            mounter.unmounted.lock().unwrap().len(),
+            mounts - 1,
+            "every mount but the committed one is undone"
+        );
     }
 
     #[test]

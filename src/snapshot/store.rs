@@ -20,6 +20,7 @@ use super::mounts::mounts;
 use super::orphans::InFlight;
 use super::remote::{Mounter, SNAPSHOT_REF_LABEL};
 use super::stale;
+use super::turns::Turns;
 use super::usage::disk_usage;
 use super::{Error, Info, Kind, Labels, Mount, Usage};
 
@@ -31,6 +32,8 @@ pub struct Store {
     pub(super) mounter: Option<Arc<dyn Mounter>>,
     /// Lazy mounts this process has started and not yet committed or given up.
     pub(super) in_flight: InFlight,
+    /// Lazy attempts and removals of one layer take turns (see [`Turns`]).
+    pub(super) turns: Turns,
 }
 
 impl Store {
@@ -59,6 +62,7 @@ impl Store {
         let db = redb::Builder::new().create_file(file)?;
         db::init(&db)?;
         Ok(Store {
+            turns: Turns::default(),
             root: root.to_path_buf(),
             db,
             mounter,
@@ -199,6 +203,12 @@ impl Store {
 
     /// Removes snapshot `key`; refused while it has children.
     pub fn remove(&self, ns: &str, key: &str) -> Result<(), Error> {
+        // A Prepare mounting this layer answers first (so it never sees a half-removed
+        // layer); the wait is bounded like the Prepare's own.
+        let _turn = self
+            .mounter
+            .as_ref()
+            .and_then(|m| self.turns.take(ns, key, m.attempt_timeout()));
         let txn = self.db.begin_write()?;
         let record = {
             let mut table = txn.open_table(SNAPSHOTS)?;
