@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod kube;
 pub mod layer;
 pub mod lazy;
+pub mod link;
 pub mod malloc;
 pub mod manager;
 pub mod metrics;

@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use estargz::{decompress_chunk, ChunkInfo};
 use futures::StreamExt;
@@ -84,7 +85,10 @@ impl GroupFetch {
             tokio::task::spawn_blocking(move || inner.verify_all(id, kind, work))
         };
         let timeout = self.inner.config.read_timeout;
+        // Lower classes wait here while higher ones are on the wire.
+        let ticket = self.inner.cache.link().admit(self.kind).await;
         let received = tokio::time::timeout(timeout, self.receive_all(&to_verifier)).await;
+        drop(ticket);
         drop(to_verifier);
         let failure = match received {
             Ok(Ok(())) => FetchError::Lost {
@@ -148,7 +152,10 @@ impl GroupFetch {
             range: range.clone(),
             source,
         };
+        let sent = Instant::now();
         let mut pieces = metrics.range_request(kind, opening).await.map_err(remote)?;
+        let first_byte = sent.elapsed();
+        let from = self.segmenter.end();
         while let Some(piece) = pieces.next().await {
             let piece = piece.map_err(remote)?;
             let len = piece.len() as u64;
@@ -164,6 +171,8 @@ impl GroupFetch {
             }
         }
         let got = self.segmenter.end() - range.start;
+        let link = self.inner.cache.link();
+        link.record(self.segmenter.end() - from, first_byte, sent.elapsed());
         if got < range.end - range.start {
             let digest = self.inner.blob;
             let got = usize::try_from(got).unwrap_or(usize::MAX);
