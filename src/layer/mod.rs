@@ -244,6 +244,12 @@ impl Layer {
         self.inner.activity.fetched(kind)
     }
 
+    /// Whether a request of a class above `kind` is on the link this layer shares with
+    /// the others of its cache.
+    pub fn link_busy_above(&self, kind: FetchKind) -> bool {
+        self.inner.cache.link().busy_above(kind)
+    }
+
     /// Whether a read is waiting on the network, or was less than `quiet` ago.
     pub fn busy_within(&self, quiet: Duration) -> bool {
         self.inner.activity.busy_within(quiet)
