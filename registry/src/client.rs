@@ -10,6 +10,7 @@ use crate::config::ClientConfig;
 use crate::credentials::{Credential, Credentials};
 use crate::error::Error;
 use crate::mirrors::MirrorHealth;
+use crate::multipart::SingleRangeHosts;
 use crate::refresh::{RefreshHook, REFRESH_MIN_INTERVAL};
 use crate::refresh_gate::RefreshGate;
 
@@ -34,6 +35,7 @@ pub(crate) struct Inner {
     pub(crate) refresh_gate: RefreshGate,
     pub(crate) auth: AuthCache,
     pub(crate) mirror_health: MirrorHealth,
+    pub(crate) single_range_hosts: SingleRangeHosts,
 }
 
 impl std::fmt::Debug for Client {
@@ -88,6 +90,7 @@ impl Client {
             refresh_gate: RefreshGate::new(REFRESH_MIN_INTERVAL),
             auth: AuthCache::default(),
             mirror_health: MirrorHealth::default(),
+            single_range_hosts: SingleRangeHosts::default(),
         };
         Ok(Client {
             inner: Arc::new(inner),
