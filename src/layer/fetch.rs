@@ -255,20 +255,34 @@ impl Inner {
                 mine.push(i);
             }
         }
-        for group in coalesce(chunks, &mine, max_request_bytes(kind)) {
+        let runs = coalesce(chunks, &mine, max_request_bytes(kind));
+        // Runs apart from each other share one multi-range request where the source
+        // serves those; else each is a request of its own.
+        let per_request = if self.source.multi_range() {
+            MAX_PARTS
+        } else {
+            1
+        };
+        for batch in batch_runs(chunks, &runs, per_request, max_request_bytes(kind)) {
             let id = self.next_fetch_id.fetch_add(1, Ordering::Relaxed);
-            let mut members = Vec::with_capacity(group.len());
-            for &i in &group {
-                // A chunk asked for twice in one read is fetched once.
-                let promise = match inflight.entry(keys[i]) {
-                    Entry::Occupied(taken) => taken.get().1.clone(),
-                    Entry::Vacant(free) => {
-                        let (promise, answer) = self.promise(&chunks[i]);
-                        members.push(Member::new(keys[i], chunks[i].clone(), answer));
-                        free.insert((id, promise)).1.clone()
-                    }
-                };
-                pending.push((i, promise));
+            let mut members = Vec::with_capacity(batch.len());
+            for run in batch {
+                let mut run_members = Vec::with_capacity(run.len());
+                for &i in run {
+                    // A chunk asked for twice in one read is fetched once.
+                    let promise = match inflight.entry(keys[i]) {
+                        Entry::Occupied(taken) => taken.get().1.clone(),
+                        Entry::Vacant(free) => {
+                            let (promise, answer) = self.promise(&chunks[i]);
+                            run_members.push(Member::new(keys[i], chunks[i].clone(), answer));
+                            free.insert((id, promise)).1.clone()
+                        }
+                    };
+                    pending.push((i, promise));
+                }
+                if !run_members.is_empty() {
+                    members.push(run_members);
+                }
             }
             tokio::spawn(GroupFetch::new(self.clone(), id, members, kind).run());
         }
@@ -305,6 +319,9 @@ impl Inner {
 /// a registry that is back is used at once.
 pub(super) const FAILED_FETCH_HOLD: Duration = Duration::from_millis(20);
 
+/// Most runs of chunks asked for in one multi-range request (keeps the header short).
+const MAX_PARTS: usize = 32;
+
 /// Longest range asked for in one request: big prefetches become several requests so
 /// each finishes within the fetch timeout, and prefetch and background requests are
 /// shorter still, so an on-demand read never waits long for one on the wire to end.
@@ -335,6 +352,35 @@ fn coalesce(chunks: &[ChunkInfo], indices: &[usize], max_bytes: u64) -> Vec<Vec<
         group_end = group_end.max(range.end);
     }
     groups
+}
+
+/// Splits runs (each from [`coalesce`]) into batches of at most `max_runs` runs and, past
+/// a batch's first run, `max_bytes` of compressed data: one request per batch.
+fn batch_runs<'a>(
+    chunks: &[ChunkInfo],
+    runs: &'a [Vec<usize>],
+    max_runs: usize,
+    max_bytes: u64,
+) -> Vec<&'a [Vec<usize>]> {
+    let run_bytes = |run: &Vec<usize>| {
+        let range = span(run.iter().map(|&i| &chunks[i].compressed));
+        range.end - range.start
+    };
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (k, run) in runs.iter().enumerate() {
+        let size = run_bytes(run);
+        let full = k - start >= max_runs || bytes.saturating_add(size) > max_bytes;
+        if k > start && full {
+            batches.push(&runs[start..k]);
+            (start, bytes) = (k, 0);
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < runs.len() {
+        batches.push(&runs[start..]);
+    }
+    batches
 }
 
 /// The smallest range covering all `ranges`.
@@ -383,5 +429,17 @@ mod tests {
         let capped = coalesce(&run, &[0, 1, 2], 20);
         assert_eq!(capped, vec![vec![0, 1], vec![2]], "run capped at 20 bytes");
         assert_eq!(span([0..10, 25..30].iter()), 0..30);
+    }
+
+    #[test]
+    fn batches_runs_by_count_and_bytes() {
+        let chunks = [chunk(0..10), chunk(20..30), chunk(40..50), chunk(60..100)];
+        let runs = vec![vec![0], vec![1], vec![2], vec![3]];
+        let sizes = |batches: Vec<&[Vec<usize>]>| batches.iter().map(|b| b.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(batch_runs(&chunks, &runs, 1, 1000)), [1, 1, 1, 1], "single");
+        assert_eq!(sizes(batch_runs(&chunks, &runs, 3, 1000)), [3, 1], "by count");
+        assert_eq!(sizes(batch_runs(&chunks, &runs, 10, 30)), [3, 1], "by bytes");
+        assert_eq!(sizes(batch_runs(&chunks, &runs, 10, 5)), [1, 1, 1, 1], "one run each at least");
+        assert!(batch_runs(&chunks, &[], 10, 5).is_empty());
     }
 }
