@@ -140,7 +140,7 @@ impl Inner {
         };
         let end = chunks.iter().map(|c| c.compressed.end).max().unwrap_or(at);
         let range = self.window.on_miss(at, end, self.window_bounds());
-        self.uncached_within(range).await
+        self.uncached_within(range, at).await
     }
 
     /// A read starting at blob offset `at` entered the second half of the window: fetch
@@ -151,7 +151,7 @@ impl Inner {
         };
         let inner = self.clone();
         tokio::spawn(async move {
-            let chunks = inner.uncached_within(range).await;
+            let chunks = inner.uncached_within(range, at).await;
             if chunks.is_empty() {
                 return;
             }
@@ -165,15 +165,16 @@ impl Inner {
         });
     }
 
-    /// The chunks lying whole in blob `range` that no cache holds and no fetch is getting.
-    async fn uncached_within(&self, range: Range<u64>) -> Vec<ChunkInfo> {
-        if range.is_empty() {
+    /// The chunks lying whole in blob `range`, in the directory of the file whose chunk
+    /// starts at `read_at`, that no cache holds and no fetch is getting.
+    async fn uncached_within(&self, range: Range<u64>, read_at: u64) -> Vec<ChunkInfo> {
+        let Some(dir) = self.order.dir_at(read_at).filter(|_| !range.is_empty()) else {
             return Vec::new();
-        }
+        };
         let candidates: Vec<ChunkInfo> = {
             let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
             self.order
-                .within(&self.index, range)
+                .within(&self.index, range, dir)
                 .filter(|c| {
                     let key = CacheKey::for_chunk(self.blob, c);
                     !inflight.contains_key(&key) && self.cache.get_memory(&key, c.size).is_none()
@@ -435,11 +436,28 @@ mod tests {
     fn batches_runs_by_count_and_bytes() {
         let chunks = [chunk(0..10), chunk(20..30), chunk(40..50), chunk(60..100)];
         let runs = vec![vec![0], vec![1], vec![2], vec![3]];
-        let sizes = |batches: Vec<&[Vec<usize>]>| batches.iter().map(|b| b.len()).collect::<Vec<_>>();
-        assert_eq!(sizes(batch_runs(&chunks, &runs, 1, 1000)), [1, 1, 1, 1], "single");
-        assert_eq!(sizes(batch_runs(&chunks, &runs, 3, 1000)), [3, 1], "by count");
-        assert_eq!(sizes(batch_runs(&chunks, &runs, 10, 30)), [3, 1], "by bytes");
-        assert_eq!(sizes(batch_runs(&chunks, &runs, 10, 5)), [1, 1, 1, 1], "one run each at least");
+        let sizes =
+            |batches: Vec<&[Vec<usize>]>| batches.iter().map(|b| b.len()).collect::<Vec<_>>();
+        assert_eq!(
+            sizes(batch_runs(&chunks, &runs, 1, 1000)),
+            [1, 1, 1, 1],
+            "single"
+        );
+        assert_eq!(
+            sizes(batch_runs(&chunks, &runs, 3, 1000)),
+            [3, 1],
+            "by count"
+        );
+        assert_eq!(
+            sizes(batch_runs(&chunks, &runs, 10, 30)),
+            [3, 1],
+            "by bytes"
+        );
+        assert_eq!(
+            sizes(batch_runs(&chunks, &runs, 10, 5)),
+            [1, 1, 1, 1],
+            "one run each at least"
+        );
         assert!(batch_runs(&chunks, &[], 10, 5).is_empty());
     }
 }

@@ -66,12 +66,7 @@ struct Part {
 impl GroupFetch {
     /// A fetch (numbered `id` in the layer's in-flight table) of `runs`, each a list of
     /// members whose compressed ranges touch or overlap, the runs apart from each other.
-    pub(super) fn new(
-        inner: Arc<Inner>,
-        id: u64,
-        runs: Vec<Vec<Member>>,
-        kind: FetchKind,
-    ) -> Self {
+    pub(super) fn new(inner: Arc<Inner>, id: u64, runs: Vec<Vec<Member>>, kind: FetchKind) -> Self {
         let keys = runs.iter().flatten().map(|m| m.key).collect();
         let mut parts: Vec<Part> = runs.into_iter().map(Part::new).collect();
         parts.sort_by_key(|p| p.range.start);
@@ -139,15 +134,15 @@ impl GroupFetch {
                 tracing::debug!(blob = %inner.blob, %error, "multi-range read failed; asking range by range");
             }
         }
-        let singles = self
-            .parts
-            .iter_mut()
-            .filter(|part| !part.complete())
-            .map(|part| async move {
-                if let Err(error) = part.receive_all(inner, kind, verifier).await {
-                    part.failure = Some(error);
-                }
-            });
+        let singles =
+            self.parts
+                .iter_mut()
+                .filter(|part| !part.complete())
+                .map(|part| async move {
+                    if let Err(error) = part.receive_all(inner, kind, verifier).await {
+                        part.failure = Some(error);
+                    }
+                });
         futures::future::join_all(singles).await;
     }
 }

@@ -551,7 +551,11 @@ async fn chunks_apart_come_in_one_multi_range_request() {
         chunks[0].compressed.start..chunks[2].compressed.end,
         chunks[4].compressed.start..chunks[9].compressed.end,
     ];
-    assert_eq!(source.part_requests(), vec![runs], "one request, two ranges");
+    assert_eq!(
+        source.part_requests(),
+        vec![runs],
+        "one request, two ranges"
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! landing in or right after what was fetched, falls back to just the missed chunks when
 //! reads jump around, and is capped by what a few round trips of the link carry (and by
 //! config). A read entering the second half of the current window fetches the next one
-//! while the reader is still busy with this one.
+//! while the reader is still busy with this one. A window ends where the directory of the
+//! file being read ends.
 
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
@@ -90,41 +91,66 @@ impl Window {
     }
 }
 
+/// One chunk in blob order: where its compressed bytes start, its file, its index in the
+/// file's chunks and the file's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Placed {
+    start: u64,
+    file: EntryId,
+    chunk: u32,
+    dir: EntryId,
+}
+
 /// Every chunk of a layer in blob order, to find the chunks a blob range holds.
 pub(super) struct BlobOrder {
-    /// (start of the compressed range, file, index in the file's chunks), sorted.
-    chunks: Vec<(u64, EntryId, u32)>,
+    chunks: Vec<Placed>,
 }
 
 impl BlobOrder {
     pub(super) fn new(index: &Index) -> BlobOrder {
-        let mut chunks: Vec<(u64, EntryId, u32)> = index
+        let mut chunks: Vec<Placed> = index
             .iter()
-            .flat_map(|(id, entry)| {
+            .flat_map(|(file, entry)| {
                 (0u32..)
                     .zip(entry.chunks())
-                    .map(move |(i, chunk)| (chunk.compressed.start, id, i))
+                    .map(move |(chunk, info)| Placed {
+                        start: info.compressed.start,
+                        file,
+                        chunk,
+                        dir: entry.parent,
+                    })
             })
             .collect();
         chunks.sort_unstable();
         // A hardlink lists its target's chunks again: one is enough.
-        chunks.dedup_by_key(|(start, _, _)| *start);
+        chunks.dedup_by_key(|placed| placed.start);
         BlobOrder { chunks }
     }
 
-    /// The chunks lying whole inside `range`, in blob order.
+    /// The directory of the file whose chunk starts at blob offset `start`.
+    pub(super) fn dir_at(&self, start: u64) -> Option<EntryId> {
+        let at = self.chunks.partition_point(|p| p.start < start);
+        self.chunks
+            .get(at)
+            .filter(|p| p.start == start)
+            .map(|p| p.dir)
+    }
+
+    /// The chunks lying whole inside `range`, in blob order, up to the first chunk of a
+    /// file outside directory `dir`: files of one directory are read together (a
+    /// package's modules); the next directory's are a guess that costs a whole window
+    /// when wrong.
     pub(super) fn within<'a>(
         &'a self,
         index: &'a Index,
         range: Range<u64>,
+        dir: EntryId,
     ) -> impl Iterator<Item = &'a ChunkInfo> + 'a {
-        let first = self
-            .chunks
-            .partition_point(|(start, _, _)| *start < range.start);
+        let first = self.chunks.partition_point(|p| p.start < range.start);
         self.chunks[first..]
             .iter()
-            .take_while(move |(start, _, _)| *start < range.end)
-            .filter_map(|&(_, id, i)| index.chunks(id).get(usize::try_from(i).ok()?))
+            .take_while(move |p| p.start < range.end && p.dir == dir)
+            .filter_map(|p| index.chunks(p.file).get(usize::try_from(p.chunk).ok()?))
             .filter(move |chunk| chunk.compressed.end <= range.end)
     }
 }

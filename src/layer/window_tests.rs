@@ -28,6 +28,11 @@ fn small_files_blob() -> (Vec<u8>, Digest) {
         let bytes = estargz::testutil::pseudo_random_bytes(i as u64, FILE_BYTES);
         tar.file(&name(i), &bytes);
     }
+    // Another package right after the first one in the blob.
+    tar.dir("next");
+    for i in 0..20 {
+        tar.file(&format!("next/mod{i}.py"), &[b'x'; 100]);
+    }
     let mut blob = Vec::new();
     let options = WriterOptions {
         chunk_size: 1 << 20,
@@ -114,9 +119,10 @@ async fn files_read_in_blob_order_come_in_growing_windows() {
     );
     assert_disjoint(&requests);
     let fetched = layer.fetched_bytes(FetchKind::OnDemand);
-    // What was fetched and not read is at most the last window.
+    // What was fetched and not read is at most the last window and the one fetched
+    // ahead of it.
     assert!(
-        fetched <= read_bytes + window_config().readahead_max_bytes,
+        fetched <= read_bytes + 2 * window_config().readahead_max_bytes,
         "fetched {fetched} for {read_bytes} read"
     );
     let max_request = requests.iter().map(|r| r.end - r.start).max().unwrap_or(0);
@@ -204,4 +210,20 @@ async fn background_fetching_waits_for_another_layers_on_demand_read() {
         .expect("step");
     assert!(fetched.is_some_and(|bytes| bytes > 0));
     assert!(!filler_blob.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_window_ends_with_the_directory() {
+    let (layer, blob) = open_small_files(Arc::new(ChunkCache::in_memory(64 << 20))).await;
+    let mut read_bytes = 0;
+    for i in 0..FILES {
+        read_bytes += read_file(&layer, i).await;
+    }
+    settle(&layer).await;
+    assert_eq!(
+        layer.fetched_bytes(FetchKind::OnDemand),
+        read_bytes,
+        "the whole package and nothing of the next"
+    );
+    assert!(blob.requests().len() < 20, "{:?}", blob.requests());
 }
