@@ -181,6 +181,15 @@ fn serve(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     let (head, body_start) = read_head(&mut client)?;
     let mut request = Head::parse(&head)?;
     let body = read_body(&mut client, body_start, request.content_length())?;
+    let mode = if is_blob_data_read(&request) {
+        shared.blob_reads.fetch_add(1, Ordering::SeqCst);
+        *shared.lock_mode()
+    } else {
+        FaultMode::Pass
+    };
+    if mode != FaultMode::Pass {
+        shared.faulted.fetch_add(1, Ordering::SeqCst);
+    }
     if is_blob_data_read(&request) && request.header("range").is_some_and(|r| r.contains(',')) {
         shared.multi_range_reads.fetch_add(1, Ordering::SeqCst);
         let answer = *shared
@@ -193,15 +202,6 @@ fn serve(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
             MultiRangeAnswer::WholeBlob => request.remove_header("range"),
             MultiRangeAnswer::Status400 => return client.write_all(STATUS_400),
         }
-    }
-    let mode = if is_blob_data_read(&request) {
-        shared.blob_reads.fetch_add(1, Ordering::SeqCst);
-        *shared.lock_mode()
-    } else {
-        FaultMode::Pass
-    };
-    if mode != FaultMode::Pass {
-        shared.faulted.fetch_add(1, Ordering::SeqCst);
     }
     match mode {
         FaultMode::Killed => return client.shutdown(Shutdown::Both),
