@@ -144,6 +144,7 @@ async fn one_round(
                 name: name.clone(),
                 key,
                 labels: gc_root(),
+                ..Default::default()
             }))
             .await
             .expect("commit");

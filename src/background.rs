@@ -21,7 +21,7 @@ use crate::layer::{Layer, WeakLayer};
 
 /// Background fetch settings (the `[background_fetch]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct BackgroundConfig {
     /// Fetch whole layers in the background after mount. Default true (needs the disk
     /// cache).

@@ -1,5 +1,17 @@
 //! Daemon configuration, read from a TOML file (default
 //! `/etc/containerd-stargz-grpc/config.toml`); command-line flags override it.
+//!
+//! The Go reference's config.toml is read too: its keys are rewritten into ours first
+//! (`config/reference.rs`). A key nobody knows, or one with no effect here, is reported as a
+//! [`KeyNotice`] (name and line) for the daemon to log, never a refusal to start.
+
+mod notice;
+mod reference;
+#[cfg(test)]
+mod reference_tests;
+
+pub use notice::{KeyNotice, NoticeKind, Segment};
+pub use reference::ReferenceError;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,30 +45,62 @@ pub enum Error {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
+    #[error("parse config {path}: {source}")]
+    Reference {
+        path: PathBuf,
+        source: ReferenceError,
+    },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `message`, fields), for log
+    /// collectors, like the Go reference's logs.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?}: expected text or json")),
+        }
+    }
 }
 
 /// The whole daemon configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
-    /// Directory holding the metadata database and snapshot directories.
-    /// Default `/var/lib/containerd-stargz-grpc`.
+    /// Directory holding the metadata database and snapshot directories; root only (0700,
+    /// tightened at startup when found open). Default `/var/lib/containerd-stargz-grpc`.
     pub root: PathBuf,
     /// Unix socket the Snapshots gRPC API listens on.
     /// Default `/run/containerd-stargz-grpc/containerd-stargz-grpc.sock`.
     pub address: PathBuf,
     /// Numeric group id allowed to use the Snapshots socket besides root (the socket is
-    /// then group-owned and mode 0660). Default none: root only (mode 0600).
+    /// then group-owned and mode 0660, its directory at least 0711). Default none: root
+    /// only (mode 0600, its directory created 0700).
     pub socket_group: Option<u32>,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter
     /// directive). Default `info`.
     pub log_level: String,
+    /// Log line format: `text` or `json`. Default `text`.
+    pub log_format: LogFormat,
     /// Serve eStargz layers lazily through FUSE. Default true; false makes the daemon a
     /// plain overlay snapshotter.
     pub lazy_pull: bool,
     /// Registry access (`[remote]`).
     pub remote: RemoteConfig,
-    /// Chunk cache (`[cache]`); without `dir`, [`Config::cache_dir`] gives `<root>/cache`.
+    /// Chunk cache (`[cache]`); without `dir`, [`Config::resolved_cache`] uses `<root>/cache`.
     pub cache: CacheConfig,
     /// Layer verification and read bounds (`[layer]`).
     pub layer: LayerConfig,
@@ -90,6 +134,7 @@ impl Default for Config {
             address: PathBuf::from("/run/containerd-stargz-grpc/containerd-stargz-grpc.sock"),
             socket_group: None,
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
             lazy_pull: true,
             remote: RemoteConfig::default(),
             cache: CacheConfig::default(),
@@ -139,28 +184,81 @@ impl Config {
         }
     }
 
-    /// Parses a TOML document.
+    /// Parses a TOML document, dropping the notices (tests, and tools that only need the
+    /// values).
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, Error> {
-        toml::from_str(text).map_err(|source| Error::Parse {
+        Config::parse(text, path).map(|(config, _)| config)
+    }
+
+    /// Parses a TOML document, ours or the Go reference's; also returns what it has to
+    /// say about single keys (mapped, without effect, unknown), in file order.
+    pub fn parse(text: &str, path: &Path) -> Result<(Config, Vec<KeyNotice>), Error> {
+        let parse_error = |source| Error::Parse {
             path: path.to_path_buf(),
             source: Box::new(source),
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        let mut notices = reference::translate(&mut table).map_err(|source| Error::Reference {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut unknown = Vec::new();
+        let config: Config = serde_ignored::deserialize(toml::Value::Table(table), |ignored| {
+            unknown.push(segments(&ignored))
         })
+        .map_err(parse_error)?;
+        notices.extend(
+            unknown
+                .into_iter()
+                .map(|path| KeyNotice::new(path, NoticeKind::Unknown)),
+        );
+        if let Ok(doc) = toml_edit::ImDocument::parse(text) {
+            for notice in &mut notices {
+                notice.line = notice::line_of(&doc, &notice.path);
+            }
+        }
+        notices.sort_by_key(|n| n.line);
+        Ok((config, notices))
     }
 
     /// Reads `path`; a missing file gives the defaults when `optional`.
-    pub fn load(path: &Path, optional: bool) -> Result<Config, Error> {
+    pub fn load(path: &Path, optional: bool) -> Result<(Config, Vec<KeyNotice>), Error> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Config {
-                config_file: Some(path.to_path_buf()),
-                ..Config::from_toml(&text, path)?
-            }),
-            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Ok(text) => {
+                let (config, notices) = Config::parse(&text, path)?;
+                let config = Config {
+                    config_file: Some(path.to_path_buf()),
+                    ..config
+                };
+                Ok((config, notices))
+            }
+            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok((Config::default(), Vec::new()))
+            }
             Err(source) => Err(Error::Read {
                 path: path.to_path_buf(),
                 source,
             }),
         }
     }
+}
+
+/// A path as serde_ignored reports it, as key segments.
+fn segments(path: &serde_ignored::Path) -> Vec<Segment> {
+    let mut out = match path {
+        serde_ignored::Path::Root => return Vec::new(),
+        serde_ignored::Path::Seq { parent, .. }
+        | serde_ignored::Path::Map { parent, .. }
+        | serde_ignored::Path::Some { parent }
+        | serde_ignored::Path::NewtypeStruct { parent }
+        | serde_ignored::Path::NewtypeVariant { parent } => segments(parent),
+    };
+    match path {
+        serde_ignored::Path::Seq { index, .. } => out.push(Segment::Index(*index)),
+        serde_ignored::Path::Map { key, .. } => out.push(Segment::Key(key.clone())),
+        _ => {}
+    }
+    out
 }
 
 #[cfg(test)]
@@ -170,7 +268,8 @@ mod tests {
     #[test]
     fn deploy_config_parses_to_the_defaults_but_the_fuse_manager() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.toml");
-        let config = Config::load(&path, false).unwrap();
+        let (config, notices) = Config::load(&path, false).unwrap();
+        assert_eq!(notices, [], "every key of the shipped file is ours");
         assert_eq!(config.config_file.as_deref(), Some(path.as_path()));
         // The shipped file turns the manager on: restart-safe mounts on a node.
         assert!(config.fuse.manager);
@@ -195,7 +294,11 @@ mod tests {
                     ..Config::default()
                 }),
             ),
-            ("unknown field rejected", "rooot = \"/tmp/r\"", None),
+            (
+                "unknown field ignored",
+                "rooot = \"/tmp/r\"",
+                Some(Config::default()),
+            ),
             (
                 "lazy pull off",
                 "lazy_pull = false",
@@ -248,7 +351,20 @@ mod tests {
                     ..Config::default()
                 }),
             ),
-            ("unknown table key rejected", "[fuse]\nthreadz = 1", None),
+            (
+                "unknown table key ignored",
+                "[fuse]\nthreadz = 1",
+                Some(Config::default()),
+            ),
+            (
+                "log format",
+                "log_format = \"json\"",
+                Some(Config {
+                    log_format: LogFormat::Json,
+                    ..Config::default()
+                }),
+            ),
+            ("bad log format", "log_format = \"xml\"", None),
             ("wrong type rejected", "root = 3", None),
         ];
         for (name, text, want) in cases {
@@ -277,7 +393,44 @@ mod tests {
     #[test]
     fn missing_file() {
         let missing = Path::new("/nonexistent/config.toml");
-        assert_eq!(Config::load(missing, true).unwrap(), Config::default());
+        assert_eq!(
+            Config::load(missing, true).unwrap(),
+            (Config::default(), Vec::new())
+        );
         assert!(Config::load(missing, false).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_lines() {
+        let text = "root = \"/r\"\nrooot = 1\n\n[fuse]\nthreads = 3\nthreadz = 4\n\
+                    [nosuch]\na = 1\n[blob]\nchunk_size = 1\nchunk_sise = 2\n";
+        let (config, notices) = Config::parse(text, Path::new("t.toml")).unwrap();
+        assert_eq!(config.fuse.threads, 3);
+        let unknown: Vec<String> = notices
+            .iter()
+            .filter(|n| n.kind == NoticeKind::Unknown)
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            unknown,
+            [
+                "config key rooot (line 2): unknown key, ignored",
+                "config key fuse.threadz (line 6): unknown key, ignored",
+                "config key nosuch (line 7): unknown key, ignored",
+                "config key blob.chunk_sise (line 11): unknown key, ignored",
+            ]
+        );
+        let chunk_size = notices
+            .iter()
+            .find(|n| {
+                n.path
+                    == [
+                        Segment::Key("blob".into()),
+                        Segment::Key("chunk_size".into()),
+                    ]
+            })
+            .unwrap();
+        assert_eq!(chunk_size.line, Some(10));
+        assert!(chunk_size.is_warning(), "{chunk_size}");
     }
 }

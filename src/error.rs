@@ -19,13 +19,18 @@ pub fn snapshot_code(error: &snapshot::Error) -> Code {
     match error {
         E::NotFound { .. } => Code::NotFound,
         E::AlreadyExists { .. } => Code::AlreadyExists,
-        E::EmptyKey | E::ParentNotCommitted(_) | E::ImmutableField { .. } | E::Filter(_) => {
-            Code::InvalidArgument
-        }
+        E::EmptyKey
+        | E::ParentNotCommitted(_)
+        | E::ParentChanged { .. }
+        | E::ImmutableField { .. }
+        | E::Filter(_) => Code::InvalidArgument,
         E::NotActive { .. } | E::NotMountable(_) | E::HasChildren(_) => Code::FailedPrecondition,
-        E::Database(_) | E::Decode { .. } | E::Encode { .. } | E::IdOverflow | E::Io { .. } => {
-            Code::Internal
-        }
+        E::Database(_)
+        | E::Decode { .. }
+        | E::Encode { .. }
+        | E::IdOverflow
+        | E::Io { .. }
+        | E::CleanupIncomplete(_) => Code::Internal,
     }
 }
 

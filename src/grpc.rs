@@ -147,8 +147,8 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<()>, Status> {
         let ns = namespace(&request);
         let r = request.into_inner();
-        tracing::debug!(ns, key = r.key, name = r.name, "commit");
-        self.run(move |s| s.commit(&ns, &r.name, &r.key, labels(r.labels)))
+        tracing::debug!(ns, key = r.key, name = r.name, parent = r.parent, "commit");
+        self.run(move |s| s.commit_onto(&ns, &r.name, &r.key, &r.parent, labels(r.labels)))
             .await?;
         Ok(Response::new(()))
     }
@@ -225,8 +225,18 @@ impl Snapshots for SnapshotService {
     }
 
     async fn cleanup(&self, _request: Request<pb::CleanupRequest>) -> Result<Response<()>, Status> {
-        let removed = self.run(|s| s.cleanup()).await?;
-        tracing::info!(count = removed.len(), "cleanup removed orphan directories");
-        Ok(Response::new(()))
+        let report = self.run(|s| s.cleanup()).await?;
+        crate::metrics::global().cleaned_up(&report);
+        tracing::info!(
+            mounts = report.mounts.len(),
+            directories = report.directories.len(),
+            left = report.failures.len(),
+            "cleanup removed orphans"
+        );
+        match report.failures.into_iter().next() {
+            None => Ok(Response::new(())),
+            // Reported so that containerd logs it; everything else was removed.
+            Some(first) => Err(crate::snapshot::Error::CleanupIncomplete(Box::new(first)).into()),
+        }
     }
 }

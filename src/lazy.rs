@@ -50,11 +50,13 @@ pub enum LazyError {
     },
     #[error("no lazy mount at {0}")]
     NotMounted(PathBuf),
+    #[error("soci index: {0}")]
+    Soci(#[from] crate::soci::SociError),
 }
 
 /// FUSE settings (the `[fuse]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct FuseConfig {
     /// Also report opaque directories with `user.overlay.opaque` (overlay `userxattr`
     /// mounts). Default false.
@@ -186,6 +188,8 @@ pub struct FuseMounter {
     board: Arc<Board>,
     /// Layers of the images being pulled, opened ahead of their Prepare.
     preopened: Preopened,
+    /// SOCI index look-ups, remembered per image (layers without eStargz labels).
+    soci: crate::soci::SociIndexes,
 }
 
 impl FuseMounter {
@@ -207,6 +211,7 @@ impl FuseMounter {
             mounts: Mutex::new(HashMap::new()),
             board: Arc::default(),
             preopened: Preopened::default(),
+            soci: crate::soci::SociIndexes::default(),
         })
     }
 
@@ -243,6 +248,9 @@ impl FuseMounter {
     fn mount_layer(&self, mountpoint: &Path, labels: &Labels) -> Result<(), LazyError> {
         let location = BlobLocation::from_labels(labels)?;
         let toc_digest = toc_digest_from_labels(labels)?;
+        if toc_digest.is_none() && self.mount_soci(mountpoint, &location, labels)? {
+            return Ok(());
+        }
         let digest = location.digest;
         let recorder = self.recorder_for(&location, labels);
         self.open_layers_ahead(&location, labels);
@@ -276,6 +284,48 @@ impl FuseMounter {
         self.board
             .mounted(mountpoint, &layer, reference, prefetched, background);
         Ok(())
+    }
+
+    /// Mounts a layer without eStargz labels through its image's SOCI index; false when
+    /// the image has none (the caller goes on as for any other layer).
+    fn mount_soci(
+        &self,
+        mountpoint: &Path,
+        location: &BlobLocation,
+        labels: &Labels,
+    ) -> Result<bool, LazyError> {
+        let digest = location.digest;
+        let timeout = self.fuse.mount_timeout;
+        let opening = async {
+            tokio::time::timeout(timeout, self.soci.open(&self.client, location, labels)).await
+        };
+        let layer = self
+            .runtime
+            .block_on(opening)
+            .map_err(|_| LazyError::Timeout { digest, timeout })??;
+        let Some(layer) = layer else {
+            return Ok(false);
+        };
+        if self.background.is_some() {
+            // With background fetching on, the whole blob comes anyway: check the index.
+            let dir = self.soci_check_dir();
+            self.runtime.spawn(layer.clone().verify_whole_blob(dir));
+        }
+        let handle = fs::mount(
+            mountpoint,
+            Arc::new(layer),
+            self.runtime.clone(),
+            &self.fuse.mount_options(),
+        )?;
+        tracing::info!(%digest, mountpoint = %mountpoint.display(), "layer mounted lazily through its soci index");
+        self.lock().insert(mountpoint.to_path_buf(), handle);
+        Ok(true)
+    }
+
+    /// Where whole blobs are downloaded (and removed after) to check SOCI indexes. The
+    /// cache's directories have their own bookkeeping, so the system temp dir is used.
+    fn soci_check_dir(&self) -> PathBuf {
+        std::env::temp_dir()
     }
 
     /// With recording on, a recorder for the layer, once its image manifest is found
@@ -559,7 +609,8 @@ mod tests {
                 }),
             ),
             ("negative timeout", "mount_timeout = -1", None),
-            ("unknown key", "thread = 1", None),
+            // Reported by the config loader, not refused.
+            ("unknown key", "thread = 1", Some(FuseConfig::default())),
         ];
         for (name, text, want) in cases {
             let got = toml::from_str::<FuseConfig>(text).ok();

@@ -1,16 +1,18 @@
-//! `estargz-snapshotter`: the containerd remote snapshotter daemon. Parses flags, loads
-//! the config, installs logging and serves until SIGTERM or SIGINT. The `status`
-//! subcommand instead asks a running daemon for its lazily mounted layers.
+//! `estargz-snapshotter`: the containerd remote snapshotter daemon. Parses flags (ours,
+//! and the Go reference's single-dash spellings), loads the config, installs logging and
+//! serves until SIGTERM or SIGINT. The `status` subcommand instead asks a running daemon
+//! for its lazily mounted layers.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use estargz_snapshotter::config::{Config, DEFAULT_CONFIG_PATH};
+use clap::{CommandFactory, Parser, Subcommand};
+use estargz_snapshotter::config::{Config, KeyNotice, LogFormat, DEFAULT_CONFIG_PATH};
 use estargz_snapshotter::status;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// containerd remote snapshotter serving the Snapshots v1 gRPC API.
+/// containerd remote snapshotter serving the Snapshots v1 gRPC API. Go-style flags
+/// (`-config=FILE`, `-log-level debug`) are accepted too.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -26,6 +28,9 @@ struct Args {
     /// Log filter such as `info` or `debug` (overrides the config).
     #[arg(long)]
     log_level: Option<String>,
+    /// Log line format, `text` or `json` (overrides the config).
+    #[arg(long)]
+    log_format: Option<LogFormat>,
     /// Without a subcommand, run the daemon.
     #[command(subcommand)]
     command: Option<Command>,
@@ -50,9 +55,12 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     // Before the threads and buffers it is about (see the module).
     let threshold_fixed = estargz_snapshotter::malloc::fix_mmap_threshold();
-    let args = Args::parse();
+    let args = Args::parse_from(estargz_snapshotter::goflags::normalize(
+        &Args::command(),
+        std::env::args_os(),
+    ));
     let optional = args.config == std::path::Path::new(DEFAULT_CONFIG_PATH);
-    let mut config = Config::load(&args.config, optional)?;
+    let (mut config, notices) = Config::load(&args.config, optional)?;
     if let Some(root) = args.root {
         config.root = root;
     }
@@ -66,15 +74,20 @@ fn main() -> anyhow::Result<()> {
     if let Some(level) = args.log_level {
         config.log_level = level;
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .with_context(|| format!("log level {:?}", config.log_level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Some(format) = args.log_format {
+        config.log_format = format;
+    }
+    estargz_snapshotter::logging::init(&config.log_level, config.log_format)?;
+    let manager = matches!(args.command, Some(Command::FuseManager));
+    // The fuse manager reads the daemon's file again: the daemon has said it all.
+    if !manager {
+        log_notices(&notices);
+    }
     if !threshold_fixed {
         tracing::warn!("allocator mmap threshold not fixed: FUSE buffers may stay resident");
     }
 
     let runtime = tokio::runtime::Runtime::new().context("start tokio runtime")?;
-    let manager = matches!(args.command, Some(Command::FuseManager));
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
         if manager {
@@ -84,6 +97,18 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// One line per config key that is not simply ours: a warning when the key does not do
+/// what its writer meant.
+fn log_notices(notices: &[KeyNotice]) {
+    for notice in notices {
+        if notice.is_warning() {
+            tracing::warn!("{notice}");
+        } else {
+            tracing::info!("{notice}");
+        }
+    }
 }
 
 /// Prints the daemon's status as a report, or as JSON.

@@ -23,10 +23,11 @@ use std::sync::atomic::AtomicU64;
 use crate::layer::{FetchError, LayerError};
 use crate::lazy::LazyError;
 use crate::remote::LabelError;
+use crate::snapshot::CleanupReport;
 
 /// Metrics settings (the `[metrics]` table of the daemon config).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct MetricsConfig {
     /// TCP address (`"127.0.0.1:9090"`) serving `GET /metrics` (Prometheus text format)
     /// and `GET /status` (JSON). Default unset (or `""`): no metrics endpoint.
@@ -68,10 +69,12 @@ pub enum FallbackReason {
     Fuse,
     /// Anything else (cache setup, a failed task).
     Internal,
+    /// A SOCI index or zTOC was found but cannot be used (wrong layer, malformed).
+    InvalidSociIndex,
 }
 
 impl FallbackReason {
-    pub const ALL: [FallbackReason; 10] = [
+    pub const ALL: [FallbackReason; 11] = [
         FallbackReason::NoLabels,
         FallbackReason::BadLabels,
         FallbackReason::NoTocDigest,
@@ -82,6 +85,7 @@ impl FallbackReason {
         FallbackReason::Timeout,
         FallbackReason::Fuse,
         FallbackReason::Internal,
+        FallbackReason::InvalidSociIndex,
     ];
 
     /// The `reason` label value.
@@ -97,6 +101,7 @@ impl FallbackReason {
             FallbackReason::Timeout => "timeout",
             FallbackReason::Fuse => "fuse",
             FallbackReason::Internal => "internal",
+            FallbackReason::InvalidSociIndex => "invalid_soci_index",
         }
     }
 }
@@ -111,6 +116,7 @@ impl From<&LazyError> for FallbackReason {
             LazyError::Fs(_) => FallbackReason::Fuse,
             LazyError::Timeout { .. } => FallbackReason::Timeout,
             LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
+            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
         }
     }
 }
@@ -158,6 +164,11 @@ impl CacheResult {
     }
 }
 
+/// Kind label of an orphan mount (a lazy layer mount no snapshot owned).
+pub const ORPHAN_MOUNT: &str = "mount";
+/// Kind label of an orphan snapshot directory.
+pub const ORPHAN_DIRECTORY: &str = "directory";
+
 /// Kind label of TOC and footer reads when a layer is opened.
 pub const TOC_KIND: &str = "toc";
 
@@ -177,6 +188,7 @@ pub struct Metrics {
     mounts: Counter,
     mounted: Gauge,
     layer_percent: Family<[(&'static str, String); 1], Gauge<f64, AtomicU64>>,
+    orphans: Family<Labels1, Counter>,
 }
 
 /// Range-request latency buckets: 5 ms to about 41 s.
@@ -204,6 +216,7 @@ impl Metrics {
             mounts: Counter::default(),
             mounted: Gauge::default(),
             layer_percent: Family::default(),
+            orphans: Family::default(),
         };
         let r = &mut m.registry;
         r.register_with_unit(
@@ -248,6 +261,11 @@ impl Metrics {
             "layer_fetched_percent",
             "Share of each mounted layer's data fetched so far, percent",
             m.layer_percent.clone(),
+        );
+        r.register(
+            "orphans_removed",
+            "Leftovers of crashes no snapshot owned, removed, by kind (mount, directory)",
+            m.orphans.clone(),
         );
         m
     }
@@ -309,6 +327,21 @@ impl Metrics {
         self.fallbacks
             .get_or_create(&[("reason", reason.label())])
             .inc();
+    }
+
+    /// Counts an orphan removed: `kind` is [`ORPHAN_MOUNT`] or [`ORPHAN_DIRECTORY`].
+    pub fn orphan_removed(&self, kind: &'static str) {
+        self.orphans.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Counts the orphans one Cleanup (or the startup sweep) removed.
+    pub fn cleaned_up(&self, report: &CleanupReport) {
+        for _ in &report.mounts {
+            self.orphan_removed(ORPHAN_MOUNT);
+        }
+        for _ in &report.directories {
+            self.orphan_removed(ORPHAN_DIRECTORY);
+        }
     }
 
     /// Counts a failed chunk cache disk write.
@@ -397,6 +430,9 @@ mod tests {
         m.mounted(2);
         m.set_mounted(1);
         m.set_layer_progress([("sha256:ab".to_owned(), 42.5)]);
+        m.orphan_removed(ORPHAN_MOUNT);
+        m.orphan_removed(ORPHAN_DIRECTORY);
+        m.orphan_removed(ORPHAN_DIRECTORY);
         let text = m.encode();
         let cases = [
             ("estargz_fetched_bytes_total{kind=\"on_demand\"}", 123.0),
@@ -408,6 +444,8 @@ mod tests {
             ("estargz_lazy_mounts_total", 2.0),
             ("estargz_lazy_mounted_layers", 1.0),
             ("estargz_layer_fetched_percent{layer=\"sha256:ab\"}", 42.5),
+            ("estargz_orphans_removed_total{kind=\"mount\"}", 1.0),
+            ("estargz_orphans_removed_total{kind=\"directory\"}", 2.0),
         ];
         for (series, want) in cases {
             assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
@@ -531,7 +569,12 @@ mod tests {
                 }),
             ),
             ("no port", "address = \"127.0.0.1\"", None),
-            ("unknown key", "adress = \"127.0.0.1:1\"", None),
+            // Reported by the config loader, not refused.
+            (
+                "unknown key",
+                "adress = \"127.0.0.1:1\"",
+                Some(MetricsConfig::default()),
+            ),
         ];
         for (name, text, want) in cases {
             let got = toml::from_str::<MetricsConfig>(text).ok();

@@ -23,7 +23,7 @@ pub const DEFAULT_PREFETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Prefetch settings (the `[prefetch]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PrefetchConfig {
     /// Prefetch the prioritized files at mount. Default true.
     pub enable: bool,

@@ -26,7 +26,7 @@ const MAX_INDEX_CHILDREN: usize = 32;
 
 /// Access recording settings (the `[record]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RecordConfig {
     /// Record the files each image opens after its layers are mounted. Default false.
     pub enable: bool,
@@ -186,12 +186,9 @@ impl Recorder {
 
     fn append(&self, line: &str) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::private_fs::create_dir_all(dir)?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut file = crate::private_fs::append_file(&self.path)?;
         // One write per line: concurrent layers of an image never interleave a line.
         file.write_all(line.as_bytes())
     }

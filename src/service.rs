@@ -1,8 +1,11 @@
 //! Runs the daemon: sets up lazy pulling (an in-process FUSE mounter, or the FUSE manager
 //! process with `[fuse] manager = true`, when enabled and FUSE is available), opens the
-//! store, mounts again the remote snapshots whose mounts were lost (in the background:
-//! startup never waits on the network), serves the Snapshots API on a unix socket until
-//! the shutdown future resolves, then finishes in-flight requests and removes the sockets.
+//! store, removes what a crash left that no snapshot owns and mounts again the remote
+//! snapshots whose mounts were lost (in the background: startup never waits on the
+//! network), watches the fuse manager (a dead one is replaced within seconds), serves
+//! the Snapshots API on a unix socket until the shutdown future resolves, then finishes
+//! in-flight requests and removes the sockets. systemd is told `READY=1` once the
+//! socket listens (and `STOPPING=1` at shutdown).
 //! An in-process mounter unmounts its layers at shutdown; the manager keeps them.
 //!
 //! With `[cri_keychain] enable`, the CRI image-service proxy is served on its own socket,
@@ -12,8 +15,8 @@
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,16 +28,20 @@ use crate::cri::{self, CriError};
 use crate::grpc::SnapshotService;
 use crate::kube::{self, AccessError};
 use crate::lazy::{FuseMounter, LazyConfig, LazyError};
-use crate::manager::ManagerMounter;
+use crate::manager::{self, ManagerMounter};
+use crate::private_fs::{self, PrivateFsError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
 use crate::status::{self, server::ServerError};
+use crate::unix_socket::{self, BindError};
 
 /// The device FUSE mounts need.
 const FUSE_DEVICE: &str = "/dev/fuse";
 /// Pause between attempts to mount again remote snapshots that could not be (registry
 /// down at startup).
 const RESTORE_RETRY: Duration = Duration::from_secs(30);
+/// How often the daemon checks that the fuse manager is still there.
+const MANAGER_POLL: Duration = Duration::from_secs(1);
 
 /// Errors starting or running the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +51,8 @@ pub enum Error {
         root: PathBuf,
         source: snapshot::Error,
     },
-    #[error("{op} socket {path}: {source}")]
-    Socket {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Socket(#[from] BindError),
     #[error("set up lazy pulling: {0}")]
     Lazy(#[from] LazyError),
     #[error("metrics endpoint: {0}")]
@@ -64,6 +67,8 @@ pub enum Error {
     NoFuse,
     #[error("another fuse manager already serves {0}")]
     ManagerRunning(PathBuf),
+    #[error("daemon state: {0}")]
+    State(#[from] PrivateFsError),
 }
 
 /// How lazy layers are mounted in this daemon.
@@ -85,6 +90,7 @@ impl Lazy {
 
 /// Serves until `shutdown` resolves.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    secure_state(config)?;
     let root = config.root.clone();
     let lazy = if config.fuse.manager {
         match fuse_available(config) {
@@ -119,22 +125,23 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
             }
         },
     };
+    let running = Arc::new(AtomicBool::new(true));
     if let Some(mounter) = mounter {
-        tokio::task::spawn_blocking({
-            let store = store.clone();
-            move || restore_remote_snapshots(&store, mounter.as_ref())
-        });
+        let manager = match &lazy {
+            Lazy::Manager(m) => Some(m.clone()),
+            _ => None,
+        };
+        let (store, running) = (store.clone(), running.clone());
+        std::thread::spawn(move || converge(&store, mounter.as_ref(), manager, &running));
     }
     // The Snapshots socket last: its appearance tells that the daemon is ready.
-    let listener = match bind_private(&config.address).and_then(|listener| {
-        share_with_group(&config.address, config.socket_group)?;
-        Ok(listener)
-    }) {
+    let access = unix_socket::Access::shared_with(config.socket_group);
+    let listener = match unix_socket::bind(&config.address, access) {
         Ok(listener) => listener,
         Err(e) => {
             stop_status(endpoints);
             keychains.stop().await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     tracing::info!(
@@ -142,11 +149,18 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         address = %config.address.display(),
         "serving containerd snapshots API"
     );
+    // The socket listens: connections queue until the server below accepts them.
+    notify_systemd(crate::notify::ready(), "READY=1");
+    let shutdown = async {
+        shutdown.await;
+        notify_systemd(crate::notify::stopping(), "STOPPING=1");
+    };
     let service = SnapshotsServer::new(SnapshotService::new(store));
     let served = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
+    running.store(false, Ordering::Relaxed);
     remove_socket(&config.address);
     keychains.stop().await;
     stop_status(endpoints);
@@ -158,6 +172,16 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs the outcome of a systemd notification: a failure is not fatal (systemd then
+/// times the start out, which names the cause itself).
+fn notify_systemd(sent: Result<bool, crate::notify::NotifyError>, state: &str) {
+    match sent {
+        Ok(true) => tracing::debug!(state, "notified systemd"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, "notify systemd"),
+    }
 }
 
 async fn start_status(
@@ -211,6 +235,42 @@ fn stop_status(endpoints: Option<status::server::Endpoints>) {
     }
 }
 
+/// Makes the daemon's state root-only before anything uses it: the root is created 0700,
+/// or tightened to 0700 with a warning, and what an older version may have left open to
+/// other users is tightened: the root's files and sockets, the snapshot directories (not
+/// their contents, which are containers' files with the image's modes), and the cache
+/// and record directories with everything in them. One stat per path, a chmod only
+/// where one is too loose. The fuse manager runs it too.
+pub(crate) fn secure_state(config: &Config) -> Result<(), Error> {
+    let root = &config.root;
+    private_fs::ensure_private_dir(root)?;
+    let in_root = [
+        root.join(Store::DB_FILE),
+        status::socket_path(root),
+        manager::socket_path(root),
+        manager::pid_path(root),
+        manager::log_path(root),
+    ];
+    let mut passes: Vec<_> = in_root.iter().map(|p| private_fs::tighten(p)).collect();
+    passes.push(private_fs::tighten_entries(&root.join("snapshots")));
+    let dirs = [config.resolved_cache().dir, config.resolved_record().dir];
+    passes.extend(dirs.iter().flatten().map(|d| private_fs::tighten_tree(d)));
+    let done = private_fs::total(passes);
+    if done.changed > 0 {
+        tracing::warn!(
+            paths = done.changed,
+            root = %root.display(),
+            "state other users could read (left by an older version) is now owner-only"
+        );
+    }
+    tracing::debug!(
+        checked = done.checked,
+        failed = done.failed,
+        "state permissions checked"
+    );
+    Ok(())
+}
+
 /// Whether lazy pulling is on and FUSE is there (logged when not).
 fn fuse_available(config: &Config) -> bool {
     if !config.lazy_pull {
@@ -256,12 +316,85 @@ fn manager_mounter(config: &Config) -> ManagerMounter {
     }
     args.extend(["--root".into(), config.root.clone().into_os_string()]);
     args.extend(["--log-level".into(), config.log_level.clone().into()]);
+    let format = match config.log_format {
+        crate::config::LogFormat::Text => "text",
+        crate::config::LogFormat::Json => "json",
+    };
+    args.extend(["--log-format".into(), format.into()]);
     args.push("fuse-manager".into());
     // A mount includes opening the layer and waiting for its prefetch.
     let call_timeout =
         config.fuse.mount_timeout + config.prefetch.timeout + Duration::from_secs(30);
     tracing::info!("lazy layers are served by the fuse manager process");
     ManagerMounter::new(&config.root, args, call_timeout)
+}
+
+/// Brings the mounts to what the snapshots need: removes what a crash left that no
+/// snapshot owns, mounts again the remote snapshots that lost their mount, then (with a
+/// fuse manager) watches the manager while the daemon runs and, when it is gone, starts
+/// a new one and mounts every remote snapshot again.
+fn converge(
+    store: &Store,
+    mounter: &dyn Mounter,
+    manager: Option<Arc<ManagerMounter>>,
+    running: &AtomicBool,
+) {
+    sweep_orphans(store);
+    restore_remote_snapshots(store, mounter);
+    let Some(manager) = manager else {
+        return;
+    };
+    let mut known = manager.running_pid().ok().flatten();
+    while running.load(Ordering::Relaxed) {
+        std::thread::sleep(MANAGER_POLL);
+        if !running.load(Ordering::Relaxed) {
+            break;
+        }
+        // A different pid: the manager died and a request of ours already started a new
+        // one, which serves none of the old mounts.
+        let pid = match manager.running_pid() {
+            Ok(Some(pid)) if Some(pid) == known => continue,
+            Ok(Some(pid)) => pid,
+            Ok(None) => {
+                tracing::warn!("the fuse manager is gone; starting a new one");
+                match manager.ensure_running() {
+                    Ok(pid) => pid,
+                    Err(error) => {
+                        tracing::warn!(%error, "start the fuse manager again");
+                        continue;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "fuse manager busy");
+                continue;
+            }
+        };
+        let detached = store.detach_dead_mounts();
+        tracing::info!(
+            pid,
+            detached,
+            "new fuse manager: mounting the lazy layers again"
+        );
+        known = Some(pid);
+        restore_remote_snapshots(store, mounter);
+    }
+}
+
+/// Startup: unmounts and removes what no snapshot owns (Cleanup does it again later).
+fn sweep_orphans(store: &Store) {
+    match store.cleanup() {
+        Ok(report) => {
+            crate::metrics::global().cleaned_up(&report);
+            tracing::info!(
+                mounts = report.mounts.len(),
+                directories = report.directories.len(),
+                left = report.failures.len(),
+                "startup removed orphans"
+            );
+        }
+        Err(error) => tracing::warn!(%error, "look for orphans at startup"),
+    }
 }
 
 /// Mounts again every remote snapshot the mounter does not serve (its mount was lost
@@ -314,43 +447,7 @@ pub(crate) async fn unmount_on_blocking_thread(mounter: Arc<FuseMounter>) {
 /// Binds a unix socket only its owner (root) may use, replacing a stale one left by an
 /// earlier run.
 pub(crate) fn bind_private(path: &Path) -> Result<UnixListener, Error> {
-    let socket_error = |op| {
-        move |source| Error::Socket {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(socket_error("create directory of"))?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(socket_error("remove stale")(e))
-        }
-        _ => {}
-    }
-    let listener = UnixListener::bind(path).map_err(socket_error("bind"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(socket_error("restrict"))?;
-    Ok(listener)
-}
-
-/// Lets group `gid` use the socket at `path` (mode 0660), when one is configured.
-fn share_with_group(path: &Path, gid: Option<u32>) -> Result<(), Error> {
-    let Some(gid) = gid else {
-        return Ok(());
-    };
-    let socket_error = |op| {
-        move |source| Error::Socket {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    std::os::unix::fs::chown(path, None, Some(gid)).map_err(socket_error("chown"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(socket_error("share"))
+    Ok(unix_socket::bind(path, unix_socket::Access::PRIVATE)?)
 }
 
 fn remove_socket(path: &Path) {

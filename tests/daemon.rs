@@ -374,20 +374,47 @@ async fn bench_prepare_commit_50_layer_chain() {
     );
 }
 
-/// The Snapshots socket is root-only by default; `socket_group` shares it with a group.
-#[test]
-fn socket_permissions_are_restrictive_and_configurable() {
+/// The Snapshots socket is root-only by default (in a directory created 0700);
+/// `socket_group` shares it with a group (its directory then lets others through). The
+/// socket has its final mode from the moment it appears (the daemon binds it privately
+/// and renames it into place), and keeps it once the daemon answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_permissions_are_restrictive_and_configurable() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let cases = [
-        ("default", "", 0o600, 0),
-        ("group", "socket_group = 4242\n", 0o660, 4242),
+        ("default", "", 0o600, 0, 0o700),
+        ("group", "socket_group = 4242\n", 0o660, 4242, 0o711),
     ];
-    for (name, config, mode, gid) in cases {
+    for (name, config, mode, gid, dir_mode) in cases {
         let dir = tempfile::Builder::new().prefix("perm-").tempdir().unwrap();
+        // Returns as soon as the socket exists: what a client racing the daemon sees.
         let daemon = Daemon::start_with_config(dir.path(), config);
+        let first = std::fs::metadata(&daemon.socket).unwrap();
+        assert_eq!(
+            first.permissions().mode() & 0o777,
+            mode,
+            "{name} on appearing"
+        );
+        assert_eq!(first.gid(), gid, "{name} on appearing");
+        // Ready: the daemon answers a call; nothing about the socket changed since.
+        let mut c = client(&daemon).await;
+        assert!(list(&mut c, &[]).await.is_empty(), "{name}");
         let meta = std::fs::metadata(&daemon.socket).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}");
         assert_eq!(meta.gid(), gid, "{name}");
+        let parent = std::fs::metadata(daemon.socket.parent().unwrap()).unwrap();
+        assert_eq!(parent.permissions().mode() & 0o777, dir_mode, "{name}");
+        let names: Vec<_> = std::fs::read_dir(daemon.socket.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["snapshotter.sock"],
+            "{name}: only the socket, no staging"
+        );
+        let root = std::fs::metadata(dir.path().join("root")).unwrap();
+        assert_eq!(root.permissions().mode() & 0o777, 0o700, "{name}");
         drop(daemon);
     }
 }

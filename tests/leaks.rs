@@ -5,6 +5,10 @@
 //! no directory without a snapshot once Cleanup ran; removing the images (containerd's
 //! GC, which removes our snapshots and calls Cleanup) leaves no snapshot, directory or
 //! mount and gives the space back.
+//!
+//! The same convergence for lazy pulls: several images pulled at once, the daemon killed
+//! before, during (seeded delays) and after their Prepares, with and without the fuse
+//! manager; and the fuse manager itself killed under a running container.
 
 mod common;
 use common::stack::{convert_to_estargz, rpull, LazyStack};
@@ -341,4 +345,349 @@ fn cleanup(stack: &LazyStack) {
             .await
             .unwrap();
     });
+}
+
+/// Application images pulled at once: busybox (shared) and one small file each.
+const APPS: usize = 4;
+
+fn app_text(i: usize) -> String {
+    format!("app {i} read its own file")
+}
+
+fn app_image(i: usize) -> BuiltImage {
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    let text = app_text(i);
+    layer.file("data/app.txt", text.as_bytes(), 0o644).unwrap();
+    testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/cat", "/data/app.txt"])
+        .build()
+        .unwrap()
+}
+
+/// Pushes and converts the application images; their eStargz references.
+fn push_apps(stack: &LazyStack) -> Vec<String> {
+    (0..APPS)
+        .map(|i| {
+            let repo = format!("crash/app{i}");
+            let plain = stack.registry.push(&repo, "plain", &app_image(i)).unwrap();
+            let esgz = stack.registry.reference(&repo, "esgz");
+            convert_to_estargz(&plain, &esgz);
+            esgz
+        })
+        .collect()
+}
+
+/// When the daemon is killed, relative to the concurrent pulls.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// Right as the pulls start: before any Prepare.
+    Start,
+    /// This long after the daemon logged its `nth` Prepare of the round: Prepares (and
+    /// their lazy mounts) in flight.
+    Prepare { nth: usize, delay: Duration },
+    /// Once every pull finished.
+    End,
+}
+
+/// Kill points: before, during (seeded: which Prepare, how long after it) and after the
+/// Prepares. The seed comes from `CRASH_SEED` or the clock, and is printed so that a
+/// failure can be replayed.
+fn kill_points() -> Vec<KillAt> {
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map(|d| u64::from(d.subsec_nanos())).unwrap_or(1)
+        });
+    eprintln!("kill points from CRASH_SEED={seed}");
+    let mut random = testkit::image::content::SplitMix64::new(seed);
+    let mut points = vec![KillAt::Start];
+    // Each app has two layers; the busybox one is shared.
+    for nth in [1, 2, 4] {
+        let delay = Duration::from_millis(random.below(120));
+        points.push(KillAt::Prepare { nth, delay });
+    }
+    points.push(KillAt::End);
+    points
+}
+
+/// Prepares the daemon logged since its log was `from` bytes long.
+fn prepares_logged(stack: &LazyStack, from: usize) -> usize {
+    let log = stack.daemon.log_text();
+    let new = log.get(from..).unwrap_or_default();
+    // Fields may be wrapped in colour codes: match the words alone.
+    let prepare = |l: &&str| l.contains("grpc") && l.contains("prepare") && l.contains("extract-");
+    new.lines().filter(prepare).count()
+}
+
+fn rpull_command(stack: &LazyStack, image: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(testkit::containerd::CTR_REMOTE_BIN);
+    command
+        .arg("--address")
+        .arg(stack.containerd.address())
+        .args(["--namespace", stack.containerd.namespace()])
+        .args(["image", "rpull", "--plain-http", "--snapshotter", "stargz"])
+        .arg(image);
+    command
+}
+
+/// The daemon's config: plain HTTP to `registry`, the fuse manager on or off, metrics on
+/// `metrics`.
+fn daemon_config(registry: &str, manager: bool, metrics: std::net::SocketAddr) -> String {
+    format!(
+        "[remote]\nplain_http = [\"{registry}\"]\n[fuse]\nmanager = {manager}\n\
+         [metrics]\naddress = \"{metrics}\"\n"
+    )
+}
+
+/// `GET /metrics` with a plain HTTP/1.0 request; the value of `series` (0 when absent).
+fn scrape(address: std::net::SocketAddr, series: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// One round: the apps pulled at once, the daemon SIGKILLed at `at` and started again,
+/// failed pulls retried, every app run, then every image removed.
+fn crash_round(stack: &mut LazyStack, apps: &[String], at: KillAt, config: &str) {
+    let manager = config.contains("manager = true");
+    let log_start = stack.daemon.log_text().len();
+    let pulls: Vec<_> = apps
+        .iter()
+        .map(|image| {
+            let command = rpull_command(stack, image);
+            std::thread::spawn(move || testkit::tools::run_command(command).map(drop))
+        })
+        .collect();
+    let finished = |pulls: &[std::thread::JoinHandle<_>]| pulls.iter().all(|p| p.is_finished());
+    match at {
+        KillAt::Start => {}
+        KillAt::Prepare { nth, delay } => {
+            while prepares_logged(stack, log_start) < nth && !finished(&pulls) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(delay);
+        }
+        KillAt::End => {
+            while !finished(&pulls) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    stack.daemon.kill();
+    stack.daemon = Daemon::start_with_config(stack.dir.path(), config);
+    let mut failed = Vec::new();
+    for (image, pull) in apps.iter().zip(pulls) {
+        if pull.join().unwrap().is_err() {
+            failed.push(image);
+        }
+    }
+    eprintln!(
+        "killed at {at:?} (manager {manager}): {} pulls failed",
+        failed.len()
+    );
+    for image in failed {
+        let args = [
+            "image",
+            "rpull",
+            "--plain-http",
+            "--snapshotter",
+            "stargz",
+            image,
+        ];
+        retry(stack, || stack.containerd.ctr_remote(args).map(drop));
+    }
+    for (i, image) in apps.iter().enumerate() {
+        assert_eq!(
+            run(stack, image),
+            app_text(i),
+            "{image} after kill at {at:?}"
+        );
+    }
+    for image in apps {
+        let rm = ["images", "rm", "--sync", image.as_str()];
+        stack.containerd.ctr(rm).unwrap();
+    }
+    assert_converged(stack, &format!("kill at {at:?}, manager {manager}"));
+}
+
+/// After every image is gone: no snapshot, no snapshot directory, no mount under the
+/// root, and no background fetch still reading from the registry.
+fn assert_converged(stack: &LazyStack, context: &str) {
+    let root = stack.dir.path().join("root");
+    let left = store_snapshots(stack);
+    assert!(left.is_empty(), "{context}: snapshots left: {left:#?}");
+    let table = mount_table(&root);
+    let manager_log = std::fs::read_to_string(root.join("fuse-manager.log")).unwrap_or_default();
+    assert!(
+        table.is_empty(),
+        "{context}: mounts left: {table:?}\n{}\nmanager: {manager_log}",
+        stack.daemon.log_text()
+    );
+    let dirs = snapshot_dirs(&root);
+    assert!(dirs.is_empty(), "{context}: directories left: {dirs:?}");
+    let blob_reads = || {
+        let log = std::fs::read_to_string(stack.registry.log_path()).unwrap_or_default();
+        log.lines().filter(|l| l.contains("/blobs/")).count()
+    };
+    let before = blob_reads();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(blob_reads(), before, "{context}: blobs still fetched");
+}
+
+#[test]
+fn sigkill_at_any_point_of_concurrent_pulls_converges() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let points = kill_points();
+    for manager in [false, true] {
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let extra = format!("[fuse]\nmanager = {manager}\n[metrics]\naddress = \"{metrics}\"\n");
+        let mut stack = LazyStack::start_with_config("crash-", &extra);
+        let config = daemon_config(&stack.registry.host(), manager, metrics);
+        let apps = push_apps(&stack);
+        for &at in &points {
+            crash_round(&mut stack, &apps, at, &config);
+        }
+        let root = stack.dir.path().join("root");
+        let manager_log =
+            std::fs::read_to_string(root.join("fuse-manager.log")).unwrap_or_default();
+        let logs = stack.daemon.log_text() + &manager_log;
+        let orphans = logs.lines().filter(|l| l.contains("no snapshot owns"));
+        eprintln!("manager {manager}: {} orphans removed", orphans.count());
+        if manager {
+            // The manager outlived every daemon: its count covers the whole test.
+            let unmounted = manager_log
+                .lines()
+                .filter(|l| l.contains("unmounted a layer no snapshot owns"))
+                .count();
+            let counted = scrape(metrics, "estargz_orphans_removed_total{kind=\"mount\"}");
+            assert_eq!(
+                counted, unmounted as f64,
+                "orphan mounts counted in the metrics"
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Files the reader container opens, one every 0.15 s.
+const READER_FILES: usize = 30;
+
+/// busybox and small files; the entrypoint reads them one by one, so most are opened for
+/// the first time after the fuse manager was killed.
+fn reader_image() -> BuiltImage {
+    let files: Vec<DataFile> = (0..READER_FILES)
+        .map(|i| DataFile::new(&format!("data/f{i}.txt"), 3000 + i, 70))
+        .collect();
+    let script = format!(
+        "i=0; while [ $i -lt {READER_FILES} ]; do \
+           if cat /data/f$i.txt >/dev/null; then echo ok; else echo FAIL $i; fi; \
+           i=$((i+1)); sleep 0.15; \
+         done; echo done"
+    );
+    testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(testkit::data_layer(&files, 12).unwrap())
+        .cmd(&["/bin/sh", "-c", &script])
+        .build()
+        .unwrap()
+}
+
+fn manager_pid(root: &Path) -> Option<u32> {
+    let pid = std::fs::read_to_string(estargz_snapshotter::manager::pid_path(root)).ok()?;
+    pid.trim().parse().ok()
+}
+
+/// Whether `count` live FUSE mounts are under `root` and each answers a listing.
+fn live_mounts(root: &Path, count: usize) -> bool {
+    let mounts = fuse_mounts(root);
+    mounts.len() == count && mounts.iter().all(|p| std::fs::read_dir(p).is_ok())
+}
+
+#[test]
+fn a_killed_fuse_manager_is_replaced_and_new_containers_start() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("mgrk-", "[fuse]\nmanager = true\n");
+    let root = stack.dir.path().join("root");
+    let plain = stack
+        .registry
+        .push("crash/reader", "plain", &reader_image());
+    let image = stack.registry.reference("crash/reader", "esgz");
+    convert_to_estargz(&plain.unwrap(), &image);
+    rpull(&stack.containerd, &image);
+    assert!(live_mounts(&root, 2), "{:?}", mount_table(&root));
+
+    let mut ctr = std::process::Command::new("ctr");
+    ctr.arg("--address")
+        .arg(stack.containerd.address())
+        .args(["--namespace", stack.containerd.namespace()])
+        .args([
+            "run",
+            "--rm",
+            "--snapshotter",
+            "stargz",
+            &image,
+            &unique_id("rdr"),
+        ]);
+    let reader = std::thread::spawn(move || ctr.output());
+    std::thread::sleep(Duration::from_millis(1500));
+    let old = manager_pid(&root).expect("a fuse manager runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &old.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let at = Instant::now();
+    while !(manager_pid(&root).is_some_and(|pid| pid != old) && live_mounts(&root, 2)) {
+        assert!(
+            at.elapsed() < Duration::from_secs(30),
+            "no new fuse manager serving the layers: {:?}\n{}",
+            mount_table(&root),
+            stack.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "layers served again {:?} after the fuse manager was killed",
+        at.elapsed()
+    );
+
+    let output = reader.join().unwrap().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let ok = out.lines().filter(|l| *l == "ok").count();
+    let failed = out.lines().filter(|l| l.starts_with("FAIL")).count();
+    eprintln!("the container reading across the kill: {ok} reads ok, {failed} failed");
+    assert_eq!(ok + failed, READER_FILES, "{out}");
+    assert_eq!(out.lines().last(), Some("done"), "{out}");
+
+    let again = run(&stack, &image);
+    let ok = again.lines().filter(|l| *l == "ok").count();
+    assert_eq!(
+        ok, READER_FILES,
+        "a new container reads every file: {again}"
+    );
+    stack
+        .containerd
+        .ctr(["images", "rm", "--sync", image.as_str()])
+        .unwrap();
+    assert_converged(&stack, "fuse manager killed");
 }

@@ -1,4 +1,5 @@
-//! The registry client for a run: plain HTTP, insecure hosts and the docker config.
+//! The registry client for a run: plain HTTP, insecure hosts and the docker config
+//! (credential helpers and hosts.toml are read by the registry crate, as in the daemon).
 //!
 //! An `--insecure-registry` host is handled like Docker does: HTTPS without certificate
 //! verification when the host speaks TLS, plain HTTP when it does not. One probe request
@@ -38,14 +39,10 @@ pub async fn build_client(
         config.plain_http.push("*".to_owned());
     }
     config.insecure_tls = options.insecure_hosts.clone();
-    // Like containerd and Docker: local registries may speak plain HTTP without a flag.
+    // Loopback registries need no probe: the registry crate speaks plain HTTP to them, as
+    // containerd and the Go reference do (a TLS one is named in hosts.toml).
     for reference in references {
-        if is_loopback(&reference.registry) && !config.skips_tls_verify(&reference.registry) {
-            config.insecure_tls.push(reference.registry.clone());
-        }
-    }
-    for reference in references {
-        if config.plain_http.iter().any(|h| h == "*")
+        if config.uses_plain_http(&reference.registry)
             || !config.skips_tls_verify(&reference.registry)
         {
             continue;
@@ -61,45 +58,21 @@ pub async fn build_client(
     Client::new(config)
 }
 
-/// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
-fn is_loopback(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name == "localhost" || name == "::1" || name.starts_with("127.")
-}
-
 /// Whether `reference`'s registry answers over (unverified) HTTPS.
 async fn speaks_tls(config: &ClientConfig, reference: &Reference) -> Result<bool, registry::Error> {
     let probe = Client::new(ClientConfig {
         retries: 0,
         ..config.clone()
     })?;
-    // Any HTTP answer (even 401 or 404) proves TLS works; a failed connection does not.
+    // Any HTTP answer (even 401 or 404) proves TLS works; a failed connection or
+    // handshake (a plain HTTP server answering the TLS hello) does not.
     match probe.blob_exists(reference, &Digest::sha256(b"")).await {
         Ok(_) => Ok(true),
-        Err(registry::Error::Connect { .. } | registry::Error::Transfer { .. }) => Ok(false),
+        Err(
+            registry::Error::Connect { .. }
+            | registry::Error::Transfer { .. }
+            | registry::Error::Tls { .. },
+        ) => Ok(false),
         Err(_) => Ok(true),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_table() {
-        let cases = [
-            ("localhost with port", "localhost:5000", true),
-            ("ipv4 loopback", "127.0.0.1:5000", true),
-            ("ipv4 loopback no port", "127.0.0.2", true),
-            ("ipv6 loopback", "[::1]:5000", true),
-            ("remote", "registry.example.com", false),
-            ("lookalike", "localhost.example.com:5000", false),
-        ];
-        for (name, host, expected) in cases {
-            assert_eq!(is_loopback(host), expected, "{name}");
-        }
     }
 }

@@ -6,10 +6,12 @@
 //! - [`layer`]: convert one layer blob.
 //! - [`rewrite`]: config, manifest and index rewrites.
 //! - [`convert`]: orchestrate a whole image; [`report`]: its result.
+//! - [`index`]: `estargz-convert index`: SOCI indexes pushed beside an unconverted image.
 //! - [`record`], [`platform`], [`progress`]: prioritized files, platform filters, display.
 
 pub mod client;
 pub mod convert;
+pub mod index;
 pub mod layer;
 pub mod layout;
 pub mod location;

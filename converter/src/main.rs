@@ -1,5 +1,6 @@
 //! `estargz-convert`: rewrite an image's layers into eStargz (or zstd:chunked) so that it can
-//! be pulled lazily. CLI, logging, progress display and exit codes live here.
+//! be pulled lazily; `estargz-convert index` instead pushes seekable indexes beside an
+//! unchanged image. CLI, logging, progress display and exit codes live here.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use clap::Parser;
 use estargz::Compression;
 use estargz_convert::client::{build_client, TransportOptions};
 use estargz_convert::convert::{convert, ConvertOptions, Endpoints};
+use estargz_convert::index::{index_image, IndexOptions, IndexReport, DEFAULT_MIN_LAYER_SIZE};
 use estargz_convert::location::Location;
 use estargz_convert::platform::{PlatformFilter, PlatformSpec};
 use estargz_convert::progress::{human_bytes, Mode, Progress};
@@ -91,16 +93,82 @@ struct Cli {
     no_progress: bool,
 }
 
+/// Build seekable indexes (SOCI zTOCs) for the gzip and uncompressed layers of IMAGE and
+/// push them beside it as a SOCI index manifest v1 per image manifest, linked through the
+/// referrers API or the referrers tag schema. The image itself is not changed.
+///
+/// IMAGE is a registry reference or an OCI layout (`oci:PATH[:TAG]`).
+#[derive(Debug, Parser)]
+#[command(name = "estargz-convert index", version)]
+struct IndexCli {
+    /// Image to index.
+    #[arg(value_name = "IMAGE")]
+    image: Location,
+    /// Uncompressed bytes between checkpoints, at most.
+    #[arg(long, value_name = "BYTES", default_value_t = estargz::soci::DEFAULT_SPAN_SIZE,
+          value_parser = clap::value_parser!(u64).range(65536..))]
+    span_size: u64,
+    /// Uncompressed bytes between checkpoints, at least, when many small files make spans
+    /// end early (default 1 MiB or --span-size if smaller; equal to --span-size: fixed
+    /// spans).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(65536..))]
+    min_span_size: Option<u64>,
+    /// Layers smaller than this (compressed) are left to a normal pull.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MIN_LAYER_SIZE)]
+    min_layer_size: u64,
+    /// Index only this platform (os/arch[/variant]); repeatable. Default: all.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
+    platforms: Vec<PlatformSpec>,
+    /// Use plain HTTP for every registry.
+    #[arg(long)]
+    plain_http: bool,
+    /// Registry host to reach over HTTPS without certificate checks, or plain HTTP.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+    /// Docker config file with registry credentials.
+    #[arg(long, value_name = "PATH")]
+    docker_config: Option<PathBuf>,
+    /// Layers indexed at once (default: CPU cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Directory for downloaded layers (a fresh subdirectory, removed at exit).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Plain log lines instead of progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
 fn main() -> ExitCode {
+    // `index` is dispatched before the convert CLI, whose SRC DST stay positional.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "index") {
+        args.remove(1);
+        let cli = IndexCli::parse_from(args);
+        let progress = start(cli.no_progress);
+        return finish(run_index(cli, progress));
+    }
     let cli = Cli::parse();
-    let mode = if cli.no_progress || !std::io::stderr().is_terminal() {
+    let progress = start(cli.no_progress);
+    finish(run(cli, progress))
+}
+
+fn start(no_progress: bool) -> Progress {
+    let mode = if no_progress || !std::io::stderr().is_terminal() {
         Mode::Log
     } else {
         Mode::Bars
     };
     let progress = Progress::new(mode);
     init_logging(&progress);
-    match run(cli, progress) {
+    progress
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", render_error(&error));
@@ -196,6 +264,103 @@ async fn run_async(
         }
     };
     print_summary(&report, cli.json)
+}
+
+fn run_index(cli: IndexCli, progress: Progress) -> anyhow::Result<()> {
+    let threads = match cli.threads {
+        Some(n) => usize::try_from(n)?,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let min_span_size = cli
+        .min_span_size
+        .unwrap_or(estargz::soci::DEFAULT_MIN_SPAN_SIZE.min(cli.span_size));
+    if min_span_size > cli.span_size {
+        bail!(
+            "--min-span-size {min_span_size} is above --span-size {}",
+            cli.span_size
+        );
+    }
+    let work_root = cli.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let work_dir = tempfile::Builder::new()
+        .prefix("estargz-index-")
+        .tempdir_in(&work_root)
+        .with_context(|| format!("create work dir in {}", work_root.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(threads.max(1) + 2)
+        .enable_all()
+        .build()
+        .context("start async runtime")?;
+    let result = runtime.block_on(async {
+        let transport = TransportOptions {
+            plain_http: cli.plain_http,
+            insecure_hosts: cli.insecure_registries.clone(),
+            docker_config: cli.docker_config.clone(),
+        };
+        let references: Vec<&Reference> = match &cli.image {
+            Location::Registry(reference) => vec![reference],
+            Location::Layout { .. } => Vec::new(),
+        };
+        let client = build_client(&transport, &references)
+            .await
+            .context("set up registry client")?;
+        let store =
+            Store::source(&cli.image, &client).with_context(|| format!("open {}", cli.image))?;
+        let options = IndexOptions {
+            build: estargz::soci::BuildOptions {
+                span_size: cli.span_size,
+                min_span_size,
+                ..Default::default()
+            },
+            min_layer_size: cli.min_layer_size,
+            platforms: PlatformFilter::new(cli.platforms.clone()),
+            layer_jobs: threads,
+        };
+        tracing::info!("indexing {}", cli.image);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let run = index_image(
+            &store,
+            cli.image.to_string(),
+            &options,
+            &progress,
+            work_dir.path(),
+            cancel.clone(),
+        );
+        let report = tokio::select! {
+            report = run => report?,
+            _ = tokio::signal::ctrl_c() => {
+                cancel.store(true, Ordering::Relaxed);
+                bail!("interrupted: no index was linked to {}", cli.image);
+            }
+        };
+        print_index_summary(&report, cli.json)
+    });
+    runtime.shutdown_timeout(Duration::from_secs(30));
+    let removed = work_dir.close();
+    result?;
+    removed.context("remove work dir")
+}
+
+fn print_index_summary(report: &IndexReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let ztoc_bytes: u64 = report
+        .manifests
+        .iter()
+        .flat_map(|m| &m.layers)
+        .filter_map(|l| l.ztoc_size)
+        .sum();
+    tracing::info!(
+        "indexed {} ({}, unchanged): {} layers indexed, {} left to a normal pull, zTOCs {}",
+        report.image,
+        report.digest,
+        report.indexed,
+        report.skipped,
+        human_bytes(ztoc_bytes)
+    );
+    Ok(())
 }
 
 fn convert_options(cli: &Cli, threads: usize) -> anyhow::Result<ConvertOptions> {

@@ -122,6 +122,20 @@ impl LayerProgress {
         );
     }
 
+    /// The layer got a seekable index (`estargz-convert index`): `size` layer bytes,
+    /// a zTOC of `ztoc` bytes with `spans` spans.
+    pub fn indexed(&self, size: u64, ztoc: u64, spans: u32) {
+        let elapsed = self.inner.started.elapsed();
+        self.clear();
+        tracing::info!(
+            "{} indexed: {} layer, {} zTOC, {spans} spans in {}",
+            self.inner.label,
+            human_bytes(size),
+            human_bytes(ztoc),
+            seconds(elapsed)
+        );
+    }
+
     /// The layer is carried over without conversion (foreign or not a layer).
     pub fn kept(&self, why: &str) {
         self.clear();

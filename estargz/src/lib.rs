@@ -8,6 +8,7 @@
 //! - [`chunk`]: decompress and verify one chunk.
 //! - [`reader`]: open a whole blob (any [`ReadAt`]) and read verified files.
 //! - [`writer`]: convert a tar stream into an eStargz or zstd:chunked blob.
+//! - [`soci`]: seekable indexes (zTOCs) for unconverted gzip layers, soci's format.
 
 pub mod chunk;
 pub mod digest;
@@ -15,6 +16,7 @@ pub mod footer;
 pub mod index;
 mod modtime;
 pub mod reader;
+pub mod soci;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
 pub mod toc;

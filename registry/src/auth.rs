@@ -19,7 +19,7 @@ use crate::client::Client;
 use crate::credentials::Credential;
 use crate::error::Error;
 use crate::reference::Reference;
-use crate::retry::with_retries;
+use crate::retry::{parse_retry_after, with_retries};
 use crate::transport::{display_url, transport_error, unauthorized, Call};
 
 /// Token lifetime when the token endpoint does not say.
@@ -245,13 +245,18 @@ impl Client {
                     .encode(format!("{username}:{password}"));
                 sensitive_header(&format!("Basic {encoded}"))
             }
-            Credential::IdentityToken(_) => None,
+            Credential::IdentityToken(_) | Credential::RegistryToken(_) => None,
         }
     }
 
     /// A token for `wanted`: one fetch at a time per (host, scopes), so concurrent
     /// requests on a cold client share the first fetch's token.
     async fn obtain_token(&self, wanted: &TokenWanted<'_>) -> Result<String, Error> {
+        // docker's `registrytoken`: the registry's own bearer token, no token server.
+        if let Some(Credential::RegistryToken(token)) = self.credential_for(&wanted.target.registry)
+        {
+            return Ok(token);
+        }
         let host = wanted.target.api_host();
         let lock = self.inner.auth.fetch_lock(host, &wanted.cache_key);
         let _one_fetch = lock.lock().await;
@@ -274,9 +279,9 @@ impl Client {
             source,
         })?;
         let credential = self.credential_for(&wanted.target.registry);
-        let retries = self.inner.config.retries;
+        let policy = self.inner.config.retry_policy();
         let shown = display_url(&realm_url);
-        let response = with_retries(retries, &shown, || {
+        let response = with_retries(policy, &shown, || {
             self.request_token(wanted, &realm_url, credential.as_ref())
         })
         .await?;
@@ -305,7 +310,7 @@ impl Client {
         credential: Option<&Credential>,
     ) -> Result<TokenResponse, Error> {
         let (service, scopes) = (wanted.service, &wanted.scopes);
-        let http = self.http_for(realm);
+        let http = self.http_for(realm)?;
         let request = match credential {
             Some(Credential::IdentityToken(refresh)) => {
                 let mut form = vec![
@@ -364,6 +369,7 @@ impl Client {
                     url: shown,
                     status: other.as_u16(),
                     message: String::new(),
+                    retry_after: parse_retry_after(response.headers()),
                 })
             }
         }

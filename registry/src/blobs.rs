@@ -135,7 +135,7 @@ impl Client {
         let (call, range) = (&call, &range);
         // A body that breaks part way is read again from the start.
         with_retries(
-            self.inner.config.retries,
+            self.inner.config.retry_policy(),
             &call.shown_url(),
             || async move { self.send_range(call, digest, range).await?.collect().await },
         )
@@ -170,7 +170,7 @@ impl Client {
         }
         let (call, range) = (&call, &range);
         with_retries(
-            self.inner.config.retries,
+            self.inner.config.retry_policy(),
             &call.shown_url(),
             || async move { self.send_range(call, digest, range).await },
         )
@@ -235,7 +235,7 @@ impl Client {
             .header(RANGE, &format!("bytes=-{}", len.max(1)))
             .streaming();
         let call = &call;
-        let retries = self.inner.config.retries;
+        let retries = self.inner.config.retry_policy();
         with_retries(retries, &call.shown_url(), || async move {
             let response = self.send_authorized(call).await?;
             receive_tail(call, digest, len, response).await

@@ -2,13 +2,16 @@
 //!
 //! Operations live beside their concept: `manifests.rs`, `blobs.rs`, `upload.rs`.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::auth::AuthCache;
 use crate::config::ClientConfig;
-use crate::credentials::{Credential, Credentials};
+use crate::credentials::{read_docker_config, Credential, Credentials, Helpers};
+use crate::docker_creds::DockerCreds;
+use crate::endpoints::EndpointCache;
 use crate::error::Error;
+
+use crate::hosts::TlsSettings;
 use crate::mirrors::MirrorHealth;
 use crate::multipart::SingleRangeHosts;
 use crate::refresh::{RefreshHook, REFRESH_MIN_INTERVAL};
@@ -22,14 +25,12 @@ pub struct Client {
 
 pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
-    pub(crate) http: reqwest::Client,
-    /// Used for hosts listed in `insecure_tls`.
-    pub(crate) insecure_http: Option<reqwest::Client>,
+    /// Resolved endpoints and their http clients.
+    pub(crate) endpoints: EndpointCache,
     pub(crate) credentials: RwLock<Credentials>,
-    /// The docker config file credentials came from, re-read when a registry refuses one
-    /// (see `refresh.rs`), and what it said when last read.
-    pub(crate) docker_config: Option<PathBuf>,
-    pub(crate) file_credentials: Mutex<Credentials>,
+    /// The docker config file credentials came from, re-read when it changes or a
+    /// registry refuses one, and its credential helpers (see `docker_creds.rs`).
+    pub(crate) docker_creds: DockerCreds,
     /// A keychain's refresh, asked after a refusal (see `refresh.rs`), and its gate.
     pub(crate) refresh_hook: RwLock<Option<RefreshHook>>,
     pub(crate) refresh_gate: RefreshGate,
@@ -53,11 +54,12 @@ impl Client {
             .docker_config
             .clone()
             .or_else(Credentials::default_docker_config_path);
-        let credentials = match &path {
-            Some(path) => Credentials::from_docker_config(path)?,
-            None => Credentials::new(),
+        let (credentials, helpers) = match &path {
+            Some(path) => read_docker_config(path)?,
+            None => (Credentials::new(), Helpers::default()),
         };
-        Self::build(config, credentials, path)
+        let docker_creds = DockerCreds::new(path, credentials.clone(), helpers);
+        Self::build(config, credentials, docker_creds)
     }
 
     /// A client with exactly `credentials` (no docker config file is read).
@@ -65,27 +67,23 @@ impl Client {
         config: ClientConfig,
         credentials: Credentials,
     ) -> Result<Client, Error> {
-        Self::build(config, credentials, None)
+        let docker_creds = DockerCreds::new(None, Credentials::new(), Helpers::default());
+        Self::build(config, credentials, docker_creds)
     }
 
     fn build(
         config: ClientConfig,
         credentials: Credentials,
-        docker_config: Option<PathBuf>,
+        docker_creds: DockerCreds,
     ) -> Result<Client, Error> {
-        let http = build_http(&config, false)?;
-        let insecure_http = if config.insecure_tls.is_empty() {
-            None
-        } else {
-            Some(build_http(&config, true)?)
-        };
+        let endpoints = EndpointCache::default();
+        // Fail early on a client that cannot be built at all.
+        endpoints.client(&config, "any registry", &TlsSettings::default())?;
         let inner = Inner {
             config,
-            http,
-            insecure_http,
-            file_credentials: Mutex::new(credentials.clone()),
+            endpoints,
             credentials: RwLock::new(credentials),
-            docker_config,
+            docker_creds,
             refresh_hook: RwLock::new(None),
             refresh_gate: RefreshGate::new(REFRESH_MIN_INTERVAL),
             auth: AuthCache::default(),
@@ -118,14 +116,4 @@ impl Client {
         let credentials = self.inner.credentials.read().ok()?;
         credentials.get(registry).cloned()
     }
-}
-
-fn build_http(config: &ClientConfig, accept_invalid_certs: bool) -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
-        .user_agent(config.user_agent.clone())
-        .connect_timeout(config.connect_timeout)
-        .read_timeout(config.timeout)
-        .danger_accept_invalid_certs(accept_invalid_certs)
-        .build()
-        .map_err(Error::ClientSetup)
 }

@@ -1,11 +1,13 @@
 //! `Credentials`: per-registry secrets, given explicitly or read from a docker `config.json`.
 //!
 //! Supported in `config.json`: `auths.<key>.auth` (base64 `user:password`),
-//! `auths.<key>.username`/`password`, and `auths.<key>.identitytoken` (an OAuth2 refresh
-//! token, used with the bearer flow's refresh-token grant). Keys may be `host`,
-//! `https://host`, `http://host` (with or without a path); Docker Hub's key is
-//! `https://index.docker.io/v1/`. `credsStore` and `credHelpers` are not supported: they
-//! are noted at debug level and ignored. Secrets never appear in `Debug` output or logs.
+//! `auths.<key>.username`/`password`, `auths.<key>.identitytoken` (an OAuth2 refresh
+//! token, used with the bearer flow's refresh-token grant) and `auths.<key>.registrytoken`
+//! (a bearer token sent to the registry as is). Keys may be `host`, `https://host`,
+//! `http://host` (with or without a path); Docker Hub's key is
+//! `https://index.docker.io/v1/`. `credsStore` and `credHelpers` name credential helpers
+//! (`helpers.rs`), which the client asks before `auths`. Secrets never appear in `Debug`
+//! output or logs.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +37,9 @@ pub enum CredentialsError {
     BadAuthField { path: PathBuf, key: String },
 }
 
+/// The server URL docker stores Docker Hub's credentials under.
+pub(crate) const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
+
 /// One registry's secret.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
@@ -42,6 +47,8 @@ pub enum Credential {
     Basic { username: String, password: String },
     /// An OAuth2 refresh token (docker's `identitytoken`).
     IdentityToken(String),
+    /// A bearer token for the registry itself (docker's `registrytoken`).
+    RegistryToken(String),
 }
 
 impl fmt::Debug for Credential {
@@ -53,6 +60,7 @@ impl fmt::Debug for Credential {
                 .field("password", &"<redacted>")
                 .finish(),
             Credential::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+            Credential::RegistryToken(_) => f.write_str("RegistryToken(<redacted>)"),
         }
     }
 }
@@ -127,17 +135,38 @@ impl Credentials {
 
     /// Parses docker config JSON; `path` only names the source in errors.
     pub fn from_docker_config_bytes(path: &Path, json: &[u8]) -> Result<Self, CredentialsError> {
+        parse_docker_config(path, json).map(|(credentials, _)| credentials)
+    }
+}
+
+/// A docker config file's `auths` and its credential helpers; a missing file has neither.
+pub(crate) fn read_docker_config(path: &Path) -> Result<(Credentials, Helpers), CredentialsError> {
+    match std::fs::read(path) {
+        Ok(text) => parse_docker_config(path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((Credentials::new(), Helpers::default()))
+        }
+        Err(source) => Err(CredentialsError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn parse_docker_config(
+    path: &Path,
+    json: &[u8],
+) -> Result<(Credentials, Helpers), CredentialsError> {
+    {
         let file: DockerConfigFile =
             serde_json::from_slice(json).map_err(|source| CredentialsError::Parse {
                 path: path.to_owned(),
                 source,
             })?;
-        if file.creds_store.is_some() || !file.cred_helpers.is_empty() {
-            tracing::debug!(
-                path = %path.display(),
-                "credsStore/credHelpers in docker config are not supported; using only auths"
-            );
-        }
+        let helpers = Helpers {
+            store: file.creds_store.clone().filter(|s| !s.is_empty()),
+            per_host: file.cred_helpers.clone(),
+        };
         let mut ranked: HashMap<String, (u8, Credential)> = HashMap::new();
         for (key, entry) in file.auths {
             let Some(credential) = entry.into_credential(path, &key)? else {
@@ -153,7 +182,38 @@ impl Credentials {
             }
         }
         let by_host = ranked.into_iter().map(|(h, (_, c))| (h, c)).collect();
-        Ok(Credentials { by_host })
+        Ok((Credentials { by_host }, helpers))
+    }
+}
+
+/// The helpers a docker config names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Helpers {
+    /// `credsStore`: the helper for every registry without its own.
+    pub(crate) store: Option<String>,
+    /// `credHelpers`: helper per registry host.
+    pub(crate) per_host: HashMap<String, String>,
+}
+
+impl Helpers {
+    /// The helper for `registry` (as in `Reference::registry`), docker's precedence.
+    pub(crate) fn for_registry(&self, registry: &str) -> Option<&str> {
+        let hub_aliases = [
+            DOCKER_HUB,
+            "index.docker.io",
+            "registry-1.docker.io",
+            DOCKER_HUB_SERVER,
+        ];
+        let keys: Vec<&str> = if registry == DOCKER_HUB {
+            hub_aliases.to_vec()
+        } else {
+            vec![registry]
+        };
+        keys.iter()
+            .find_map(|key| self.per_host.get(*key))
+            .or(self.store.as_ref())
+            .map(String::as_str)
+            .filter(|name| !name.is_empty())
     }
 }
 
@@ -174,6 +234,7 @@ struct AuthEntry {
     username: Option<String>,
     password: Option<String>,
     identitytoken: Option<String>,
+    registrytoken: Option<String>,
 }
 
 impl AuthEntry {
@@ -182,6 +243,9 @@ impl AuthEntry {
         path: &Path,
         key: &str,
     ) -> Result<Option<Credential>, CredentialsError> {
+        if let Some(token) = self.registrytoken.filter(|t| !t.is_empty()) {
+            return Ok(Some(Credential::RegistryToken(token)));
+        }
         if let Some(token) = self.identitytoken.filter(|t| !t.is_empty()) {
             return Ok(Some(Credential::IdentityToken(token)));
         }
@@ -271,6 +335,7 @@ mod tests {
                 "http://other.example/v2/": {{"auth": "{}"}},
                 "https://index.docker.io/v1/": {{"auth": "{}"}},
                 "token.example": {{"auth": "{}", "identitytoken": "refresh"}},
+                "bearer.example": {{"registrytoken": "reg-tok"}},
                 "empty.example": {{}}
             }}, "credsStore": "desktop"}}"#,
             b64("u1:p:1"),
@@ -301,6 +366,11 @@ mod tests {
                 "token.example",
                 Some(Credential::IdentityToken("refresh".into())),
             ),
+            (
+                "registry token",
+                "bearer.example",
+                Some(Credential::RegistryToken("reg-tok".into())),
+            ),
             ("empty entry", "empty.example", None),
             ("port must match", "reg.example", None),
             ("unknown", "ghcr.io", None),
@@ -308,6 +378,36 @@ mod tests {
         for (name, host, expected) in cases {
             assert_eq!(creds.get(host), expected.as_ref(), "{name}");
         }
+    }
+
+    #[test]
+    fn helper_precedence() {
+        let helpers = Helpers {
+            store: Some("desktop".into()),
+            per_host: HashMap::from([
+                ("ecr.example".to_owned(), "ecr-login".to_owned()),
+                ("https://index.docker.io/v1/".to_owned(), "hub".to_owned()),
+            ]),
+        };
+        let cases = [
+            ("credHelpers wins", "ecr.example", Some("ecr-login")),
+            ("credsStore otherwise", "ghcr.io", Some("desktop")),
+            ("hub key", DOCKER_HUB, Some("hub")),
+        ];
+        for (name, registry, expected) in cases {
+            assert_eq!(helpers.for_registry(registry), expected, "{name}");
+        }
+        assert_eq!(Helpers::default().for_registry("ghcr.io"), None);
+    }
+
+    #[test]
+    fn reads_credential_helpers() {
+        let json = r#"{"auths": {}, "credsStore": "desktop", "credHelpers": {"ecr.example": "ecr-login"}}"#;
+        let (_, helpers) = parse_docker_config(Path::new("t"), json.as_bytes()).unwrap();
+        assert_eq!(helpers.for_registry("ecr.example"), Some("ecr-login"));
+        assert_eq!(helpers.for_registry("ghcr.io"), Some("desktop"));
+        let (_, none) = parse_docker_config(Path::new("t"), b"{}").unwrap();
+        assert_eq!(none, Helpers::default());
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::ops::Range;
 use estargz::Digest;
 
 use crate::credentials::CredentialsError;
+use crate::hosts::HostsError;
 use crate::reference::ReferenceError;
+use crate::tls::TlsError;
 
 /// Errors from registry operations.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +21,22 @@ pub enum Error {
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
 
-    #[error("build http client: {0}")]
-    ClientSetup(#[source] reqwest::Error),
+    #[error(transparent)]
+    Hosts(#[from] HostsError),
+
+    #[error(transparent)]
+    TlsSetup(#[from] TlsError),
+
+    /// A TLS handshake failed: `problem` says what about it.
+    #[error("{method} {url}: tls with {host} failed: {problem}")]
+    Tls {
+        method: String,
+        url: String,
+        host: String,
+        problem: String,
+        #[source]
+        source: reqwest::Error,
+    },
 
     #[error("invalid url {url:?}")]
     InvalidUrl {
@@ -67,6 +83,8 @@ pub enum Error {
         status: u16,
         /// The registry's own error text, when it sent one.
         message: String,
+        /// The pause a 429 or 503 asked for with `Retry-After`.
+        retry_after: Option<std::time::Duration>,
     },
 
     /// The response had a success status but broke the distribution protocol.
@@ -125,6 +143,14 @@ impl Error {
             Error::Timeout { .. } | Error::Connect { .. } | Error::Transfer { .. } => true,
             Error::BadResponse { status, .. } => *status >= 500 || *status == 429,
             _ => false,
+        }
+    }
+
+    /// The pause the registry asked for before a retry (`Retry-After` on 429 or 503).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::BadResponse { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 

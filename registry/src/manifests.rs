@@ -38,7 +38,8 @@ impl Client {
     /// Fetches the manifest `reference` names (by digest: verified against it), from a
     /// mirror when one is configured and serves it.
     pub async fn get_manifest(&self, reference: &Reference) -> Result<Manifest, Error> {
-        self.read_via_mirrors(reference, |source| async move {
+        let resolving = reference.digest.is_none();
+        self.read_via_hosts(reference, resolving, |source| async move {
             self.get_manifest_at(&source).await
         })
         .await
@@ -50,7 +51,7 @@ impl Client {
         let call = Call::new(Method::GET, url, reference, vec![pull_scope(reference)])
             .header(ACCEPT, &MANIFEST_MEDIA_TYPES.join(", "));
         let call = &call;
-        let retries = self.inner.config.retries;
+        let retries = self.inner.config.retry_policy();
         with_retries(retries, &call.shown_url(), || async move {
             let response = self.send_authorized(call).await?;
             read_manifest(call, response).await
@@ -106,7 +107,7 @@ async fn read_manifest(call: &Call<'_>, response: Response) -> Result<Manifest, 
 }
 
 /// Reads a whole body, refusing more than `limit` bytes.
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     call: &Call<'_>,
     mut response: Response,
     limit: u64,

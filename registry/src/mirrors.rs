@@ -5,8 +5,9 @@
 //! pull-through cache, a node-local or peer-to-peer mirror such as Spegel or Dragonfly).
 //! A mirror that fails (other than not having the content) is skipped for
 //! [`MIRROR_PENALTY`], so a dead mirror costs one failed attempt, not one per read. Writes
-//! never go to mirrors. Mirror hosts follow the same `plain_http`, `insecure_tls` and
-//! credential settings as any registry host.
+//! never go to mirrors. The mirrors are the registry's endpoints before its server, as
+//! `hosts.rs` resolves them (`[remote] mirrors`, then hosts.toml `[host]` entries); a
+//! mirror host's credentials are looked up under its own host name, as containerd does.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,35 +49,70 @@ impl MirrorHealth {
 }
 
 impl Client {
-    /// The mirrors configured for `repo`'s registry that are not resting after a failure,
-    /// each as the same repository on the mirror host.
-    fn live_mirrors(&self, repo: &Reference) -> Vec<Reference> {
-        let Some(hosts) = self.inner.config.mirrors.get(&repo.registry) else {
-            return Vec::new();
+    /// The endpoints of `repo`'s registry other than its server that may serve this read
+    /// (`pull`, and `resolve` too when `resolving` a tag) and are not resting after a
+    /// failure, each as the same repository on that host; then the server's reference.
+    fn read_sources(
+        &self,
+        repo: &Reference,
+        resolving: bool,
+    ) -> Result<(Vec<Reference>, Reference), Error> {
+        let endpoints = self
+            .inner
+            .endpoints
+            .resolve(&self.inner.config, &repo.registry)?;
+        let Some((server, mirrors)) = endpoints.split_last() else {
+            return Ok((Vec::new(), repo.clone()));
         };
-        hosts
+        let on = |host: &str| Reference {
+            registry: host.to_owned(),
+            ..repo.clone()
+        };
+        let live = mirrors
             .iter()
-            .filter(|host| !self.inner.mirror_health.is_down(host))
-            .map(|host| Reference {
-                registry: host.clone(),
-                ..repo.clone()
-            })
-            .collect()
+            .filter(|m| m.capabilities.pull && (!resolving || m.capabilities.resolve))
+            .filter(|m| !self.inner.mirror_health.is_down(&m.host))
+            .map(|m| on(&m.host))
+            .collect();
+        // The registry itself keeps its name (credentials are stored under it) unless
+        // hosts.toml sends it elsewhere.
+        let primary = if server.host == repo.api_host() {
+            repo.clone()
+        } else {
+            on(&server.host)
+        };
+        Ok((live, primary))
     }
 
-    /// Runs the read `op` against each live mirror of `repo`'s registry in turn, then
+    /// Runs the blob read `op` against each live mirror of `repo`'s registry in turn, then
     /// against the registry itself; the first success wins. Only the registry's own error
     /// is returned: a mirror's failure is logged and the mirror rested.
     pub(crate) async fn read_via_mirrors<T, F, Fut>(
         &self,
         repo: &Reference,
+        op: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Reference) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.read_via_hosts(repo, false, op).await
+    }
+
+    /// [`Client::read_via_mirrors`] for reads that may resolve a tag (`resolving`): then
+    /// only mirrors with the `resolve` capability are asked.
+    pub(crate) async fn read_via_hosts<T, F, Fut>(
+        &self,
+        repo: &Reference,
+        resolving: bool,
         mut op: F,
     ) -> Result<T, Error>
     where
         F: FnMut(Reference) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        for mirror in self.live_mirrors(repo) {
+        let (mirrors, primary) = self.read_sources(repo, resolving)?;
+        for mirror in mirrors {
             let host = mirror.registry.clone();
             match op(mirror).await {
                 Ok(value) => {
@@ -95,6 +131,6 @@ impl Client {
                 }
             }
         }
-        op(repo.clone()).await
+        op(primary).await
     }
 }

@@ -4,19 +4,25 @@
 //! The freshest credential is the stored one when it changed while the request was under
 //! way (`Client::set_credential`, e.g. by the CRI image-service proxy), else the docker
 //! config file's when the file now says something else for the host than when it was last
-//! read, else whatever the refresh hook a keychain registered (`Client::set_refresh_hook`,
-//! e.g. a re-list of the cluster's pull Secrets) brings. Hook calls go through a
+//! read, else its credential helper's when that now answers differently, else whatever
+//! the refresh hook a keychain registered (`Client::set_refresh_hook`, e.g. a re-list of
+//! the cluster's pull Secrets) brings. Hook calls go through a
 //! `RefreshGate`: concurrent refusals share one call, and a host is refreshed at most once
 //! per `REFRESH_MIN_INTERVAL`. With a fresher credential the caller retries the request
 //! once; otherwise the refusal stands.
+//!
+//! Before each request the docker config is also brought up to date: re-read when it
+//! changed, and the registry's credential helper asked when its answer is stale
+//! (`Client::ensure_credential`, state in `docker_creds.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::client::Client;
-use crate::credentials::{Credential, Credentials};
+use crate::credentials::{read_docker_config, Credential, Credentials};
+use crate::helpers;
 
 /// The shortest time between two hook calls for one registry host.
 pub(crate) const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -66,6 +72,9 @@ impl Client {
         if self.reload_from_docker_config(registry) {
             return true;
         }
+        if self.ask_credential_helper(registry).await {
+            return true;
+        }
         self.ask_refresh_hook(registry).await;
         self.credential_for(registry).as_ref() != used
     }
@@ -96,25 +105,20 @@ impl Client {
     /// Re-reads the docker config file; stores and reports its credential for `registry`
     /// when it differs from what the file said before.
     fn reload_from_docker_config(&self, registry: &str) -> bool {
-        let Some(path) = &self.inner.docker_config else {
+        let creds = &self.inner.docker_creds;
+        let Some(path) = creds.path() else {
             return false;
         };
-        let reread = match Credentials::from_docker_config(path) {
-            Ok(credentials) => credentials,
+        let (reread, helpers) = match read_docker_config(path) {
+            Ok(read) => read,
             Err(error) => {
                 tracing::warn!(%error, "re-read docker config after a refused credential");
                 return false;
             }
         };
         let fresh = reread.get(registry).cloned();
-        let changed = match self.inner.file_credentials.lock() {
-            Ok(mut last) => {
-                let changed = last.get(registry) != fresh.as_ref();
-                *last = reread;
-                changed
-            }
-            Err(_) => false,
-        };
+        let changed = creds.file_credentials().get(registry) != fresh.as_ref();
+        creds.remember(reread, helpers);
         match fresh {
             Some(credential) if changed => {
                 tracing::info!(host = registry, "docker config has a new credential");
@@ -122,6 +126,77 @@ impl Client {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+impl Client {
+    /// Brings `registry`'s credential up to date before a request: re-reads a changed
+    /// docker config, and asks its credential helper when its answer is not fresh.
+    pub(crate) async fn ensure_credential(&self, registry: &str) {
+        let creds = &self.inner.docker_creds;
+        if creds.changed() {
+            self.reload_docker_config();
+        }
+        if creds.helper_for(registry).is_some() && !creds.helper_fresh(registry) {
+            self.ask_credential_helper(registry).await;
+        }
+    }
+
+    /// Re-reads the docker config file and stores every credential it changed.
+    pub(crate) fn reload_docker_config(&self) {
+        let creds = &self.inner.docker_creds;
+        let Some(path) = creds.path() else {
+            return;
+        };
+        let (fresh, helpers) = match read_docker_config(path) {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(%error, "re-read changed docker config");
+                return;
+            }
+        };
+        let before = creds.file_credentials();
+        for (host, credential) in fresh.iter() {
+            if before.get(host) != Some(credential) {
+                tracing::info!(%host, "docker config has a new credential");
+                self.set_credential(host, credential.clone());
+            }
+        }
+        creds.forget_answers();
+        creds.remember(fresh, helpers);
+    }
+
+    /// Asks `registry`'s credential helper now; true when it gave a credential other than
+    /// the one stored.
+    pub(crate) async fn ask_credential_helper(&self, registry: &str) -> bool {
+        let creds = &self.inner.docker_creds;
+        let Some(helper) = creds.helper_for(registry) else {
+            return false;
+        };
+        let started = Instant::now();
+        let _one_run = creds.one_run().await;
+        if creds.answered_since(registry, started) {
+            return false;
+        }
+        let timeout = self.inner.config.credential_helper_timeout;
+        let answer = helpers::get(&helper, registry, timeout).await;
+        creds.mark_answered(registry);
+        match answer {
+            Ok(Some(credential)) => {
+                let changed = self.credential_for(registry).as_ref() != Some(&credential);
+                tracing::debug!(host = registry, %helper, changed, "credential helper answered");
+                self.set_credential(registry, credential);
+                changed
+            }
+            Ok(None) => {
+                tracing::debug!(host = registry, %helper, "credential helper has no credential; anonymous");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(host = registry, %error, "credential helper gave no credential");
+                false
+            }
         }
     }
 }

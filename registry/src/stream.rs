@@ -122,7 +122,7 @@ impl BlobStream {
     /// Asks again for the bytes from `received` on, after `cause` broke the body.
     async fn resume(&mut self, cause: Error) -> Result<(), Error> {
         self.resumes += 1;
-        let delay = backoff(self.resumes);
+        let delay = backoff(&self.client.inner.config.retry_policy(), self.resumes);
         tracing::debug!(error = %cause, offset = self.received, ?delay, "{}: resuming download", self.url);
         tokio::time::sleep(delay).await;
         let call = self

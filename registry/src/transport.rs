@@ -6,6 +6,7 @@
 //! checks that the storage host never sees the registry's credentials.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
@@ -15,8 +16,10 @@ use serde::Deserialize;
 use crate::challenge::parse_challenges;
 use crate::client::Client;
 use crate::error::Error;
+use crate::hosts::{Endpoint, HostsError, TlsSettings};
 use crate::reference::Reference;
-use crate::retry::with_retries;
+use crate::retry::{parse_retry_after, with_retries};
+use crate::tls::handshake_problem;
 
 /// Query parameters that are safe to show; any other query value is redacted.
 const SHOWN_QUERY_KEYS: &[&str] = &["digest", "mount", "from", "service", "scope", "n", "last"];
@@ -103,44 +106,71 @@ pub(crate) fn push_scope(repo: &Reference) -> String {
 }
 
 impl Client {
-    /// `<scheme>://<api host>/v2/<repository>/<rest>`
+    /// `<scheme>://<endpoint host><api path>/<repository>/<rest>`, the endpoint being the
+    /// one `repo.registry` names (a mirror's host), else the registry's server.
     pub(crate) fn repository_url(&self, repo: &Reference, rest: &str) -> Result<Url, Error> {
-        let host = repo.api_host();
-        let scheme = if self.inner.config.uses_plain_http(host) {
-            "http"
-        } else {
-            "https"
-        };
-        let text = format!("{scheme}://{host}/v2/{}/{rest}", repo.repository);
+        let endpoint = self.endpoint_of(repo)?;
+        let text = format!(
+            "{}://{}{}/{}/{rest}",
+            endpoint.scheme.as_str(),
+            endpoint.host,
+            endpoint.path.trim_end_matches('/'),
+            repo.repository
+        );
         Url::parse(&text).map_err(|source| Error::InvalidUrl {
             url: text.clone(),
             source,
         })
     }
 
-    /// The http client for `url`'s host (the TLS-lenient one for `insecure_tls` hosts).
-    pub(crate) fn http_for(&self, url: &Url) -> &reqwest::Client {
-        let host = host_port(url);
-        match &self.inner.insecure_http {
-            Some(insecure) if self.inner.config.skips_tls_verify(&host) => insecure,
-            _ => &self.inner.http,
+    /// The endpoint requests for `repo` go to.
+    pub(crate) fn endpoint_of(&self, repo: &Reference) -> Result<Arc<Endpoint>, Error> {
+        if let Some(endpoint) = self.inner.endpoints.by_host(repo.api_host()) {
+            return Ok(endpoint);
         }
+        let endpoints = self
+            .inner
+            .endpoints
+            .resolve(&self.inner.config, &repo.registry)?;
+        match endpoints.last() {
+            Some(server) => Ok(server.clone()),
+            None => Err(Error::Hosts(HostsError::NoEndpoint {
+                registry: repo.registry.clone(),
+            })),
+        }
+    }
+
+    /// The http client for `url`'s host: its endpoint's TLS settings, else the
+    /// `insecure_tls` list's (token realms and redirect targets are not endpoints).
+    pub(crate) fn http_for(&self, url: &Url) -> Result<reqwest::Client, Error> {
+        let host = host_port(url);
+        let config = &self.inner.config;
+        let tls = match self.inner.endpoints.by_host(&host) {
+            Some(endpoint) => endpoint.tls.clone(),
+            None => TlsSettings {
+                skip_verify: config.skips_tls_verify(&host),
+                ..TlsSettings::default()
+            },
+        };
+        self.inner.endpoints.client(config, &host, &tls)
     }
 
     /// Sends `call`, retrying GET/HEAD on transient failures. Non-2xx statuses are errors.
     pub(crate) async fn send(&self, call: &Call<'_>) -> Result<Response, Error> {
-        let retries = if call.is_idempotent() {
-            self.inner.config.retries
+        let policy = self.inner.config.retry_policy();
+        let policy = if call.is_idempotent() {
+            policy
         } else {
-            0
+            policy.no_retries()
         };
-        with_retries(retries, &call.shown_url(), || self.send_authorized(call)).await
+        with_retries(policy, &call.shown_url(), || self.send_authorized(call)).await
     }
 
     /// Sends `call`, answering one 401 challenge; when the registry still refuses (401 or
     /// 403) and a fresher credential turned up (see `refresh.rs`), sends it once more with
     /// that one. Non-2xx statuses are errors.
     pub(crate) async fn send_authorized(&self, call: &Call<'_>) -> Result<Response, Error> {
+        self.ensure_credential(&call.target.registry).await;
         let used = self.credential_for(&call.target.registry);
         match self.send_answering_challenge(call).await {
             Err(refused @ (Error::Unauthorized { .. } | Error::Denied { .. })) => {
@@ -185,11 +215,17 @@ impl Client {
         authorization: Option<&HeaderValue>,
     ) -> Result<Response, Error> {
         let mut request = self
-            .http_for(&call.url)
-            .request(call.method.clone(), call.url.clone())
-            .headers(call.headers.clone());
+            .http_for(&call.url)?
+            .request(call.method.clone(), call.url.clone());
+        let url_host = host_port(&call.url);
+        if let Some(endpoint) = self.inner.endpoints.by_host(&url_host) {
+            for (name, value) in &endpoint.headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+        }
+        request = request.headers(call.headers.clone());
         // An absolute upload Location may point elsewhere: registry secrets stay home.
-        let same_host = host_port(&call.url) == call.target.api_host();
+        let same_host = url_host == call.target.api_host();
         if let Some(value) = authorization.filter(|_| same_host) {
             request = request.header(AUTHORIZATION, value.clone());
         }
@@ -219,9 +255,20 @@ impl Client {
     }
 }
 
-/// Maps a reqwest failure to Timeout, Connect or Transfer.
+/// Maps a reqwest failure to Tls, Timeout, Connect or Transfer.
 pub(crate) fn transport_error(method: &Method, url: &str, source: reqwest::Error) -> Error {
     let (method, url) = (method.to_string(), url.to_owned());
+    if let Some(problem) = handshake_problem(&source) {
+        let host = Url::parse(&url).map(|u| host_port(&u)).unwrap_or_default();
+        tracing::warn!(%host, %problem, "tls handshake failed");
+        return Error::Tls {
+            method,
+            url,
+            host,
+            problem,
+            source,
+        };
+    }
     if source.is_timeout() {
         Error::Timeout {
             method,
@@ -258,6 +305,12 @@ async fn check_status(call: &Call<'_>, response: Response) -> Result<Response, E
         return Ok(response);
     }
     let (method, url) = (call.method.to_string(), call.shown_url());
+    let retry_after = match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            parse_retry_after(response.headers())
+        }
+        _ => None,
+    };
     Err(match status {
         StatusCode::NOT_FOUND => Error::NotFound { method, url },
         StatusCode::UNAUTHORIZED => unauthorized(call),
@@ -267,6 +320,7 @@ async fn check_status(call: &Call<'_>, response: Response) -> Result<Response, E
             url,
             status: status.as_u16(),
             message: error_message(response).await,
+            retry_after,
         },
     })
 }
@@ -371,8 +425,9 @@ mod tests {
     #[test]
     fn scheme_and_tls_client_follow_the_host_lists() {
         let config = crate::ClientConfig {
-            plain_http: vec!["localhost:5000".to_owned()],
+            plain_http: vec!["reg.local:5000".to_owned()],
             insecure_tls: vec!["self-signed.io".to_owned()],
+            hosts_dirs: Some(Vec::new()),
             ..Default::default()
         };
         let client = Client::with_credentials(config, crate::Credentials::new()).unwrap();
@@ -383,13 +438,23 @@ mod tests {
         let cases = [
             (
                 "listed plain",
-                "localhost:5000/a",
-                "http://localhost:5000/v2/a/blobs/uploads/",
+                "reg.local:5000/a",
+                "http://reg.local:5000/v2/a/blobs/uploads/",
             ),
             (
                 "other port",
-                "localhost:5001/a",
-                "https://localhost:5001/v2/a/blobs/uploads/",
+                "reg.local:5001/a",
+                "https://reg.local:5001/v2/a/blobs/uploads/",
+            ),
+            (
+                "loopback is plain by default",
+                "127.0.0.1:5001/a",
+                "http://127.0.0.1:5001/v2/a/blobs/uploads/",
+            ),
+            (
+                "localhost is plain by default",
+                "localhost/a",
+                "http://localhost/v2/a/blobs/uploads/",
             ),
             (
                 "hub api host",
@@ -400,17 +465,12 @@ mod tests {
         for (name, reference, expected) in cases {
             assert_eq!(url(reference).as_str(), expected, "{name}");
         }
-        let insecure = client.inner.insecure_http.as_ref().unwrap();
-        let lenient = client.http_for(&url("self-signed.io:443/a"));
-        assert!(
-            std::ptr::eq(lenient, insecure),
-            "insecure host uses the lenient client"
-        );
-        let strict = client.http_for(&url("ghcr.io/a"));
-        assert!(
-            std::ptr::eq(strict, &client.inner.http),
-            "other hosts verify TLS"
-        );
+        let insecure = client
+            .endpoint_of(&"self-signed.io/a".parse().unwrap())
+            .unwrap();
+        assert!(insecure.tls.skip_verify, "insecure host skips verification");
+        let strict = client.endpoint_of(&"ghcr.io/a".parse().unwrap()).unwrap();
+        assert!(!strict.tls.skip_verify, "other hosts verify TLS");
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl DiskStore {
         max_bytes: u64,
         retry_after: Duration,
     ) -> Result<DiskStore, CacheError> {
-        std::fs::create_dir_all(dir).map_err(|source| CacheError::CreateDir {
+        crate::private_fs::create_dir_all(dir).map_err(|source| CacheError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
@@ -230,7 +230,7 @@ fn start_scan(dir: PathBuf, limit: Arc<DiskLimit<DiskName>>) -> Option<JoinHandl
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
+    let mut file = crate::private_fs::create_file(path)?;
     file.write_all(bytes)?;
     file.flush()
 }

@@ -50,7 +50,7 @@ pub enum CacheError {
 
 /// Cache settings (the `[cache]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CacheConfig {
     /// Directory of the on-disk chunk store; none keeps chunks in memory only.
     pub dir: Option<PathBuf>,
@@ -250,7 +250,7 @@ impl ChunkCache {
     /// budget: see [`ChunkCache::reserve_file`].
     pub fn files_dir(&self) -> Option<PathBuf> {
         let dir = self.disk()?.dir().join(FILES_DIR);
-        match std::fs::create_dir_all(&dir) {
+        match crate::private_fs::create_dir_all(&dir) {
             Ok(()) => Some(dir),
             Err(error) => {
                 tracing::warn!(dir = %dir.display(), %error, "no directory for passthrough files");

@@ -17,12 +17,12 @@ const MAX_SAVED: u64 = 512 << 20;
 /// Writes `size` and the blob's last bytes `tail` for `blob` (temp file, then rename).
 pub(super) fn save(dir: &Path, blob: &Digest, size: u64, tail: &[u8]) -> std::io::Result<()> {
     let dir = dir.join(TOCS_DIR);
-    std::fs::create_dir_all(&dir)?;
+    crate::private_fs::create_dir_all(&dir)?;
     let path = dir.join(blob.hex());
     // Named like the cache's other temps, so the startup scan deletes a killed run's.
     let temp = dir.join(format!("{}.tmp-{}-0", blob.hex(), std::process::id()));
     let written = (|| {
-        let mut file = std::fs::File::create(&temp)?;
+        let mut file = crate::private_fs::create_file(&temp)?;
         file.write_all(&size.to_le_bytes())?;
         file.write_all(tail)?;
         file.sync_data()?;

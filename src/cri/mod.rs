@@ -24,7 +24,7 @@ pub use proxy::ImageServiceProxy;
 
 /// The CRI image-service proxy settings (the `[cri_keychain]` table).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CriKeychainConfig {
     /// Serve the proxy and keep the credentials kubelet pulls with. Default false.
     pub enable: bool,
@@ -49,12 +49,8 @@ impl Default for CriKeychainConfig {
 /// Errors starting or running the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
-    #[error("{op} CRI proxy socket {path}: {source}")]
-    Socket {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Socket(#[from] crate::unix_socket::BindError),
     #[error("serve CRI image service: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -113,21 +109,11 @@ pub fn start(
     })
 }
 
-/// Binds the socket (creating its directory), replacing a stale one left by an earlier run.
+/// Binds the socket owner-only (creating its directory), replacing a stale one left by an
+/// earlier run.
 fn bind(path: &Path) -> Result<UnixListener, CriError> {
-    let error = |op| {
-        move |source| CriError::Socket {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(error("create directory of"))?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(error("remove stale")(e)),
-        _ => {}
-    }
-    UnixListener::bind(path).map_err(error("bind"))
+    Ok(crate::unix_socket::bind(
+        path,
+        crate::unix_socket::Access::PRIVATE,
+    )?)
 }

@@ -28,7 +28,7 @@ pub use secrets::SecretsError;
 
 /// The `[kubeconfig_keychain]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct KubeconfigKeychainConfig {
     /// Read docker config Secrets through the API server. Default false.
     pub enable: bool,

@@ -150,8 +150,8 @@ impl Inner {
     ) -> Result<File, String> {
         let temp = temp_path(path);
         let written = (|| {
-            let mut out =
-                File::create(&temp).map_err(|e| format!("create {}: {e}", temp.display()))?;
+            let mut out = crate::private_fs::create_file(&temp)
+                .map_err(|e| format!("create {}: {e}", temp.display()))?;
             let mut hasher = Hasher::new();
             for (key, chunk) in keys.iter().zip(chunks) {
                 let bytes = self.cache.peek(key, chunk.size).ok_or_else(|| {

@@ -1,7 +1,8 @@
 //! [`ManagerMounter`]: the daemon's [`Mounter`] when FUSE mounts live in the manager
 //! process. Each call is one request over the manager socket; when nothing answers, the
 //! manager is started (a child in its own process group, so it outlives the daemon) and
-//! the call is made again.
+//! the call is made again. [`ManagerMounter::running_pid`] tells the daemon's watch
+//! whether the manager is still the one it knows.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,6 +69,18 @@ impl ManagerMounter {
         }
     }
 
+    /// The pid of the manager listening on the socket, None when nobody listens (the
+    /// process is gone). Never starts one. A manager that answers slowly is an error,
+    /// not a dead one.
+    pub fn running_pid(&self) -> Result<Option<u32>, ManagerError> {
+        match self.send(&Request::Ping) {
+            Ok(Response::Pong { pid }) => Ok(Some(pid)),
+            Ok(other) => Err(ManagerError::Garbled(format!("{other:?}"))),
+            Err(ManagerError::Io { source, .. }) if is_absent(&source) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Sends `request`, starting the manager first when nothing answers.
     fn call(&self, request: &Request) -> Result<Response, ManagerError> {
         match self.send(request) {
@@ -114,15 +127,12 @@ impl ManagerMounter {
             program: program.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.root).map_err(start_error)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("fuse-manager.log"))
-            .map_err(start_error)?;
+        crate::private_fs::create_dir_all(&self.root).map_err(start_error)?;
+        let log =
+            crate::private_fs::append_file(&super::log_path(&self.root)).map_err(start_error)?;
         let log_err = log.try_clone().map_err(start_error)?;
         tracing::info!(program = %program.display(), "starting the fuse manager");
-        Command::new(&program)
+        let mut child = Command::new(&program)
             .args(&self.start_args)
             // Its own process group: signals to the daemon's group leave it running.
             .process_group(0)
@@ -131,6 +141,8 @@ impl ManagerMounter {
             .stderr(log_err)
             .spawn()
             .map_err(start_error)?;
+        // Reaped when it exits, so a dead manager leaves no zombie behind.
+        std::thread::spawn(move || child.wait());
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if self.send(&Request::Ping).is_ok() {
@@ -169,8 +181,26 @@ impl Mounter for ManagerMounter {
     }
 
     fn unmount(&self, mountpoint: &Path) -> Result<(), MountError> {
+        self.unmount_as(mountpoint, false)
+    }
+
+    fn drop_orphan(&self, mountpoint: &Path) -> Result<(), MountError> {
+        self.unmount_as(mountpoint, true)
+    }
+
+    fn mounted(&self) -> Vec<PathBuf> {
+        match self.call(&Request::Mounted) {
+            Ok(Response::Mountpoints { paths }) => paths,
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl ManagerMounter {
+    fn unmount_as(&self, mountpoint: &Path, orphan: bool) -> Result<(), MountError> {
         let request = Request::Unmount {
             mountpoint: mountpoint.to_path_buf(),
+            orphan,
         };
         let failed = |reason: String| MountError::Mount {
             mountpoint: mountpoint.to_path_buf(),
@@ -181,13 +211,6 @@ impl Mounter for ManagerMounter {
             Ok(Response::NotRemote { reason } | Response::Failed { reason }) => Err(failed(reason)),
             Ok(other) => Err(failed(format!("fuse manager answered {other:?}"))),
             Err(error) => Err(failed(error.to_string())),
-        }
-    }
-
-    fn mounted(&self) -> Vec<PathBuf> {
-        match self.call(&Request::Mounted) {
-            Ok(Response::Mountpoints { paths }) => paths,
-            _ => Vec::new(),
         }
     }
 }

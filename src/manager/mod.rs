@@ -23,6 +23,11 @@ pub fn socket_path(root: &Path) -> PathBuf {
     root.join("fuse-manager.sock")
 }
 
+/// The manager's log (its stdout and stderr), under the daemon root.
+pub fn log_path(root: &Path) -> PathBuf {
+    root.join("fuse-manager.log")
+}
+
 /// The file holding the manager's process id.
 pub fn pid_path(root: &Path) -> PathBuf {
     root.join("fuse-manager.pid")

@@ -14,8 +14,16 @@ pub(super) const MAX_LINE: usize = 1 << 20;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(super) enum Request {
     Ping,
-    Mount { mountpoint: PathBuf, labels: Labels },
-    Unmount { mountpoint: PathBuf },
+    Mount {
+        mountpoint: PathBuf,
+        labels: Labels,
+    },
+    Unmount {
+        mountpoint: PathBuf,
+        /// No snapshot owns it (a crash left it): counted in the manager's metrics.
+        #[serde(default)]
+        orphan: bool,
+    },
     Mounted,
 }
 
@@ -52,6 +60,7 @@ mod tests {
             },
             Request::Unmount {
                 mountpoint: "/x".into(),
+                orphan: true,
             },
             Request::Mounted,
         ];
@@ -68,5 +77,14 @@ mod tests {
         })
         .expect("encode");
         assert_eq!(line, r#"{"result":"not_remote","reason":"no labels"}"#);
+        // A daemon from before the orphan flag still unmounts.
+        let old = r#"{"op":"unmount","mountpoint":"/x"}"#;
+        assert_eq!(
+            serde_json::from_str::<Request>(old).expect("decode"),
+            Request::Unmount {
+                mountpoint: "/x".into(),
+                orphan: false
+            }
+        );
     }
 }

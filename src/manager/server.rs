@@ -11,12 +11,14 @@ use tokio::net::UnixStream;
 use super::protocol::{Request, Response, MAX_LINE};
 use crate::config::Config;
 use crate::lazy::FuseMounter;
+use crate::metrics;
 use crate::service::{self, Error};
 use crate::snapshot::{MountError, Mounter};
 use crate::status;
 
 /// Serves until `shutdown` resolves, then unmounts every layer.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    service::secure_state(config)?;
     let socket = super::socket_path(&config.root);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Err(Error::ManagerRunning(socket));
@@ -55,7 +57,9 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
 
 fn write_pid(root: &Path) {
     let path = super::pid_path(root);
-    if let Err(error) = std::fs::write(&path, std::process::id().to_string()) {
+    if let Err(error) =
+        crate::private_fs::write_file(&path, std::process::id().to_string().as_bytes())
+    {
         tracing::warn!(path = %path.display(), %error, "write pid file");
     }
 }
@@ -93,7 +97,14 @@ async fn dispatch(request: Request, mounter: Arc<FuseMounter>) -> Response {
             paths: mounter.mountpoints(),
         },
         Request::Mount { mountpoint, labels } => outcome(mounter.mount(&mountpoint, &labels)),
-        Request::Unmount { mountpoint } => outcome(mounter.unmount(&mountpoint)),
+        Request::Unmount { mountpoint, orphan } => {
+            let unmounted = mounter.unmount(&mountpoint);
+            if orphan && unmounted.is_ok() {
+                tracing::info!(mountpoint = %mountpoint.display(), "unmounted a layer no snapshot owns");
+                metrics::global().orphan_removed(metrics::ORPHAN_MOUNT);
+            }
+            outcome(unmounted)
+        }
     });
     work.await.unwrap_or_else(|error| Response::Failed {
         reason: format!("manager task: {error}"),

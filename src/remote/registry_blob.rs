@@ -27,7 +27,7 @@ pub struct RegistryBlob {
 
 impl RegistryBlob {
     /// Looks the blob up: one suffix-range request gives its size and its last
-    /// [`OPEN_TAIL_BYTES`] (footer and, usually, the TOC).
+    /// `OPEN_TAIL_BYTES` (footer and, usually, the TOC).
     pub async fn open(client: Client, location: BlobLocation) -> Result<RegistryBlob, RemoteError> {
         let metrics = crate::metrics::global();
         let reading = client.read_blob_tail(&location.reference, &location.digest, OPEN_TAIL_BYTES);

@@ -42,6 +42,9 @@ pub(crate) enum Backing {
     Local,
     /// A layer lazily mounted on the `fs` directory by the [`super::remote::Mounter`].
     Remote,
+    /// Written before a lazy mount is attempted and replaced at commit: a crash in between
+    /// leaves this mark, so the restart knows a mount there belongs to no snapshot.
+    Mounting,
 }
 
 impl Record {

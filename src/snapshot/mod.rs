@@ -1,11 +1,13 @@
 //! containerd snapshot semantics: the domain types and the error enum of the snapshot
-//! store. The store itself lives in [`store`], its persistence in [`db`], the overlay
-//! mount shapes in [`mounts`], List filters in [`filter`], disk usage in [`usage`], and
-//! the dead FUSE mounts a killed daemon left in [`stale`].
+//! store. The store itself lives in `store`, its persistence in `db`, the overlay
+//! mount shapes in `mounts`, List filters in [`filter`], disk usage in `usage`, the dead
+//! FUSE mounts a killed daemon left in `stale`, and what no snapshot owns (crash
+//! leftovers) in `orphans`.
 
 mod db;
 pub mod filter;
 mod mounts;
+mod orphans;
 pub mod remote;
 mod stale;
 mod store;
@@ -17,6 +19,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use orphans::CleanupReport;
 pub use remote::{MountError, Mounter};
 pub use store::Store;
 
@@ -99,6 +102,8 @@ pub enum Error {
     EmptyKey,
     #[error("parent {0:?} is not a committed snapshot")]
     ParentNotCommitted(String),
+    #[error("snapshot {key:?} was prepared on {parent:?}: its parent cannot change on commit")]
+    ParentChanged { key: String, parent: String },
     #[error("snapshot {key:?} is {kind}, not active")]
     NotActive { key: String, kind: Kind },
     #[error("snapshot {0:?} is committed; only active and view snapshots have mounts")]
@@ -123,6 +128,8 @@ pub enum Error {
     },
     #[error("snapshot id counter overflowed")]
     IdOverflow,
+    #[error("cleanup removed every other orphan but not this one: {0}")]
+    CleanupIncomplete(Box<Error>),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

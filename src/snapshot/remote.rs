@@ -39,6 +39,10 @@ pub trait Mounter: Send + Sync {
     fn unmount(&self, mountpoint: &Path) -> Result<(), MountError>;
     /// The mountpoints currently served (to find remote snapshots whose mount was lost).
     fn mounted(&self) -> Vec<PathBuf>;
+    /// Unmounts `mountpoint`, which no snapshot owns (a crash left it).
+    fn drop_orphan(&self, mountpoint: &Path) -> Result<(), MountError> {
+        self.unmount(mountpoint)
+    }
 }
 
 impl Store {
@@ -65,8 +69,10 @@ impl Store {
         }
         let id = self.stat_id(ns, key)?;
         let fs = self.fs_dir(id);
+        let _intent = self.intend_lazy_mount(ns, key, id)?;
         if let Err(reason) = mounter.mount(&fs, &labels) {
             tracing::info!(key, layer = target, %reason, "no lazy pull; containerd pulls the layer");
+            self.lazy_mount_failed(ns, key);
             return Ok(mounts);
         }
         let mut labels = labels;
@@ -82,6 +88,7 @@ impl Store {
             Err(e) => {
                 tracing::warn!(key, layer = target, error = %e, "commit lazily mounted layer; containerd pulls it");
                 self.unmount_remote(&fs);
+                self.lazy_mount_failed(ns, key);
                 Ok(mounts)
             }
         }

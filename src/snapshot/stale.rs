@@ -51,15 +51,46 @@ fn is_dead(point: &Path) -> bool {
 
 /// Mount points of `fuse*` filesystems at or under `dir`, in mountinfo order.
 fn fuse_mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    mounts_in(mountinfo, dir, true)
+}
+
+/// Mount points at or under `dir` (only `fuse*` ones with `fuse_only`), in mountinfo
+/// order.
+fn mounts_in(mountinfo: &str, dir: &Path, fuse_only: bool) -> Vec<PathBuf> {
     mountinfo
         .lines()
         .filter_map(|line| {
             let (fields, rest) = line.split_once(" - ")?;
             let point = PathBuf::from(unescape(fields.split(' ').nth(4)?));
             let fstype = rest.split(' ').next()?;
-            (fstype.starts_with("fuse") && point.starts_with(dir)).then_some(point)
+            let kept = !fuse_only || fstype.starts_with("fuse");
+            (kept && point.starts_with(dir)).then_some(point)
         })
         .collect()
+}
+
+/// The current mount points at or under `dir` (only FUSE ones with `fuse_only`), in
+/// mountinfo order; empty (logged) when the mount table cannot be read.
+pub(super) fn mounts_under(dir: &Path, fuse_only: bool) -> Vec<PathBuf> {
+    match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(table) => mounts_in(&table, dir, fuse_only),
+        Err(error) => {
+            tracing::warn!(%error, "read the mount table");
+            Vec::new()
+        }
+    }
+}
+
+/// Detaches every mount at or under `dir`, innermost first.
+pub(super) fn detach_all_under(dir: &Path) -> Result<(), (PathBuf, Errno)> {
+    for point in mounts_under(dir, false).into_iter().rev() {
+        match umount2(&point, MntFlags::MNT_DETACH) {
+            // Gone meanwhile (its server unmounted it): what we wanted.
+            Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+            Err(errno) => return Err((point, errno)),
+        }
+    }
+    Ok(())
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo`.

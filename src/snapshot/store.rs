@@ -3,11 +3,10 @@
 //! (`fs` for its contents, `work` for overlay's scratch space when active).
 //!
 //! Every write runs in one database transaction. Directories are created before the
-//! transaction commits and removed after it, so a crash leaves only orphan directories,
-//! which [`Store::cleanup`] removes. Lazy mounts a killed daemon left dead on those
-//! directories are detached when the store opens.
+//! transaction commits and removed after it, so a crash leaves only orphan directories
+//! and mounts, which [`Store::cleanup`] (in `orphans`) removes. Lazy mounts a killed
+//! daemon left dead on those directories are detached when the store opens.
 
-use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use redb::ReadableTable;
 use super::db::{self, Backing, Record, CHILDREN, SNAPSHOTS};
 use super::filter::Filter;
 use super::mounts::mounts;
+use super::orphans::InFlight;
 use super::remote::{Mounter, SNAPSHOT_REF_LABEL};
 use super::stale;
 use super::usage::disk_usage;
@@ -25,13 +25,18 @@ use super::{Error, Info, Kind, Labels, Mount, Usage};
 
 /// Persistent snapshot metadata plus the snapshot directories.
 pub struct Store {
-    root: PathBuf,
-    db: redb::Database,
+    pub(super) root: PathBuf,
+    pub(super) db: redb::Database,
     /// Mounts layers lazily; without one every snapshot is an ordinary directory.
     pub(super) mounter: Option<Arc<dyn Mounter>>,
+    /// Lazy mounts this process has started and not yet committed or given up.
+    pub(super) in_flight: InFlight,
 }
 
 impl Store {
+    /// The metadata database in the root (mode 0600).
+    pub const DB_FILE: &'static str = "metadata.redb";
+
     /// Opens (creating if needed) the store under `root`.
     pub fn open(root: &Path) -> Result<Store, Error> {
         Store::open_with(root, None)
@@ -40,15 +45,24 @@ impl Store {
     /// Opens the store with a [`Mounter`] that may serve layers lazily.
     pub fn open_with(root: &Path, mounter: Option<Arc<dyn Mounter>>) -> Result<Store, Error> {
         let snapshots = root.join("snapshots");
-        std::fs::create_dir_all(&snapshots).map_err(Error::io("create", &snapshots))?;
+        crate::private_fs::create_dir_all(&snapshots).map_err(Error::io("create", &snapshots))?;
         // Before anything mounts again on, or removes, those directories.
         stale::detach_dead_mounts(&snapshots);
-        let db = redb::Database::create(root.join("metadata.redb"))?;
+        let path = root.join(Store::DB_FILE);
+        let file = crate::private_fs::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io("open", &path))?;
+        let db = redb::Builder::new().create_file(file)?;
         db::init(&db)?;
         Ok(Store {
             root: root.to_path_buf(),
             db,
             mounter,
+            in_flight: InFlight::default(),
         })
     }
 
@@ -101,12 +115,39 @@ impl Store {
         self.commit_as(ns, name, key, labels, Backing::Local)
     }
 
+    /// Commits like [`Store::commit`], on `parent` when not empty (containerd 2.2's
+    /// `CommitSnapshotRequest.parent`, used by parallel unpack): an active snapshot
+    /// prepared without a parent is rebased onto it; one prepared on another parent is
+    /// refused.
+    pub fn commit_onto(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<(), Error> {
+        self.commit_record(ns, name, key, parent, labels, Backing::Local)
+    }
+
     /// Commits like [`Store::commit`]; a remote snapshot's usage is 0, not measured.
     pub(super) fn commit_as(
         &self,
         ns: &str,
         name: &str,
         key: &str,
+        labels: Labels,
+        backing: Backing,
+    ) -> Result<(), Error> {
+        self.commit_record(ns, name, key, "", labels, backing)
+    }
+
+    fn commit_record(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        parent: &str,
         labels: Labels,
         backing: Backing,
     ) -> Result<(), Error> {
@@ -123,9 +164,21 @@ impl Store {
                     kind: record.kind,
                 });
             }
+            if !parent.is_empty() && record.parent != parent {
+                if !record.parent.is_empty() {
+                    return Err(Error::ParentChanged {
+                        key: key.to_owned(),
+                        parent: record.parent,
+                    });
+                }
+                if db::get_existing(&table, ns, parent)?.kind != Kind::Committed {
+                    return Err(Error::ParentNotCommitted(parent.to_owned()));
+                }
+                record.parent = parent.to_owned();
+            }
             record.usage = match backing {
                 Backing::Local => disk_usage(&self.fs_dir(record.id))?,
-                Backing::Remote => Usage::default(),
+                Backing::Remote | Backing::Mounting => Usage::default(),
             };
             record.backing = backing;
             record.kind = Kind::Committed;
@@ -161,9 +214,7 @@ impl Store {
             record
         };
         txn.commit()?;
-        if record.backing == Backing::Remote {
-            self.unmount_remote(&self.fs_dir(record.id));
-        }
+        self.release_for_remove(record.id, record.backing);
         let dir = self.snapshot_dir(record.id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             // The metadata is gone; Cleanup retries the directory later.
@@ -244,32 +295,6 @@ impl Store {
             .filter(|record| record.backing == Backing::Remote)
             .map(|record| (self.fs_dir(record.id), record.labels))
             .collect())
-    }
-
-    /// Removes directories under `snapshots/` that belong to no snapshot.
-    pub fn cleanup(&self) -> Result<Vec<PathBuf>, Error> {
-        // Holding the write transaction keeps creations out while we scan and delete.
-        let txn = self.db.begin_write()?;
-        let ids: HashSet<String> = {
-            let table = txn.open_table(SNAPSHOTS)?;
-            db::all_records(&table)?
-                .into_iter()
-                .map(|record| record.id.to_string())
-                .collect()
-        };
-        let dir = self.root.join("snapshots");
-        let mut removed = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(Error::io("read dir", &dir))? {
-            let entry = entry.map_err(Error::io("read dir", &dir))?;
-            if ids.contains(entry.file_name().to_string_lossy().as_ref()) {
-                continue;
-            }
-            let path = entry.path();
-            std::fs::remove_dir_all(&path).map_err(Error::io("remove", &path))?;
-            removed.push(path);
-        }
-        txn.abort()?;
-        Ok(removed)
     }
 
     fn create(
@@ -372,7 +397,8 @@ impl Store {
 
     fn fill_staging(&self, staging: &Path, kind: Kind, owner: Option<&Path>) -> Result<(), Error> {
         let fs = staging.join("fs");
-        std::fs::create_dir_all(&fs).map_err(Error::io("create", &fs))?;
+        // The snapshot's own directory 0700 like its parent; `fs` gets its mode below.
+        crate::private_fs::create_dir_all(&fs).map_err(Error::io("create", &fs))?;
         set_mode(&fs, 0o755)?;
         if let Some(owner) = owner {
             let meta = std::fs::metadata(owner).map_err(Error::io("stat parent", owner))?;

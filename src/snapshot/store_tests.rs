@@ -201,7 +201,7 @@ fn snapshots_persist_across_reopen() {
     assert_eq!(store.list::<&str>(NS, &[]).unwrap(), before);
     // New ids do not collide with the old ones.
     store.prepare(NS, "after", "base", Labels::new()).unwrap();
-    assert_eq!(store.cleanup().unwrap(), Vec::<PathBuf>::new());
+    assert_eq!(store.cleanup().unwrap().directories, Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn cleanup_removes_only_orphans() {
     for orphan in &orphans {
         std::fs::create_dir_all(orphan.join("fs")).unwrap();
     }
-    let mut removed = store.cleanup().unwrap();
+    let mut removed = store.cleanup().unwrap().directories;
     removed.sort();
     assert_eq!(removed, orphans.to_vec());
     for key in ["active", "view"] {
@@ -294,4 +294,62 @@ fn list_filters_by_label_and_parent() {
         store.list::<&str>("other", &[]).unwrap().is_empty(),
         "namespaces are separate"
     );
+}
+
+#[test]
+fn commit_onto_a_parent_rebases_a_parentless_snapshot() {
+    let (_dir, store) = fixture();
+    // containerd 2.2's parallel unpack: prepared without a parent, committed onto one.
+    store.prepare(NS, "loose", "", Labels::new()).unwrap();
+    store
+        .commit_onto(NS, "rebased", "loose", "base", Labels::new())
+        .unwrap();
+    assert_eq!(store.stat(NS, "rebased").unwrap().parent, "base");
+    let view = store.view(NS, "v2", "rebased", Labels::new()).unwrap();
+    let lower = view[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("lowerdir="))
+        .unwrap();
+    assert_eq!(lower.split(':').count(), 2, "both layers stacked: {view:?}");
+    assert!(
+        store.remove(NS, "base").is_err(),
+        "base now has the rebased child"
+    );
+
+    let cases: Vec<(&str, Op, Code)> = vec![
+        (
+            "another parent than prepared",
+            Box::new(|s| {
+                s.prepare(NS, "on-base", "base", Labels::new())?;
+                s.commit_onto(NS, "x", "on-base", "rebased", Labels::new())
+            }),
+            Code::InvalidArgument,
+        ),
+        (
+            "parent not committed",
+            Box::new(|s| {
+                s.prepare(NS, "loose2", "", Labels::new())?;
+                s.commit_onto(NS, "y", "loose2", "active", Labels::new())
+            }),
+            Code::InvalidArgument,
+        ),
+        (
+            "parent missing",
+            Box::new(|s| {
+                s.prepare(NS, "loose3", "", Labels::new())?;
+                s.commit_onto(NS, "z", "loose3", "nope", Labels::new())
+            }),
+            Code::NotFound,
+        ),
+    ];
+    for (name, op, code) in cases {
+        let error = op(&store).unwrap_err();
+        assert_eq!(snapshot_code(&error), code, "{name}: {error}");
+    }
+    // The same parent as prepared is no change.
+    store
+        .commit_onto(NS, "same", "on-base", "base", Labels::new())
+        .unwrap();
+    assert_eq!(store.stat(NS, "same").unwrap().parent, "base");
 }

@@ -22,6 +22,7 @@ pub mod pagecache;
 pub mod prereq;
 pub mod process;
 pub mod registry;
+pub mod tls;
 pub mod tools;
 
 pub use containerd::{unique_id, Containerd, ContainerdError, ContainerdOptions};

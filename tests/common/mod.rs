@@ -52,6 +52,23 @@ impl Daemon {
         daemon
     }
 
+    /// Starts the daemon binary with exactly `args` (no config file written), logging to
+    /// `dir/daemon.log`, and waits until `socket` exists.
+    #[allow(dead_code)] // not every test binary calls it
+    pub fn start_with_args(dir: &Path, args: &[std::ffi::OsString], socket: PathBuf) -> Daemon {
+        let log = dir.join("daemon.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_estargz-snapshotter"))
+            .args(args)
+            .stderr(out.try_clone().unwrap())
+            .stdout(out)
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon { child, socket, log };
+        daemon.wait_for_socket();
+        daemon
+    }
+
     fn wait_for_socket(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.socket.exists() {

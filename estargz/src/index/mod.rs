@@ -781,8 +781,10 @@ mod tests {
         }
     }
 
+    /// Scale, not speed: a 100k-entry TOC gives a complete index (its build time is
+    /// measured by `cargo bench --bench mount_index` in the daemon crate).
     #[test]
-    fn builds_100k_entries_quickly() {
+    fn builds_100k_entries() {
         let mut entries = Vec::with_capacity(100_001);
         for d in 0..100 {
             entries.push(entry(&format!("dir{d}"), EntryType::Dir));
@@ -798,13 +800,15 @@ mod tests {
             version: 1,
             entries,
         };
-        let started = std::time::Instant::now();
         let index = Index::build(&toc, 10_000_000).expect("index");
-        let elapsed = started.elapsed();
         assert_eq!(index.len(), 100_101);
-        assert!(
-            elapsed < std::time::Duration::from_secs(3),
-            "took {elapsed:?}"
-        );
+        assert_eq!(index.children(index.root()).len(), 100);
+        for d in [0, 42, 99] {
+            let dir = index.lookup(&format!("dir{d}")).expect("dir");
+            assert_eq!(index.children(dir).len(), 1000, "dir{d}");
+            let last = index.lookup(&format!("dir{d}/file999")).expect("file");
+            let want = (d * 1000 + 999) as u64 * 10;
+            assert_eq!(index.chunks(last)[0].compressed.start, want, "dir{d}");
+        }
     }
 }

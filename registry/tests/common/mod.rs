@@ -217,10 +217,12 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
         .expect("valid fake response")
 }
 
-/// A client config for fake servers: plain HTTP, fast retries, no docker config.
+/// A client config for fake servers: plain HTTP, fast retries, no docker config, no hosts
+/// directories.
 pub fn plain_config() -> ClientConfig {
     ClientConfig {
         plain_http: vec!["*".to_owned()],
+        hosts_dirs: Some(Vec::new()),
         retries: 3,
         timeout: std::time::Duration::from_secs(10),
         ..ClientConfig::default()

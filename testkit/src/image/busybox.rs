@@ -75,7 +75,7 @@ fn read_static_busybox() -> Result<Vec<u8>, BusyboxError> {
     Ok(bytes)
 }
 
-/// A base layer: /bin/busybox, /bin/<applet> symlinks, /etc/passwd and /etc/group, and the
+/// A base layer: /bin/busybox, `/bin/<applet>` symlinks, /etc/passwd and /etc/group, and the
 /// usual empty directories.
 pub fn busybox_layer() -> Result<Vec<u8>, BusyboxError> {
     let busybox = read_static_busybox()?;

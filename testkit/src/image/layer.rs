@@ -56,6 +56,23 @@ impl LayerBuilder {
         self.append(&mut header, path, bytes)
     }
 
+    /// A regular file owned by the numeric `uid` and `gid` (no user or group names).
+    pub fn file_owned(
+        &mut self,
+        path: &str,
+        bytes: &[u8],
+        mode: u32,
+        (uid, gid): (u32, u32),
+    ) -> Result<&mut Self, LayerError> {
+        let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        let mut header = header(EntryType::Regular, mode, size);
+        header.set_uid(uid.into());
+        header.set_gid(gid.into());
+        let _ = header.set_username("");
+        let _ = header.set_groupname("");
+        self.append(&mut header, path, bytes)
+    }
+
     /// A symbolic link at `path` pointing to `target`.
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<&mut Self, LayerError> {
         self.link(EntryType::Symlink, path, target, 0o777)

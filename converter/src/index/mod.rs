@@ -1,0 +1,404 @@
+//! `estargz-convert index`: make an unconverted image lazily pullable without changing
+//! it. Every gzip (or uncompressed) layer gets a zTOC built in one pass over its blob;
+//! per image manifest a SOCI index manifest v1 lists them and names the manifest as its
+//! `subject`, published through the referrers API or the referrers tag schema.
+//!
+//! - [`soci`]: the SOCI index manifest and referrers index JSON.
+//! - [`publish`]: storing and linking it (registry or OCI layout).
+
+pub mod publish;
+pub mod soci;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use estargz::soci::{build_ztoc, BuildError, BuildOptions, Compression};
+use estargz::{Digest, Hasher};
+use futures_util::future::try_join_all;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::oci::{kind_of, Descriptor, Document, Kind, LayerCompression, OciError};
+use crate::platform::PlatformFilter;
+use crate::progress::Progress;
+use crate::store::{BlobFile, Store, StoreError};
+
+use publish::{publish_index, PublishError, Via};
+use soci::{ZtocEntry, EMPTY_CONFIG};
+
+/// Layers smaller than this are left to a normal pull by default (soci's default).
+pub const DEFAULT_MIN_LAYER_SIZE: u64 = 10 << 20;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    pub build: BuildOptions,
+    /// Layers below this many (compressed) bytes are not indexed.
+    pub min_layer_size: u64,
+    pub platforms: PlatformFilter,
+    /// Layers indexed at the same time.
+    pub layer_jobs: usize,
+}
+
+/// Errors from indexing an image.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("read {what}: {source}")]
+    Source {
+        what: String,
+        source: Box<StoreError>,
+    },
+    #[error(transparent)]
+    Document(#[from] OciError),
+    #[error("layer {digest}: {source}")]
+    Build { digest: Digest, source: BuildError },
+    #[error("layer {digest}: blob has digest {actual}")]
+    LayerDigest { digest: Digest, actual: Digest },
+    #[error("layer {digest}: indexing thread failed: {source}")]
+    Join {
+        digest: Digest,
+        source: tokio::task::JoinError,
+    },
+    #[error("layer {digest}: cancelled")]
+    Cancelled { digest: Digest },
+    #[error("publish index of {manifest}: {source}")]
+    Publish {
+        manifest: Digest,
+        source: PublishError,
+    },
+    #[error("no manifest of {0} matches the requested platforms")]
+    NoPlatformMatched(Digest),
+}
+
+/// The result, as printed by `--json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexReport {
+    pub image: String,
+    /// The image's digest: unchanged by indexing.
+    pub digest: Digest,
+    pub manifests: Vec<ManifestIndexReport>,
+    /// Layers with a zTOC.
+    pub indexed: usize,
+    /// Layers left to a normal pull (small, zstd, already eStargz).
+    pub skipped: usize,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestIndexReport {
+    pub platform: Option<String>,
+    pub manifest_digest: Digest,
+    /// The SOCI index manifest; `None` when no layer was indexed.
+    pub soci_index_digest: Option<Digest>,
+    pub referrers: Option<Via>,
+    pub layers: Vec<LayerIndexReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerIndexReport {
+    pub digest: Digest,
+    pub size: u64,
+    /// `indexed`, `small` (under the size threshold), `estargz` (lazily pullable
+    /// already) or `unsupported` (zstd or not a layer).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ztoc_digest: Option<Digest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ztoc_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spans: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<usize>,
+}
+
+struct Built {
+    ztoc: Vec<u8>,
+    digest: Digest,
+    spans: u32,
+    files: usize,
+}
+
+/// Indexes the image `store` names and publishes the indexes beside it.
+pub async fn index_image(
+    store: &Store,
+    image_name: String,
+    opts: &IndexOptions,
+    progress: &Progress,
+    work_dir: &Path,
+    cancel: Arc<AtomicBool>,
+) -> Result<IndexReport, IndexError> {
+    let root = store.root().await.map_err(source_error("image"))?;
+    let root_desc = Descriptor::new(&root.media_type, root.digest, root.bytes.len() as u64);
+    let manifests = match Document::parse(&root.bytes, &root.media_type, root.digest)? {
+        Document::Manifest(m) => vec![(root_desc, *m)],
+        Document::Index(index) => {
+            let mut out = Vec::new();
+            for entry in &index.manifests {
+                if !opts.platforms.keeps(entry.platform.as_ref()) {
+                    continue;
+                }
+                let bytes = store
+                    .read_manifest(entry)
+                    .await
+                    .map_err(source_error(format!("manifest {}", entry.digest)))?;
+                if let Document::Manifest(m) =
+                    Document::parse(&bytes, &entry.media_type, entry.digest)?
+                {
+                    // Attestations and other artifacts have no image config: nothing to index.
+                    if kind_of(&m.config.media_type) == Kind::Config {
+                        let mut desc = entry.clone();
+                        desc.size = bytes.len() as u64;
+                        out.push((desc, *m));
+                    }
+                }
+            }
+            if out.is_empty() {
+                return Err(IndexError::NoPlatformMatched(root.digest));
+            }
+            out
+        }
+    };
+    let plans: Vec<Vec<(Descriptor, &'static str)>> = manifests
+        .iter()
+        .map(|(_, m)| {
+            m.layers
+                .iter()
+                .map(|l| (l.clone(), decide(l, opts)))
+                .collect()
+        })
+        .collect();
+    // Each distinct layer is indexed once, however many manifests share it.
+    let mut jobs: Vec<Descriptor> = Vec::new();
+    let mut seen = HashMap::new();
+    for (layer, status) in plans.iter().flatten() {
+        if *status == "indexed" && seen.insert(layer.digest, jobs.len()).is_none() {
+            jobs.push(layer.clone());
+        }
+    }
+    let permits = Semaphore::new(opts.layer_jobs.max(1));
+    let runs = jobs.iter().enumerate().map(|(i, layer)| {
+        let (permits, cancel) = (&permits, cancel.clone());
+        let label = format!("layer {}/{} {}", i + 1, jobs.len(), short(&layer.digest));
+        async move {
+            let _permit = permits.acquire().await;
+            if cancel.load(Ordering::Relaxed) {
+                return Err(IndexError::Cancelled {
+                    digest: layer.digest,
+                });
+            }
+            let built = index_layer(store, layer, opts, progress, label, work_dir).await;
+            if built.is_err() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            built
+        }
+    });
+    let built = try_join_all(runs).await?;
+    let by_digest: HashMap<Digest, &Built> =
+        jobs.iter().map(|l| l.digest).zip(built.iter()).collect();
+    for b in &built {
+        store
+            .put_blob_bytes(&b.digest, b.ztoc.clone())
+            .await
+            .map_err(source_error(format!("push ztoc {}", b.digest)))?;
+    }
+    let mut reports = Vec::new();
+    for ((desc, _), plan) in manifests.iter().zip(&plans) {
+        reports.push(publish_manifest(store, desc, plan, &by_digest, opts).await?);
+    }
+    let count = |indexed: bool| {
+        reports
+            .iter()
+            .flat_map(|m| &m.layers)
+            .filter(|l| (l.status == "indexed") == indexed)
+            .count()
+    };
+    Ok(IndexReport {
+        image: image_name,
+        digest: root.digest,
+        indexed: count(true),
+        skipped: count(false),
+        manifests: reports,
+    })
+}
+
+/// What happens to one layer.
+fn decide(layer: &Descriptor, opts: &IndexOptions) -> &'static str {
+    match kind_of(&layer.media_type) {
+        Kind::Layer(LayerCompression::Gzip | LayerCompression::None) => {
+            if layer.annotation(estargz::TOC_DIGEST_ANNOTATION).is_some() {
+                "estargz"
+            } else if layer.size < opts.min_layer_size {
+                "small"
+            } else {
+                "indexed"
+            }
+        }
+        _ => "unsupported",
+    }
+}
+
+async fn index_layer(
+    store: &Store,
+    layer: &Descriptor,
+    opts: &IndexOptions,
+    progress: &Progress,
+    label: String,
+    work_dir: &Path,
+) -> Result<Built, IndexError> {
+    let p = progress.layer(label);
+    p.phase("download", layer.size);
+    let blob = store
+        .fetch_blob(layer, work_dir, |n| p.advance(n))
+        .await
+        .map_err(source_error(format!("layer {}", layer.digest)))?;
+    p.phase("index", layer.size);
+    let compression = match kind_of(&layer.media_type) {
+        Kind::Layer(LayerCompression::None) => Compression::Uncompressed,
+        _ => Compression::Gzip,
+    };
+    // A registry download was digest-checked on arrival; a layout blob is checked here.
+    let verify = matches!(store, Store::Layout { .. });
+    let (build, digest) = (opts.build.clone(), layer.digest);
+    let ztoc = tokio::task::spawn_blocking(move || {
+        build_from_file(blob, compression, &build, verify, digest)
+    })
+    .await
+    .map_err(|source| IndexError::Join { digest, source })??;
+    let bytes = ztoc.to_bytes();
+    let built = Built {
+        digest: Digest::sha256(&bytes),
+        spans: ztoc.max_span_id + 1,
+        files: ztoc.files.len(),
+        ztoc: bytes,
+    };
+    p.indexed(layer.size, built.ztoc.len() as u64, built.spans);
+    Ok(built)
+}
+
+fn build_from_file(
+    blob: BlobFile,
+    compression: Compression,
+    build: &BuildOptions,
+    verify: bool,
+    digest: Digest,
+) -> Result<estargz::soci::Ztoc, IndexError> {
+    let path: PathBuf = blob.path().to_owned();
+    let file = std::fs::File::open(&path).map_err(|e| IndexError::Build {
+        digest,
+        source: BuildError::Read(e),
+    })?;
+    let mut reader = HashingReader {
+        inner: file,
+        hasher: verify.then(Hasher::new),
+    };
+    let ztoc = build_ztoc(&mut reader, compression, build)
+        .map_err(|source| IndexError::Build { digest, source })?;
+    if let Some(hasher) = reader.hasher {
+        let actual = hasher.finish();
+        if actual != digest {
+            return Err(IndexError::LayerDigest { digest, actual });
+        }
+    }
+    Ok(ztoc)
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Option<Hasher>,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+async fn publish_manifest(
+    store: &Store,
+    desc: &Descriptor,
+    plan: &[(Descriptor, &'static str)],
+    built: &HashMap<Digest, &Built>,
+    opts: &IndexOptions,
+) -> Result<ManifestIndexReport, IndexError> {
+    let mut ztocs = Vec::new();
+    let mut layers = Vec::new();
+    for (layer, status) in plan {
+        let b = built.get(&layer.digest).filter(|_| *status == "indexed");
+        if let Some(b) = b {
+            ztocs.push(ZtocEntry {
+                ztoc_digest: b.digest,
+                ztoc_size: b.ztoc.len() as u64,
+                layer_digest: layer.digest,
+                layer_media_type: layer.media_type.clone(),
+                span_size: opts.build.span_size,
+            });
+        }
+        layers.push(LayerIndexReport {
+            digest: layer.digest,
+            size: layer.size,
+            status,
+            ztoc_digest: b.map(|b| b.digest),
+            ztoc_size: b.map(|b| b.ztoc.len() as u64),
+            spans: b.map(|b| b.spans),
+            files: b.map(|b| b.files),
+        });
+    }
+    let mut report = ManifestIndexReport {
+        platform: desc.platform.as_ref().map(ToString::to_string),
+        manifest_digest: desc.digest,
+        soci_index_digest: None,
+        referrers: None,
+        layers,
+    };
+    if ztocs.is_empty() {
+        tracing::info!(
+            "manifest {}: no layer to index, no SOCI index pushed",
+            desc.digest
+        );
+        return Ok(report);
+    }
+    let publish_error = |source| IndexError::Publish {
+        manifest: desc.digest,
+        source,
+    };
+    let config = soci::config_descriptor();
+    store
+        .put_blob_bytes(&config.digest, EMPTY_CONFIG.to_vec())
+        .await
+        .map_err(source_error("push soci config"))?;
+    let subject = soci::subject_of(desc);
+    let bytes = soci::index_manifest(&subject, &ztocs, &opts.build.build_tool_identifier)?;
+    let via = publish_index(store, &subject, &bytes, &opts.build.build_tool_identifier)
+        .await
+        .map_err(publish_error)?;
+    let digest = Digest::sha256(&bytes);
+    tracing::info!(
+        "manifest {}: SOCI index {digest} ({} zTOCs) linked via {via:?}",
+        desc.digest,
+        ztocs.len()
+    );
+    report.soci_index_digest = Some(digest);
+    report.referrers = Some(via);
+    Ok(report)
+}
+
+fn source_error(what: impl Into<String>) -> impl FnOnce(StoreError) -> IndexError {
+    let what = what.into();
+    move |source| IndexError::Source {
+        what,
+        source: Box::new(source),
+    }
+}
+
+fn short(digest: &Digest) -> String {
+    digest.to_string().chars().take(19).collect()
+}

@@ -1,0 +1,131 @@
+//! The SOCI index manifest (v1) and the referrers index entry that points at it: media
+//! types, annotations and JSON shape as soci-snapshotter writes and reads them.
+
+use std::collections::BTreeMap;
+
+use estargz::Digest;
+use serde::Serialize;
+
+use crate::oci::{self, Descriptor, Index, OciError, OCI_MANIFEST};
+
+pub use estargz::soci::media::*;
+
+/// The config blob of every SOCI index: `{}`.
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+
+/// One indexed layer: its zTOC blob and the layer it describes.
+#[derive(Debug, Clone)]
+pub struct ZtocEntry {
+    pub ztoc_digest: Digest,
+    pub ztoc_size: u64,
+    pub layer_digest: Digest,
+    pub layer_media_type: String,
+    pub span_size: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SociIndexManifest<'a> {
+    schema_version: u32,
+    media_type: &'static str,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+    subject: &'a Descriptor,
+    annotations: BTreeMap<String, String>,
+}
+
+/// The config descriptor shared by all v1 indexes.
+pub fn config_descriptor() -> Descriptor {
+    Descriptor::new(SOCI_INDEX_V1, Digest::sha256(EMPTY_CONFIG), 2)
+}
+
+/// The SOCI index manifest v1 for `subject` (the image manifest, unchanged).
+pub fn index_manifest(
+    subject: &Descriptor,
+    ztocs: &[ZtocEntry],
+    build_tool: &str,
+) -> Result<Vec<u8>, OciError> {
+    let layers = ztocs
+        .iter()
+        .map(|z| {
+            let mut d = Descriptor::new(ZTOC_MEDIA_TYPE, z.ztoc_digest, z.ztoc_size);
+            d.set_annotation(LAYER_DIGEST, z.layer_digest.to_string());
+            d.set_annotation(LAYER_MEDIA_TYPE, z.layer_media_type.clone());
+            d.set_annotation(SPAN_SIZE, z.span_size.to_string());
+            d
+        })
+        .collect();
+    let manifest = SociIndexManifest {
+        schema_version: 2,
+        media_type: OCI_MANIFEST,
+        config: config_descriptor(),
+        layers,
+        subject,
+        annotations: BTreeMap::from([(BUILD_TOOL.to_owned(), build_tool.to_owned())]),
+    };
+    oci::to_json_bytes(&manifest, "soci index")
+}
+
+/// The subject descriptor: media type, digest and size only (what referrers compare).
+pub fn subject_of(image: &Descriptor) -> Descriptor {
+    Descriptor::new(image.media_type.clone(), image.digest, image.size)
+}
+
+/// Adds (or refreshes) the entry for a SOCI index in a referrers index, as the
+/// referrers tag schema asks: `artifactType` and the manifest's annotations copied.
+pub fn add_referrer(
+    index: Option<Index>,
+    soci_digest: Digest,
+    soci_size: u64,
+    build_tool: &str,
+) -> Index {
+    let mut index = index.unwrap_or_else(Index::empty);
+    index.manifests.retain(|d| d.digest != soci_digest);
+    let mut entry = Descriptor::new(OCI_MANIFEST, soci_digest, soci_size);
+    entry
+        .extra
+        .insert("artifactType".into(), SOCI_INDEX_V1.into());
+    entry.set_annotation(BUILD_TOOL, build_tool);
+    index.manifests.push(entry);
+    index
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_manifest_has_soci_shape() {
+        let subject = Descriptor::new(OCI_MANIFEST, Digest::sha256(b"image"), 123);
+        let z = ZtocEntry {
+            ztoc_digest: Digest::sha256(b"ztoc"),
+            ztoc_size: 77,
+            layer_digest: Digest::sha256(b"layer"),
+            layer_media_type: oci::OCI_LAYER_GZIP.into(),
+            span_size: 4 << 20,
+        };
+        let bytes = index_manifest(&subject, &[z], "tool").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["config"]["mediaType"], SOCI_INDEX_V1);
+        assert_eq!(
+            v["config"]["digest"],
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        assert_eq!(v["subject"]["digest"], Digest::sha256(b"image").to_string());
+        assert_eq!(v["layers"][0]["annotations"][SPAN_SIZE], "4194304");
+        assert_eq!(
+            v["layers"][0]["annotations"][LAYER_DIGEST],
+            Digest::sha256(b"layer").to_string()
+        );
+        assert_eq!(v["annotations"][BUILD_TOOL], "tool");
+    }
+
+    #[test]
+    fn referrers_index_entry_is_replaced_not_duplicated() {
+        let d = Digest::sha256(b"soci");
+        let once = add_referrer(None, d, 10, "t");
+        let twice = add_referrer(Some(once), d, 10, "t");
+        assert_eq!(twice.manifests.len(), 1);
+        assert_eq!(twice.manifests[0].extra["artifactType"], SOCI_INDEX_V1);
+    }
+}

@@ -1,0 +1,362 @@
+//! Building a zTOC in one streaming pass over a layer blob: inflate (gzip) or pass through
+//! (tar), parse the tar headers from the output, take a checkpoint at a deflate block end
+//! whenever a span's worth of output has passed, and hash each span's compressed bytes.
+//!
+//! Spacing adapts: a span normally ends after `span_size` uncompressed bytes, but where
+//! many small files were seen it ends early, once at least `min_span_size` bytes passed,
+//! so a read of one small file fetches less. An early cut also needs enough compressed
+//! bytes behind it (1.5 MiB) that its 32 KiB window stays ~2 % of them: the index stays small.
+
+use std::io::Read;
+
+use miniz_oxide::inflate::TINFLStatus;
+
+use crate::digest::{Digest, Hasher};
+
+use super::gzip::{self, GzipError, TRAILER_LEN};
+use super::inflate::{Inflater, WINDOW};
+use super::tarscan::{TarScanError, TarScanner};
+use super::zinfo::{tar_zinfo_bytes, CheckpointWriter};
+use super::ztoc::{Compression, Ztoc, MAX_SPANS, ZTOC_VERSION};
+
+/// Default span size: 4 MiB of uncompressed data (soci's default).
+pub const DEFAULT_SPAN_SIZE: u64 = 4 << 20;
+/// Default lower bound of an adaptive span: 1 MiB.
+pub const DEFAULT_MIN_SPAN_SIZE: u64 = 1 << 20;
+/// Files started in a span that make it end early.
+const SMALL_FILES_PER_SPAN: usize = 64;
+/// Compressed bytes a span needs before an early cut: its 32 KiB window stays about 2 %
+/// of them, so with the file table the index stays near 3 % of the layer.
+const EARLY_CUT_COMPRESSED: u64 = WINDOW as u64 * 48;
+const READ_BUF: usize = 256 * 1024;
+/// gzip headers longer than this (names, comments, extra fields) are refused.
+const MAX_GZIP_HEADER: usize = 1 << 20;
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Uncompressed bytes between checkpoints, at most (default 4 MiB).
+    pub span_size: u64,
+    /// Uncompressed bytes between checkpoints, at least, when spans end early because
+    /// of many small files (default 1 MiB; equal to `span_size` disables adapting).
+    pub min_span_size: u64,
+    /// Written into the zTOC's `build_tool_identifier`.
+    pub build_tool_identifier: String,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            span_size: DEFAULT_SPAN_SIZE,
+            min_span_size: DEFAULT_MIN_SPAN_SIZE,
+            build_tool_identifier: concat!("estargz-snapshotter ", env!("CARGO_PKG_VERSION"))
+                .into(),
+        }
+    }
+}
+
+/// Errors from building a zTOC.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("read layer blob: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("gzip framing: {0}")]
+    Gzip(#[from] GzipError),
+    #[error("deflate data at compressed offset {offset} is corrupt ({status:?})")]
+    Inflate { offset: u64, status: TINFLStatus },
+    #[error("layer blob ends early at compressed offset {offset}")]
+    Truncated { offset: u64 },
+    #[error("tar stream: {0}")]
+    Tar(#[from] TarScanError),
+    #[error("span size {span_size} (minimum {min_span_size}) is invalid")]
+    SpanSize { span_size: u64, min_span_size: u64 },
+    #[error("layer needs more than {MAX_SPANS} spans")]
+    TooManySpans,
+}
+
+/// Builds the zTOC of a layer blob read from `reader`.
+pub fn build_ztoc(
+    reader: impl Read,
+    compression: Compression,
+    opts: &BuildOptions,
+) -> Result<Ztoc, BuildError> {
+    if opts.span_size == 0 || opts.min_span_size == 0 || opts.min_span_size > opts.span_size {
+        return Err(BuildError::SpanSize {
+            span_size: opts.span_size,
+            min_span_size: opts.min_span_size,
+        });
+    }
+    let mut input = Input::new(reader);
+    let built = match compression {
+        Compression::Gzip => build_gzip(&mut input, opts)?,
+        Compression::Uncompressed => build_tar(&mut input, opts)?,
+    };
+    Ok(Ztoc {
+        version: ZTOC_VERSION.into(),
+        build_tool_identifier: opts.build_tool_identifier.clone(),
+        compressed_archive_size: input.offset(),
+        uncompressed_archive_size: built.uncompressed_size,
+        files: built.tar.finish()?,
+        compression,
+        max_span_id: u32::try_from(built.digests.len().saturating_sub(1))
+            .map_err(|_| BuildError::TooManySpans)?,
+        span_digests: built.digests,
+        checkpoints: built.checkpoints,
+    })
+}
+
+struct Built {
+    tar: TarScanner,
+    uncompressed_size: u64,
+    digests: Vec<Digest>,
+    checkpoints: Vec<u8>,
+}
+
+/// Buffered input that knows its absolute offset.
+struct Input<R> {
+    reader: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Absolute offset of `buf[start]`.
+    offset: u64,
+    eof: bool,
+}
+
+impl<R: Read> Input<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader,
+            buf: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+            offset: 0,
+            eof: false,
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.offset += n as u64;
+    }
+
+    /// Reads more after what is buffered; false at end of input.
+    fn fill(&mut self) -> std::io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Span bookkeeping shared by both layer kinds.
+struct Spans {
+    hasher: Hasher,
+    digests: Vec<Digest>,
+    last_out: u64,
+    last_in: u64,
+    last_files: usize,
+}
+
+impl Spans {
+    fn new() -> Self {
+        Self {
+            hasher: Hasher::new(),
+            digests: Vec::new(),
+            last_out: 0,
+            last_in: 0,
+            last_files: 0,
+        }
+    }
+
+    /// Whether a span ending here would be due.
+    fn due(&self, opts: &BuildOptions, out: u64, input: u64, files: usize) -> bool {
+        let len = out - self.last_out;
+        len > opts.span_size
+            || (len >= opts.min_span_size
+                && files - self.last_files >= SMALL_FILES_PER_SPAN
+                && input - self.last_in >= EARLY_CUT_COMPRESSED)
+    }
+
+    fn cut(&mut self, out: u64, input: u64, files: usize) -> Result<(), BuildError> {
+        let done = std::mem::take(&mut self.hasher);
+        self.digests.push(done.finish());
+        if self.digests.len() >= MAX_SPANS {
+            return Err(BuildError::TooManySpans);
+        }
+        (self.last_out, self.last_in, self.last_files) = (out, input, files);
+        Ok(())
+    }
+}
+
+fn build_gzip<R: Read>(input: &mut Input<R>, opts: &BuildOptions) -> Result<Built, BuildError> {
+    let mut tar = TarScanner::new();
+    let mut inflater = Inflater::new();
+    let mut spans = Spans::new();
+    let mut points = CheckpointWriter::new(opts.span_size);
+    let mut window = Vec::with_capacity(WINDOW);
+    let mut out_total = 0u64;
+    let mut last_byte = 0u8;
+    let mut first = true;
+    loop {
+        // One gzip member: header, deflate data, trailer.
+        let header = loop {
+            if let Some(n) = gzip::header_len(input.data(), input.offset())? {
+                break n;
+            }
+            if input.data().len() > MAX_GZIP_HEADER {
+                return Err(GzipError::Header {
+                    offset: input.offset(),
+                }
+                .into());
+            }
+            if !input.fill()? {
+                return Err(BuildError::Truncated {
+                    offset: input.offset(),
+                });
+            }
+        };
+        if first {
+            input.consume(header);
+            // Checkpoint 0: the start of the deflate data, nothing before it.
+            points.push(input.offset(), 0, 0, &[0; WINDOW]);
+            spans.last_in = input.offset();
+            first = false;
+        } else {
+            spans.hasher.update(&input.data()[..header]);
+            input.consume(header);
+            inflater.next_member();
+        }
+        let mut crc = crc32fast::Hasher::new();
+        let mut member_out = 0u64;
+        loop {
+            if input.data().is_empty() && !input.fill()? {
+                return Err(BuildError::Truncated {
+                    offset: input.offset(),
+                });
+            }
+            let step = inflater.step(input.data(), !input.eof, true, usize::MAX);
+            if step.consumed > 0 {
+                let used = &input.data()[..step.consumed];
+                spans.hasher.update(used);
+                last_byte = used[used.len() - 1];
+                input.consume(step.consumed);
+            }
+            let out = &inflater.ring()[step.out.clone()];
+            crc.update(out);
+            tar.feed(out)?;
+            out_total += out.len() as u64;
+            member_out += out.len() as u64;
+            match step.status {
+                TINFLStatus::BlockBoundary => {
+                    if spans.due(opts, out_total, input.offset(), tar.entry_count()) {
+                        let bits = inflater.boundary_bits().unwrap_or(0);
+                        spans.cut(out_total, input.offset(), tar.entry_count())?;
+                        window.clear();
+                        inflater.window_into(&mut window);
+                        points.push(input.offset(), out_total, bits, &window);
+                        if bits != 0 {
+                            spans.hasher.update(&[last_byte]);
+                        }
+                    }
+                }
+                TINFLStatus::HasMoreOutput => {}
+                TINFLStatus::NeedsMoreInput => {
+                    if !input.fill()? {
+                        return Err(BuildError::Truncated {
+                            offset: input.offset(),
+                        });
+                    }
+                }
+                TINFLStatus::Done => break,
+                status => {
+                    return Err(BuildError::Inflate {
+                        offset: input.offset(),
+                        status,
+                    })
+                }
+            }
+        }
+        while input.data().len() < TRAILER_LEN {
+            if !input.fill()? {
+                return Err(BuildError::Truncated {
+                    offset: input.offset(),
+                });
+            }
+        }
+        let trailer = &input.data()[..TRAILER_LEN];
+        gzip::check_trailer(trailer, crc.finalize(), member_out, input.offset())?;
+        spans.hasher.update(trailer);
+        input.consume(TRAILER_LEN);
+        if input.data().is_empty() && !input.fill()? {
+            break;
+        }
+    }
+    spans.digests.push(spans.hasher.finish());
+    Ok(Built {
+        tar,
+        uncompressed_size: out_total,
+        digests: spans.digests,
+        checkpoints: points.finish(),
+    })
+}
+
+fn build_tar<R: Read>(input: &mut Input<R>, opts: &BuildOptions) -> Result<Built, BuildError> {
+    let mut tar = TarScanner::new();
+    let mut spans = Spans::new();
+    let span = opts.span_size;
+    while input.fill()? {
+        while !input.data().is_empty() {
+            let into_span = input.offset() % span;
+            let room = usize::try_from(span - into_span).unwrap_or(usize::MAX);
+            let n = room.min(input.data().len());
+            let data = &input.data()[..n];
+            spans.hasher.update(data);
+            tar.feed(data)?;
+            input.consume(n);
+            if input.offset().is_multiple_of(span) {
+                spans.cut(input.offset(), input.offset(), 0)?;
+            }
+        }
+    }
+    let size = input.offset();
+    // The last span is the partial one, or the last full one when the size is a multiple.
+    if !size.is_multiple_of(span) || size == 0 {
+        spans.digests.push(spans.hasher.finish());
+    }
+    Ok(Built {
+        tar,
+        uncompressed_size: size,
+        digests: spans.digests,
+        checkpoints: tar_zinfo_bytes(span, size),
+    })
+}

@@ -1,0 +1,243 @@
+//! Lazy pulling of unconverted gzip layers through a SOCI index found beside the image.
+//!
+//! For a layer without eStargz labels, [`SociIndexes::open`] finds the image manifest,
+//! then its SOCI index: v1 through the referrers API or the referrers tag schema
+//! (`sha256-<hex>`), v2 through the manifest's `com.amazon.soci.index-digest`
+//! annotation. The look-up is done once per image and remembered (also "no index"), so an
+//! image without one pays one extra request before its normal pull. The zTOC bound to the
+//! layer digest becomes a [`SociLayer`]: the path tree from its file table, reads served
+//! from verified, inflated spans.
+
+mod layer;
+mod verify;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use estargz::soci::{index_of, media, Zinfo, Ztoc};
+use estargz::Digest;
+use registry::{referrers_tag_reference, Client, Reference};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::record;
+use crate::remote::BlobLocation;
+use crate::snapshot::Labels;
+
+pub use layer::SociLayer;
+
+/// Largest zTOC accepted (checkpoint windows are 32 KiB each: 64 MiB is ~2000 spans).
+const MAX_ZTOC_SIZE: u64 = 64 << 20;
+/// Images whose look-up result is remembered.
+const MAX_REMEMBERED: usize = 1024;
+
+/// Why a layer could not be served through a SOCI index.
+#[derive(Debug, thiserror::Error)]
+pub enum SociError {
+    #[error("soci index lookup for {manifest}: {source}")]
+    Registry {
+        manifest: Digest,
+        source: Box<registry::Error>,
+    },
+    #[error("soci index {index}: {problem}")]
+    Index { index: Digest, problem: String },
+    #[error("ztoc {ztoc} of layer {layer}: {problem}")]
+    Ztoc {
+        ztoc: Digest,
+        layer: Digest,
+        problem: String,
+    },
+}
+
+/// The zTOCs one image's SOCI index lists: layer digest -> (zTOC digest, size).
+#[derive(Debug, Default)]
+struct ImageIndex {
+    ztocs: HashMap<Digest, (Digest, u64)>,
+    /// Sizes of the image's layers from its manifest (a zTOC must agree).
+    layer_sizes: HashMap<Digest, u64>,
+}
+
+/// One image's look-up, done once: its index, or `None` when it has none.
+type LookUp = OnceCell<Option<Arc<ImageIndex>>>;
+
+/// Remembered look-ups, per image manifest.
+#[derive(Default)]
+pub struct SociIndexes {
+    images: Mutex<HashMap<Digest, Arc<LookUp>>>,
+}
+
+impl SociIndexes {
+    /// The layer served through its image's SOCI index; `Ok(None)` when the image has no
+    /// index or the index does not list this layer.
+    pub async fn open(
+        &self,
+        client: &Client,
+        location: &BlobLocation,
+        labels: &Labels,
+    ) -> Result<Option<SociLayer>, SociError> {
+        // Without a manifest there is no index to find: the layer goes the usual way.
+        let place = match record::locate(client, location, labels).await {
+            Ok(place) => place,
+            Err(error) => {
+                tracing::debug!(layer = %location.digest, %error, "no soci look-up");
+                return Ok(None);
+            }
+        };
+        let cell = {
+            let mut images = self.images.lock().unwrap_or_else(PoisonError::into_inner);
+            if images.len() >= MAX_REMEMBERED && !images.contains_key(&place.manifest) {
+                images.clear();
+            }
+            images.entry(place.manifest).or_default().clone()
+        };
+        let repo = &location.reference;
+        let image = cell
+            .get_or_try_init(|| find_index(client, repo, place.manifest))
+            .await?;
+        let Some(image) = image else {
+            return Ok(None);
+        };
+        let Some(&(ztoc_digest, ztoc_size)) = image.ztocs.get(&location.digest) else {
+            tracing::info!(layer = %location.digest, "soci index does not list this layer");
+            return Ok(None);
+        };
+        let bad = |problem: String| SociError::Ztoc {
+            ztoc: ztoc_digest,
+            layer: location.digest,
+            problem,
+        };
+        if ztoc_size > MAX_ZTOC_SIZE {
+            return Err(bad(format!("{ztoc_size} bytes, over the limit")));
+        }
+        let mut bytes = Vec::new();
+        client
+            .download_blob(repo, &ztoc_digest, &mut bytes)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        let ztoc = Ztoc::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        // An index built for another blob cannot describe this one.
+        if let Some(&size) = image.layer_sizes.get(&location.digest) {
+            if size != ztoc.compressed_archive_size {
+                return Err(bad(format!(
+                    "describes a {}-byte blob, the layer has {size}",
+                    ztoc.compressed_archive_size
+                )));
+            }
+        }
+        let zinfo = Zinfo::new(&ztoc).map_err(|e| bad(e.to_string()))?;
+        let index = index_of(&ztoc).map_err(|e| bad(e.to_string()))?;
+        tracing::info!(
+            layer = %location.digest, ztoc = %ztoc_digest, spans = zinfo.span_count(),
+            "serving layer through its soci index"
+        );
+        Ok(Some(SociLayer::new(
+            client.clone(),
+            location.clone(),
+            (ztoc_digest, ztoc.files),
+            index,
+            zinfo,
+        )))
+    }
+}
+
+/// The image's SOCI index, v2 annotation first, then v1 referrers.
+async fn find_index(
+    client: &Client,
+    repo: &Reference,
+    manifest: Digest,
+) -> Result<Option<Arc<ImageIndex>>, SociError> {
+    let registry_error = |source| SociError::Registry {
+        manifest,
+        source: Box::new(source),
+    };
+    let image = client
+        .get_manifest(&repo.with_digest(manifest))
+        .await
+        .map_err(registry_error)?;
+    let image: Value = serde_json::from_slice(&image.bytes).unwrap_or(Value::Null);
+    let layer_sizes = image["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| Some((l["digest"].as_str()?.parse().ok()?, l["size"].as_u64()?)))
+        .collect();
+    let v2 = image["annotations"][media::IMAGE_INDEX_DIGEST]
+        .as_str()
+        .and_then(|d| d.parse::<Digest>().ok());
+    let index_digest = match v2 {
+        Some(digest) => Some(digest),
+        None => v1_index(client, repo, manifest).await?,
+    };
+    let Some(index_digest) = index_digest else {
+        tracing::info!(%manifest, "image has no soci index");
+        return Ok(None);
+    };
+    let index = client
+        .get_manifest(&repo.with_digest(index_digest))
+        .await
+        .map_err(registry_error)?;
+    let json: Value = serde_json::from_slice(&index.bytes).map_err(|e| SociError::Index {
+        index: index_digest,
+        problem: e.to_string(),
+    })?;
+    let config = json["config"]["mediaType"].as_str().unwrap_or_default();
+    if config != media::SOCI_INDEX_V1 && config != media::SOCI_INDEX_V2 {
+        return Err(SociError::Index {
+            index: index_digest,
+            problem: format!("config media type {config:?} is not a soci index"),
+        });
+    }
+    let ztocs = json["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["mediaType"] == media::ZTOC_MEDIA_TYPE)
+        .filter_map(|l| {
+            let layer = l["annotations"][media::LAYER_DIGEST]
+                .as_str()?
+                .parse()
+                .ok()?;
+            let ztoc = l["digest"].as_str()?.parse().ok()?;
+            Some((layer, (ztoc, l["size"].as_u64()?)))
+        })
+        .collect();
+    Ok(Some(Arc::new(ImageIndex { ztocs, layer_sizes })))
+}
+
+/// A v1 SOCI index naming `manifest` as subject: referrers API, else the tag schema.
+async fn v1_index(
+    client: &Client,
+    repo: &Reference,
+    manifest: Digest,
+) -> Result<Option<Digest>, SociError> {
+    let registry_error = |source| SociError::Registry {
+        manifest,
+        source: Box::new(source),
+    };
+    let listing = match client
+        .referrers_api(repo, &manifest, Some(media::SOCI_INDEX_V1))
+        .await
+        .map_err(registry_error)?
+    {
+        Some(bytes) => bytes,
+        None => {
+            let Ok(tagged) = referrers_tag_reference(repo, &manifest) else {
+                return Ok(None);
+            };
+            match client.get_manifest(&tagged).await {
+                Ok(m) => m.bytes,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(registry_error(e)),
+            }
+        }
+    };
+    let json: Value = serde_json::from_slice(&listing).unwrap_or(Value::Null);
+    // The newest entry wins when several indexes were pushed.
+    Ok(json["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .find(|m| m["artifactType"] == media::SOCI_INDEX_V1)
+        .and_then(|m| m["digest"].as_str()?.parse().ok()))
+}

@@ -1,0 +1,107 @@
+//! Checking a SOCI index against the layer itself, once the whole blob is here: the blob
+//! matches the layer digest (the download is verified), every span inflated from its
+//! checkpoint equals the same bytes of a plain sequential inflate, and the zTOC's file
+//! table equals the one the tar's own headers give. Before this, served bytes are only as
+//! good as the index that vouched for their spans; after a mismatch the layer is failed.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use estargz::soci::{build_ztoc, decompress_span, BuildOptions, Compression, FileMetadata, Zinfo};
+
+/// Why the index does not describe the layer.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("read the downloaded layer: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("span {span}: {problem}")]
+    Span { span: usize, problem: String },
+    #[error("the tar itself cannot be indexed: {0}")]
+    Tar(#[from] estargz::soci::BuildError),
+    #[error("file table differs from the tar at entry {index} ({name:?})")]
+    FileTable { index: usize, name: String },
+    #[error("file table has {index} entries, the tar {tar}")]
+    FileCount { index: usize, tar: usize },
+}
+
+/// Checks `zinfo` and `files` (from the index) against the blob in `path`.
+pub fn verify_blob(path: &Path, zinfo: &Zinfo, files: &[FileMetadata]) -> Result<(), VerifyError> {
+    let compression = zinfo.compression();
+    // The tar's own file table, from one pass of our builder over the blob.
+    let theirs = build_ztoc(
+        std::fs::File::open(path)?,
+        compression,
+        &BuildOptions::default(),
+    )?;
+    if theirs.files.len() != files.len() {
+        return Err(VerifyError::FileCount {
+            index: files.len(),
+            tar: theirs.files.len(),
+        });
+    }
+    for (index, (a, b)) in files.iter().zip(&theirs.files).enumerate() {
+        if !same_entry(a, b) {
+            return Err(VerifyError::FileTable {
+                index,
+                name: a.name.clone(),
+            });
+        }
+    }
+    // Every span from its checkpoint against the sequential stream.
+    let mut blob = std::fs::File::open(path)?;
+    let mut sequential: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(
+            path,
+        )?)),
+        Compression::Uncompressed => Box::new(std::fs::File::open(path)?),
+    };
+    let mut expected = Vec::new();
+    for span in 0..zinfo.span_count() {
+        let bad = |problem: String| VerifyError::Span { span, problem };
+        let (Some(c), Some(u)) = (zinfo.compressed_range(span), zinfo.uncompressed_range(span))
+        else {
+            return Err(bad("missing".into()));
+        };
+        let mut compressed =
+            vec![0; usize::try_from(c.end - c.start).map_err(|e| bad(e.to_string()))?];
+        blob.seek(SeekFrom::Start(c.start))?;
+        blob.read_exact(&mut compressed)?;
+        let got = decompress_span(zinfo, span, &compressed).map_err(|e| bad(e.to_string()))?;
+        expected.resize(
+            usize::try_from(u.end - u.start).map_err(|e| bad(e.to_string()))?,
+            0,
+        );
+        sequential.read_exact(&mut expected)?;
+        if got != expected {
+            return Err(bad("inflates to other bytes than the layer".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The fields a reader relies on; times compared as instants (writers format them
+/// differently), PAX records not compared (Go keeps more of them than we do).
+fn same_entry(a: &FileMetadata, b: &FileMetadata) -> bool {
+    let instant = |t: &str| {
+        estargz::TocEntry {
+            mod_time: t.to_owned(),
+            ..Default::default()
+        }
+        .mtime_unix()
+    };
+    a.name == b.name
+        && a.entry_type == b.entry_type
+        && a.uncompressed_offset == b.uncompressed_offset
+        && a.uncompressed_size == b.uncompressed_size
+        && a.link_name == b.link_name
+        && a.mode & 0o7777 == b.mode & 0o7777
+        && a.uid == b.uid
+        && a.gid == b.gid
+        && a.dev_major == b.dev_major
+        && a.dev_minor == b.dev_minor
+        && instant(&a.mod_time) == instant(&b.mod_time)
+        && a.pax
+            .iter()
+            .filter(|(k, _)| k.starts_with("SCHILY.xattr."))
+            .eq(b.pax.iter().filter(|(k, _)| k.starts_with("SCHILY.xattr.")))
+}

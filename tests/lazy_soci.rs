@@ -1,0 +1,362 @@
+//! Lazy pulling of an unconverted gzip image through a SOCI index: the image is pushed as
+//! built (plain gzip layers), `estargz-convert index` pushes zTOCs and a SOCI index v1
+//! beside it (docker-registry 2.8: referrers tag schema), and `ctr-remote image rpull` +
+//! `ctr run` through containerd and our daemon mount every layer lazily and run with the
+//! right output, reading a small part of the image from the registry.
+
+mod common;
+use common::stack::{committed_snapshots, rpull, LazyStack};
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use estargz_convert::client::{build_client, TransportOptions};
+use estargz_convert::index::{index_image, IndexOptions};
+use estargz_convert::location::Location;
+use estargz_convert::platform::PlatformFilter;
+use estargz_convert::progress::{Mode, Progress};
+use estargz_convert::store::Store;
+use testkit::{unique_id, BuiltImage, DataFile};
+
+const SMALL_FILE: &str = "/data/small.txt";
+const SMALL_TEXT: &str = "read lazily through a soci index";
+
+/// busybox, 24 MiB of incompressible data, and a small text file.
+fn image_with_data() -> BuiltImage {
+    let mut small = testkit::LayerBuilder::new();
+    small.dir("data", 0o755).unwrap();
+    small
+        .file("data/small.txt", SMALL_TEXT.as_bytes(), 0o644)
+        .unwrap();
+    let big = [
+        DataFile::new("data/big/one.bin", 8 << 20, 0),
+        DataFile::new("data/big/two.bin", 8 << 20, 0),
+        DataFile::new("data/big/three.bin", 8 << 20, 0),
+    ];
+    testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(testkit::data_layer(&big, 9).unwrap())
+        .layer(small.finish().unwrap())
+        .cmd(&["/bin/cat", SMALL_FILE])
+        .build()
+        .unwrap()
+}
+
+/// `estargz-convert index --min-layer-size 0 REFERENCE` through the library.
+fn index(reference: &str) -> serde_json::Value {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let location: Location = reference.parse().unwrap();
+        let Location::Registry(r) = &location else {
+            panic!("registry reference expected");
+        };
+        let transport = TransportOptions {
+            plain_http: true,
+            ..TransportOptions::default()
+        };
+        let client = build_client(&transport, &[r]).await.unwrap();
+        let store = Store::source(&location, &client).unwrap();
+        let options = IndexOptions {
+            build: estargz::soci::BuildOptions::default(),
+            min_layer_size: 0,
+            platforms: PlatformFilter::default(),
+            layer_jobs: 2,
+        };
+        let progress = Progress::new(Mode::Log);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let report = index_image(
+            &store,
+            reference.to_owned(),
+            &options,
+            &progress,
+            work.path(),
+            cancel,
+        )
+        .await
+        .unwrap();
+        serde_json::to_value(&report).unwrap()
+    })
+}
+
+/// Bytes the registry served for blob GETs of `digests`, from its access log.
+fn served(log: &str, digests: &[String]) -> u64 {
+    log.lines()
+        .filter(|line| line.contains("\"GET /v2/"))
+        .filter(|line| digests.iter().any(|d| line.contains(d.as_str())))
+        .filter_map(|line| {
+            let after = line.split("HTTP/1.1\" ").nth(1)?;
+            let mut fields = after.split_whitespace();
+            fields.next()?;
+            fields.next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[test]
+fn unconverted_image_with_a_soci_index_is_pulled_lazily_and_runs() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("soci-", "[background_fetch]\nenable = false\n");
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/app", "v1", &image).unwrap();
+    let before = stack
+        .registry
+        .client()
+        .get_manifest("soci/app", "v1")
+        .unwrap();
+
+    let report = index(&reference);
+    assert_eq!(report["indexed"], 3, "{report}");
+    let after = stack
+        .registry
+        .client()
+        .get_manifest("soci/app", "v1")
+        .unwrap();
+    assert_eq!(
+        after.digest, before.digest,
+        "indexing leaves the image alone"
+    );
+
+    let layers: Vec<String> = image
+        .layers
+        .iter()
+        .map(|l| l.blob.digest.to_string())
+        .collect();
+    let image_size: u64 = image.layers.iter().map(|l| l.blob.bytes.len() as u64).sum();
+    let log_path = stack.registry.log_path();
+    let log_start = std::fs::read_to_string(&log_path).unwrap().len();
+
+    rpull(&stack.containerd, &reference);
+    let id = unique_id("soci");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let out = stack.containerd.ctr(run).unwrap().stdout;
+
+    let daemon_log = stack.daemon.log_text();
+    assert_eq!(out.trim(), SMALL_TEXT, "{daemon_log}");
+    let (committed, remote) = committed_snapshots(&stack.containerd);
+    assert_eq!(committed, 3, "{daemon_log}");
+    assert_eq!(remote, 3, "every layer is a remote snapshot: {daemon_log}");
+    assert_eq!(
+        daemon_log
+            .matches("layer mounted lazily through its soci index")
+            .count(),
+        3,
+        "{daemon_log}"
+    );
+    assert_eq!(
+        daemon_log.matches("image has no soci index").count(),
+        0,
+        "{daemon_log}"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let bytes = served(&log[log_start..], &layers);
+    eprintln!("registry served {bytes} of {image_size} layer bytes");
+    assert!(bytes > 0, "spans were fetched from the registry");
+    assert!(
+        bytes * 2 < image_size,
+        "registry served {bytes} of {image_size} layer bytes"
+    );
+}
+
+#[test]
+fn image_without_an_index_falls_back_and_runs() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start("socin-");
+    let reference = stack
+        .registry
+        .push("soci/plain", "v1", &image_with_data())
+        .unwrap();
+    rpull(&stack.containerd, &reference);
+    let id = unique_id("socin");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let out = stack.containerd.ctr(run).unwrap().stdout;
+    let daemon_log = stack.daemon.log_text();
+    assert_eq!(out.trim(), SMALL_TEXT, "{daemon_log}");
+    let (_, remote) = committed_snapshots(&stack.containerd);
+    assert_eq!(remote, 0, "no layer is remote without an index");
+    // The look-up is remembered per image: one "no index" line for three layers.
+    assert_eq!(
+        daemon_log.matches("image has no soci index").count(),
+        1,
+        "{daemon_log}"
+    );
+}
+
+/// A hand-made SOCI index (v1, tag schema) for `image` in `repo` with the given zTOC per
+/// layer (None: layer not listed).
+fn push_soci_index(
+    registry: &testkit::Registry,
+    repo: &str,
+    image: &BuiltImage,
+    ztocs: &[Option<Vec<u8>>],
+) {
+    use estargz::Digest;
+    use serde_json::json;
+    let client = registry.client();
+    let config = b"{}".to_vec();
+    client
+        .push_blob(repo, &Digest::sha256(&config), &config)
+        .unwrap();
+    let mut layers = Vec::new();
+    for (layer, ztoc) in image.layers.iter().zip(ztocs) {
+        let Some(ztoc) = ztoc else { continue };
+        let digest = Digest::sha256(ztoc);
+        client.push_blob(repo, &digest, ztoc).unwrap();
+        layers.push(json!({
+            "mediaType": "application/octet-stream",
+            "digest": digest.to_string(),
+            "size": ztoc.len(),
+            "annotations": {
+                "com.amazon.soci.image-layer-digest": layer.blob.digest.to_string(),
+                "com.amazon.soci.image-layer-mediaType": layer.blob.media_type,
+                "com.amazon.soci.span-size": "4194304",
+            }
+        }));
+    }
+    let manifest = &image.manifest;
+    let soci = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.amazon.soci.index.v1+json",
+            "digest": Digest::sha256(&config).to_string(),
+            "size": 2,
+        },
+        "layers": layers,
+        "subject": {
+            "mediaType": manifest.media_type,
+            "digest": manifest.digest.to_string(),
+            "size": manifest.bytes.len(),
+        },
+    });
+    let soci = serde_json::to_vec(&soci).unwrap();
+    let soci_digest = Digest::sha256(&soci);
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    client
+        .push_manifest(repo, &soci_digest.to_string(), oci_manifest, &soci)
+        .unwrap();
+    let referrers = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": oci_manifest,
+            "digest": soci_digest.to_string(),
+            "size": soci.len(),
+            "artifactType": "application/vnd.amazon.soci.index.v1+json",
+        }],
+    });
+    let tag = format!("sha256-{}", manifest.digest.hex());
+    let referrers = serde_json::to_vec(&referrers).unwrap();
+    client
+        .push_manifest(
+            repo,
+            &tag,
+            "application/vnd.oci.image.index.v1+json",
+            &referrers,
+        )
+        .unwrap();
+}
+
+fn ztoc_of(blob: &[u8]) -> estargz::soci::Ztoc {
+    let options = estargz::soci::BuildOptions::default();
+    estargz::soci::build_ztoc(blob, estargz::soci::Compression::Gzip, &options).unwrap()
+}
+
+#[test]
+fn wrong_indexes_never_serve_wrong_bytes() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("socix-", "[background_fetch]\nenable = false\n");
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/bad", "v1", &image).unwrap();
+    let blobs: Vec<&[u8]> = image.layers.iter().map(|l| &l.blob.bytes[..]).collect();
+    // busybox: right; data layer: the small layer's zTOC (another layer); small layer:
+    // right file table, corrupted span digest.
+    let right = ztoc_of(blobs[0]).to_bytes();
+    let other = ztoc_of(blobs[2]).to_bytes();
+    let mut corrupt = ztoc_of(blobs[2]);
+    corrupt.span_digests[0] = estargz::Digest::sha256(b"not this span");
+    push_soci_index(
+        &stack.registry,
+        "soci/bad",
+        &image,
+        &[Some(right), Some(other), Some(corrupt.to_bytes())],
+    );
+
+    rpull(&stack.containerd, &reference);
+    let id = unique_id("socix");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let result = stack.containerd.ctr(run);
+    let daemon_log = stack.daemon.log_text();
+    let out = result.map(|o| o.stdout).unwrap_or_default();
+    assert!(
+        !out.contains(SMALL_TEXT),
+        "a span failing its digest is never served: {out}\n{daemon_log}"
+    );
+    assert!(
+        daemon_log.contains("soci span failed verification"),
+        "{daemon_log}"
+    );
+    assert!(
+        daemon_log.contains("describes a"),
+        "the zTOC of another layer is refused: {daemon_log}"
+    );
+    let (_, remote) = committed_snapshots(&stack.containerd);
+    assert_eq!(
+        remote, 2,
+        "the layer with a foreign zTOC is pulled normally"
+    );
+}
+
+#[test]
+fn index_checked_against_the_whole_layer_fails_a_wrong_file_table() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    // Background fetching on (the default): whole blobs are fetched and checked.
+    let stack = LazyStack::start("socit-");
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/table", "v1", &image).unwrap();
+    let blobs: Vec<&[u8]> = image.layers.iter().map(|l| &l.blob.bytes[..]).collect();
+    let mut lying = ztoc_of(blobs[2]);
+    let small = lying
+        .files
+        .iter_mut()
+        .find(|f| f.name.ends_with("small.txt"))
+        .unwrap();
+    small.mode = 0o4755; // a setuid file the tar does not have
+    push_soci_index(
+        &stack.registry,
+        "soci/table",
+        &image,
+        &[
+            Some(ztoc_of(blobs[0]).to_bytes()),
+            Some(ztoc_of(blobs[1]).to_bytes()),
+            Some(lying.to_bytes()),
+        ],
+    );
+    rpull(&stack.containerd, &reference);
+    stack.daemon.wait_for_log(
+        "soci layer failed verification",
+        1,
+        std::time::Duration::from_secs(120),
+    );
+    stack.daemon.wait_for_log(
+        "soci index checked against the whole layer",
+        2,
+        std::time::Duration::from_secs(120),
+    );
+    let id = unique_id("socit");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let out = stack
+        .containerd
+        .ctr(run)
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    assert!(
+        !out.contains(SMALL_TEXT),
+        "a failed layer serves nothing: {out}\n{}",
+        stack.daemon.log_text()
+    );
+}
