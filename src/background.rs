@@ -2,9 +2,11 @@
 //! into the disk cache until the layer is fully local.
 //!
 //! One task serves all layers, one bounded step per layer in turn (so layers and images
-//! share the bandwidth fairly), paced to a configurable rate, and paused while any of its
-//! layers has a read waiting on the network or had one very recently: on-demand reads
-//! never queue behind background traffic. A layer is dropped from the rotation when it is
+//! share the bandwidth fairly), paced to a share of the link (each step's own time tells
+//! how fast the link is) and optionally a fixed rate, and paused while any of its layers
+//! has a read waiting on the network or had one very recently, or an on-demand or
+//! prefetch request of any layer is on the wire: on-demand reads never queue behind
+//! background traffic. A layer is dropped from the rotation when it is
 //! fully cached or unmounted.
 
 use std::collections::VecDeque;
@@ -25,8 +27,13 @@ pub struct BackgroundConfig {
     /// cache).
     pub enable: bool,
     /// Longest average rate of background fetching over all layers, bytes per second;
-    /// 0 means unlimited. Default 33554432 (32 MiB/s).
+    /// 0 means no fixed cap (the default: `link_share` adapts to the link instead).
     pub bytes_per_second: u64,
+    /// Share of the link background fetching takes: after each step it pauses so that
+    /// its steps fill at most this fraction of the time, whatever the link's speed.
+    /// Between 0 and 1 (1: no pause). Default 0.5, leaving the other half for reads that
+    /// start meanwhile.
+    pub link_share: f64,
     /// Compressed bytes fetched per step (one layer's turn). Default 4194304 (4 MiB).
     pub step_bytes: u64,
     /// How long after an on-demand fetch background fetching stays paused, in seconds
@@ -45,13 +52,17 @@ impl Default for BackgroundConfig {
     fn default() -> Self {
         BackgroundConfig {
             enable: true,
-            bytes_per_second: 32 << 20,
+            bytes_per_second: 0,
+            link_share: DEFAULT_LINK_SHARE,
             step_bytes: 4 << 20,
             quiet: Duration::from_secs(1),
             start_delay: Duration::from_secs(5),
         }
     }
 }
+
+/// Default share of the link background fetching takes.
+pub const DEFAULT_LINK_SHARE: f64 = 0.5;
 
 /// Longest pause after failed steps in a row (the registry may be down).
 const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
@@ -124,6 +135,7 @@ impl BackgroundFetcher {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         joined.is_some_and(|at| at.elapsed() < self.config.start_delay)
+            || current.link_busy_above(crate::layer::FetchKind::Background)
             || current.busy_within(quiet)
             || self
                 .lock()
@@ -139,12 +151,14 @@ impl BackgroundFetcher {
             tokio::time::sleep(poll + Duration::from_millis(10)).await;
         }
         let digest = layer.blob_digest();
+        let started = Instant::now();
         match layer.fetch_background_step(self.config.step_bytes).await {
             Ok(Some(bytes)) => {
                 *failures = 0;
-                if let Some(pause) = pace(bytes, self.config.bytes_per_second) {
-                    tokio::time::sleep(pause).await;
-                }
+                let share = share_pause(started.elapsed(), self.config.link_share);
+                let pause =
+                    pace(bytes, self.config.bytes_per_second).map_or(share, |p| p.max(share));
+                tokio::time::sleep(pause).await;
             }
             Ok(None) => {
                 self.remove(&layer);
@@ -193,6 +207,17 @@ fn pace(bytes: u64, rate: u64) -> Option<Duration> {
     (rate > 0).then(|| Duration::from_secs_f64(bytes as f64 / rate as f64))
 }
 
+/// The pause after a step that took `took` which keeps background fetching to `share` of
+/// the time (so of the link, since a step keeps the link busy while it runs).
+fn share_pause(took: Duration, share: f64) -> Duration {
+    if !(share > 0.0 && share < 1.0) {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(took.as_secs_f64() * (1.0 - share) / share)
+        .unwrap_or(MAX_FAILURE_BACKOFF)
+        .min(MAX_FAILURE_BACKOFF)
+}
+
 /// 1 s, 2 s, 4 s, ... up to [`MAX_FAILURE_BACKOFF`].
 fn failure_backoff(failures: u32) -> Duration {
     let secs = 1u64
@@ -236,6 +261,7 @@ mod tests {
     fn quick() -> BackgroundConfig {
         BackgroundConfig {
             bytes_per_second: 0,
+            link_share: 1.0,
             step_bytes: 4000,
             quiet: Duration::from_millis(50),
             start_delay: Duration::ZERO,
@@ -370,6 +396,11 @@ mod tests {
 
     #[test]
     fn pacing_and_backoff() {
+        let step = Duration::from_millis(300);
+        assert_eq!(share_pause(step, 0.5), step, "half the link");
+        assert_eq!(share_pause(step, 0.25), 3 * step, "a quarter");
+        assert_eq!(share_pause(step, 1.0), Duration::ZERO, "all of it");
+        assert_eq!(share_pause(step, f64::NAN), Duration::ZERO);
         assert_eq!(pace(1 << 20, 0), None, "unlimited");
         assert_eq!(pace(1 << 20, 2 << 20), Some(Duration::from_millis(500)));
         let backoffs: Vec<u64> = [1, 2, 3, 6, 40]

@@ -13,6 +13,7 @@ pub mod kube;
 pub mod layer;
 pub mod layers;
 pub mod lazy;
+pub mod link;
 pub mod logging;
 pub mod malloc;
 pub mod manager;

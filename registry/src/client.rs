@@ -13,6 +13,7 @@ use crate::error::Error;
 
 use crate::hosts::TlsSettings;
 use crate::mirrors::MirrorHealth;
+use crate::multipart::SingleRangeHosts;
 use crate::refresh::{RefreshHook, REFRESH_MIN_INTERVAL};
 use crate::refresh_gate::RefreshGate;
 
@@ -35,6 +36,7 @@ pub(crate) struct Inner {
     pub(crate) refresh_gate: RefreshGate,
     pub(crate) auth: AuthCache,
     pub(crate) mirror_health: MirrorHealth,
+    pub(crate) single_range_hosts: SingleRangeHosts,
 }
 
 impl std::fmt::Debug for Client {
@@ -86,6 +88,7 @@ impl Client {
             refresh_gate: RefreshGate::new(REFRESH_MIN_INTERVAL),
             auth: AuthCache::default(),
             mirror_health: MirrorHealth::default(),
+            single_range_hosts: SingleRangeHosts::default(),
         };
         Ok(Client {
             inner: Arc::new(inner),

@@ -56,6 +56,11 @@ pub struct ClientConfig {
     pub credential_helper_timeout: Duration,
     /// `User-Agent` header. Default `estargz-snapshotter/<version>`.
     pub user_agent: String,
+    /// Ask for several blob ranges in one request (`multipart/byteranges`). A registry
+    /// answering such a request otherwise (one range, the whole blob, 400) is asked range
+    /// by range from its first such answer on. Default true; false always asks range by
+    /// range.
+    pub multi_range: bool,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +78,7 @@ impl Default for ClientConfig {
             hosts_dirs: None,
             credential_helper_timeout: Duration::from_secs(10),
             user_agent: concat!("estargz-snapshotter/", env!("CARGO_PKG_VERSION")).to_owned(),
+            multi_range: true,
         }
     }
 }

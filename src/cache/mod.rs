@@ -22,6 +22,8 @@ use serde::Deserialize;
 use disk::DiskStore;
 use memory::MemoryLru;
 
+use crate::link::Link;
+
 pub use health::DISK_RETRY_AFTER;
 
 /// Default memory budget: 256 MiB of chunk bytes.
@@ -133,6 +135,8 @@ pub type ChunkBytes = Arc<[u8]>;
 pub struct ChunkCache {
     memory: Mutex<MemoryLru>,
     disk: Option<DiskStore>,
+    /// The link the cached chunks come over, shared by every layer using this cache.
+    link: Arc<Link>,
 }
 
 impl ChunkCache {
@@ -155,6 +159,7 @@ impl ChunkCache {
         Ok(ChunkCache {
             memory: Mutex::new(MemoryLru::new(config.memory_bytes)),
             disk,
+            link: Link::new(),
         })
     }
 
@@ -163,7 +168,14 @@ impl ChunkCache {
         ChunkCache {
             memory: Mutex::new(MemoryLru::new(memory_bytes)),
             disk: None,
+            link: Link::new(),
         }
+    }
+
+    /// The link shared by every layer whose chunks this cache holds (one per daemon):
+    /// priority classes and link estimates.
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
     }
 
     /// The chunk from memory when it is `len` bytes long, without disk I/O (a hit also

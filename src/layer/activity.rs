@@ -5,41 +5,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Why chunks are fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FetchKind {
-    /// A read of the mounted layer is waiting for them.
-    OnDemand,
-    /// The prioritized files, at mount.
-    Prefetch,
-    /// Filling the cache with the rest of the layer.
-    Background,
-}
-
-impl FetchKind {
-    pub const ALL: [FetchKind; 3] = [
-        FetchKind::OnDemand,
-        FetchKind::Prefetch,
-        FetchKind::Background,
-    ];
-
-    /// Lowercase name for logs, metrics and status.
-    pub fn name(self) -> &'static str {
-        match self {
-            FetchKind::OnDemand => "on_demand",
-            FetchKind::Prefetch => "prefetch",
-            FetchKind::Background => "background",
-        }
-    }
-
-    fn slot(self) -> usize {
-        match self {
-            FetchKind::OnDemand => 0,
-            FetchKind::Prefetch => 1,
-            FetchKind::Background => 2,
-        }
-    }
-}
+use crate::link::FetchKind;
 
 /// Counters of one layer.
 pub(super) struct Activity {

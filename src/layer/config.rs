@@ -1,4 +1,5 @@
-//! `LayerConfig`: how layers are verified and how long a read may take.
+//! `LayerConfig`: how layers are verified, how long a read may take and how far reads
+//! fetch ahead.
 
 use std::time::Duration;
 
@@ -8,6 +9,10 @@ use serde::Deserialize;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default largest TOC region fetched when opening a layer.
 pub const DEFAULT_MAX_TOC_BYTES: u64 = 256 << 20;
+/// Default first readahead window.
+pub const DEFAULT_READAHEAD_MIN_BYTES: u64 = 64 << 10;
+/// Default largest readahead window.
+pub const DEFAULT_READAHEAD_MAX_BYTES: u64 = 1 << 20;
 
 /// Settings of lazily read layers (the `[layer]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -22,9 +27,17 @@ pub struct LayerConfig {
     pub read_timeout: Duration,
     /// Largest TOC region fetched when opening a layer, bytes. Default 256 MiB.
     pub max_toc_bytes: u64,
-    /// Fetch a file's next chunk when a read enters the current one, so sequential
-    /// readers do not wait a round trip per chunk. Default true.
+    /// Fetch a file's next chunk when a read enters the current one, and fetch a window
+    /// of the following chunks in blob order (the next files) with a miss while reads go
+    /// through the layer in order, so sequential readers do not wait a round trip per
+    /// chunk or per small file. Default true.
     pub readahead: bool,
+    /// First size of the readahead window once misses follow each other, bytes; a miss
+    /// this close after the last fetch still counts as sequential. Default 65536.
+    pub readahead_min_bytes: u64,
+    /// Largest readahead window, bytes; the window is also capped at what four round trips
+    /// of the link carry (measured). Default 1048576.
+    pub readahead_max_bytes: u64,
 }
 
 impl Default for LayerConfig {
@@ -34,6 +47,8 @@ impl Default for LayerConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_toc_bytes: DEFAULT_MAX_TOC_BYTES,
             readahead: true,
+            readahead_min_bytes: DEFAULT_READAHEAD_MIN_BYTES,
+            readahead_max_bytes: DEFAULT_READAHEAD_MAX_BYTES,
         }
     }
 }
@@ -52,7 +67,7 @@ mod tests {
                 verify: false,
                 read_timeout: Duration::from_millis(1500),
                 max_toc_bytes: DEFAULT_MAX_TOC_BYTES,
-                readahead: true,
+                ..LayerConfig::default()
             }
         );
         // Unknown keys are the loader's to report (config::KeyNotice), not a refusal.

@@ -1,6 +1,7 @@
 //! Loading chunks: from the cache, else by joining a fetch already under way, else by
 //! fetching the missing chunks' compressed bytes (adjacent chunks in one range request,
-//! received and verified chunk by chunk in `receive.rs`).
+//! received and verified chunk by chunk in `receive.rs`), with the chunks of the
+//! readahead window (`window.rs`) that no cache holds and no fetch is getting.
 
 use std::collections::hash_map::Entry;
 use std::ops::Range;
@@ -13,6 +14,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::oneshot;
 
 use super::receive::{GroupFetch, Member};
+use super::window::Bounds;
 use super::{FetchKind, Inner, LayerError};
 use crate::cache::{CacheKey, ChunkBytes};
 use crate::remote::RemoteError;
@@ -78,7 +80,22 @@ impl Inner {
             in_memory,
             found.iter().flatten().count(),
         );
-        let pending = self.join_or_start(chunks, &keys, &mut found, kind);
+        let wanted = chunks.len();
+        let ahead = self.window_after_miss(chunks, &keys, &found, kind).await;
+        let (chunks, keys) = if ahead.is_empty() {
+            (chunks.to_vec(), keys)
+        } else {
+            let mut all = chunks.to_vec();
+            let mut all_keys = keys;
+            all_keys.extend(ahead.iter().map(|c| CacheKey::for_chunk(self.blob, c)));
+            all.extend(ahead);
+            found.resize(all.len(), None);
+            (all, all_keys)
+        };
+        let mut pending = self.join_or_start(&chunks, &keys, &mut found, kind);
+        // The window's chunks are fetched with the missed ones; nobody waits for them.
+        pending.retain(|(i, _)| *i < wanted);
+        found.truncate(wanted);
         // A reader waiting on the network keeps background fetching away.
         let _waiting =
             (kind == FetchKind::OnDemand && !pending.is_empty()).then(|| self.activity.on_demand());
@@ -86,6 +103,98 @@ impl Inner {
             found[i] = Some(chunk.await?);
         }
         Ok(found.into_iter().flatten().collect())
+    }
+
+    /// The window's bounds, with the link's estimate applied.
+    fn window_bounds(&self) -> Bounds {
+        Bounds {
+            min: self.config.readahead_min_bytes,
+            max: self.config.readahead_max_bytes,
+        }
+        .for_link(self.cache.link().round_trip_bytes())
+    }
+
+    /// When an on-demand read misses chunks that nothing is fetching, the chunks of the
+    /// readahead window to fetch with them (none cached or in flight).
+    async fn window_after_miss(
+        &self,
+        chunks: &[ChunkInfo],
+        keys: &[CacheKey],
+        found: &[Option<ChunkBytes>],
+        kind: FetchKind,
+    ) -> Vec<ChunkInfo> {
+        if kind != FetchKind::OnDemand || !self.config.readahead {
+            return Vec::new();
+        }
+        let missed = {
+            let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            chunks
+                .iter()
+                .zip(keys.iter().zip(found))
+                .filter(|(_, (key, found))| found.is_none() && !inflight.contains_key(key))
+                .map(|(chunk, _)| chunk.compressed.start)
+                .min()
+        };
+        let Some(at) = missed else {
+            return Vec::new();
+        };
+        let end = chunks.iter().map(|c| c.compressed.end).max().unwrap_or(at);
+        let range = self.window.on_miss(at, end, self.window_bounds());
+        self.uncached_within(range, at).await
+    }
+
+    /// A read starting at blob offset `at` entered the second half of the window: fetch
+    /// the next window now, without waiting for it.
+    pub(super) fn read_ahead_of(self: &Arc<Self>, at: u64) {
+        let Some(range) = self.window.on_read(at, self.window_bounds()) else {
+            return;
+        };
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let chunks = inner.uncached_within(range, at).await;
+            if chunks.is_empty() {
+                return;
+            }
+            let keys: Vec<CacheKey> = chunks
+                .iter()
+                .map(|c| CacheKey::for_chunk(inner.blob, c))
+                .collect();
+            let mut found = vec![None; chunks.len()];
+            // Started, not awaited: the readers that need them join.
+            drop(inner.join_or_start(&chunks, &keys, &mut found, FetchKind::OnDemand));
+        });
+    }
+
+    /// The chunks lying whole in blob `range`, in the directory of the file whose chunk
+    /// starts at `read_at`, that no cache holds and no fetch is getting.
+    async fn uncached_within(&self, range: Range<u64>, read_at: u64) -> Vec<ChunkInfo> {
+        let Some(dir) = self.order.dir_at(read_at).filter(|_| !range.is_empty()) else {
+            return Vec::new();
+        };
+        let candidates: Vec<ChunkInfo> = {
+            let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            self.order
+                .within(&self.index, range, dir)
+                .filter(|c| {
+                    let key = CacheKey::for_chunk(self.blob, c);
+                    !inflight.contains_key(&key) && self.cache.get_memory(&key, c.size).is_none()
+                })
+                .cloned()
+                .collect()
+        };
+        if candidates.is_empty() || !self.cache.has_disk() {
+            return candidates;
+        }
+        let (cache, blob) = (self.cache.clone(), self.blob);
+        // Disk lookups stat files: off the async threads. A failed task fetches nothing.
+        tokio::task::spawn_blocking(move || {
+            candidates
+                .into_iter()
+                .filter(|c| !cache.contains(&CacheKey::for_chunk(blob, c), c.size))
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     async fn look_on_disk(
@@ -147,20 +256,34 @@ impl Inner {
                 mine.push(i);
             }
         }
-        for group in coalesce(chunks, &mine, MAX_REQUEST_BYTES) {
+        let runs = coalesce(chunks, &mine, max_request_bytes(kind));
+        // Runs apart from each other share one multi-range request where the source
+        // serves those; else each is a request of its own.
+        let per_request = if self.source.multi_range() {
+            MAX_PARTS
+        } else {
+            1
+        };
+        for batch in batch_runs(chunks, &runs, per_request, max_request_bytes(kind)) {
             let id = self.next_fetch_id.fetch_add(1, Ordering::Relaxed);
-            let mut members = Vec::with_capacity(group.len());
-            for &i in &group {
-                // A chunk asked for twice in one read is fetched once.
-                let promise = match inflight.entry(keys[i]) {
-                    Entry::Occupied(taken) => taken.get().1.clone(),
-                    Entry::Vacant(free) => {
-                        let (promise, answer) = self.promise(&chunks[i]);
-                        members.push(Member::new(keys[i], chunks[i].clone(), answer));
-                        free.insert((id, promise)).1.clone()
-                    }
-                };
-                pending.push((i, promise));
+            let mut members = Vec::with_capacity(batch.len());
+            for run in batch {
+                let mut run_members = Vec::with_capacity(run.len());
+                for &i in run {
+                    // A chunk asked for twice in one read is fetched once.
+                    let promise = match inflight.entry(keys[i]) {
+                        Entry::Occupied(taken) => taken.get().1.clone(),
+                        Entry::Vacant(free) => {
+                            let (promise, answer) = self.promise(&chunks[i]);
+                            run_members.push(Member::new(keys[i], chunks[i].clone(), answer));
+                            free.insert((id, promise)).1.clone()
+                        }
+                    };
+                    pending.push((i, promise));
+                }
+                if !run_members.is_empty() {
+                    members.push(run_members);
+                }
             }
             tokio::spawn(GroupFetch::new(self.clone(), id, members, kind).run());
         }
@@ -197,9 +320,18 @@ impl Inner {
 /// a registry that is back is used at once.
 pub(super) const FAILED_FETCH_HOLD: Duration = Duration::from_millis(20);
 
+/// Most runs of chunks asked for in one multi-range request (keeps the header short).
+const MAX_PARTS: usize = 32;
+
 /// Longest range asked for in one request: big prefetches become several requests so
-/// each finishes within the fetch timeout.
-const MAX_REQUEST_BYTES: u64 = 32 << 20;
+/// each finishes within the fetch timeout, and prefetch and background requests are
+/// shorter still, so an on-demand read never waits long for one on the wire to end.
+fn max_request_bytes(kind: FetchKind) -> u64 {
+    match kind {
+        FetchKind::OnDemand => 32 << 20,
+        FetchKind::Prefetch | FetchKind::Background => 8 << 20,
+    }
+}
 
 /// Groups chunk indices into runs whose compressed ranges touch or overlap (up to
 /// `max_bytes` per run), so each run is one range request.
@@ -221,6 +353,35 @@ fn coalesce(chunks: &[ChunkInfo], indices: &[usize], max_bytes: u64) -> Vec<Vec<
         group_end = group_end.max(range.end);
     }
     groups
+}
+
+/// Splits runs (each from [`coalesce`]) into batches of at most `max_runs` runs and, past
+/// a batch's first run, `max_bytes` of compressed data: one request per batch.
+fn batch_runs<'a>(
+    chunks: &[ChunkInfo],
+    runs: &'a [Vec<usize>],
+    max_runs: usize,
+    max_bytes: u64,
+) -> Vec<&'a [Vec<usize>]> {
+    let run_bytes = |run: &Vec<usize>| {
+        let range = span(run.iter().map(|&i| &chunks[i].compressed));
+        range.end - range.start
+    };
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (k, run) in runs.iter().enumerate() {
+        let size = run_bytes(run);
+        let full = k - start >= max_runs || bytes.saturating_add(size) > max_bytes;
+        if k > start && full {
+            batches.push(&runs[start..k]);
+            (start, bytes) = (k, 0);
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < runs.len() {
+        batches.push(&runs[start..]);
+    }
+    batches
 }
 
 /// The smallest range covering all `ranges`.
@@ -269,5 +430,34 @@ mod tests {
         let capped = coalesce(&run, &[0, 1, 2], 20);
         assert_eq!(capped, vec![vec![0, 1], vec![2]], "run capped at 20 bytes");
         assert_eq!(span([0..10, 25..30].iter()), 0..30);
+    }
+
+    #[test]
+    fn batches_runs_by_count_and_bytes() {
+        let chunks = [chunk(0..10), chunk(20..30), chunk(40..50), chunk(60..100)];
+        let runs = vec![vec![0], vec![1], vec![2], vec![3]];
+        let sizes =
+            |batches: Vec<&[Vec<usize>]>| batches.iter().map(|b| b.len()).collect::<Vec<_>>();
+        assert_eq!(
+            sizes(batch_runs(&chunks, &runs, 1, 1000)),
+            [1, 1, 1, 1],
+            "single"
+        );
+        assert_eq!(
+            sizes(batch_runs(&chunks, &runs, 3, 1000)),
+            [3, 1],
+            "by count"
+        );
+        assert_eq!(
+            sizes(batch_runs(&chunks, &runs, 10, 30)),
+            [3, 1],
+            "by bytes"
+        );
+        assert_eq!(
+            sizes(batch_runs(&chunks, &runs, 10, 5)),
+            [1, 1, 1, 1],
+            "one run each at least"
+        );
+        assert!(batch_runs(&chunks, &[], 10, 5).is_empty());
     }
 }

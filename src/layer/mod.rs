@@ -11,6 +11,9 @@ mod receive;
 mod segments;
 #[cfg(test)]
 mod tests;
+mod window;
+#[cfg(test)]
+mod window_tests;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -25,7 +28,7 @@ use estargz::{
 use crate::cache::{CacheKey, ChunkBytes, ChunkCache};
 use crate::remote::{BlobSource, RemoteError};
 
-pub use activity::FetchKind;
+pub use crate::link::FetchKind;
 pub use config::LayerConfig;
 pub use fetch::FetchError;
 
@@ -127,6 +130,9 @@ struct Inner {
     inflight: Mutex<HashMap<CacheKey, (u64, fetch::SharedChunk)>>,
     next_fetch_id: std::sync::atomic::AtomicU64,
     activity: activity::Activity,
+    /// The readahead window and the blob-order list of chunks it picks from.
+    window: window::Window,
+    order: window::BlobOrder,
     background: Mutex<background::Cursor>,
     /// Files whose passthrough backing copy is being written.
     assembling: Mutex<std::collections::HashSet<EntryId>>,
@@ -187,12 +193,14 @@ impl Layer {
                 cache,
                 config,
                 format: opened.format,
+                order: window::BlobOrder::new(&opened.index),
                 index: opened.index,
                 toc_digest: opened.toc_digest,
                 toc_offset: opened.toc_offset,
                 inflight: Mutex::new(HashMap::new()),
                 next_fetch_id: std::sync::atomic::AtomicU64::new(0),
                 activity: activity::Activity::new(),
+                window: window::Window::default(),
                 background: Mutex::new(background::Cursor::default()),
                 assembling: Mutex::new(std::collections::HashSet::new()),
             }),
@@ -234,6 +242,12 @@ impl Layer {
     /// Compressed bytes fetched for `kind` since the layer was opened.
     pub fn fetched_bytes(&self, kind: FetchKind) -> u64 {
         self.inner.activity.fetched(kind)
+    }
+
+    /// Whether a request of a class above `kind` is on the link this layer shares with
+    /// the others of its cache.
+    pub fn link_busy_above(&self, kind: FetchKind) -> bool {
+        self.inner.cache.link().busy_above(kind)
     }
 
     /// Whether a read is waiting on the network, or was less than `quiet` ago.
@@ -309,6 +323,11 @@ impl Layer {
             tokio::spawn(async move { inner.load_chunks(&[next], FetchKind::OnDemand).await });
         }
         let chunks = &all[covered];
+        if ahead {
+            if let Some(first) = chunks.first() {
+                inner.read_ahead_of(first.compressed.start);
+            }
+        }
         let data = inner.load_chunks(chunks, FetchKind::OnDemand).await?;
         assemble(inner.blob, chunks, &data, &wanted)
     }

@@ -10,7 +10,7 @@ use estargz::Digest;
 use futures::future::BoxFuture;
 use futures::stream::StreamExt;
 
-use super::{BlobSource, RangeStream, RemoteError};
+use super::{BlobSource, PartStream, RangeStream, RemoteError};
 
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Mode {
@@ -21,6 +21,18 @@ pub(crate) enum Mode {
     BreakAfter(u64),
     /// A streamed read hands out this many bytes, then never sends more.
     StallAfter(u64),
+}
+
+/// How a [`MemoryBlob`] answers multi-range reads.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Parts {
+    /// Not offered: readers ask range by range.
+    Off,
+    /// Every range asked for, in one response.
+    Serve,
+    /// Offered, but the first such request is answered otherwise (as a registry that
+    /// sends one range, the whole blob or 400): from then on `Off`.
+    Refuse,
 }
 
 /// An eStargz blob in memory that records every range it is asked for.
@@ -34,6 +46,9 @@ pub(crate) struct MemoryBlob {
     piece: usize,
     /// How many of the blob's last bytes `take_tail` hands out (once), as opening does.
     tail: Mutex<usize>,
+    parts: Mutex<Parts>,
+    /// The ranges of each multi-range request.
+    part_requests: Mutex<Vec<Vec<Range<u64>>>>,
 }
 
 impl MemoryBlob {
@@ -46,6 +61,8 @@ impl MemoryBlob {
             delay: Duration::ZERO,
             piece: usize::MAX,
             tail: Mutex::new(0),
+            parts: Mutex::new(Parts::Off),
+            part_requests: Mutex::new(Vec::new()),
         })
     }
 
@@ -70,6 +87,15 @@ impl MemoryBlob {
 
     pub(crate) fn requests(&self) -> Vec<Range<u64>> {
         self.requests.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn set_parts(&self, parts: Parts) {
+        *self.parts.lock().expect("lock") = parts;
+    }
+
+    /// The ranges of each multi-range request so far.
+    pub(crate) fn part_requests(&self) -> Vec<Vec<Range<u64>>> {
+        self.part_requests.lock().expect("lock").clone()
     }
 
     pub(crate) fn clear_requests(&self) {
@@ -129,6 +155,50 @@ impl BlobSource for MemoryBlob {
                 .iter()
                 .map(|r| Bytes::copy_from_slice(&bytes[r.start as usize..r.end as usize]))
                 .collect())
+        })
+    }
+
+    fn multi_range(&self) -> bool {
+        *self.parts.lock().expect("lock") != Parts::Off
+    }
+
+    fn read_parts<'a>(
+        &'a self,
+        ranges: &'a [Range<u64>],
+    ) -> BoxFuture<'a, Result<Option<PartStream>, RemoteError>> {
+        Box::pin(async move {
+            let parts = *self.parts.lock().expect("lock");
+            if parts == Parts::Off {
+                return Ok(None);
+            }
+            self.part_requests
+                .lock()
+                .expect("lock")
+                .push(ranges.to_vec());
+            if parts == Parts::Refuse {
+                self.set_parts(Parts::Off);
+                return Ok(None);
+            }
+            // Served like one read of each range, in one response.
+            let bytes = self.read_ranges(ranges).await?;
+            let pieces: Vec<Result<(u64, Bytes), RemoteError>> = ranges
+                .iter()
+                .zip(bytes)
+                .flat_map(|(range, bytes)| {
+                    self.pieces(bytes)
+                        .into_iter()
+                        .scan(range.start, |at, piece| {
+                            let piece = piece.map(|p| {
+                                let start = *at;
+                                *at += p.len() as u64;
+                                (start, p)
+                            });
+                            Some(piece)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            Ok(Some(futures::stream::iter(pieces).boxed()))
         })
     }
 

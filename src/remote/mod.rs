@@ -45,6 +45,10 @@ pub enum RemoteError {
 /// (or an error).
 pub type RangeStream = BoxStream<'static, Result<Bytes, RemoteError>>;
 
+/// The pieces of a multi-range read as they arrive, each with the blob offset of its
+/// first byte. Which ranges came is the reader's to check.
+pub type PartStream = BoxStream<'static, Result<(u64, Bytes), RemoteError>>;
+
 /// One immutable layer blob that can be read by byte ranges.
 ///
 /// Implementations return exactly the bytes asked for (or an error); nothing is verified
@@ -73,6 +77,23 @@ pub trait BlobSource: Send + Sync + 'static {
             let bytes = self.read(range).await?;
             Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
         })
+    }
+
+    /// Whether asking for several ranges in one request is worth trying (the source is
+    /// not known to answer such requests otherwise). Default: false.
+    fn multi_range(&self) -> bool {
+        false
+    }
+
+    /// Starts one request for all of `ranges` (sorted, apart). `Ok(None)` when the source
+    /// does not answer such requests with the ranges (now known): ask range by range.
+    /// Default: always `None`.
+    fn read_parts<'a>(
+        &'a self,
+        ranges: &'a [Range<u64>],
+    ) -> BoxFuture<'a, Result<Option<PartStream>, RemoteError>> {
+        let _ = ranges;
+        Box::pin(async { Ok(None) })
     }
 
     /// Reads one range.

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use futures::stream::{StreamExt, TryStreamExt};
 use registry::{Client, Reference};
 
-use super::{check_length, BlobLocation, BlobSource, RangeStream, RemoteError};
+use super::{check_length, BlobLocation, BlobSource, PartStream, RangeStream, RemoteError};
 
 /// Bytes fetched from the end of a blob when it is opened: the footer and the TOC of most
 /// layers (a few hundred files make a TOC of 10-20 KB), so that opening a layer is one
@@ -107,6 +107,31 @@ impl BlobSource for RegistryBlob {
                 check_length(self.digest, range, bytes)?;
             }
             Ok(parts)
+        })
+    }
+
+    fn multi_range(&self) -> bool {
+        self.client.multi_range(&self.repository)
+    }
+
+    fn read_parts<'a>(
+        &'a self,
+        ranges: &'a [Range<u64>],
+    ) -> BoxFuture<'a, Result<Option<PartStream>, RemoteError>> {
+        Box::pin(async move {
+            self.check_ranges(ranges)?;
+            let opened = self
+                .client
+                .open_blob_ranges(&self.repository, &self.digest, ranges)
+                .await?;
+            let Some(body) = opened else {
+                return Ok(None);
+            };
+            let pieces = futures::stream::try_unfold(body, |mut body| async move {
+                let piece = body.next_piece().await?;
+                Ok::<_, registry::Error>(piece.map(|piece| (piece, body)))
+            });
+            Ok(Some(pieces.map_err(RemoteError::from).boxed()))
         })
     }
 

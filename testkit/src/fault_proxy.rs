@@ -39,6 +39,20 @@ pub enum FaultMode {
     WrongBytes,
 }
 
+/// How multi-range blob reads (`Range: bytes=a-b,c-d`) are answered, playing the
+/// registries that differ there. Single-range reads are not touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiRangeAnswer {
+    /// Relayed: the registry's own answer (docker-registry sends the parts).
+    Parts,
+    /// Only the first range is asked for upstream: 206 with one range.
+    FirstRange,
+    /// The `Range` header is dropped upstream: 200 with the whole blob (as ECR does).
+    WholeBlob,
+    /// `400 Bad Request`, the registry never asked (as gcr did).
+    Status400,
+}
+
 /// Errors starting the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultProxyError {
@@ -58,6 +72,8 @@ pub struct FaultProxy {
 struct Shared {
     upstream: String,
     mode: Mutex<FaultMode>,
+    multi_range: Mutex<MultiRangeAnswer>,
+    multi_range_reads: AtomicU64,
     blob_reads: AtomicU64,
     faulted: AtomicU64,
     stopping: AtomicBool,
@@ -71,6 +87,8 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             upstream: upstream.to_owned(),
             mode: Mutex::new(FaultMode::Pass),
+            multi_range: Mutex::new(MultiRangeAnswer::Parts),
+            multi_range_reads: AtomicU64::new(0),
             blob_reads: AtomicU64::new(0),
             faulted: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -97,6 +115,20 @@ impl FaultProxy {
     /// Applies `mode` to blob data reads from the next request on.
     pub fn set_mode(&self, mode: FaultMode) {
         *self.shared.lock_mode() = mode;
+    }
+
+    /// Answers multi-range blob reads as `answer` from the next request on.
+    pub fn set_multi_range(&self, answer: MultiRangeAnswer) {
+        *self
+            .shared
+            .multi_range
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = answer;
+    }
+
+    /// Multi-range blob reads seen so far.
+    pub fn multi_range_reads(&self) -> u64 {
+        self.shared.multi_range_reads.load(Ordering::SeqCst)
     }
 
     /// Blob data reads seen so far (faulted or not).
@@ -147,7 +179,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 fn serve(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     client.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let (head, body_start) = read_head(&mut client)?;
-    let request = Head::parse(&head)?;
+    let mut request = Head::parse(&head)?;
     let body = read_body(&mut client, body_start, request.content_length())?;
     let mode = if is_blob_data_read(&request) {
         shared.blob_reads.fetch_add(1, Ordering::SeqCst);
@@ -157,6 +189,19 @@ fn serve(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     };
     if mode != FaultMode::Pass {
         shared.faulted.fetch_add(1, Ordering::SeqCst);
+    }
+    if is_blob_data_read(&request) && request.header("range").is_some_and(|r| r.contains(',')) {
+        shared.multi_range_reads.fetch_add(1, Ordering::SeqCst);
+        let answer = *shared
+            .multi_range
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match answer {
+            MultiRangeAnswer::Parts => {}
+            MultiRangeAnswer::FirstRange => request.keep_first_range(),
+            MultiRangeAnswer::WholeBlob => request.remove_header("range"),
+            MultiRangeAnswer::Status400 => return client.write_all(STATUS_400),
+        }
     }
     match mode {
         FaultMode::Killed => return client.shutdown(Shutdown::Both),
@@ -190,6 +235,8 @@ fn serve(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
 
 const STATUS_500: &[u8] =
     b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+    Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+const STATUS_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\
     Content-Length: 2\r\nConnection: close\r\n\r\n{}";
 const STATUS_502: &[u8] =
     b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
@@ -259,6 +306,21 @@ impl Head {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    fn remove_header(&mut self, name: &str) {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    }
+
+    /// `Range: bytes=a-b,c-d` becomes `Range: bytes=a-b`.
+    fn keep_first_range(&mut self) {
+        for (name, value) in &mut self.headers {
+            if name.eq_ignore_ascii_case("range") {
+                if let Some((first, _)) = value.split_once(',') {
+                    *value = first.to_owned();
+                }
+            }
+        }
     }
 
     fn target(&self) -> &str {

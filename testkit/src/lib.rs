@@ -26,7 +26,7 @@ pub mod tls;
 pub mod tools;
 
 pub use containerd::{unique_id, Containerd, ContainerdError, ContainerdOptions};
-pub use fault_proxy::{FaultMode, FaultProxy, FaultProxyError};
+pub use fault_proxy::{FaultMode, FaultProxy, FaultProxyError, MultiRangeAnswer};
 pub use http::{Credentials, FetchedManifest, HttpError, RegistryClient};
 pub use image::{
     build_index, busybox_layer, data_layer, write_layout, Artifact, BuiltImage, BuiltIndex,

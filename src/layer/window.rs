@@ -1,0 +1,210 @@
+//! The readahead window of one layer, in blob order (the next files, not only the rest of
+//! the file being read), adapting like the kernel's readahead: it grows while misses keep
+//! landing in or right after what was fetched, falls back to just the missed chunks when
+//! reads jump around, and is capped by what a few round trips of the link carry (and by
+//! config). A read entering the second half of the current window fetches the next one
+//! while the reader is still busy with this one. A window ends where the directory of the
+//! file being read ends.
+
+use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
+
+use estargz::{ChunkInfo, EntryId, Index};
+
+/// Round trips' worth of bytes a window may grow to: the cost of a window is then at
+/// most a few round trips of transfer, while each miss it saves costs a whole one.
+const ROUND_TRIPS: u64 = 4;
+
+/// Bounds of the window, from config and the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bounds {
+    /// First size a growing window takes, and how far past the last window a miss may
+    /// land and still count as sequential.
+    pub min: u64,
+    /// Largest window.
+    pub max: u64,
+}
+
+impl Bounds {
+    /// The bounds with the link's estimate applied: at most [`ROUND_TRIPS`] round trips'
+    /// worth of bytes (never below `min`); `max` while the link is not yet measured.
+    pub(super) fn for_link(self, round_trip_bytes: Option<u64>) -> Bounds {
+        let max = round_trip_bytes.map_or(self.max, |bytes| {
+            bytes
+                .saturating_mul(ROUND_TRIPS)
+                .clamp(self.min, self.max.max(self.min))
+        });
+        Bounds { max, ..self }
+    }
+}
+
+/// Where the window stands.
+#[derive(Debug, Default)]
+struct State {
+    /// Blob range of the last fetch the window decided (missed chunks and the window).
+    last: Range<u64>,
+    /// Size of the window after the missed chunks in that fetch; 0: none.
+    size: u64,
+}
+
+/// One layer's readahead window.
+#[derive(Debug, Default)]
+pub(super) struct Window {
+    state: Mutex<State>,
+}
+
+impl Window {
+    /// A read missed chunks from blob offset `at` to `end`: the blob range to fetch after
+    /// them (empty when reads jump around).
+    pub(super) fn on_miss(&self, at: u64, end: u64, bounds: Bounds) -> Range<u64> {
+        let mut state = self.lock();
+        let last = &state.last;
+        let sequential =
+            !last.is_empty() && last.start <= at && at <= last.end.saturating_add(bounds.min);
+        state.size = if sequential {
+            state.size.saturating_mul(2).max(bounds.min).min(bounds.max)
+        } else {
+            0
+        };
+        let ahead = end..end.saturating_add(state.size);
+        state.last = at.min(end)..ahead.end;
+        ahead
+    }
+
+    /// A read of chunks starting at blob offset `at` (cached or not): when it entered the
+    /// second half of the current window, the next window, which is fetched at once so
+    /// that a sequential reader never waits for a miss.
+    pub(super) fn on_read(&self, at: u64, bounds: Bounds) -> Option<Range<u64>> {
+        let mut state = self.lock();
+        let mark = state.last.end.saturating_sub(state.size / 2);
+        if state.size == 0 || at < mark || at >= state.last.end {
+            return None;
+        }
+        state.size = state.size.saturating_mul(2).min(bounds.max).max(1);
+        let next = state.last.end..state.last.end.saturating_add(state.size);
+        state.last = at..next.end;
+        Some(next)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One chunk in blob order: where its compressed bytes start, its file, its index in the
+/// file's chunks and the file's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Placed {
+    start: u64,
+    file: EntryId,
+    chunk: u32,
+    dir: EntryId,
+}
+
+/// Every chunk of a layer in blob order, to find the chunks a blob range holds.
+pub(super) struct BlobOrder {
+    chunks: Vec<Placed>,
+}
+
+impl BlobOrder {
+    pub(super) fn new(index: &Index) -> BlobOrder {
+        let mut chunks: Vec<Placed> = index
+            .iter()
+            .flat_map(|(file, entry)| {
+                (0u32..)
+                    .zip(entry.chunks())
+                    .map(move |(chunk, info)| Placed {
+                        start: info.compressed.start,
+                        file,
+                        chunk,
+                        dir: entry.parent,
+                    })
+            })
+            .collect();
+        chunks.sort_unstable();
+        // A hardlink lists its target's chunks again: one is enough.
+        chunks.dedup_by_key(|placed| placed.start);
+        BlobOrder { chunks }
+    }
+
+    /// The directory of the file whose chunk starts at blob offset `start`.
+    pub(super) fn dir_at(&self, start: u64) -> Option<EntryId> {
+        let at = self.chunks.partition_point(|p| p.start < start);
+        self.chunks
+            .get(at)
+            .filter(|p| p.start == start)
+            .map(|p| p.dir)
+    }
+
+    /// The chunks lying whole inside `range`, in blob order, up to the first chunk of a
+    /// file outside directory `dir`: files of one directory are read together (a
+    /// package's modules); the next directory's are a guess that costs a whole window
+    /// when wrong.
+    pub(super) fn within<'a>(
+        &'a self,
+        index: &'a Index,
+        range: Range<u64>,
+        dir: EntryId,
+    ) -> impl Iterator<Item = &'a ChunkInfo> + 'a {
+        let first = self.chunks.partition_point(|p| p.start < range.start);
+        self.chunks[first..]
+            .iter()
+            .take_while(move |p| p.start < range.end && p.dir == dir)
+            .filter_map(|p| index.chunks(p.file).get(usize::try_from(p.chunk).ok()?))
+            .filter(move |chunk| chunk.compressed.end <= range.end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUNDS: Bounds = Bounds {
+        min: 100,
+        max: 1000,
+    };
+
+    #[test]
+    fn grows_while_misses_follow_and_shrinks_when_they_jump() {
+        let window = Window::default();
+        assert!(window.on_miss(5000, 5010, BOUNDS).is_empty(), "first miss");
+        // Right after what was fetched: sequential, the window opens and doubles.
+        assert_eq!(window.on_miss(5010, 5020, BOUNDS), 5020..5120);
+        assert_eq!(window.on_miss(5120, 5130, BOUNDS), 5130..5330);
+        assert_eq!(window.on_miss(5330, 5340, BOUNDS), 5340..5740);
+        assert_eq!(window.on_miss(5740, 5750, BOUNDS), 5750..6550);
+        assert_eq!(window.on_miss(6550, 6560, BOUNDS), 6560..7560, "capped");
+        // A jump: only the missed chunks.
+        assert!(window.on_miss(100, 110, BOUNDS).is_empty(), "jump back");
+        assert!(window.on_miss(90_000, 90_010, BOUNDS).is_empty(), "jump on");
+        // A small skip (a file not read) still counts as sequential.
+        assert_eq!(window.on_miss(90_060, 90_070, BOUNDS), 90_070..90_170);
+    }
+
+    #[test]
+    fn entering_the_second_half_fetches_the_next_window() {
+        let window = Window::default();
+        window.on_miss(0, 10, BOUNDS);
+        assert_eq!(window.on_miss(10, 20, BOUNDS), 20..120);
+        assert_eq!(window.on_read(30, BOUNDS), None, "first half");
+        assert_eq!(window.on_read(80, BOUNDS), Some(120..320));
+        assert_eq!(window.on_read(90, BOUNDS), None, "already fetched");
+        assert_eq!(window.on_read(230, BOUNDS), Some(320..720));
+        // Random reads never trigger it.
+        let random = Window::default();
+        random.on_miss(0, 10, BOUNDS);
+        assert_eq!(random.on_read(5, BOUNDS), None);
+    }
+
+    #[test]
+    fn the_link_caps_the_window() {
+        let bounds = Bounds {
+            min: 100,
+            max: 10_000,
+        };
+        assert_eq!(bounds.for_link(None).max, 10_000, "unmeasured");
+        assert_eq!(bounds.for_link(Some(500)).max, 2000, "four round trips");
+        assert_eq!(bounds.for_link(Some(10)).max, 100, "at least min");
+        assert_eq!(bounds.for_link(Some(1 << 40)).max, 10_000, "at most max");
+    }
+}

@@ -1,0 +1,258 @@
+//! The link to the registries, as every layer sharing one chunk cache (one daemon) sees
+//! it: range requests on the wire per priority class (on-demand > prefetch > background),
+//! admission of lower classes only while no higher class is on the wire, and estimates
+//! of the link's latency and throughput from recent fetches, which size readahead
+//! windows and pace background fetching.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Why chunks are fetched; also their priority class on the link, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FetchKind {
+    /// A read of the mounted layer is waiting for them.
+    OnDemand,
+    /// The prioritized files, at mount.
+    Prefetch,
+    /// Filling the cache with the rest of the layer.
+    Background,
+}
+
+impl FetchKind {
+    pub const ALL: [FetchKind; 3] = [
+        FetchKind::OnDemand,
+        FetchKind::Prefetch,
+        FetchKind::Background,
+    ];
+
+    /// Lowercase name for logs, metrics and status.
+    pub fn name(self) -> &'static str {
+        match self {
+            FetchKind::OnDemand => "on_demand",
+            FetchKind::Prefetch => "prefetch",
+            FetchKind::Background => "background",
+        }
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        match self {
+            FetchKind::OnDemand => 0,
+            FetchKind::Prefetch => 1,
+            FetchKind::Background => 2,
+        }
+    }
+}
+
+/// Requests of a lower class on the wire at once: enough to keep the link busy (each is
+/// megabytes), few enough that an on-demand read waits behind little.
+const LOWER_CLASS_REQUESTS: usize = 2;
+
+/// Weight of the newest sample in the moving averages.
+const SMOOTHING: f64 = 0.25;
+
+/// Fetches shorter than this say little about throughput (their time is mostly latency).
+const MIN_THROUGHPUT_SAMPLE: u64 = 32 << 10;
+
+/// The shared link: see the module documentation.
+#[derive(Default)]
+pub struct Link {
+    state: Mutex<State>,
+    /// Woken whenever a request leaves the wire.
+    left: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    on_wire: [usize; 3],
+    /// Moving average of the time to the first byte of a range request, seconds.
+    latency: Option<f64>,
+    /// Moving average of body throughput, bytes per second.
+    throughput: Option<f64>,
+}
+
+impl Link {
+    pub fn new() -> Arc<Link> {
+        Arc::new(Link::default())
+    }
+
+    /// Waits until a request of `kind` may go on the wire, and counts it there until the
+    /// ticket drops. On-demand requests go at once; prefetch waits while on-demand
+    /// requests are on the wire, background while on-demand or prefetch requests are;
+    /// both are limited to a few requests at once. Requests already on the wire are never
+    /// stopped, so an on-demand read waits behind at most those.
+    pub async fn admit(self: &Arc<Self>, kind: FetchKind) -> Ticket {
+        loop {
+            // Registered before the check, so a request leaving in between wakes us.
+            let left = self.left.notified();
+            {
+                let mut state = self.lock();
+                if state.may_start(kind) {
+                    state.on_wire[kind.slot()] += 1;
+                    return Ticket {
+                        link: self.clone(),
+                        kind,
+                    };
+                }
+            }
+            left.await;
+        }
+    }
+
+    /// Requests of `kind` on the wire now.
+    pub fn on_wire(&self, kind: FetchKind) -> usize {
+        self.lock().on_wire[kind.slot()]
+    }
+
+    /// Whether a request of a class above `kind` is on the wire.
+    pub fn busy_above(&self, kind: FetchKind) -> bool {
+        let state = self.lock();
+        FetchKind::ALL
+            .iter()
+            .filter(|k| **k < kind)
+            .any(|k| state.on_wire[k.slot()] > 0)
+    }
+
+    /// Adds a finished fetch of `bytes` whose first byte came after `first_byte` and whose
+    /// last came after `total`.
+    pub fn record(&self, bytes: u64, first_byte: Duration, total: Duration) {
+        let mut state = self.lock();
+        state.latency = Some(smooth(state.latency, first_byte.as_secs_f64()));
+        let body = total.saturating_sub(first_byte).as_secs_f64();
+        if bytes >= MIN_THROUGHPUT_SAMPLE && body > 0.0 {
+            state.throughput = Some(smooth(state.throughput, bytes as f64 / body));
+        }
+    }
+
+    /// Bytes the link carries in one round trip (throughput × latency), once both are
+    /// estimated.
+    pub fn round_trip_bytes(&self) -> Option<u64> {
+        let state = self.lock();
+        let bytes = state.throughput? * state.latency?;
+        // Saturating float-to-int conversion.
+        Some(bytes as u64)
+    }
+
+    /// Estimated body throughput, bytes per second.
+    pub fn throughput(&self) -> Option<f64> {
+        self.lock().throughput
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn may_start(&self, kind: FetchKind) -> bool {
+        let [on_demand, prefetch, background] = self.on_wire;
+        match kind {
+            FetchKind::OnDemand => true,
+            FetchKind::Prefetch => on_demand == 0 && prefetch < LOWER_CLASS_REQUESTS,
+            FetchKind::Background => {
+                on_demand == 0 && prefetch == 0 && background < LOWER_CLASS_REQUESTS
+            }
+        }
+    }
+}
+
+fn smooth(average: Option<f64>, sample: f64) -> f64 {
+    match average {
+        Some(average) => average + SMOOTHING * (sample - average),
+        None => sample,
+    }
+}
+
+/// A request on the wire; see [`Link::admit`].
+pub struct Ticket {
+    link: Arc<Link>,
+    kind: FetchKind,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut state = self.link.lock();
+        let slot = &mut state.on_wire[self.kind.slot()];
+        *slot = slot.saturating_sub(1);
+        drop(state);
+        self.link.left.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `admit(kind)` completes within a short while.
+    async fn admitted(link: &Arc<Link>, kind: FetchKind) -> Option<Ticket> {
+        tokio::time::timeout(Duration::from_millis(50), link.admit(kind))
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn lower_classes_wait_for_higher_ones_on_the_wire() {
+        let link = Link::new();
+        let on_demand = admitted(&link, FetchKind::OnDemand).await.expect("at once");
+        assert!(admitted(&link, FetchKind::Prefetch).await.is_none());
+        assert!(admitted(&link, FetchKind::Background).await.is_none());
+        assert!(link.busy_above(FetchKind::Prefetch));
+        // Another on-demand request never waits.
+        let second = admitted(&link, FetchKind::OnDemand).await.expect("at once");
+        drop((on_demand, second));
+
+        let waiting = tokio::spawn({
+            let link = link.clone();
+            async move { link.admit(FetchKind::Background).await }
+        });
+        let prefetch = admitted(&link, FetchKind::Prefetch).await.expect("free");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiting.is_finished(), "background waits for prefetch");
+        // An on-demand request while prefetch is on the wire goes at once.
+        let on_demand = admitted(&link, FetchKind::OnDemand).await.expect("at once");
+        drop(prefetch);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiting.is_finished(), "background waits for on-demand");
+        drop(on_demand);
+        let background = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken when the link is free")
+            .expect("task");
+        assert_eq!(link.on_wire(FetchKind::Background), 1);
+        drop(background);
+        assert_eq!(link.on_wire(FetchKind::Background), 0);
+    }
+
+    #[tokio::test]
+    async fn lower_classes_are_limited_to_a_few_requests() {
+        let link = Link::new();
+        let mut held = Vec::new();
+        for _ in 0..LOWER_CLASS_REQUESTS {
+            held.push(admitted(&link, FetchKind::Prefetch).await.expect("free"));
+        }
+        assert!(admitted(&link, FetchKind::Prefetch).await.is_none());
+        held.pop();
+        assert!(admitted(&link, FetchKind::Prefetch).await.is_some());
+    }
+
+    #[test]
+    fn estimates_follow_recent_fetches() {
+        let link = Link::default();
+        assert_eq!(link.round_trip_bytes(), None, "nothing measured yet");
+        // 1 MB in 100 ms after a 20 ms first byte: 12.5 MB/s.
+        link.record(
+            1_000_000,
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+        );
+        let bytes = link.round_trip_bytes().expect("estimated");
+        assert!(bytes.abs_diff(250_000) < 10, "{bytes}");
+        // Small fetches update the latency only.
+        link.record(100, Duration::from_millis(60), Duration::from_millis(60));
+        let throughput = link.throughput().expect("kept");
+        assert!((throughput - 12_500_000.0).abs() < 1.0, "{throughput}");
+        let bytes = link.round_trip_bytes().expect("estimated");
+        assert!(bytes.abs_diff(375_000) < 10, "latency 30 ms: {bytes}");
+    }
+}
