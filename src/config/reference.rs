@@ -54,8 +54,9 @@ const PAGE_CACHE: &str = "the disk cache is read through the page cache and its 
 /// Why the registry check keys of `[blob]` have no effect.
 const CHECK: &str = "a layer's registry access is checked again when a read fails, not on an \
                      interval";
-/// Why a fetch-size key of `[blob]` has no effect (yet).
-const FETCH_SIZES: &str = "request sizes are chosen by the fetch path, not configurable yet";
+/// Why a fetch-size key of `[blob]` has no effect.
+const FETCH_SIZES: &str = "request sizes adapt to the reads and the link (a readahead window \
+                           bounded by [layer] readahead_min_bytes and readahead_max_bytes)";
 
 /// Every key the reference reads (cmd/containerd-stargz-grpc/main.go, fs/config,
 /// service/config.go, service/resolver), in the order they are applied.
@@ -128,7 +129,10 @@ pub(crate) const RULES: &[(&[&str], Effect)] = &[
         &["blob", "fetching_timeout_sec"],
         Effect::Positive(&["layer", "read_timeout"]),
     ),
-    (&["blob", "force_single_range_mode"], Effect::Ignored(FETCH_SIZES)),
+    (
+        &["blob", "force_single_range_mode"],
+        Effect::Negated(&["remote", "multi_range"]),
+    ),
     (&["blob", "prefetch_chunk_size"], Effect::Ignored(FETCH_SIZES)),
     (&["blob", "max_retries"], Effect::Positive(&["remote", "retries"])),
     (

@@ -86,6 +86,12 @@ fn rules() {
             ],
         ),
         (
+            "single range",
+            "[blob]\nforce_single_range_mode = true",
+            |c| c.remote.multi_range = false,
+            &["blob.force_single_range_mode: mapped remote.multi_range = false"],
+        ),
+        (
             "zero is the reference's default",
             "prefetch_timeout_sec = 0\n[resolver]\nrequest_timeout_sec = 0",
             |_| {},
