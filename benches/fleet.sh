@@ -164,7 +164,7 @@ app_run() {
   timeout "$TIMEOUT" "${run[@]}" "$ref" "fleet-$k" 2>"$dir/run.err" | while IFS= read -r line; do
     echo "$line" >>"$dir/out"
     [[ "$line" == READY ]] && now >"$dir/ready"
-  done
+  done || true
   [[ -s "$dir/ready" ]] || echo "no READY: $(tail -3 "$dir/run.err")" >"$dir/error"
   return 0
 }

@@ -113,7 +113,7 @@ mod tests {
     fn scattered_reads_are_distinct_and_spread_over_the_layer() {
         let (files, picked) = scattered_layer(200);
         let total: usize = files.iter().map(|f| f.size).sum();
-        assert!(total >= 200 * MIB && total < 201 * MIB, "{total}");
+        assert!((200 * MIB..201 * MIB).contains(&total), "{total}");
         assert_eq!(picked.len(), SCATTERED_READS);
         let mut sorted = picked.clone();
         sorted.sort_unstable();
