@@ -124,9 +124,20 @@ fuse_count() {
 # stop_case_stack [LOGS_PREFIX]: stops containerd, the daemons and our fuse manager, copies
 # their logs to LOGS_PREFIX.* when given, unmounts and removes $WORK/run.
 stop_case_stack() {
-  local manager
+  local manager sock=$WORK/run/containerd/containerd.sock task pid
   manager=$(manager_pid)
-  [[ -n "${CONTAINERD_PID:-}" ]] && stop_pid "$CONTAINERD_PID"
+  # Containers still running (an interrupted run) are killed while containerd is up;
+  # shims of this containerd that outlive it anyway are stopped by its socket path.
+  if [[ -n "${CONTAINERD_PID:-}" ]]; then
+    for task in $(timeout 10 /usr/bin/ctr --address "$sock" --namespace demo tasks ls -q 2>/dev/null); do
+      timeout 10 /usr/bin/ctr --address "$sock" --namespace demo tasks kill -a -s SIGKILL "$task" >/dev/null 2>&1
+      timeout 10 /usr/bin/ctr --address "$sock" --namespace demo tasks delete -f "$task" >/dev/null 2>&1
+    done
+    stop_pid "$CONTAINERD_PID"
+  fi
+  for pid in $(pgrep -f -x -- "/usr/bin/containerd-shim-runc-v2 -namespace demo -id .* -address $sock" || true); do
+    stop_pid "$pid"
+  done
   [[ -n "${SNAPSHOTTER_PID:-}" ]] && stop_pid "$SNAPSHOTTER_PID"
   [[ -n "$manager" ]] && stop_pid "$manager"
   [[ -n "${REF_PID:-}" ]] && stop_pid "$REF_PID"
