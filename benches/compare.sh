@@ -158,10 +158,14 @@ stop_case_stack() {
 # $WORK/registry/storage) with NAME's images: from the cache entry for PARAMS and the
 # current make-image and estargz-convert binaries if there is one, else by calling
 # BUILD_FUNCTION (which pushes and converts through $LOOP_REG) and storing the result.
+# The key: PARAMS, testkit's image sources and Cargo.lock, the estargz-convert binary.
 # Keeps the newest 2 entries per NAME. Sets LOOP_REG.
 image_cache() {
   local name=$1 params=$2 build=$3 key entry
-  key=$( { echo "$params"; sha256sum "$MAKE_IMAGE" "$CONVERT" | cut -d' ' -f1; } | sha256sum | cut -c1-16)
+  # The images depend on testkit's image code (its sources, not the binary, which any
+  # testkit change rebuilds) and on the converter binary.
+  key=$( { echo "$params"; cat "$ROOT"/testkit/src/image/*.rs "$ROOT"/testkit/examples/make-image.rs \
+    "$ROOT/Cargo.lock" | sha256sum; sha256sum "$CONVERT" | cut -d' ' -f1; } | sha256sum | cut -c1-16)
   entry=$CACHE_DIR/$name-$key
   if [[ -n "$CACHE_DIR" && -d "$entry/storage" ]]; then
     log "images from the cache $entry"

@@ -18,8 +18,8 @@
 #   unprioritized  no prioritized files (.no.prefetch.landmark);
 #   prioritized    --prioritized-files = the files the app reads, in reading order
 #                  (the same paths in every app), so they are first and prefetched.
-# Built images are cached under CACHE_DIR, keyed by the parameters and the make-image and
-# estargz-convert binaries (so a rebuilt converter converts again).
+# Built images are cached under CACHE_DIR, keyed by the parameters, testkit's image code
+# and the estargz-convert binary (so a rebuilt converter converts again).
 #
 # Cases, each a fresh containerd (both proxy plugins registered) and daemon root per run:
 #   overlayfs   `ctr image pull` of the gzip originals, then `ctr run`;

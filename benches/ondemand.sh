@@ -17,8 +17,8 @@
 #              (small reads scattered over a large layer: read-ahead there is waste);
 #   interp-prio (not in the default set) the interp image converted with its read set as
 #              --prioritized-files, for comparison.
-# Built images are cached under CACHE_DIR, keyed by the parameters and the make-image and
-# estargz-convert binaries.
+# Built images are cached under CACHE_DIR, keyed by the parameters, testkit's image code
+# and the estargz-convert binary.
 #
 # Cases, each a fresh containerd (both proxy plugins registered) and daemon root per run:
 #   overlayfs  `ctr image pull` of the gzip original, then `ctr run`;
