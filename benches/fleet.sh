@@ -161,7 +161,9 @@ app_run() {
     return 0
   fi
   now >"$dir/pulled"
-  timeout "$TIMEOUT" "${run[@]}" "$ref" "fleet-$k" 2>"$dir/run.err" | while IFS= read -r line; do
+  # runc keeps container state under /run/containerd/runc/<namespace> for every containerd:
+  # ids unique to this script run never meet another run's containers.
+  timeout "$TIMEOUT" "${run[@]}" "$ref" "fleet-$$-$k" 2>"$dir/run.err" | while IFS= read -r line; do
     echo "$line" >>"$dir/out"
     [[ "$line" == READY ]] && now >"$dir/ready"
   done || true

@@ -118,7 +118,8 @@ run_until_ready() {
   fi || { tail -5 "$WORK/pull.log" >&2; return 1; }
   rm -f "$WORK/ready-at"
   : >"$WORK/run-output"
-  timeout "$TIMEOUT" "${run[@]}" "$ref" ondemand 2>>"$WORK/run-output" | while IFS= read -r line; do
+  # A container id unique to this script run (runc's state dir is shared by all containerds).
+  timeout "$TIMEOUT" "${run[@]}" "$ref" "ondemand-$$" 2>>"$WORK/run-output" | while IFS= read -r line; do
     echo "$line" >>"$WORK/run-output"
     [[ "$line" == READY ]] && now >"$WORK/ready-at"
   done
