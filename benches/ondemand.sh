@@ -171,13 +171,13 @@ for link in $LINKS; do
   [[ $link == shaped ]] && teardown_shaped_link
 done
 
-# field LINK WORKLOAD CASE COLUMN: median over the rounds ("-" if no round had a value).
+# field LINK WORKLOAD CASE COLUMN: median over the rounds that reached READY ("-" if none).
 field() {
-  awk -v l="$1" -v w="$2" -v c="$3" -v f="$4" '$1 == l && $2 == w && $3 == c { print $f }' "$WORK/results" |
+  awk -v l="$1" -v w="$2" -v c="$3" -v f="$4" '$1 == l && $2 == w && $3 == c && $5 != "-" { print $f }' "$WORK/results" |
     { vals=$(grep -v '^-$' || true); [[ -n "$vals" ]] && median <<<"$vals" || echo -; }
 }
 
-log "results: median of $ROUNDS rounds, $(nproc) cores"
+log "results: median of $ROUNDS rounds (failed rounds left out: $(awk '$5 == "-"' "$WORK/results" | wc -l)), $(nproc) cores"
 echo "| link | workload | case | time to READY s | blob GETs | registry MB | read MB | registry / read | lazy mounts | vs ref time | vs ref GETs | vs ref bytes |"
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for link in $LINKS; do
