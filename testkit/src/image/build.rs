@@ -179,11 +179,18 @@ impl Artifact for BuiltIndex {
 pub struct ImageBuilder {
     media_types: MediaTypes,
     platform: Platform,
-    layers: Vec<Vec<u8>>,
+    layers: Vec<LayerInput>,
     cmd: Vec<String>,
     entrypoint: Vec<String>,
     env: Vec<String>,
     gzip_level: u32,
+}
+
+/// A layer given to [`ImageBuilder`]: a tar to gzip, or one gzipped already.
+#[derive(Debug, Clone)]
+enum LayerInput {
+    Tar(Vec<u8>),
+    Built(BuiltLayer),
 }
 
 impl Default for ImageBuilder {
@@ -218,8 +225,20 @@ impl ImageBuilder {
 
     /// Appends a layer (uncompressed tar bytes), bottom first.
     pub fn layer(mut self, tar: Vec<u8>) -> Self {
-        self.layers.push(tar);
+        self.layers.push(LayerInput::Tar(tar));
         self
+    }
+
+    /// Appends a layer gzipped earlier by [`ImageBuilder::prebuild`], so that images sharing
+    /// a big layer compress it once.
+    pub fn built_layer(mut self, layer: BuiltLayer) -> Self {
+        self.layers.push(LayerInput::Built(layer));
+        self
+    }
+
+    /// Gzips `tar` as [`ImageBuilder::build`] would with this builder's settings.
+    pub fn prebuild(&self, tar: Vec<u8>) -> Result<BuiltLayer, BuildError> {
+        self.build_layer(0, tar)
     }
 
     pub fn cmd(mut self, cmd: &[&str]) -> Self {
@@ -243,12 +262,14 @@ impl ImageBuilder {
         self
     }
 
-    pub fn build(self) -> Result<BuiltImage, BuildError> {
-        let layers = self
-            .layers
-            .iter()
+    pub fn build(mut self) -> Result<BuiltImage, BuildError> {
+        let layers = std::mem::take(&mut self.layers)
+            .into_iter()
             .enumerate()
-            .map(|(index, tar)| self.build_layer(index, tar.clone()))
+            .map(|(index, input)| match input {
+                LayerInput::Tar(tar) => self.build_layer(index, tar),
+                LayerInput::Built(layer) => Ok(layer),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let config = Blob::new(self.media_types.config(), self.config_json(&layers)?);
         let manifest = Blob::new(
@@ -319,13 +340,25 @@ fn to_json(what: &'static str, value: &Value) -> Result<Vec<u8>, BuildError> {
 /// An index over `images`, each entry carrying its platform; media types of the first image.
 pub fn build_index(images: Vec<BuiltImage>) -> Result<BuiltIndex, BuildError> {
     let media_types = images.first().map_or(MediaTypes::Oci, |i| i.media_types);
-    let manifests: Vec<Value> = images
+    let entries: Vec<(&Blob, &Platform)> =
+        images.iter().map(|i| (&i.manifest, &i.platform)).collect();
+    let index = index_blob(media_types, &entries)?;
+    Ok(BuiltIndex { images, index })
+}
+
+/// The index over manifests given as (manifest, platform), in that order; platforms may
+/// repeat (a bundle of images for one platform, as a converter input).
+pub fn index_blob(
+    media_types: MediaTypes,
+    manifests: &[(&Blob, &Platform)],
+) -> Result<Blob, BuildError> {
+    let manifests: Vec<Value> = manifests
         .iter()
-        .map(|image| {
-            let mut descriptor = image.manifest.descriptor();
+        .map(|(manifest, platform)| {
+            let mut descriptor = manifest.descriptor();
             descriptor["platform"] = json!({
-                "os": image.platform.os,
-                "architecture": image.platform.architecture,
+                "os": platform.os,
+                "architecture": platform.architecture,
             });
             descriptor
         })
@@ -335,8 +368,7 @@ pub fn build_index(images: Vec<BuiltImage>) -> Result<BuiltIndex, BuildError> {
         "mediaType": media_types.index(),
         "manifests": manifests,
     });
-    let index = Blob::new(media_types.index(), to_json("index", &value)?);
-    Ok(BuiltIndex { images, index })
+    Ok(Blob::new(media_types.index(), to_json("index", &value)?))
 }
 
 #[cfg(test)]
