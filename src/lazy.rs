@@ -315,6 +315,16 @@ impl FuseMounter {
         let Some(layer) = layer else {
             return Ok(false);
         };
+        if self.prefetch.enable && layer.has_prefetch() {
+            // Like the eStargz landmark: the learned spans come before ready, bounded.
+            let timeout = self.prefetch.timeout;
+            let prefetching = async {
+                tokio::time::timeout(timeout, self.runtime.spawn(layer.clone().prefetch())).await
+            };
+            if self.runtime.block_on(prefetching).is_err() {
+                tracing::info!(%digest, ?timeout, "soci prefetch still running at its timeout; mounting");
+            }
+        }
         if self.background.is_some() {
             // With background fetching on, the whole blob comes anyway: check the index.
             let dir = self.soci_check_dir();

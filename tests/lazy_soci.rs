@@ -44,6 +44,11 @@ fn image_with_data() -> BuiltImage {
 
 /// `estargz-convert index --min-layer-size 0 REFERENCE` through the library.
 fn index(reference: &str) -> serde_json::Value {
+    index_with(reference, None)
+}
+
+/// As [`index`], with `--record-from RECORD` when given.
+fn index_with(reference: &str, record: Option<&std::path::Path>) -> serde_json::Value {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let work = tempfile::tempdir().unwrap();
     runtime.block_on(async {
@@ -62,6 +67,10 @@ fn index(reference: &str) -> serde_json::Value {
             min_layer_size: 0,
             platforms: PlatformFilter::default(),
             layer_jobs: 2,
+            record: record.map(|path| {
+                let files = estargz_convert::record::record_files(path).unwrap();
+                estargz_convert::record::Prioritized::load(None, &files).unwrap()
+            }),
         };
         let progress = Progress::new(Mode::Log);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -359,4 +368,95 @@ fn index_checked_against_the_whole_layer_fails_a_wrong_file_table() {
         "a failed layer serves nothing: {out}\n{}",
         stack.daemon.log_text()
     );
+}
+
+#[test]
+fn learned_prefetch_fetches_the_recorded_files_at_mount() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("socip-", "[background_fetch]\nenable = false\n");
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/learn", "v1", &image).unwrap();
+    let client = stack.registry.client();
+    let before = client.get_manifest("soci/learn", "v1").unwrap();
+
+    // The daemon's access record: the data layer (index 1) read two.bin at start.
+    let record_dir = tempfile::tempdir().unwrap();
+    let record = record_dir.path().join("record.jsonl");
+    let line = serde_json::json!({
+        "path": "data/big/two.bin",
+        "manifestDigest": before.digest.to_string(),
+        "layerIndex": 1,
+    });
+    std::fs::write(&record, format!("{line}\n")).unwrap();
+    let report = index_with(&reference, Some(&record));
+    let prefetch = &report["manifests"][0]["layers"][1]["prefetch"];
+    assert_eq!(prefetch["files"], 1, "{report}");
+    let spans = prefetch["spans"].as_u64().unwrap();
+    assert!(spans >= 2, "8 MiB of content spans several spans: {report}");
+    assert!(report["manifests"][0]["layers"][0]["prefetch"].is_null());
+    let after = client.get_manifest("soci/learn", "v1").unwrap();
+    assert_eq!(after.digest, before.digest, "the image digest is unchanged");
+
+    let data_layer = vec![image.layers[1].blob.digest.to_string()];
+    let log_path = stack.registry.log_path();
+    let log_start = std::fs::read_to_string(&log_path).unwrap().len();
+    rpull(&stack.containerd, &reference);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let at_mount = served(&log[log_start..], &data_layer);
+    let daemon_log = stack.daemon.log_text();
+    // Before any container read: the recorded file's spans came at mount.
+    assert!(
+        at_mount >= 8 << 20,
+        "prefetch fetched {at_mount} bytes of the data layer at mount: {daemon_log}"
+    );
+    let done = format!("spans={spans}");
+    assert!(
+        daemon_log
+            .lines()
+            .map(without_colors)
+            .any(|l| l.contains("soci prefetch done") && l.contains(&done)),
+        "{daemon_log}"
+    );
+
+    let id = unique_id("socip");
+    let run = [
+        "run",
+        "--rm",
+        "--snapshotter",
+        "stargz",
+        &reference,
+        &id,
+        "/bin/sh",
+        "-c",
+        "cat /data/big/two.bin | wc -c",
+    ];
+    let out = stack.containerd.ctr(run).unwrap().stdout;
+    let daemon_log = stack.daemon.log_text();
+    assert_eq!(out.trim(), (8u64 << 20).to_string(), "{daemon_log}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let total = served(&log[log_start..], &data_layer);
+    assert_eq!(
+        total, at_mount,
+        "reading the recorded file fetched nothing more: {daemon_log}"
+    );
+}
+
+/// A log line without its ANSI color sequences.
+fn without_colors(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip up to and including the final letter of the sequence.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

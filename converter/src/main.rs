@@ -140,6 +140,10 @@ struct IndexCli {
     /// Plain log lines instead of progress bars.
     #[arg(long)]
     no_progress: bool,
+    /// The daemon's access record (a `.jsonl` file or its record directory): the spans
+    /// the recorded files were read from become a prefetch artifact in the SOCI index.
+    #[arg(long, value_name = "RECORD")]
+    record_from: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -315,6 +319,10 @@ fn run_index(cli: IndexCli, progress: Progress) -> anyhow::Result<()> {
             min_layer_size: cli.min_layer_size,
             platforms: PlatformFilter::new(cli.platforms.clone()),
             layer_jobs: threads,
+            record: match &cli.record_from {
+                Some(path) => Some(Prioritized::load(None, &record_files(path)?)?),
+                None => None,
+            },
         };
         tracing::info!("indexing {}", cli.image);
         let cancel = Arc::new(AtomicBool::new(false));

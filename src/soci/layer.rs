@@ -20,6 +20,10 @@ use crate::remote::BlobLocation;
 const SOCI_KIND: &str = "soci";
 /// Decoded spans kept per layer (4 MiB each by default).
 const CACHED_SPANS: usize = 16;
+/// Uncompressed bytes of prefetched spans kept for the layer's life (beyond the cache).
+const MAX_PINNED_BYTES: usize = 256 << 20;
+/// Prefetch span fetches in flight at once.
+const PREFETCH_PARALLEL: usize = 4;
 
 type SpanFuture = Shared<BoxFuture<'static, Result<Arc<Vec<u8>>, String>>>;
 
@@ -28,6 +32,10 @@ struct Spans {
     done: HashMap<usize, Arc<Vec<u8>>>,
     order: VecDeque<usize>,
     in_flight: HashMap<usize, SpanFuture>,
+    /// Spans the prefetch artifact listed: the workload reads them at start, so they are
+    /// not evicted (up to [`MAX_PINNED_BYTES`]).
+    pinned: HashMap<usize, Arc<Vec<u8>>>,
+    pinned_bytes: usize,
 }
 
 struct Inner {
@@ -41,6 +49,8 @@ struct Inner {
     files: Vec<FileMetadata>,
     /// Set when the index was found not to describe the layer: every read is EIO.
     failed: AtomicBool,
+    /// Spans to fetch at mount, in order (from the prefetch artifact).
+    prefetch: Vec<usize>,
 }
 
 /// A layer served from its SOCI zTOC.
@@ -56,6 +66,7 @@ impl SociLayer {
         ztoc: (Digest, Vec<FileMetadata>),
         index: estargz::Index,
         zinfo: Zinfo,
+        prefetch: Vec<usize>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -67,7 +78,59 @@ impl SociLayer {
                 ztoc: ztoc.0,
                 files: ztoc.1,
                 failed: AtomicBool::new(false),
+                prefetch,
             }),
+        }
+    }
+
+    /// Whether a prefetch artifact listed spans for this layer.
+    pub fn has_prefetch(&self) -> bool {
+        !self.inner.prefetch.is_empty()
+    }
+
+    /// Fetches the prefetch artifact's spans (a few at a time, in its order) and keeps
+    /// them; returns how many were fetched. A failed span is only logged: reads retry it.
+    pub async fn prefetch(self) -> usize {
+        use futures::stream::StreamExt;
+        let spans = self.inner.prefetch.clone();
+        let fetched = futures::stream::iter(spans)
+            .map(|span| {
+                let this = self.clone();
+                async move { (span, this.span(span).await) }
+            })
+            .buffered(PREFETCH_PARALLEL)
+            .filter_map(|(span, result)| {
+                let this = self.clone();
+                async move {
+                    match result {
+                        Ok(bytes) => {
+                            this.pin(span, bytes);
+                            Some(())
+                        }
+                        Err(error) => {
+                            tracing::warn!(layer = %this.inner.location.digest, span, %error, "soci prefetch span failed");
+                            None
+                        }
+                    }
+                }
+            })
+            .count()
+            .await;
+        tracing::info!(
+            layer = %self.inner.location.digest, spans = fetched, "soci prefetch done"
+        );
+        fetched
+    }
+
+    fn pin(&self, span: usize, bytes: Arc<Vec<u8>>) {
+        let mut spans = self.lock();
+        if spans.pinned.contains_key(&span) {
+            return;
+        }
+        let total = spans.pinned_bytes.saturating_add(bytes.len());
+        if total <= MAX_PINNED_BYTES {
+            spans.pinned_bytes = total;
+            spans.pinned.insert(span, bytes);
         }
     }
 
@@ -155,7 +218,7 @@ impl SociLayer {
     /// One decoded span: from the cache, joining a fetch in flight, or fetched now.
     fn span(&self, span: usize) -> SpanFuture {
         let mut spans = self.lock();
-        if let Some(done) = spans.done.get(&span) {
+        if let Some(done) = spans.pinned.get(&span).or_else(|| spans.done.get(&span)) {
             let done = done.clone();
             return async move { Ok(done) }.boxed().shared();
         }

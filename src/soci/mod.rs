@@ -6,7 +6,9 @@
 //! annotation. The look-up is done once per image and remembered (also "no index"), so an
 //! image without one pays one extra request before its normal pull. The zTOC bound to the
 //! layer digest becomes a [`SociLayer`]: the path tree from its file table, reads served
-//! from verified, inflated spans.
+//! from verified, inflated spans. A prefetch artifact bound to the layer (soci 0.13's
+//! format, e.g. learned by `estargz-convert index --record-from`) lists spans to fetch
+//! at mount, before the layer is reported ready.
 
 mod layer;
 mod verify;
@@ -14,6 +16,7 @@ mod verify;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use estargz::soci::prefetch::{PrefetchArtifact, MAX_PREFETCH_SIZE, PREFETCH_MEDIA_TYPE};
 use estargz::soci::{index_of, media, Zinfo, Ztoc};
 use estargz::Digest;
 use registry::{referrers_tag_reference, Client, Reference};
@@ -53,6 +56,8 @@ pub enum SociError {
 #[derive(Debug, Default)]
 struct ImageIndex {
     ztocs: HashMap<Digest, (Digest, u64)>,
+    /// Prefetch artifacts: layer digest -> (artifact digest, size).
+    prefetches: HashMap<Digest, (Digest, u64)>,
     /// Sizes of the image's layers from its manifest (a zTOC must agree).
     layer_sizes: HashMap<Digest, u64>,
 }
@@ -126,9 +131,13 @@ impl SociIndexes {
         }
         let zinfo = Zinfo::new(&ztoc).map_err(|e| bad(e.to_string()))?;
         let index = index_of(&ztoc).map_err(|e| bad(e.to_string()))?;
+        let prefetch = match image.prefetches.get(&location.digest) {
+            Some(&artifact) => prefetch_spans(client, location, artifact, &zinfo).await,
+            None => Vec::new(),
+        };
         tracing::info!(
             layer = %location.digest, ztoc = %ztoc_digest, spans = zinfo.span_count(),
-            "serving layer through its soci index"
+            prefetch_spans = prefetch.len(), "serving layer through its soci index"
         );
         Ok(Some(SociLayer::new(
             client.clone(),
@@ -136,7 +145,38 @@ impl SociIndexes {
             (ztoc_digest, ztoc.files),
             index,
             zinfo,
+            prefetch,
         )))
+    }
+}
+
+/// The spans a layer's prefetch artifact lists, in fetch order. An artifact that cannot
+/// be fetched or read costs only the prefetch (logged), never the layer.
+async fn prefetch_spans(
+    client: &Client,
+    location: &BlobLocation,
+    (digest, size): (Digest, u64),
+    zinfo: &Zinfo,
+) -> Vec<usize> {
+    let layer = location.digest;
+    if size > MAX_PREFETCH_SIZE {
+        tracing::warn!(%layer, artifact = %digest, size, "soci prefetch artifact too large, ignored");
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if let Err(error) = client
+        .download_blob(&location.reference, &digest, &mut bytes)
+        .await
+    {
+        tracing::warn!(%layer, artifact = %digest, %error, "soci prefetch artifact not fetched");
+        return Vec::new();
+    }
+    match PrefetchArtifact::from_bytes(&bytes, zinfo.span_count()) {
+        Ok(artifact) => artifact.span_order(),
+        Err(error) => {
+            tracing::warn!(%layer, artifact = %digest, %error, "soci prefetch artifact ignored");
+            Vec::new()
+        }
     }
 }
 
@@ -187,21 +227,27 @@ async fn find_index(
             problem: format!("config media type {config:?} is not a soci index"),
         });
     }
-    let ztocs = json["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["mediaType"] == media::ZTOC_MEDIA_TYPE)
-        .filter_map(|l| {
-            let layer = l["annotations"][media::LAYER_DIGEST]
-                .as_str()?
-                .parse()
-                .ok()?;
-            let ztoc = l["digest"].as_str()?.parse().ok()?;
-            Some((layer, (ztoc, l["size"].as_u64()?)))
-        })
-        .collect();
-    Ok(Some(Arc::new(ImageIndex { ztocs, layer_sizes })))
+    let blobs_of = |media_type: &str| -> HashMap<Digest, (Digest, u64)> {
+        json["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["mediaType"] == media_type)
+            .filter_map(|l| {
+                let layer = l["annotations"][media::LAYER_DIGEST]
+                    .as_str()?
+                    .parse()
+                    .ok()?;
+                let blob = l["digest"].as_str()?.parse().ok()?;
+                Some((layer, (blob, l["size"].as_u64()?)))
+            })
+            .collect()
+    };
+    Ok(Some(Arc::new(ImageIndex {
+        ztocs: blobs_of(media::ZTOC_MEDIA_TYPE),
+        prefetches: blobs_of(PREFETCH_MEDIA_TYPE),
+        layer_sizes,
+    })))
 }
 
 /// A v1 SOCI index naming `manifest` as subject: referrers API, else the tag schema.

@@ -5,7 +5,9 @@
 //!
 //! - [`soci`]: the SOCI index manifest and referrers index JSON.
 //! - [`publish`]: storing and linking it (registry or OCI layout).
+//! - [`prefetch`]: an access record's files as a prefetch artifact per layer.
 
+pub mod prefetch;
 pub mod publish;
 pub mod soci;
 
@@ -23,10 +25,11 @@ use tokio::sync::Semaphore;
 use crate::oci::{kind_of, Descriptor, Document, Kind, LayerCompression, OciError};
 use crate::platform::PlatformFilter;
 use crate::progress::Progress;
+use crate::record::Prioritized;
 use crate::store::{BlobFile, Store, StoreError};
 
 use publish::{publish_index, PublishError, Via};
-use soci::{ZtocEntry, EMPTY_CONFIG};
+use soci::{PrefetchEntry, ZtocEntry, EMPTY_CONFIG};
 
 /// Layers smaller than this are left to a normal pull by default (soci's default).
 pub const DEFAULT_MIN_LAYER_SIZE: u64 = 10 << 20;
@@ -40,6 +43,9 @@ pub struct IndexOptions {
     pub platforms: PlatformFilter,
     /// Layers indexed at the same time.
     pub layer_jobs: usize,
+    /// Files read per layer (an access record): each indexed layer with any gets a
+    /// prefetch artifact of the spans holding them.
+    pub record: Option<Prioritized>,
 }
 
 /// Errors from indexing an image.
@@ -70,6 +76,11 @@ pub enum IndexError {
     },
     #[error("no manifest of {0} matches the requested platforms")]
     NoPlatformMatched(Digest),
+    #[error("layer {digest}: prefetch spans: {source}")]
+    Prefetch {
+        digest: Digest,
+        source: estargz::soci::ZinfoError,
+    },
 }
 
 /// The result, as printed by `--json`.
@@ -113,9 +124,22 @@ pub struct LayerIndexReport {
     pub spans: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<usize>,
+    /// Recorded files found in the layer and the spans prefetched for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<PrefetchReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrefetchReport {
+    pub digest: Digest,
+    pub files: usize,
+    pub spans: usize,
 }
 
 struct Built {
+    /// Kept for mapping recorded files to spans.
+    parsed: estargz::soci::Ztoc,
     ztoc: Vec<u8>,
     digest: Digest,
     spans: u32,
@@ -275,6 +299,7 @@ async fn index_layer(
         spans: ztoc.max_span_id + 1,
         files: ztoc.files.len(),
         ztoc: bytes,
+        parsed: ztoc,
     };
     p.indexed(layer.size, built.ztoc.len() as u64, built.spans);
     Ok(built)
@@ -330,9 +355,40 @@ async fn publish_manifest(
     opts: &IndexOptions,
 ) -> Result<ManifestIndexReport, IndexError> {
     let mut ztocs = Vec::new();
+    let mut prefetches = Vec::new();
     let mut layers = Vec::new();
-    for (layer, status) in plan {
+    for (i, (layer, status)) in plan.iter().enumerate() {
         let b = built.get(&layer.digest).filter(|_| *status == "indexed");
+        let mut prefetch_report = None;
+        if let (Some(b), Some(record)) = (b, &opts.record) {
+            let paths = record.for_layer(&desc.digest, i);
+            let artifact = prefetch::artifact_for(&b.parsed, &paths).map_err(|source| {
+                IndexError::Prefetch {
+                    digest: layer.digest,
+                    source,
+                }
+            })?;
+            if let Some((artifact, files)) = artifact {
+                let bytes = artifact.to_bytes();
+                let digest = Digest::sha256(&bytes);
+                let size = bytes.len() as u64;
+                store
+                    .put_blob_bytes(&digest, bytes)
+                    .await
+                    .map_err(source_error(format!("push prefetch artifact {digest}")))?;
+                let spans = artifact.span_order().len();
+                prefetch_report = Some(PrefetchReport {
+                    digest,
+                    files,
+                    spans,
+                });
+                prefetches.push(PrefetchEntry {
+                    digest,
+                    size,
+                    layer_digest: layer.digest,
+                });
+            }
+        }
         if let Some(b) = b {
             ztocs.push(ZtocEntry {
                 ztoc_digest: b.digest,
@@ -350,6 +406,7 @@ async fn publish_manifest(
             ztoc_size: b.map(|b| b.ztoc.len() as u64),
             spans: b.map(|b| b.spans),
             files: b.map(|b| b.files),
+            prefetch: prefetch_report,
         });
     }
     let mut report = ManifestIndexReport {
@@ -376,7 +433,12 @@ async fn publish_manifest(
         .await
         .map_err(source_error("push soci config"))?;
     let subject = soci::subject_of(desc);
-    let bytes = soci::index_manifest(&subject, &ztocs, &opts.build.build_tool_identifier)?;
+    let bytes = soci::index_manifest(
+        &subject,
+        &ztocs,
+        &prefetches,
+        &opts.build.build_tool_identifier,
+    )?;
     let via = publish_index(store, &subject, &bytes, &opts.build.build_tool_identifier)
         .await
         .map_err(publish_error)?;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::oci::{self, Descriptor, Index, OciError, OCI_MANIFEST};
 
 pub use estargz::soci::media::*;
+pub use estargz::soci::prefetch::PREFETCH_MEDIA_TYPE;
 
 /// The config blob of every SOCI index: `{}`.
 pub const EMPTY_CONFIG: &[u8] = b"{}";
@@ -21,6 +22,14 @@ pub struct ZtocEntry {
     pub layer_digest: Digest,
     pub layer_media_type: String,
     pub span_size: u64,
+}
+
+/// One layer's prefetch artifact blob.
+#[derive(Debug, Clone)]
+pub struct PrefetchEntry {
+    pub digest: Digest,
+    pub size: u64,
+    pub layer_digest: Digest,
 }
 
 #[derive(Serialize)]
@@ -43,9 +52,10 @@ pub fn config_descriptor() -> Descriptor {
 pub fn index_manifest(
     subject: &Descriptor,
     ztocs: &[ZtocEntry],
+    prefetches: &[PrefetchEntry],
     build_tool: &str,
 ) -> Result<Vec<u8>, OciError> {
-    let layers = ztocs
+    let mut layers: Vec<Descriptor> = ztocs
         .iter()
         .map(|z| {
             let mut d = Descriptor::new(ZTOC_MEDIA_TYPE, z.ztoc_digest, z.ztoc_size);
@@ -55,6 +65,13 @@ pub fn index_manifest(
             d
         })
         .collect();
+    // soci 0.13 finds a layer's prefetch artifact among the index's layers by media type
+    // and the layer-digest annotation.
+    layers.extend(prefetches.iter().map(|p| {
+        let mut d = Descriptor::new(PREFETCH_MEDIA_TYPE, p.digest, p.size);
+        d.set_annotation(LAYER_DIGEST, p.layer_digest.to_string());
+        d
+    }));
     let manifest = SociIndexManifest {
         schema_version: 2,
         media_type: OCI_MANIFEST,
@@ -104,7 +121,7 @@ mod tests {
             layer_media_type: oci::OCI_LAYER_GZIP.into(),
             span_size: 4 << 20,
         };
-        let bytes = index_manifest(&subject, &[z], "tool").unwrap();
+        let bytes = index_manifest(&subject, &[z], &[], "tool").unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["config"]["mediaType"], SOCI_INDEX_V1);
         assert_eq!(

@@ -4,8 +4,12 @@
 //!
 //! Spacing adapts: a span normally ends after `span_size` uncompressed bytes, but where
 //! many small files were seen it ends early, once at least `min_span_size` bytes passed,
-//! so a read of one small file fetches less. An early cut also needs enough compressed
-//! bytes behind it (1.5 MiB) that its 32 KiB window stays ~2 % of them: the index stays small.
+//! so a read of one small file fetches less. Each checkpoint costs a 32 KiB window in the
+//! index, so early cuts are paid from a budget: the index so far (windows plus an estimate
+//! of the file table) must stay within 2.8 % of the compressed bytes read. Spans of large
+//! or poorly compressible files use little of it (a 4 MiB span of binaries is ~2 MiB
+//! compressed), which is what pays for closer spans where many small files are; an early
+//! span also needs 512 KiB of compressed bytes. Regular cuts are never held back.
 
 use std::io::Read;
 
@@ -25,9 +29,15 @@ pub const DEFAULT_SPAN_SIZE: u64 = 4 << 20;
 pub const DEFAULT_MIN_SPAN_SIZE: u64 = 1 << 20;
 /// Files started in a span that make it end early.
 const SMALL_FILES_PER_SPAN: usize = 64;
-/// Compressed bytes a span needs before an early cut: its 32 KiB window stays about 2 %
-/// of them, so with the file table the index stays near 3 % of the layer.
-const EARLY_CUT_COMPRESSED: u64 = WINDOW as u64 * 48;
+/// Compressed bytes a span needs before an early cut.
+const EARLY_CUT_COMPRESSED: u64 = 512 << 10;
+/// The index may take this many per mille of the compressed bytes read before an early
+/// cut is allowed.
+const INDEX_BUDGET_PER_MILLE: u64 = 28;
+/// Index bytes per span besides its window (checkpoint fields, digest), estimated.
+const SPAN_COST: u64 = WINDOW as u64 + 64;
+/// Index bytes per file-table entry, estimated (names, offsets, owners, times).
+const FILE_COST: u64 = 128;
 const READ_BUF: usize = 256 * 1024;
 /// gzip headers longer than this (names, comments, extra fields) are refused.
 const MAX_GZIP_HEADER: usize = 1 << 20;
@@ -201,10 +211,15 @@ impl Spans {
     /// Whether a span ending here would be due.
     fn due(&self, opts: &BuildOptions, out: u64, input: u64, files: usize) -> bool {
         let len = out - self.last_out;
+        // The index after this cut: spans so far, this one and the next, and the files.
+        let index = (self.digests.len() as u64 + 2)
+            .saturating_mul(SPAN_COST)
+            .saturating_add((files as u64).saturating_mul(FILE_COST));
         len > opts.span_size
             || (len >= opts.min_span_size
                 && files - self.last_files >= SMALL_FILES_PER_SPAN
-                && input - self.last_in >= EARLY_CUT_COMPRESSED)
+                && input - self.last_in >= EARLY_CUT_COMPRESSED
+                && index.saturating_mul(1000) <= input.saturating_mul(INDEX_BUDGET_PER_MILLE))
     }
 
     fn cut(&mut self, out: u64, input: u64, files: usize) -> Result<(), BuildError> {

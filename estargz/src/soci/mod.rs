@@ -6,6 +6,7 @@
 //! - [`ztoc`]: the zTOC and its FlatBuffers form (soci's `ztoc.fbs`, version 0.9).
 //! - [`zinfo`]: checkpoints and span geometry (which bytes make up which span).
 //! - [`span`]: verify and inflate one span.
+//! - [`prefetch`]: the prefetch artifact (spans to fetch at mount).
 //! - [`totoc`]: the file table as TOC entries, for the daemon's path tree.
 //! - `tarscan`, `gzip`, `inflate`, `flatbuf`: the pieces underneath.
 
@@ -14,6 +15,7 @@ mod flatbuf;
 pub mod gzip;
 mod inflate;
 pub mod media;
+pub mod prefetch;
 pub mod span;
 pub mod tarscan;
 pub mod totoc;
