@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::disk::DiskName;
 use super::limit::Found;
@@ -61,7 +61,7 @@ fn scan_dir(dir: &Path, contents: Contents, started: SystemTime, scanned: &mut S
         let Some(name) = name.to_str() else { continue };
         let used = last_use(&meta);
         match temp_owner(name) {
-            Some(pid) if pid != std::process::id() || used < started => {
+            Some(pid) if pid != std::process::id() || is_older(used, started) => {
                 match fs::remove_file(entry.path()) {
                     Ok(()) => scanned.temps_removed += 1,
                     Err(error) => {
@@ -93,6 +93,14 @@ fn last_use(meta: &fs::Metadata) -> SystemTime {
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     meta.accessed()
         .map_or(modified, |accessed| accessed.max(modified))
+}
+
+/// Whether a file last used at `used` predates `started` by more than the file system's
+/// coarse clock could explain: a temp file this process created just after `started` can
+/// carry a timestamp a few milliseconds before it, and is a write in progress.
+fn is_older(used: SystemTime, started: SystemTime) -> bool {
+    const COARSE_CLOCK: Duration = Duration::from_secs(2);
+    used.checked_add(COARSE_CLOCK).is_some_and(|t| t < started)
 }
 
 /// The pid in a temp file name `<name>.tmp-<pid>-<seq>`, None for any other name.
