@@ -5,36 +5,19 @@
 //! to an ordinary pull and runs too.
 
 mod common;
-use common::stack::{committed_snapshots, convert_to_estargz, rpull, LazyStack};
+use common::stack::{self, committed_snapshots, convert_to_estargz, rpull, LazyStack};
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use estargz::Digest;
-use testkit::{unique_id, BuiltImage, Containerd, DataFile, Registry};
+use testkit::{unique_id, BuiltImage, Containerd, Registry};
 
-const SMALL_FILE: &str = "/data/small.txt";
 const SMALL_TEXT: &str = "read lazily through FUSE";
 
-/// busybox, a small text file and 24 MiB of incompressible data.
+/// busybox, 24 MiB of incompressible data, and a small text file.
 fn image_with_data() -> BuiltImage {
-    let mut small = testkit::LayerBuilder::new();
-    small.dir("data", 0o755).unwrap();
-    small
-        .file("data/small.txt", SMALL_TEXT.as_bytes(), 0o644)
-        .unwrap();
-    let big = [
-        DataFile::new("data/big/one.bin", 8 << 20, 0),
-        DataFile::new("data/big/two.bin", 8 << 20, 0),
-        DataFile::new("data/big/three.bin", 8 << 20, 0),
-    ];
-    testkit::ImageBuilder::new()
-        .layer(testkit::busybox_layer().unwrap())
-        .layer(testkit::data_layer(&big, 7).unwrap())
-        .layer(small.finish().unwrap())
-        .cmd(&["/bin/cat", SMALL_FILE])
-        .build()
-        .unwrap()
+    stack::image_with_data(SMALL_TEXT, 7)
 }
 
 /// Digests and total size of the layers of `name:tag`.

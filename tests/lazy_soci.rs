@@ -5,7 +5,7 @@
 //! right output, reading a small part of the image from the registry.
 
 mod common;
-use common::stack::{committed_snapshots, rpull, LazyStack};
+use common::stack::{self, committed_snapshots, rpull, LazyStack};
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -16,30 +16,13 @@ use estargz_convert::location::Location;
 use estargz_convert::platform::PlatformFilter;
 use estargz_convert::progress::{Mode, Progress};
 use estargz_convert::store::Store;
-use testkit::{unique_id, BuiltImage, DataFile};
+use testkit::{unique_id, BuiltImage};
 
-const SMALL_FILE: &str = "/data/small.txt";
 const SMALL_TEXT: &str = "read lazily through a soci index";
 
 /// busybox, 24 MiB of incompressible data, and a small text file.
 fn image_with_data() -> BuiltImage {
-    let mut small = testkit::LayerBuilder::new();
-    small.dir("data", 0o755).unwrap();
-    small
-        .file("data/small.txt", SMALL_TEXT.as_bytes(), 0o644)
-        .unwrap();
-    let big = [
-        DataFile::new("data/big/one.bin", 8 << 20, 0),
-        DataFile::new("data/big/two.bin", 8 << 20, 0),
-        DataFile::new("data/big/three.bin", 8 << 20, 0),
-    ];
-    testkit::ImageBuilder::new()
-        .layer(testkit::busybox_layer().unwrap())
-        .layer(testkit::data_layer(&big, 9).unwrap())
-        .layer(small.finish().unwrap())
-        .cmd(&["/bin/cat", SMALL_FILE])
-        .build()
-        .unwrap()
+    stack::image_with_data(SMALL_TEXT, 9)
 }
 
 /// `estargz-convert index --min-layer-size 0 REFERENCE` through the library.

@@ -13,7 +13,7 @@ use estargz_convert::platform::PlatformFilter;
 use estargz_convert::progress::{Mode, Progress};
 use estargz_convert::record::Prioritized;
 use estargz_convert::store::Store;
-use testkit::{Containerd, ContainerdOptions, Registry};
+use testkit::{BuiltImage, Containerd, ContainerdOptions, DataFile, Registry};
 
 use super::Daemon;
 
@@ -206,4 +206,26 @@ impl Drop for LazyStack {
         super::kill_fuse_manager(&self.dir.path().join("root"));
         let _ = testkit::mounts::unmount_all_under(self.dir.path());
     }
+}
+
+/// busybox, 24 MiB of incompressible data (from `seed`) and `/data/small.txt` holding
+/// `text`, which the image's command prints.
+pub fn image_with_data(text: &str, seed: u64) -> BuiltImage {
+    let mut small = testkit::LayerBuilder::new();
+    small.dir("data", 0o755).unwrap();
+    small
+        .file("data/small.txt", text.as_bytes(), 0o644)
+        .unwrap();
+    let big = [
+        DataFile::new("data/big/one.bin", 8 << 20, 0),
+        DataFile::new("data/big/two.bin", 8 << 20, 0),
+        DataFile::new("data/big/three.bin", 8 << 20, 0),
+    ];
+    testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(testkit::data_layer(&big, seed).unwrap())
+        .layer(small.finish().unwrap())
+        .cmd(&["/bin/cat", "/data/small.txt"])
+        .build()
+        .unwrap()
 }
