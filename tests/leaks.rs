@@ -11,7 +11,7 @@
 //! manager; and the fuse manager itself killed under a running container.
 
 mod common;
-use common::stack::{convert_to_estargz, rpull, LazyStack};
+use common::stack::{self, convert_to_estargz, rpull, LazyStack};
 use common::Daemon;
 
 use std::os::unix::fs::MetadataExt;
@@ -632,21 +632,7 @@ const READER_FILES: usize = 30;
 /// busybox and small files; the entrypoint reads them one by one, so most are opened for
 /// the first time after the fuse manager was killed.
 fn reader_image() -> BuiltImage {
-    let files: Vec<DataFile> = (0..READER_FILES)
-        .map(|i| DataFile::new(&format!("data/f{i}.txt"), 3000 + i, 70))
-        .collect();
-    let script = format!(
-        "i=0; while [ $i -lt {READER_FILES} ]; do \
-           if cat /data/f$i.txt >/dev/null; then echo ok; else echo FAIL $i; fi; \
-           i=$((i+1)); sleep 0.15; \
-         done; echo done"
-    );
-    testkit::ImageBuilder::new()
-        .layer(testkit::busybox_layer().unwrap())
-        .layer(testkit::data_layer(&files, 12).unwrap())
-        .cmd(&["/bin/sh", "-c", &script])
-        .build()
-        .unwrap()
+    stack::slow_reader_image(READER_FILES, 3000, 70, "0.15", 12)
 }
 
 fn manager_pid(root: &Path) -> Option<u32> {

@@ -6,33 +6,19 @@
 //! their files.
 
 mod common;
-use common::stack::{convert_to_estargz, rpull, LazyStack};
+use common::stack::{self, convert_to_estargz, rpull, LazyStack};
 use common::Daemon;
 
 use std::time::Duration;
 
-use testkit::{unique_id, DataFile};
+use testkit::unique_id;
 
 const FILES: usize = 40;
 
 /// busybox and 40 small files; the entrypoint reads one new file every 0.25 s, so most
 /// are opened for the first time while the daemon is down or restarting.
 fn image() -> testkit::BuiltImage {
-    let files: Vec<DataFile> = (0..FILES)
-        .map(|i| DataFile::new(&format!("data/f{i}.txt"), 2000 + i, 90))
-        .collect();
-    let script = format!(
-        "i=0; while [ $i -lt {FILES} ]; do \
-           if cat /data/f$i.txt >/dev/null; then echo ok; else echo FAIL $i; fi; \
-           i=$((i+1)); sleep 0.25; \
-         done; echo done"
-    );
-    testkit::ImageBuilder::new()
-        .layer(testkit::busybox_layer().unwrap())
-        .layer(testkit::data_layer(&files, 11).unwrap())
-        .cmd(&["/bin/sh", "-c", &script])
-        .build()
-        .unwrap()
+    stack::slow_reader_image(FILES, 2000, 90, "0.25", 11)
 }
 
 /// `ctr run` of `image`, retried while containerd's connection to the restarted daemon

@@ -229,3 +229,31 @@ pub fn image_with_data(text: &str, seed: u64) -> BuiltImage {
         .build()
         .unwrap()
 }
+
+/// busybox and `count` small files (`data/f<i>.txt`, `base + i` bytes, `text_percent` %
+/// text, content from `seed`); the entrypoint reads one new file every `pause` seconds
+/// and prints `ok` or `FAIL <i>` for each, then `done`, so most files are opened for the
+/// first time while a test does something to the daemon.
+pub fn slow_reader_image(
+    count: usize,
+    base: usize,
+    text_percent: u8,
+    pause: &str,
+    seed: u64,
+) -> BuiltImage {
+    let files: Vec<DataFile> = (0..count)
+        .map(|i| DataFile::new(&format!("data/f{i}.txt"), base + i, text_percent))
+        .collect();
+    let script = format!(
+        "i=0; while [ $i -lt {count} ]; do \
+           if cat /data/f$i.txt >/dev/null; then echo ok; else echo FAIL $i; fi; \
+           i=$((i+1)); sleep {pause}; \
+         done; echo done"
+    );
+    testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(testkit::data_layer(&files, seed).unwrap())
+        .cmd(&["/bin/sh", "-c", &script])
+        .build()
+        .unwrap()
+}
