@@ -14,13 +14,19 @@
 # enable = true); the record names the esgz manifest, so its manifestDigest is rewritten
 # to the original manifest's (same layers, same order, same paths) before indexing.
 #
-# The image is testkit's lazy-bench:SIZE_MIB (busybox plus three data layers of mostly
-# incompressible big, medium and small files; its entrypoint `cat`s about a tenth of the
-# content, then prints "ready"), not a distribution base of many small files.
+# The image (IMAGE=interp, the default) is testkit's interp image, the shape of a real
+# one: busybox plus an interpreter-like base of INTERP_FILES small modules in package
+# directories, libraries and 16 MiB data files (INTERP_MIB MiB; testkit/src/image/
+# interp.rs, as in benches/ondemand.sh); its entrypoint `cat`s every 25th package
+# directory and three large libraries, then prints READY. IMAGE=lazy-bench is the older
+# preset (busybox plus three data layers of mostly incompressible files, SIZE_MIB MiB;
+# the entrypoint reads about a tenth and prints "ready"). "read MB" is the size of the
+# files the entrypoint reads (interp only), so registry MB / read MB is the overhead.
 # Links and the measuring are benches/lazy_pull.sh's (benches/lib.sh: fresh stack per run;
 # shaped = netns + veth + tbf RATE + delay proxy DELAY_MS each way; loopback).
 #
-# Env: SIZE_MIB (default 200), RUNS (default 1), RATE (default 100mbit), DELAY_MS
+# Env: IMAGE (default interp), INTERP_MIB (default 200), INTERP_FILES (default 8000),
+#      SIZE_MIB (lazy-bench, default 200), RUNS (default 1), RATE (default 100mbit), DELAY_MS
 #      (default 10), LINKS (default "loopback shaped"), CASES (default all five),
 #      LOG_LEVEL (default info), NET (default 10.231.9).
 set -euo pipefail
@@ -29,7 +35,15 @@ cd "$ROOT"
 source scripts/lib.sh
 source benches/lib.sh
 
+IMAGE=${IMAGE:-interp}
+INTERP_MIB=${INTERP_MIB:-200}
+INTERP_FILES=${INTERP_FILES:-8000}
 SIZE_MIB=${SIZE_MIB:-200}
+case $IMAGE in
+  interp) KIND=interp:$INTERP_MIB:$INTERP_FILES READY=READY ;;
+  lazy-bench) KIND=lazy-bench:$SIZE_MIB READY=ready ;;
+  *) echo "unknown IMAGE $IMAGE" >&2; exit 2 ;;
+esac
 RUNS=${RUNS:-1}
 RATE=${RATE:-100mbit}
 DELAY_MS=${DELAY_MS:-10}
@@ -42,12 +56,12 @@ declare -A REPO=([overlayfs]=plain:v1 [soci]=soci:v1 [soci-learned]=learn:v1 [es
 
 bench_init soci
 
-# run_until_ready SNAPSHOTTER_ARGS...: `ctr run` the image $REF; prints when "ready" appeared.
+# run_until_ready SNAPSHOTTER_ARGS...: `ctr run` the image $REF; prints when $READY appeared.
 run_until_ready() {
   rm -f "$WORK/ready-at"
   ctr_ run --rm "$@" "$REF" bench | while IFS= read -r line; do
     echo "$line" >>"$WORK/run-output"
-    [[ "$line" == ready ]] && now >"$WORK/ready-at"
+    [[ "$line" == "$READY" ]] && now >"$WORK/ready-at"
   done
   [[ -s "$WORK/ready-at" ]] || { cat "$WORK/run-output"; die "no ready line from $REF"; }
   cat "$WORK/ready-at"
@@ -71,7 +85,7 @@ measure() {
     ready=$(run_until_ready --snapshotter stargz)
     local fuse
     fuse=$(fuse_mounts | wc -l)
-    [[ "$fuse" -ge 4 ]] || { tail -20 "$WORK/run/snapshotter/log"; die "$case: only $fuse FUSE layer mounts"; }
+    [[ "$fuse" -ge "$LAYERS" ]] || { tail -20 "$WORK/run/snapshotter/log"; die "$case: only $fuse FUSE layer mounts"; }
   fi
   sleep 1 # the registry logs a request when it is done
   read -r bytes requests < <(blob_gets "$REG_LOG" "$first_line")
@@ -103,11 +117,19 @@ enable = true"
 start_registry
 LOOP_REG=$REGISTRY
 
-log "build the ${SIZE_MIB} MiB lazy-bench image (3 repositories), index it, convert it twice, learn a profile"
+log "build the $KIND image (3 repositories), index it, convert it twice, learn a profile"
 for repo in plain soci learn; do
-  "$MAKE_IMAGE" push "$LOOP_REG" "$repo:v1" "lazy-bench:$SIZE_MIB" >/dev/null
+  "$MAKE_IMAGE" push "$LOOP_REG" "$repo:v1" "$KIND" >/dev/null
 done
-"$MAKE_IMAGE" read-set "$SIZE_MIB" >"$WORK/read-set.txt"
+READ_BYTES=0
+if [[ $IMAGE == interp ]]; then
+  "$MAKE_IMAGE" reads "$KIND" >"$WORK/reads.txt"
+  cut -d' ' -f1 "$WORK/reads.txt" >"$WORK/read-set.txt"
+  READ_BYTES=$(awk '{ s += $2 } END { print s + 0 }' "$WORK/reads.txt")
+else
+  "$MAKE_IMAGE" read-set "$SIZE_MIB" >"$WORK/read-set.txt"
+fi
+LAYERS=$(manifest plain v1 | jq '.layers | length')
 "$CONVERT" index --plain-http --no-progress --min-layer-size 0 "$LOOP_REG/soci:v1" 2>/dev/null
 "$CONVERT" "$LOOP_REG/plain:v1" "$LOOP_REG/plain:esgz" --plain-http --no-progress 2>/dev/null
 "$CONVERT" "$LOOP_REG/plain:v1" "$LOOP_REG/plain:esgz-prio" --plain-http --no-progress \
@@ -117,6 +139,7 @@ for case in "${ALL_CASES[@]}"; do
   r=${REPO[$case]}
   echo "$case: layers $(mb "$(manifest "${r%%:*}" "${r##*:}" | jq '[.layers[].size] | add')") MB"
 done
+echo "the entrypoint reads $(mb "$READ_BYTES") MB of files"
 
 : >"$WORK/results"
 for link in $LINKS; do
@@ -137,14 +160,16 @@ done
 
 field() { awk -v l="$1" -v c="$2" -v f="$3" '$1 == l && $2 == c { print $f }' "$WORK/results" | median; }
 
-log "results (${SIZE_MIB} MiB image, median of $RUNS runs, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
-echo "| link | case | time to ready s | registry MB | time vs esgz | time vs esgz-prio | bytes vs esgz |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+log "results ($KIND image, median of $RUNS runs, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "| link | case | time to ready s | registry MB | time vs esgz | time vs esgz-prio | bytes vs esgz | registry / read |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for link in $LINKS; do
   e=$(field "$link" esgz 4) p=$(field "$link" esgz-prio 4) eb=$(field "$link" esgz 5)
   for case in "${CASES[@]}"; do
     t=$(field "$link" "$case" 4) b=$(field "$link" "$case" 5)
-    echo "| $link | $case | $t | $(mb "$b") | $(calc "$t / ${e:-1}" 2) | $(calc "$t / ${p:-1}" 2) | $(calc "$b / ${eb:-1}" 2) |"
+    rr=-
+    [[ $READ_BYTES -gt 0 ]] && rr=$(calc "$b / $READ_BYTES" 2)
+    echo "| $link | $case | $t | $(mb "$b") | $(calc "$t / ${e:-1}" 2) | $(calc "$t / ${p:-1}" 2) | $(calc "$b / ${eb:-1}" 2) | $rr |"
   done
 done
 echo "targets (issue 19): soci <= 1.3x esgz (loopback), <= 1.5x (shaped); soci-learned <= 1.1x esgz-prio; soci bytes <= 1.5x esgz"

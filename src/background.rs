@@ -89,6 +89,11 @@ impl BackgroundFetcher {
         fetcher
     }
 
+    /// The settings it runs with.
+    pub fn config(&self) -> &BackgroundConfig {
+        &self.config
+    }
+
     /// Puts `layer` into the rotation.
     pub fn add(&self, layer: &Layer) {
         self.lock().push_back(layer.downgrade());

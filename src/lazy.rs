@@ -306,7 +306,8 @@ impl FuseMounter {
         let digest = location.digest;
         let timeout = self.fuse.mount_timeout;
         let opening = async {
-            tokio::time::timeout(timeout, self.soci.open(&self.client, location, labels)).await
+            let open = self.soci.open(&self.client, &self.cache, location, labels);
+            tokio::time::timeout(timeout, open).await
         };
         let layer = self
             .runtime
@@ -315,6 +316,7 @@ impl FuseMounter {
         let Some(layer) = layer else {
             return Ok(false);
         };
+        let recorder = self.recorder_for(location, labels);
         if self.prefetch.enable && layer.has_prefetch() {
             // Like the eStargz landmark: the learned spans come before ready, bounded.
             let timeout = self.prefetch.timeout;
@@ -325,14 +327,18 @@ impl FuseMounter {
                 tracing::info!(%digest, ?timeout, "soci prefetch still running at its timeout; mounting");
             }
         }
-        if self.background.is_some() {
-            // With background fetching on, the whole blob comes anyway: check the index.
-            let dir = self.soci_check_dir();
-            self.runtime.spawn(layer.clone().verify_whole_blob(dir));
+        if let Some(background) = &self.background {
+            // With background fetching on, the whole blob comes anyway: check the index
+            // from it, after the start delay and at background priority.
+            let pacing = crate::soci::CheckPacing::from(background.config());
+            let checking =
+                crate::soci::check_whole_blob(layer.downgrade(), pacing, self.soci_check_dir());
+            self.runtime.spawn(checking);
         }
+        let files = Arc::new(crate::soci::SociFiles { layer, recorder });
         let handle = fs::mount(
             mountpoint,
-            Arc::new(layer),
+            files,
             self.runtime.clone(),
             &self.fuse.mount_options(),
         )?;
@@ -341,7 +347,7 @@ impl FuseMounter {
         Ok(true)
     }
 
-    /// Where whole blobs are downloaded (and removed after) to check SOCI indexes. The
+    /// Where whole blobs are assembled (and removed after) to check SOCI indexes. The
     /// cache's directories have their own bookkeeping, so the system temp dir is used.
     fn soci_check_dir(&self) -> PathBuf {
         std::env::temp_dir()

@@ -152,6 +152,51 @@ fn unconverted_image_with_a_soci_index_is_pulled_lazily_and_runs() {
 }
 
 #[test]
+fn whole_layer_check_reads_the_blob_through_the_cache() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    // Background fetching on (the default) with a short start delay: the check runs.
+    let stack = LazyStack::start_with_config("socic-", "[background_fetch]\nstart_delay = 1\n");
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/check", "v1", &image).unwrap();
+    assert_eq!(index(&reference)["indexed"], 3);
+    let layers: Vec<String> = image
+        .layers
+        .iter()
+        .map(|l| l.blob.digest.to_string())
+        .collect();
+    let image_size: u64 = image.layers.iter().map(|l| l.blob.bytes.len() as u64).sum();
+    let log_path = stack.registry.log_path();
+    let log_start = std::fs::read_to_string(&log_path).unwrap().len();
+
+    rpull(&stack.containerd, &reference);
+    let id = unique_id("socic");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let out = stack.containerd.ctr(run).unwrap().stdout;
+    assert_eq!(out.trim(), SMALL_TEXT, "{}", stack.daemon.log_text());
+    stack.daemon.wait_for_log(
+        "soci index checked against the whole layer",
+        3,
+        std::time::Duration::from_secs(120),
+    );
+    // The registry logs a request once it is done.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let bytes = served(&log[log_start..], &layers);
+    eprintln!("registry served {bytes} layer bytes for {image_size} bytes of layers");
+    assert!(
+        bytes >= image_size,
+        "the check had every byte of every layer: {bytes} of {image_size}"
+    );
+    // Spans read by the container are not downloaded again for the check (before, the
+    // check was a separate whole download: image size plus the spans read).
+    assert!(
+        bytes <= image_size + image_size / 50,
+        "registry served {bytes} bytes for {image_size} bytes of layers"
+    );
+}
+
+#[test]
 fn image_without_an_index_falls_back_and_runs() {
     testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
     testkit::require!(testkit::Prereq::DevFuse);

@@ -1,31 +1,36 @@
 //! [`SociLayer`]: an unconverted gzip layer served through its zTOC. A file read maps to
-//! tar offsets, then to spans; each span's compressed bytes are fetched with one range
-//! request, checked against the span digest the index vouches for, inflated from its
-//! checkpoint and kept in a small memory cache. Concurrent reads of one span share one
-//! fetch. Wrong bytes are never served: a digest or inflate failure is an EIO.
+//! tar offsets, then to spans; the spans a read misses come through [`SpanSource`] (the
+//! shared chunk cache, else one range request per run of adjacent spans, on-demand class
+//! on the shared link), are checked against the span digests the index vouches for,
+//! inflated from their checkpoints and kept decoded in a small memory cache; verified
+//! compressed spans go to the disk cache. Concurrent reads of one span share one fetch.
+//! Wrong bytes are never served: a digest or inflate failure is an EIO.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Instant;
 
-use estargz::soci::{decompress_span, FileMetadata, Zinfo};
+use estargz::soci::{decompress_span, FileMetadata};
 use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use registry::Client;
 
+use super::fetch::{SpanBytes, SpanSource};
 use crate::fs::LayerContent;
-use crate::remote::BlobLocation;
+use crate::link::FetchKind;
 
-/// Metrics kind label of span fetches.
-const SOCI_KIND: &str = "soci";
 /// Decoded spans kept per layer (4 MiB each by default).
 const CACHED_SPANS: usize = 16;
 /// Uncompressed bytes of prefetched spans kept for the layer's life (beyond the cache).
 const MAX_PINNED_BYTES: usize = 256 << 20;
-/// Prefetch span fetches in flight at once.
+/// Prefetch requests in flight at once.
 const PREFETCH_PARALLEL: usize = 4;
+/// Most spans one request fetches (a run of adjacent misses is cut into such pieces).
+const MAX_RUN_SPANS: usize = 8;
 
 type SpanFuture = Shared<BoxFuture<'static, Result<Arc<Vec<u8>>, String>>>;
+type RunFuture = Shared<BoxFuture<'static, Result<Arc<Vec<SpanBytes>>, String>>>;
 
 #[derive(Default)]
 struct Spans {
@@ -39,10 +44,8 @@ struct Spans {
 }
 
 struct Inner {
-    client: Client,
-    location: BlobLocation,
+    source: SpanSource,
     index: estargz::Index,
-    zinfo: Zinfo,
     spans: Mutex<Spans>,
     /// The zTOC's digest and file table, for checking against the whole blob.
     ztoc: Digest,
@@ -51,6 +54,8 @@ struct Inner {
     failed: AtomicBool,
     /// Spans to fetch at mount, in order (from the prefetch artifact).
     prefetch: Vec<usize>,
+    /// When a read last had to fetch spans (the check keeps quiet after it).
+    last_on_demand: Mutex<Option<Instant>>,
 }
 
 /// A layer served from its SOCI zTOC.
@@ -59,28 +64,73 @@ pub struct SociLayer {
     inner: Arc<Inner>,
 }
 
+/// A [`SociLayer`] that does not keep it alive (the deferred check holds one).
+pub struct WeakSociLayer(Weak<Inner>);
+
+impl WeakSociLayer {
+    pub fn upgrade(&self) -> Option<SociLayer> {
+        self.0.upgrade().map(|inner| SociLayer { inner })
+    }
+}
+
 impl SociLayer {
     pub fn new(
-        client: Client,
-        location: BlobLocation,
+        source: SpanSource,
         ztoc: (Digest, Vec<FileMetadata>),
         index: estargz::Index,
-        zinfo: Zinfo,
         prefetch: Vec<usize>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                client,
-                location,
+                source,
                 index,
-                zinfo,
                 spans: Mutex::default(),
                 ztoc: ztoc.0,
                 files: ztoc.1,
                 failed: AtomicBool::new(false),
                 prefetch,
+                last_on_demand: Mutex::new(None),
             }),
         }
+    }
+
+    pub fn downgrade(&self) -> WeakSociLayer {
+        WeakSociLayer(Arc::downgrade(&self.inner))
+    }
+
+    /// The blob, its index and the shared cache and link.
+    pub(super) fn source(&self) -> &SpanSource {
+        &self.inner.source
+    }
+
+    /// The zTOC's file table.
+    pub(super) fn files(&self) -> &[FileMetadata] {
+        &self.inner.files
+    }
+
+    /// The zTOC's digest.
+    pub(super) fn ztoc(&self) -> Digest {
+        self.inner.ztoc
+    }
+
+    /// When a read last had to fetch spans.
+    pub(super) fn last_on_demand(&self) -> Option<Instant> {
+        *self
+            .inner
+            .last_on_demand
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the fetches reads have in flight for spans in `run` (their verified bytes
+    /// then are in the cache), so the check does not download those a second time.
+    pub(super) async fn settle(&self, run: Range<usize>) {
+        let flights: Vec<SpanFuture> = {
+            let spans = self.lock();
+            run.filter_map(|s| spans.in_flight.get(&s).cloned())
+                .collect()
+        };
+        futures::future::join_all(flights).await;
     }
 
     /// Whether a prefetch artifact listed spans for this layer.
@@ -88,17 +138,24 @@ impl SociLayer {
         !self.inner.prefetch.is_empty()
     }
 
-    /// Fetches the prefetch artifact's spans (a few at a time, in its order) and keeps
-    /// them; returns how many were fetched. A failed span is only logged: reads retry it.
+    /// Fetches the prefetch artifact's spans (runs of adjacent ones in one request, a few
+    /// requests at a time, in its order) and keeps them; returns how many were fetched.
+    /// A failed span is only logged: reads retry it.
     pub async fn prefetch(self) -> usize {
         use futures::stream::StreamExt;
-        let spans = self.inner.prefetch.clone();
-        let fetched = futures::stream::iter(spans)
-            .map(|span| {
+        let runs = runs_in_order(&self.inner.prefetch);
+        let fetched = futures::stream::iter(runs)
+            .map(|run| {
                 let this = self.clone();
-                async move { (span, this.span(span).await) }
+                async move {
+                    let futures = this.spans(run.clone(), FetchKind::Prefetch);
+                    let results = futures::future::join_all(futures).await;
+                    run.zip(results).collect::<Vec<_>>()
+                }
             })
             .buffered(PREFETCH_PARALLEL)
+            .map(futures::stream::iter)
+            .flatten()
             .filter_map(|(span, result)| {
                 let this = self.clone();
                 async move {
@@ -108,7 +165,7 @@ impl SociLayer {
                             Some(())
                         }
                         Err(error) => {
-                            tracing::warn!(layer = %this.inner.location.digest, span, %error, "soci prefetch span failed");
+                            tracing::warn!(layer = %this.inner.source.location.digest, span, %error, "soci prefetch span failed");
                             None
                         }
                     }
@@ -117,7 +174,7 @@ impl SociLayer {
             .count()
             .await;
         tracing::info!(
-            layer = %self.inner.location.digest, spans = fetched, "soci prefetch done"
+            layer = %self.inner.source.location.digest, spans = fetched, "soci prefetch done"
         );
         fetched
     }
@@ -134,74 +191,26 @@ impl SociLayer {
         }
     }
 
-    /// Downloads the whole blob (digest-checked) into `dir` and checks the index against
-    /// it; on a mismatch the layer is failed. Network trouble only skips the check.
-    pub async fn verify_whole_blob(self, dir: std::path::PathBuf) {
-        let inner = &self.inner;
-        let (layer, ztoc) = (inner.location.digest, inner.ztoc);
-        let file = match tempfile::NamedTempFile::new_in(&dir) {
-            Ok(file) => file,
-            Err(error) => {
-                tracing::warn!(%layer, %error, dir = %dir.display(), "soci check skipped: no temp file");
-                return;
-            }
-        };
-        let mut out = match file.reopen() {
-            Ok(f) => tokio::fs::File::from_std(f),
-            Err(error) => {
-                tracing::warn!(%layer, %error, "soci check skipped");
-                return;
-            }
-        };
-        let reference = &inner.location.reference;
-        if let Err(error) = inner
-            .client
-            .download_blob(reference, &layer, &mut out)
-            .await
-        {
-            if matches!(error, registry::Error::DigestMismatch { .. }) {
-                self.fail(&format!("blob does not match its digest: {error}"));
-            } else {
-                tracing::warn!(%layer, %error, "soci check skipped: download failed");
-            }
-            return;
-        }
-        let this = self.clone();
-        let path = file.path().to_owned();
-        let checked = tokio::task::spawn_blocking(move || {
-            super::verify::verify_blob(&path, &this.inner.zinfo, &this.inner.files)
-        })
-        .await;
-        match checked {
-            Ok(Ok(())) => {
-                tracing::info!(%layer, %ztoc, "soci index checked against the whole layer")
-            }
-            Ok(Err(error)) => self.fail(&error.to_string()),
-            Err(error) => tracing::warn!(%layer, %error, "soci check skipped: task failed"),
-        }
-        drop(file);
-    }
-
-    fn fail(&self, why: &str) {
+    /// Marks the layer failed: every read from now on is EIO.
+    pub(super) fn fail(&self, why: &str) {
         let inner = &self.inner;
         inner.failed.store(true, Ordering::Relaxed);
         crate::metrics::global().fallback(crate::metrics::FallbackReason::InvalidSociIndex);
         tracing::error!(
-            layer = %inner.location.digest, ztoc = %inner.ztoc, "soci layer failed verification, reads now fail: {why}"
+            layer = %inner.source.location.digest, ztoc = %inner.ztoc, "soci layer failed verification, reads now fail: {why}"
         );
     }
 
     /// Reads `len` bytes of the uncompressed tar at `offset` (clamped to the archive).
     async fn read_tar(&self, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+        let zinfo = &self.inner.source.zinfo;
         let end = offset.saturating_add(len);
-        let spans = self.inner.zinfo.spans_for(offset..end);
+        let spans = zinfo.spans_for(offset..end);
         let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        let fetches: Vec<_> = spans.clone().map(|s| self.span(s)).collect();
+        let fetches = self.spans(spans.clone(), FetchKind::OnDemand);
         let decoded = futures::future::try_join_all(fetches).await?;
         for (span, bytes) in spans.zip(decoded) {
-            let range = self
-                .inner
-                .zinfo
+            let range = zinfo
                 .uncompressed_range(span)
                 .ok_or_else(|| format!("span {span} vanished"))?;
             let from = offset.max(range.start) - range.start;
@@ -215,19 +224,53 @@ impl SociLayer {
         Ok(out)
     }
 
-    /// One decoded span: from the cache, joining a fetch in flight, or fetched now.
-    fn span(&self, span: usize) -> SpanFuture {
+    /// The decoded spans `wanted`, in order: from the cache, joining fetches in flight,
+    /// or fetched now (adjacent misses together, in class `kind`).
+    fn spans(&self, wanted: Range<usize>, kind: FetchKind) -> Vec<SpanFuture> {
         let mut spans = self.lock();
-        if let Some(done) = spans.pinned.get(&span).or_else(|| spans.done.get(&span)) {
-            let done = done.clone();
-            return async move { Ok(done) }.boxed().shared();
+        let mut out: Vec<Option<SpanFuture>> = Vec::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for span in wanted.clone() {
+            if let Some(done) = spans.pinned.get(&span).or_else(|| spans.done.get(&span)) {
+                let done = done.clone();
+                out.push(Some(async move { Ok(done) }.boxed().shared()));
+            } else if let Some(flight) = spans.in_flight.get(&span) {
+                out.push(Some(flight.clone()));
+            } else {
+                out.push(None);
+                missing.push(span);
+            }
         }
-        if let Some(flight) = spans.in_flight.get(&span) {
-            return flight.clone();
+        if !missing.is_empty() && kind == FetchKind::OnDemand {
+            *self
+                .inner
+                .last_on_demand
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         }
+        for run in runs_in_order(&missing) {
+            let this = self.clone();
+            let fetching = run.clone();
+            let run_future: RunFuture = async move {
+                let bytes = this.inner.source.compressed(fetching, kind).await;
+                bytes.map(Arc::new).map_err(|e| e.to_string())
+            }
+            .boxed()
+            .shared();
+            for (i, span) in run.clone().enumerate() {
+                let future = self.decode(span, i, run_future.clone());
+                spans.in_flight.insert(span, future.clone());
+                out[span - wanted.start] = Some(future);
+            }
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    /// Span `span`, the `i`th of the run `run` fetches: checked, inflated and cached.
+    fn decode(&self, span: usize, i: usize, run: RunFuture) -> SpanFuture {
         let this = self.clone();
-        let fetch = async move {
-            let result = this.fetch_span(span).await;
+        async move {
+            let result = this.decode_now(span, i, run).await;
             let mut spans = this.lock();
             spans.in_flight.remove(&span);
             if let Ok(bytes) = &result {
@@ -242,37 +285,36 @@ impl SociLayer {
             result
         }
         .boxed()
-        .shared();
-        spans.in_flight.insert(span, fetch.clone());
-        fetch
+        .shared()
     }
 
-    async fn fetch_span(&self, span: usize) -> Result<Arc<Vec<u8>>, String> {
-        let inner = &self.inner;
-        let range = inner
-            .zinfo
-            .compressed_range(span)
-            .ok_or_else(|| format!("no span {span}"))?;
-        let metrics = crate::metrics::global();
-        let reading = inner.client.read_blob_range(
-            &inner.location.reference,
-            &inner.location.digest,
-            range.clone(),
-        );
-        let bytes = metrics
-            .range_request(SOCI_KIND, reading)
-            .await
-            .map_err(|e| format!("fetch span {span} ({}..{}): {e}", range.start, range.end))?;
-        metrics.fetched(SOCI_KIND, bytes.len() as u64);
+    async fn decode_now(
+        &self,
+        span: usize,
+        i: usize,
+        run: RunFuture,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        let compressed = run
+            .await?
+            .get(i)
+            .cloned()
+            .ok_or_else(|| format!("span {span} missing from its run"))?;
         let this = self.clone();
-        let decoded =
-            tokio::task::spawn_blocking(move || decompress_span(&this.inner.zinfo, span, &bytes))
-                .await
-                .map_err(|e| e.to_string())?;
+        let decoded = tokio::task::spawn_blocking(move || {
+            let source = &this.inner.source;
+            let decoded = decompress_span(&source.zinfo, span, &compressed.bytes)?;
+            // Verified now (decompress_span checked the digest): worth keeping on disk.
+            if let (true, Some(key)) = (compressed.fetched, source.key(span)) {
+                source.cache.put_disk(key, compressed.bytes);
+            }
+            Ok::<_, estargz::soci::SpanError>(decoded)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         match decoded {
             Ok(bytes) => Ok(Arc::new(bytes)),
             Err(error) => {
-                tracing::error!(layer = %inner.location.digest, %error, "soci span failed verification");
+                tracing::error!(layer = %self.inner.source.location.digest, %error, "soci span failed verification");
                 Err(error.to_string())
             }
         }
@@ -331,5 +373,41 @@ impl LayerContent for SociLayer {
             }
             Ok(out)
         })
+    }
+}
+
+/// `spans` cut into runs of adjacent ones (at most [`MAX_RUN_SPANS`] long), in their order.
+fn runs_in_order(spans: &[usize]) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    for &span in spans {
+        match runs.last_mut() {
+            Some(run) if run.end == span && run.len() < MAX_RUN_SPANS => run.end += 1,
+            _ => runs.push(span..span + 1),
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_join_adjacent_spans_in_order() {
+        let runs = |spans: &[usize]| -> Vec<(usize, usize)> {
+            runs_in_order(spans)
+                .iter()
+                .map(|r| (r.start, r.end))
+                .collect()
+        };
+        assert_eq!(runs(&[]), vec![], "none");
+        assert_eq!(runs(&[3, 4, 5]), vec![(3, 6)], "one run");
+        assert_eq!(
+            runs(&[7, 1, 2, 9]),
+            vec![(7, 8), (1, 3), (9, 10)],
+            "gaps and order kept"
+        );
+        let long: Vec<usize> = (0..10).collect();
+        assert_eq!(runs(&long), vec![(0, 8), (8, 10)], "long runs are cut");
     }
 }

@@ -6,10 +6,15 @@
 //! annotation. The look-up is done once per image and remembered (also "no index"), so an
 //! image without one pays one extra request before its normal pull. The zTOC bound to the
 //! layer digest becomes a [`SociLayer`]: the path tree from its file table, reads served
-//! from verified, inflated spans. A prefetch artifact bound to the layer (soci 0.13's
-//! format, e.g. learned by `estargz-convert index --record-from`) lists spans to fetch
-//! at mount, before the layer is reported ready.
+//! from verified, inflated spans that come through the daemon's cache and shared link.
+//! A prefetch artifact bound to the layer (soci 0.13's format, e.g. learned by
+//! `estargz-convert index --record-from`) lists spans to fetch at mount, before the
+//! layer is reported ready. After the mount, [`check_whole_blob`] checks the index
+//! against the whole layer from the bytes background fetching brings into the cache.
 
+mod check;
+mod fetch;
+mod files;
 mod layer;
 mod verify;
 
@@ -23,10 +28,13 @@ use registry::{referrers_tag_reference, Client, Reference};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use crate::cache::ChunkCache;
 use crate::record;
 use crate::remote::BlobLocation;
 use crate::snapshot::Labels;
 
+pub use check::{check_whole_blob, CheckPacing};
+pub use files::SociFiles;
 pub use layer::SociLayer;
 
 /// Largest zTOC accepted (checkpoint windows are 32 KiB each: 64 MiB is ~2000 spans).
@@ -77,6 +85,7 @@ impl SociIndexes {
     pub async fn open(
         &self,
         client: &Client,
+        cache: &Arc<ChunkCache>,
         location: &BlobLocation,
         labels: &Labels,
     ) -> Result<Option<SociLayer>, SociError> {
@@ -139,12 +148,16 @@ impl SociIndexes {
             layer = %location.digest, ztoc = %ztoc_digest, spans = zinfo.span_count(),
             prefetch_spans = prefetch.len(), "serving layer through its soci index"
         );
+        let source = fetch::SpanSource {
+            client: client.clone(),
+            location: location.clone(),
+            cache: cache.clone(),
+            zinfo,
+        };
         Ok(Some(SociLayer::new(
-            client.clone(),
-            location.clone(),
+            source,
             (ztoc_digest, ztoc.files),
             index,
-            zinfo,
             prefetch,
         )))
     }

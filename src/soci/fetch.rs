@@ -1,0 +1,183 @@
+//! Where a SOCI layer's compressed span bytes come from: the daemon's chunk cache (keyed
+//! by the span digest, so a span is downloaded once per node), else the registry through
+//! the shared link, admitted in the requested priority class. Consecutive spans a caller
+//! misses go in one range request (spans are adjacent in the blob). Bytes from here are
+//! not yet checked: callers verify them against the span digest before serving or caching.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use estargz::soci::Zinfo;
+use registry::Client;
+
+use crate::cache::{CacheKey, ChunkBytes, ChunkCache};
+use crate::link::FetchKind;
+use crate::remote::BlobLocation;
+
+/// Metrics kind label of span fetches.
+const SOCI_KIND: &str = "soci";
+
+/// Why span bytes could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SpanFetchError {
+    #[error("no span {span} in the index")]
+    NoSpan { span: usize },
+    #[error("fetch {blob} bytes {}..{}: {source}", range.start, range.end)]
+    Remote {
+        blob: estargz::Digest,
+        range: Range<u64>,
+        source: Box<registry::Error>,
+    },
+    #[error("fetch {blob} bytes {}..{}: got {got} bytes", range.start, range.end)]
+    Short {
+        blob: estargz::Digest,
+        range: Range<u64>,
+        got: usize,
+    },
+    #[error("cache lookup task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// One span's compressed bytes and whether they came over the network (not yet cached).
+#[derive(Clone)]
+pub struct SpanBytes {
+    pub bytes: ChunkBytes,
+    pub fetched: bool,
+}
+
+/// The blob, its index and the shared cache and link.
+pub struct SpanSource {
+    pub client: Client,
+    pub location: BlobLocation,
+    pub cache: Arc<ChunkCache>,
+    pub zinfo: Zinfo,
+}
+
+impl SpanSource {
+    /// The cache key of a span: its compressed bytes' digest.
+    pub fn key(&self, span: usize) -> Option<CacheKey> {
+        self.zinfo.digest(span).map(|d| CacheKey::Content(*d))
+    }
+
+    fn range(&self, span: usize) -> Result<Range<u64>, SpanFetchError> {
+        self.zinfo
+            .compressed_range(span)
+            .ok_or(SpanFetchError::NoSpan { span })
+    }
+
+    /// Consecutive spans from `first` whose compressed bytes add up to about `bytes`
+    /// (at least one span, none past the last).
+    pub fn run_from(&self, first: usize, bytes: u64) -> Range<usize> {
+        let count = self.zinfo.span_count();
+        let mut end = first.saturating_add(1).min(count);
+        let start_at = self.zinfo.compressed_range(first).map_or(0, |r| r.start);
+        while end < count {
+            match self.zinfo.compressed_range(end) {
+                Some(r) if r.end.saturating_sub(start_at) <= bytes => end += 1,
+                _ => break,
+            }
+        }
+        first.min(end)..end
+    }
+
+    /// The compressed bytes of the consecutive spans `run`: cached ones from the cache,
+    /// each gap between them with one range request of class `kind`.
+    pub async fn compressed(
+        &self,
+        run: Range<usize>,
+        kind: FetchKind,
+    ) -> Result<Vec<SpanBytes>, SpanFetchError> {
+        let mut wanted = Vec::with_capacity(run.len());
+        for span in run.clone() {
+            let range = self.range(span)?;
+            let key = self.key(span).ok_or(SpanFetchError::NoSpan { span })?;
+            wanted.push((key, range.end - range.start));
+        }
+        let cache = self.cache.clone();
+        // `peek`: decoded spans are kept by the layer, compressed ones need not be in memory.
+        let cached: Vec<Option<ChunkBytes>> = tokio::task::spawn_blocking(move || {
+            wanted
+                .iter()
+                .map(|(key, len)| cache.peek(key, *len))
+                .collect()
+        })
+        .await?;
+        let mut out: Vec<Option<SpanBytes>> = cached
+            .into_iter()
+            .map(|b| {
+                b.map(|bytes| SpanBytes {
+                    bytes,
+                    fetched: false,
+                })
+            })
+            .collect();
+        let mut i = 0;
+        while i < out.len() {
+            if out[i].is_some() {
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < out.len() && out[j].is_none() {
+                j += 1;
+            }
+            let (first, last) = (run.start + i, run.start + j - 1);
+            let whole = self.range(first)?.start..self.range(last)?.end;
+            let bytes = self.fetch(whole.clone(), kind).await?;
+            for (slot, span) in out[i..j].iter_mut().zip(first..=last) {
+                let r = self.range(span)?;
+                let piece = usize::try_from(r.start - whole.start)
+                    .ok()
+                    .zip(usize::try_from(r.end - whole.start).ok())
+                    .and_then(|(a, b)| bytes.get(a..b))
+                    .ok_or_else(|| SpanFetchError::Short {
+                        blob: self.location.digest,
+                        range: whole.clone(),
+                        got: bytes.len(),
+                    })?;
+                *slot = Some(SpanBytes {
+                    bytes: ChunkBytes::from(piece),
+                    fetched: true,
+                });
+            }
+            i = j;
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// One range request of class `kind`: admitted on the shared link (so it waits while
+    /// higher classes are on the wire), counted in the metrics.
+    pub async fn fetch(
+        &self,
+        range: Range<u64>,
+        kind: FetchKind,
+    ) -> Result<bytes::Bytes, SpanFetchError> {
+        let link = self.cache.link();
+        let ticket = link.admit(kind).await;
+        let metrics = crate::metrics::global();
+        let reading = self.client.read_blob_range(
+            &self.location.reference,
+            &self.location.digest,
+            range.clone(),
+        );
+        let bytes = metrics
+            .range_request(SOCI_KIND, reading)
+            .await
+            .map_err(|source| SpanFetchError::Remote {
+                blob: self.location.digest,
+                range: range.clone(),
+                source: Box::new(source),
+            })?;
+        drop(ticket);
+        // Not added to the link's estimates: this call cannot tell latency from transfer.
+        metrics.fetched(SOCI_KIND, bytes.len() as u64);
+        if u64::try_from(bytes.len()).ok() != Some(range.end - range.start) {
+            return Err(SpanFetchError::Short {
+                blob: self.location.digest,
+                range,
+                got: bytes.len(),
+            });
+        }
+        Ok(bytes)
+    }
+}
