@@ -488,3 +488,52 @@ fn without_colors(line: &str) -> String {
     }
     out
 }
+
+#[test]
+fn a_soci_mount_is_recorded_and_the_record_learns_a_prefetch() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config(
+        "socir-",
+        "[background_fetch]\nenable = false\n[record]\nenable = true\n",
+    );
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/rec", "v1", &image).unwrap();
+    assert_eq!(index(&reference)["indexed"], 3);
+    rpull(&stack.containerd, &reference);
+    let id = unique_id("socir");
+    let run = [
+        "run",
+        "--rm",
+        "--snapshotter",
+        "stargz",
+        &reference,
+        &id,
+        "/bin/sh",
+        "-c",
+        "cat /data/big/two.bin | wc -c",
+    ];
+    let out = stack.containerd.ctr(run).unwrap().stdout;
+    assert_eq!(out.trim(), (8u64 << 20).to_string());
+
+    let record_dir = stack.dir.path().join("root/record");
+    let files = estargz_convert::record::record_files(&record_dir).unwrap();
+    assert_eq!(files.len(), 1, "one record file for the image: {files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let manifest = image.manifest.digest.to_string();
+    let recorded = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .any(|l| {
+            l["path"] == "data/big/two.bin"
+                && l["layerIndex"] == 1
+                && l["manifestDigest"] == manifest
+        });
+    assert!(recorded, "the SOCI-served layer's open is recorded: {text}");
+
+    // The record, given to the indexer of the same image, becomes a prefetch artifact.
+    let learned = stack.registry.push("soci/rec2", "v1", &image).unwrap();
+    let report = index_with(&learned, Some(&files[0]));
+    let prefetch = &report["manifests"][0]["layers"][1]["prefetch"];
+    assert!(prefetch["files"].as_u64() >= Some(1), "{report}");
+}
