@@ -256,6 +256,7 @@ impl FuseMounter {
             return Ok(());
         }
         let digest = location.digest;
+        let located = location.clone();
         let recorder = self.recorder_for(&location, labels);
         self.open_layers_ahead(&location, labels);
         let reference = location.reference.to_string();
@@ -270,7 +271,7 @@ impl FuseMounter {
         // A layer another mount already serves has had its prefetch and background turn.
         let fresh = sharing == Sharing::Opened;
         let prefetched = match fresh {
-            true => self.prefetch_before_ready(&layer, labels),
+            true => self.prefetch_before_ready(&layer, &located, labels),
             false => prefetch::PrefetchOutcome::None,
         };
         let files = Arc::new(LayerFiles {
@@ -378,16 +379,34 @@ impl FuseMounter {
     }
 
     /// Fetches the layer's prioritized range before the mount is reported ready, waiting
-    /// at most the prefetch timeout (the fetch itself goes on).
-    fn prefetch_before_ready(&self, layer: &Layer, labels: &Labels) -> prefetch::PrefetchOutcome {
+    /// at most the prefetch timeout (the fetch itself goes on). A layer without
+    /// prioritized files gets the learned files its image's index lists, if any.
+    fn prefetch_before_ready(
+        &self,
+        layer: &Layer,
+        location: &BlobLocation,
+        labels: &Labels,
+    ) -> prefetch::PrefetchOutcome {
         if !self.prefetch.enable {
             return prefetch::PrefetchOutcome::None;
+        }
+        let timeout = self.prefetch.timeout;
+        if prefetch::prefetch_range(layer.index(), layer.toc_offset(), labels).is_none() {
+            let learning = async {
+                let files = self.soci.learned_files(&self.client, location, labels);
+                tokio::time::timeout(timeout, files).await
+            };
+            let files = self.runtime.block_on(learning).unwrap_or_default();
+            if !files.is_empty() {
+                return self
+                    .runtime
+                    .block_on(prefetch::prefetch_files(layer, &files, timeout));
+            }
         }
         let ranges = prefetch::prefetch_ranges(layer.index(), layer.toc_offset(), labels);
         if ranges.is_empty() {
             return prefetch::PrefetchOutcome::None;
         }
-        let timeout = self.prefetch.timeout;
         self.runtime
             .block_on(prefetch::prefetch(layer, ranges, timeout))
     }

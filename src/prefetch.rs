@@ -120,9 +120,39 @@ pub async fn prefetch(
     ranges: Vec<Range<u64>>,
     timeout: Duration,
 ) -> PrefetchOutcome {
-    let digest = layer.blob_digest();
     let bytes: u64 = ranges.iter().map(|r| r.end - r.start).sum();
     let task = tokio::spawn(fetch_all(layer.clone(), ranges));
+    wait(layer.blob_digest(), bytes, task, timeout).await
+}
+
+/// Like [`prefetch`] for the files a learned file list names (paths however spelled;
+/// ones the layer lacks are skipped) and the [`RUNTIME_FILES`].
+pub async fn prefetch_files(layer: &Layer, paths: &[String], timeout: Duration) -> PrefetchOutcome {
+    let index = layer.index();
+    let mut seen = std::collections::HashSet::new();
+    // The runtime's own files too, as with prioritized files.
+    let files: Vec<estargz::EntryId> = paths
+        .iter()
+        .map(String::as_str)
+        .chain(RUNTIME_FILES)
+        .filter_map(|p| index.lookup(p.trim_start_matches("./").trim_start_matches('/')))
+        .filter(|file| seen.insert(*file))
+        .collect();
+    if files.is_empty() {
+        return PrefetchOutcome::None;
+    }
+    tracing::info!(digest = %layer.blob_digest(), files = files.len(), "prefetching the learned files");
+    let fetching = layer.clone();
+    let task = tokio::spawn(async move { fetching.prefetch_files(&files).await });
+    wait(layer.blob_digest(), 0, task, timeout).await
+}
+
+async fn wait(
+    digest: estargz::Digest,
+    bytes: u64,
+    task: tokio::task::JoinHandle<Result<(), crate::layer::LayerError>>,
+    timeout: Duration,
+) -> PrefetchOutcome {
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(Ok(()))) => {
             tracing::debug!(%digest, bytes, "prefetched");

@@ -5,7 +5,7 @@
 //! right output, reading a small part of the image from the registry.
 
 mod common;
-use common::stack::{self, committed_snapshots, rpull, LazyStack};
+use common::stack::{self, committed_snapshots, convert_to_estargz, rpull, LazyStack};
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -536,4 +536,75 @@ fn a_soci_mount_is_recorded_and_the_record_learns_a_prefetch() {
     let report = index_with(&learned, Some(&files[0]));
     let prefetch = &report["manifests"][0]["layers"][1]["prefetch"];
     assert!(prefetch["files"].as_u64() >= Some(1), "{report}");
+}
+
+#[test]
+fn a_record_given_with_an_estargz_image_is_prefetched_from_a_referrer() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("socie-", "[background_fetch]\nenable = false\n");
+    let image = image_with_data();
+    let plain = stack.registry.push("esgz/learn", "plain", &image).unwrap();
+    // Converted without prioritized files: nothing is prefetched at mount by itself.
+    let esgz = stack.registry.reference("esgz/learn", "esgz");
+    convert_to_estargz(&plain, &esgz);
+    let client = stack.registry.client();
+    let before = client.get_manifest("esgz/learn", "esgz").unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&before.bytes).unwrap();
+    let data_layer = vec![json["layers"][1]["digest"].as_str().unwrap().to_owned()];
+
+    let record_dir = tempfile::tempdir().unwrap();
+    let record = record_dir.path().join("record.jsonl");
+    let line = serde_json::json!({
+        "path": "data/big/two.bin",
+        "manifestDigest": before.digest.to_string(),
+        "layerIndex": 1,
+    });
+    std::fs::write(&record, format!("{line}\n")).unwrap();
+    let report = index_with(&esgz, Some(&record));
+    let layer = &report["manifests"][0]["layers"][1];
+    assert_eq!(layer["status"], "estargz", "{report}");
+    assert_eq!(layer["prefetch"]["files"], 1, "{report}");
+    assert!(
+        report["manifests"][0]["sociIndexDigest"].is_string(),
+        "{report}"
+    );
+    let after = client.get_manifest("esgz/learn", "esgz").unwrap();
+    assert_eq!(after.digest, before.digest, "the image digest is unchanged");
+
+    let log_path = stack.registry.log_path();
+    let log_start = std::fs::read_to_string(&log_path).unwrap().len();
+    rpull(&stack.containerd, &esgz);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let at_mount = served(&log[log_start..], &data_layer);
+    let daemon_log = stack.daemon.log_text();
+    assert!(
+        at_mount >= 8 << 20,
+        "the learned file came at mount: {at_mount} bytes: {daemon_log}"
+    );
+    assert!(
+        daemon_log.contains("prefetching the learned files"),
+        "{daemon_log}"
+    );
+
+    let id = unique_id("socie");
+    let run = [
+        "run",
+        "--rm",
+        "--snapshotter",
+        "stargz",
+        &esgz,
+        &id,
+        "/bin/sh",
+        "-c",
+        "cat /data/big/two.bin | wc -c",
+    ];
+    let out = stack.containerd.ctr(run).unwrap().stdout;
+    assert_eq!(out.trim(), (8u64 << 20).to_string());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let total = served(&log[log_start..], &data_layer);
+    assert_eq!(
+        total, at_mount,
+        "reading the learned file fetched nothing more"
+    );
 }

@@ -290,6 +290,21 @@ impl Layer {
             .map(drop)
     }
 
+    /// Fetches and caches every chunk of `files` (a learned file list), in as few
+    /// requests as adjacency allows.
+    pub async fn prefetch_files(&self, files: &[EntryId]) -> Result<(), LayerError> {
+        let index = &self.inner.index;
+        let chunks: Vec<ChunkInfo> = files
+            .iter()
+            .flat_map(|file| index.chunks(*file))
+            .cloned()
+            .collect();
+        self.inner
+            .load_chunks(&chunks, FetchKind::Prefetch)
+            .await
+            .map(drop)
+    }
+
     async fn read_unbounded(
         &self,
         file: EntryId,

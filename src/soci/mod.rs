@@ -21,6 +21,7 @@ mod verify;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE, MAX_FILE_LIST_SIZE};
 use estargz::soci::prefetch::{PrefetchArtifact, MAX_PREFETCH_SIZE, PREFETCH_MEDIA_TYPE};
 use estargz::soci::{index_of, media, Zinfo, Ztoc};
 use estargz::Digest;
@@ -66,6 +67,8 @@ struct ImageIndex {
     ztocs: HashMap<Digest, (Digest, u64)>,
     /// Prefetch artifacts: layer digest -> (artifact digest, size).
     prefetches: HashMap<Digest, (Digest, u64)>,
+    /// Learned file lists of eStargz layers: layer digest -> (list digest, size).
+    file_lists: HashMap<Digest, (Digest, u64)>,
     /// Sizes of the image's layers from its manifest (a zTOC must agree).
     layer_sizes: HashMap<Digest, u64>,
 }
@@ -89,28 +92,10 @@ impl SociIndexes {
         location: &BlobLocation,
         labels: &Labels,
     ) -> Result<Option<SociLayer>, SociError> {
-        // Without a manifest there is no index to find: the layer goes the usual way.
-        let place = match record::locate(client, location, labels).await {
-            Ok(place) => place,
-            Err(error) => {
-                tracing::debug!(layer = %location.digest, %error, "no soci look-up");
-                return Ok(None);
-            }
-        };
-        let cell = {
-            let mut images = self.images.lock().unwrap_or_else(PoisonError::into_inner);
-            if images.len() >= MAX_REMEMBERED && !images.contains_key(&place.manifest) {
-                images.clear();
-            }
-            images.entry(place.manifest).or_default().clone()
-        };
-        let repo = &location.reference;
-        let image = cell
-            .get_or_try_init(|| find_index(client, repo, place.manifest))
-            .await?;
-        let Some(image) = image else {
+        let Some(image) = self.image_index(client, location, labels).await? else {
             return Ok(None);
         };
+        let repo = &location.reference;
         let Some(&(ztoc_digest, ztoc_size)) = image.ztocs.get(&location.digest) else {
             tracing::info!(layer = %location.digest, "soci index does not list this layer");
             return Ok(None);
@@ -160,6 +145,80 @@ impl SociIndexes {
             index,
             prefetch,
         )))
+    }
+}
+
+impl SociIndexes {
+    /// The index of the image `location`'s layer belongs to, looked up once per image;
+    /// `None` when it has none (or its manifest cannot be found).
+    async fn image_index(
+        &self,
+        client: &Client,
+        location: &BlobLocation,
+        labels: &Labels,
+    ) -> Result<Option<Arc<ImageIndex>>, SociError> {
+        // Without a manifest there is no index to find: the layer goes the usual way.
+        let place = match record::locate(client, location, labels).await {
+            Ok(place) => place,
+            Err(error) => {
+                tracing::debug!(layer = %location.digest, %error, "no soci look-up");
+                return Ok(None);
+            }
+        };
+        let cell = {
+            let mut images = self.images.lock().unwrap_or_else(PoisonError::into_inner);
+            if images.len() >= MAX_REMEMBERED && !images.contains_key(&place.manifest) {
+                images.clear();
+            }
+            images.entry(place.manifest).or_default().clone()
+        };
+        let repo = &location.reference;
+        let image = cell
+            .get_or_try_init(|| find_index(client, repo, place.manifest))
+            .await?;
+        Ok(image.clone())
+    }
+
+    /// The learned files of an eStargz layer: the file list its image's index carries
+    /// for it (`estargz-convert index --record-from` on an eStargz image), in read order.
+    /// Empty when there is none; a list that cannot be had only costs the prefetch.
+    pub async fn learned_files(
+        &self,
+        client: &Client,
+        location: &BlobLocation,
+        labels: &Labels,
+    ) -> Vec<String> {
+        let layer = location.digest;
+        let image = match self.image_index(client, location, labels).await {
+            Ok(Some(image)) => image,
+            Ok(None) => return Vec::new(),
+            Err(error) => {
+                tracing::info!(%layer, %error, "no learned prefetch");
+                return Vec::new();
+            }
+        };
+        let Some(&(digest, size)) = image.file_lists.get(&layer) else {
+            return Vec::new();
+        };
+        if size > MAX_FILE_LIST_SIZE {
+            tracing::warn!(%layer, list = %digest, size, "prefetch file list too large, ignored");
+            return Vec::new();
+        }
+        let mut bytes = Vec::new();
+        if let Err(error) = client
+            .download_blob(&location.reference, &digest, &mut bytes)
+            .await
+        {
+            tracing::warn!(%layer, list = %digest, %error, "prefetch file list not fetched");
+            return Vec::new();
+        }
+        match FileList::from_bytes(&bytes) {
+            Ok(list) => list.files,
+            Err(error) => {
+                tracing::warn!(%layer, list = %digest, %error, "prefetch file list ignored");
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -259,6 +318,7 @@ async fn find_index(
     Ok(Some(Arc::new(ImageIndex {
         ztocs: blobs_of(media::ZTOC_MEDIA_TYPE),
         prefetches: blobs_of(PREFETCH_MEDIA_TYPE),
+        file_lists: blobs_of(FILE_LIST_MEDIA_TYPE),
         layer_sizes,
     })))
 }

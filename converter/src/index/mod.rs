@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE};
 use estargz::soci::{build_ztoc, BuildError, BuildOptions, Compression};
 use estargz::{Digest, Hasher};
 use futures_util::future::try_join_all;
@@ -29,7 +30,7 @@ use crate::record::Prioritized;
 use crate::store::{BlobFile, Store, StoreError};
 
 use publish::{publish_index, PublishError, Via};
-use soci::{PrefetchEntry, ZtocEntry, EMPTY_CONFIG};
+use soci::{PrefetchEntry, ZtocEntry, EMPTY_CONFIG, PREFETCH_MEDIA_TYPE};
 
 /// Layers smaller than this are left to a normal pull by default (soci's default).
 pub const DEFAULT_MIN_LAYER_SIZE: u64 = 10 << 20;
@@ -44,7 +45,8 @@ pub struct IndexOptions {
     /// Layers indexed at the same time.
     pub layer_jobs: usize,
     /// Files read per layer (an access record): each indexed layer with any gets a
-    /// prefetch artifact of the spans holding them.
+    /// prefetch artifact of the spans holding them, each eStargz layer with any a list
+    /// of the files (prefetched by the daemon like prioritized files).
     pub record: Option<Prioritized>,
 }
 
@@ -383,6 +385,33 @@ async fn publish_manifest(
                     spans,
                 });
                 prefetches.push(PrefetchEntry {
+                    media_type: PREFETCH_MEDIA_TYPE,
+                    digest,
+                    size,
+                    layer_digest: layer.digest,
+                });
+            }
+        }
+        if let (true, Some(record)) = (*status == "estargz", &opts.record) {
+            // An eStargz layer: the recorded files themselves, prefetched by the daemon
+            // like prioritized files, the image unchanged.
+            let paths = record.for_layer(&desc.digest, i);
+            if !paths.is_empty() {
+                let files = paths.len();
+                let bytes = FileList::new(paths).to_bytes();
+                let digest = Digest::sha256(&bytes);
+                let size = bytes.len() as u64;
+                store
+                    .put_blob_bytes(&digest, bytes)
+                    .await
+                    .map_err(source_error(format!("push prefetch file list {digest}")))?;
+                prefetch_report = Some(PrefetchReport {
+                    digest,
+                    files,
+                    spans: 0,
+                });
+                prefetches.push(PrefetchEntry {
+                    media_type: FILE_LIST_MEDIA_TYPE,
                     digest,
                     size,
                     layer_digest: layer.digest,
@@ -416,7 +445,7 @@ async fn publish_manifest(
         referrers: None,
         layers,
     };
-    if ztocs.is_empty() {
+    if ztocs.is_empty() && prefetches.is_empty() {
         tracing::info!(
             "manifest {}: no layer to index, no SOCI index pushed",
             desc.digest
@@ -444,9 +473,10 @@ async fn publish_manifest(
         .map_err(publish_error)?;
     let digest = Digest::sha256(&bytes);
     tracing::info!(
-        "manifest {}: SOCI index {digest} ({} zTOCs) linked via {via:?}",
+        "manifest {}: SOCI index {digest} ({} zTOCs, {} prefetch lists) linked via {via:?}",
         desc.digest,
-        ztocs.len()
+        ztocs.len(),
+        prefetches.len()
     );
     report.soci_index_digest = Some(digest);
     report.referrers = Some(via);

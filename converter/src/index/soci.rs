@@ -27,6 +27,8 @@ pub struct ZtocEntry {
 /// One layer's prefetch artifact blob.
 #[derive(Debug, Clone)]
 pub struct PrefetchEntry {
+    /// soci's prefetch artifact (spans) or our file list (eStargz layers).
+    pub media_type: &'static str,
     pub digest: Digest,
     pub size: u64,
     pub layer_digest: Digest,
@@ -68,7 +70,7 @@ pub fn index_manifest(
     // soci 0.13 finds a layer's prefetch artifact among the index's layers by media type
     // and the layer-digest annotation.
     layers.extend(prefetches.iter().map(|p| {
-        let mut d = Descriptor::new(PREFETCH_MEDIA_TYPE, p.digest, p.size);
+        let mut d = Descriptor::new(p.media_type, p.digest, p.size);
         d.set_annotation(LAYER_DIGEST, p.layer_digest.to_string());
         d
     }));

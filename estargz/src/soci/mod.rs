@@ -7,10 +7,12 @@
 //! - [`zinfo`]: checkpoints and span geometry (which bytes make up which span).
 //! - [`span`]: verify and inflate one span.
 //! - [`prefetch`]: the prefetch artifact (spans to fetch at mount).
+//! - [`filelist`]: an eStargz layer's learned files, carried by the same index.
 //! - [`totoc`]: the file table as TOC entries, for the daemon's path tree.
 //! - `tarscan`, `gzip`, `inflate`, `flatbuf`: the pieces underneath.
 
 pub mod build;
+pub mod filelist;
 mod flatbuf;
 pub mod gzip;
 mod inflate;
