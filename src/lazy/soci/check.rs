@@ -16,8 +16,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::fetch::SpanBytes;
 use super::layer::{SociLayer, WeakSociLayer};
-use crate::background::BackgroundConfig;
-use crate::link::FetchKind;
+use crate::lazy::link::FetchKind;
+use crate::lazy::producers::background_fetch::BackgroundConfig;
 
 /// Failed steps in a row after which the check is given up (logged, layer kept).
 const MAX_FAILURES: u32 = 6;

@@ -29,9 +29,9 @@ use registry::{referrers_tag_reference, Client, Reference};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::cache::ChunkCache;
-use crate::record;
-use crate::remote::BlobLocation;
+use crate::lazy::cache::ChunkCache;
+use crate::lazy::producers::record;
+use crate::lazy::source::BlobLocation;
 use crate::snapshot::Labels;
 
 pub use check::{check_whole_blob, CheckPacing};

@@ -5,8 +5,8 @@
 use futures::future::BoxFuture;
 
 use super::SociLayer;
-use crate::fs::LayerContent;
-use crate::record::Recorder;
+use crate::lazy::fs::LayerContent;
+use crate::lazy::producers::record::Recorder;
 
 pub struct SociFiles {
     pub layer: SociLayer,

@@ -17,8 +17,8 @@ use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::fetch::{SpanBytes, SpanSource};
-use crate::fs::LayerContent;
-use crate::link::FetchKind;
+use crate::lazy::fs::LayerContent;
+use crate::lazy::link::FetchKind;
 
 /// Decoded spans kept per layer (4 MiB each by default).
 const CACHED_SPANS: usize = 16;

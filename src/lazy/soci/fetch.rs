@@ -10,9 +10,9 @@ use std::sync::Arc;
 use estargz::soci::Zinfo;
 use registry::Client;
 
-use crate::cache::{CacheKey, ChunkBytes, ChunkCache};
-use crate::link::FetchKind;
-use crate::remote::BlobLocation;
+use crate::lazy::cache::{CacheKey, ChunkBytes, ChunkCache};
+use crate::lazy::link::FetchKind;
+use crate::lazy::source::BlobLocation;
 
 /// Metrics kind label of span fetches.
 const SOCI_KIND: &str = "soci";
