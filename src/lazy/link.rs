@@ -5,7 +5,7 @@
 //! windows and pace background fetching.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -66,6 +66,8 @@ pub struct Link {
 #[derive(Default)]
 struct State {
     on_wire: [usize; 3],
+    /// When a request of each class last left the wire.
+    last_left: [Option<Instant>; 3],
     /// Moving average of the time to the first byte of a range request, seconds.
     latency: Option<f64>,
     /// Moving average of body throughput, bytes per second.
@@ -112,6 +114,24 @@ impl Link {
             .iter()
             .filter(|k| **k < kind)
             .any(|k| state.on_wire[k.slot()] > 0)
+    }
+
+    /// How long no request of a class above `kind` has been on the wire: zero while one
+    /// is, `Duration::MAX` when none ever was.
+    pub fn quiet_above(&self, kind: FetchKind) -> Duration {
+        let state = self.lock();
+        FetchKind::ALL
+            .iter()
+            .filter(|k| **k < kind)
+            .map(
+                |k| match (state.on_wire[k.slot()], state.last_left[k.slot()]) {
+                    (0, Some(left)) => left.elapsed(),
+                    (0, None) => Duration::MAX,
+                    _ => Duration::ZERO,
+                },
+            )
+            .min()
+            .unwrap_or(Duration::MAX)
     }
 
     /// Adds a finished fetch of `bytes` whose first byte came after `first_byte` and whose
@@ -175,6 +195,7 @@ impl Drop for Ticket {
         let mut state = self.link.lock();
         let slot = &mut state.on_wire[self.kind.slot()];
         *slot = slot.saturating_sub(1);
+        state.last_left[self.kind.slot()] = Some(Instant::now());
         drop(state);
         self.link.left.notify_waiters();
     }
@@ -234,6 +255,26 @@ mod tests {
         assert!(admitted(&link, FetchKind::Prefetch).await.is_none());
         held.pop();
         assert!(admitted(&link, FetchKind::Prefetch).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn quiet_counts_from_the_last_higher_request() {
+        let link = Link::new();
+        assert_eq!(link.quiet_above(FetchKind::Background), Duration::MAX);
+        let on_demand = link.admit(FetchKind::OnDemand).await;
+        assert_eq!(link.quiet_above(FetchKind::Background), Duration::ZERO);
+        assert_eq!(
+            link.quiet_above(FetchKind::OnDemand),
+            Duration::MAX,
+            "no class above on-demand"
+        );
+        drop(on_demand);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let quiet = link.quiet_above(FetchKind::Background);
+        assert!(quiet >= Duration::from_millis(30) && quiet < Duration::from_secs(5));
+        // A background request does not break the quiet of the classes above it.
+        drop(link.admit(FetchKind::Background).await);
+        assert!(link.quiet_above(FetchKind::Background) >= quiet);
     }
 
     #[test]

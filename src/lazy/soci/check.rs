@@ -2,7 +2,7 @@
 //! start delay (containers start meanwhile) and walks the blob span by span in steps:
 //! spans already in the cache (read or prefetched) are taken from there, the rest are
 //! fetched in the background class on the shared link (waiting while reads are on the
-//! wire, pausing after the layer's own reads and between steps like background fetching)
+//! wire, pausing `quiet` after any layer's reads and between steps like background fetching)
 //! and, once they match their span digest, put into the cache, so the check and later
 //! reads never download a span twice. The blob is assembled in a temporary file and
 //! hashed on the way: it must match the layer digest, then [`super::verify`] checks the
@@ -175,12 +175,15 @@ async fn keep_fetched(layer: &SociLayer, first: usize, pieces: Vec<SpanBytes>) {
     }
 }
 
-/// Waits while the layer had a read that fetched within `quiet`.
+/// Waits until no on-demand or prefetch request of any layer has been on the shared link
+/// for `quiet` (a starting container reads in bursts: the check goes in the pauses after).
 async fn keep_quiet(layer: &SociLayer, quiet: Duration) {
-    while let Some(left) = layer
-        .last_on_demand()
-        .and_then(|at| quiet.checked_sub(at.elapsed()))
-    {
+    let link = layer.source().cache.link().clone();
+    loop {
+        let left = quiet.saturating_sub(link.quiet_above(FetchKind::Background));
+        if left.is_zero() {
+            return;
+        }
         tokio::time::sleep(left.max(Duration::from_millis(10))).await;
     }
 }

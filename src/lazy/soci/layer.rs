@@ -10,7 +10,6 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Instant;
 
 use estargz::soci::{decompress_span, FileMetadata};
 use estargz::Digest;
@@ -54,8 +53,6 @@ struct Inner {
     failed: AtomicBool,
     /// Spans to fetch at mount, in order (from the prefetch artifact).
     prefetch: Vec<usize>,
-    /// When a read last had to fetch spans (the check keeps quiet after it).
-    last_on_demand: Mutex<Option<Instant>>,
 }
 
 /// A layer served from its SOCI zTOC.
@@ -89,7 +86,6 @@ impl SociLayer {
                 files: ztoc.1,
                 failed: AtomicBool::new(false),
                 prefetch,
-                last_on_demand: Mutex::new(None),
             }),
         }
     }
@@ -111,15 +107,6 @@ impl SociLayer {
     /// The zTOC's digest.
     pub(super) fn ztoc(&self) -> Digest {
         self.inner.ztoc
-    }
-
-    /// When a read last had to fetch spans.
-    pub(super) fn last_on_demand(&self) -> Option<Instant> {
-        *self
-            .inner
-            .last_on_demand
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits for the fetches reads have in flight for spans in `run` (their verified bytes
@@ -240,13 +227,6 @@ impl SociLayer {
                 out.push(None);
                 missing.push(span);
             }
-        }
-        if !missing.is_empty() && kind == FetchKind::OnDemand {
-            *self
-                .inner
-                .last_on_demand
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         }
         for run in runs_in_order(&missing) {
             let this = self.clone();
