@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use estargz::testutil::{pseudo_random_bytes, EntrySpec, TarBuilder};
 use estargz::{EntryId, EntryType, Index, Reader, WriterOptions};
-use estargz_snapshotter::fs::{self, LayerContent, MountOptions};
+use estargz_snapshotter::lazy::fs::{self, LayerContent, MountOptions};
 use futures::future::BoxFuture;
 
 const CHUNK_SIZE: u64 = 64 << 10;
