@@ -67,10 +67,28 @@ impl Relay {
 /// Errors setting up a relay.
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {
+    #[error("the connection has ended (the layer was unmounted)")]
+    Ended,
     #[error("socket pair for the fuse relay: {0}")]
     Socket(#[source] std::io::Error),
     #[error("fuser did not answer the synthetic FUSE_INIT: {0}")]
     Handshake(#[source] std::io::Error),
+}
+
+/// Fails when `device`'s connection has ended (its mount is gone: unmounted by a manager
+/// that stopped, or by hand), which the kernel tells with POLLERR.
+pub(super) fn check_alive(device: &OwnedFd) -> Result<(), AdoptError> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(device, PollFlags::IN)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&zero)) {
+        Ok(_) if fds[0].revents().contains(PollFlags::ERR) => Err(AdoptError::Ended),
+        Ok(_) => Ok(()),
+        Err(error) => Err(AdoptError::Socket(error.into())),
+    }
 }
 
 /// The pair: fuser's end (handed to `Session::from_fd` after the synthetic INIT is

@@ -228,6 +228,7 @@ pub fn adopt(
         path: mountpoint.to_path_buf(),
         source,
     };
+    adopt::check_alive(&connection).map_err(adopt_failed)?;
     let fs = LayerFs::new(content, runtime, options);
     let (fusers, ours) = adopt::socket_pair().map_err(adopt_failed)?;
     let config = fuser_config(options);
