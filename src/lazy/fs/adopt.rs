@@ -18,7 +18,7 @@
 //! the queue (marked with bit 63 of its id), so the new process answers them.
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -174,7 +174,7 @@ fn resend_lost_requests(device: &OwnedFd, mountpoint: &Path) {
     }
 }
 
-fn kernel_to_fuser(device: &OwnedFd, ours: &OwnedFd, mountpoint: &PathBuf) {
+fn kernel_to_fuser(device: &OwnedFd, ours: &OwnedFd, mountpoint: &Path) {
     let mut buffer = vec![0u8; BUFFER];
     loop {
         let n = match rustix::io::read(device, &mut buffer) {
@@ -200,7 +200,7 @@ fn kernel_to_fuser(device: &OwnedFd, ours: &OwnedFd, mountpoint: &PathBuf) {
     tracing::debug!(mountpoint = %mountpoint.display(), "fuse relay: connection ended");
 }
 
-fn fuser_to_kernel(device: &OwnedFd, ours: &OwnedFd, mountpoint: &PathBuf) {
+fn fuser_to_kernel(device: &OwnedFd, ours: &OwnedFd, mountpoint: &Path) {
     let mut buffer = vec![0u8; BUFFER];
     loop {
         let n = match rustix::io::read(ours, &mut buffer) {
