@@ -1,7 +1,8 @@
 //! Running containers read on through a FUSE manager crash (issue 16): with `[fuse]
 //! manager = true`, an image is pulled lazily and a container reads its files, checking
 //! each one's sha256, while the fuse manager is SIGKILLed twice. The daemon keeps a copy
-//! of each mount's `/dev/fuse` connection, so the mounts never die; each new manager
+//! of each mount's `/dev/fuse` connection (a restarted daemon, between the kills, asks
+//! the running manager for them), so the mounts never die; each new manager
 //! takes the connections over (same mounts: same mount ids, no remount) and the reads
 //! the dead one had taken are sent again by the kernel. The container must see no read
 //! error and no wrong byte; a new container of the image starts; removing the image
@@ -9,6 +10,7 @@
 
 mod common;
 use common::stack::{convert_to_estargz, rpull, LazyStack};
+use common::Daemon;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -140,7 +142,12 @@ fn ctr_run(stack: &LazyStack, image: &str, env: &[&str]) -> std::process::Comman
 fn a_container_reads_on_through_two_fuse_manager_kills() {
     testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
     testkit::require!(testkit::Prereq::DevFuse);
-    let stack = LazyStack::start_with_config("tko-", "[fuse]\nmanager = true\n");
+    let mut stack = LazyStack::start_with_config("tko-", "[fuse]\nmanager = true\n");
+    // What LazyStack wrote, for the restart below.
+    let config = format!(
+        "[remote]\nplain_http = [\"{}\"]\n[fuse]\nmanager = true\n",
+        stack.registry.host()
+    );
     let root = stack.dir.path().join("root");
     let plain = stack
         .registry
@@ -167,7 +174,23 @@ fn a_container_reads_on_through_two_fuse_manager_kills() {
         let took = kill_manager(&stack, &root);
         eprintln!("kill {kill} at {at:?}: a new manager served the layers {took:?} later");
         after_kills.push(fuse_mounts(&root));
-        std::thread::sleep(Duration::from_millis(1500));
+        if kill == 1 {
+            // A restarted daemon gets its copies from the running manager.
+            let at = Instant::now();
+            stack.daemon.kill();
+            stack.daemon = Daemon::start_with_config(stack.dir.path(), &config);
+            while fuse_fds(stack.daemon.pid()) < 2 {
+                assert!(
+                    at.elapsed() < Duration::from_secs(20),
+                    "the restarted daemon has no copies: {}",
+                    stack.daemon.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("daemon restarted with its copies in {:?}", at.elapsed());
+        } else {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
     }
     let output = reader.join().unwrap().unwrap();
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
