@@ -317,7 +317,8 @@ impl FuseMounter {
             .map_err(|_| LazyError::Timeout { digest, timeout })??;
         // A layer another mount already serves has had its prefetch and background turn.
         let fresh = sharing == Sharing::Opened;
-        // Containers wait on an adopted mount: its prefetch goes on in the background.
+        // Containers wait on an adopted mount: it serves at once, without the prefetch
+        // (the background fetch still fills it).
         let prefetched = match (fresh, adopted.is_some()) {
             (true, false) => self.prefetch_before_ready(&layer, labels),
             _ => prefetch::PrefetchOutcome::None,
@@ -360,7 +361,8 @@ impl FuseMounter {
         let Some(layer) = layer else {
             return Ok(Err(adopted));
         };
-        if self.prefetch.enable && layer.has_prefetch() {
+        // Containers wait on an adopted mount: it serves at once.
+        if self.prefetch.enable && layer.has_prefetch() && adopted.is_none() {
             // Like the eStargz landmark: the learned spans come before ready, bounded.
             let timeout = self.prefetch.timeout;
             let prefetching = async {
