@@ -23,20 +23,28 @@ use estargz_snapshotter::lazy::fs::{self, LayerContent, MountOptions};
 use futures::future::BoxFuture;
 
 const CHUNK_SIZE: u64 = 64 << 10;
+const HOSTS: &[u8] = b"127.0.0.1 localhost\n";
 const SOCKET_ENV: &str = "FS_ADOPT_CHILD_SOCKET";
 const MOUNT_ENV: &str = "FS_ADOPT_CHILD_MOUNT";
 /// How long the child takes to answer a read of `slow`: it is killed long before.
 const CHILD_SLOW_READ: Duration = Duration::from_secs(600);
 
-/// A layer in memory; reads of `slow` wait `slow_read` first.
+/// A layer in memory; reads of `slow` wait `slow_read` first; `etc/hosts` has a local
+/// copy for passthrough when `backing` names one.
 struct MemContent {
     reader: Arc<Reader<Vec<u8>>>,
     slow: Option<(EntryId, Duration)>,
+    backing: Option<(EntryId, PathBuf)>,
 }
 
 impl LayerContent for MemContent {
     fn index(&self) -> &Index {
         self.reader.index()
+    }
+
+    fn backing_file(&self, file: EntryId) -> BoxFuture<'static, Option<std::fs::File>> {
+        let local = self.backing.clone().filter(|(id, _)| *id == file);
+        Box::pin(async move { std::fs::File::open(local?.1).ok() })
     }
 
     fn read(
@@ -75,7 +83,7 @@ fn big_content() -> Vec<u8> {
 fn blob() -> Vec<u8> {
     let mut tar = TarBuilder::new();
     tar.dir("etc")
-        .file("etc/hosts", b"127.0.0.1 localhost\n")
+        .file("etc/hosts", HOSTS)
         .symlink("etc/link", "hosts")
         .dir("data")
         .file("data/big.bin", &big_content())
@@ -97,10 +105,16 @@ fn blob() -> Vec<u8> {
     blob
 }
 
-fn content(slow_read: Option<Duration>) -> Arc<MemContent> {
+fn content(slow_read: Option<Duration>, hosts_copy: Option<PathBuf>) -> Arc<MemContent> {
     let reader = Arc::new(Reader::open(blob(), None).expect("open blob"));
     let slow = slow_read.map(|d| (reader.index().lookup("slow").expect("slow"), d));
-    Arc::new(MemContent { reader, slow })
+    let hosts = reader.index().lookup("etc/hosts").expect("hosts");
+    let backing = hosts_copy.map(|path| (hosts, path));
+    Arc::new(MemContent {
+        reader,
+        slow,
+        backing,
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -203,9 +217,11 @@ fn serving_child() {
         return;
     };
     let runtime = runtime();
+    let hosts_copy = Path::new(&mountpoint).with_file_name("hosts-copy");
+    std::fs::write(&hosts_copy, HOSTS).expect("write the local copy");
     let handle = fs::mount(
         Path::new(&mountpoint),
-        content(Some(CHILD_SLOW_READ)),
+        content(Some(CHILD_SLOW_READ), Some(hosts_copy)),
         runtime.handle().clone(),
         &MountOptions::default(),
     )
@@ -240,6 +256,31 @@ fn getxattr_latency(path: &Path) -> Duration {
     started.elapsed() / CALLS
 }
 
+/// Starts `serving_child` on `mnt` and receives its connection; on a later panic the
+/// connection is aborted.
+fn serving_child_at(dir: &Path, mnt: &Path) -> (std::process::Child, OwnedFd) {
+    let socket = dir.join("socket");
+    let listener = UnixListener::bind(&socket).expect("bind");
+    let child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "serving_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SOCKET_ENV, &socket)
+        .env(MOUNT_ENV, mnt)
+        .spawn()
+        .expect("start the serving child");
+    let (stream, _) = listener.accept().expect("child connects");
+    let connection = receive_fd(&stream);
+    assert!(is_mounted(mnt), "child mounted the layer");
+    // The connection number is the mount's device minor.
+    let device = std::fs::metadata(mnt).expect("stat mount").dev();
+    abort_connection_on_panic(libc::minor(device), dir.to_path_buf());
+    (child, connection)
+}
+
 #[test]
 fn a_new_process_takes_over_a_dead_servers_mount() {
     if let Some(reason) = missing_prerequisite() {
@@ -249,26 +290,7 @@ fn a_new_process_takes_over_a_dead_servers_mount() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mkdir");
-    let socket = dir.path().join("socket");
-    let listener = UnixListener::bind(&socket).expect("bind");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "serving_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(SOCKET_ENV, &socket)
-        .env(MOUNT_ENV, &mnt)
-        .spawn()
-        .expect("start the serving child");
-    let (stream, _) = listener.accept().expect("child connects");
-    let connection = receive_fd(&stream);
-    assert!(is_mounted(&mnt), "child mounted the layer");
-    // The connection number is the mount's device minor.
-    let device = std::fs::metadata(&mnt).expect("stat mount").dev();
-    abort_connection_on_panic(libc::minor(device), dir.path().to_path_buf());
-
+    let (mut child, connection) = serving_child_at(dir.path(), &mnt);
     // Served by the child: names, attributes, an open file read part way.
     let before = inodes(&mnt);
     assert!(before.len() > 50, "listed {}", before.len());
@@ -297,7 +319,7 @@ fn a_new_process_takes_over_a_dead_servers_mount() {
     let handle = fs::adopt(
         &mnt,
         connection,
-        content(None),
+        content(None, None),
         runtime.handle().clone(),
         &MountOptions::default(),
     )
@@ -334,7 +356,7 @@ fn a_new_process_takes_over_a_dead_servers_mount() {
     std::fs::create_dir(&fresh_dir).expect("mkdir fresh");
     let fresh = fs::mount(
         &fresh_dir,
-        content(None),
+        content(None, None),
         runtime.handle().clone(),
         &MountOptions::default(),
     )
@@ -351,4 +373,48 @@ fn a_new_process_takes_over_a_dead_servers_mount() {
     drop(big);
     handle.unmount().expect("unmount the adopted mount");
     assert!(!is_mounted(&mnt), "unmounted");
+}
+
+/// A file the dead process opened with FUSE passthrough and that is still open: the
+/// kernel holds the inode in passthrough mode with a backing id only the dead process
+/// knew, so the new process (which serves reads itself) cannot open it again until that
+/// handle closes. Reads through the old handle go on (the kernel serves them).
+#[test]
+fn a_file_held_open_with_passthrough_across_a_takeover() {
+    if let Some(reason) = missing_prerequisite() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let (mut child, connection) = serving_child_at(dir.path(), &mnt);
+    let hosts = mnt.join("etc/hosts");
+    let held = std::fs::File::open(&hosts).expect("open with passthrough");
+    let mut text = vec![0u8; HOSTS.len()];
+    held.read_exact_at(&mut text, 0).expect("read");
+    assert_eq!(text, HOSTS);
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+
+    let runtime = runtime();
+    let handle = fs::adopt(
+        &mnt,
+        connection,
+        content(None, None),
+        runtime.handle().clone(),
+        &MountOptions::default(),
+    )
+    .expect("take over the connection");
+    let again = std::fs::read(&hosts);
+    eprintln!("open while the passthrough handle is held: {again:?}");
+    held.read_exact_at(&mut text, 0)
+        .expect("the held handle reads on");
+    assert_eq!(text, HOSTS);
+    drop(held);
+    assert_eq!(
+        std::fs::read(&hosts).expect("opens once the handle is closed"),
+        HOSTS
+    );
+    handle.unmount().expect("unmount");
 }
