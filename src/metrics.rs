@@ -1,7 +1,7 @@
 //! Prometheus metrics of the daemon: one registry of every metric (bytes fetched, range
 //! requests, chunk cache lookups, fallbacks, mounts, per-layer progress), the one-line
-//! recording calls the rest of the crate makes, the fixed table mapping a lazy-mount
-//! error to a fallback reason, and the `[metrics]` config. The HTTP endpoint serving
+//! recording calls the rest of the crate makes, the fixed set of fallback reasons (which
+//! error counts as which is decided where the errors are, in `lazy::fallback`), and the `[metrics]` config. The HTTP endpoint serving
 //! [`Metrics::encode`] is in `status::server`.
 //!
 //! Labels only ever hold values from fixed sets, plus layer digests: never error text,
@@ -19,11 +19,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use serde::{Deserialize, Deserializer};
 use std::sync::atomic::AtomicU64;
-
-use crate::lazy::layer::{FetchError, LayerError};
-use crate::lazy::source::LabelError;
-use crate::lazy::LazyError;
-use crate::snapshot::CleanupReport;
 
 /// Metrics settings (the `[metrics]` table of the daemon config).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -106,46 +101,6 @@ impl FallbackReason {
             FallbackReason::Commit => "commit",
             FallbackReason::Internal => "internal",
             FallbackReason::InvalidSociIndex => "invalid_soci_index",
-        }
-    }
-}
-
-impl From<&LazyError> for FallbackReason {
-    fn from(error: &LazyError) -> FallbackReason {
-        match error {
-            LazyError::Labels(LabelError::Missing) => FallbackReason::NoLabels,
-            LazyError::Labels(_) => FallbackReason::BadLabels,
-            LazyError::Client(_) | LazyError::Remote(_) => FallbackReason::Registry,
-            LazyError::Layer(layer) => FallbackReason::from(layer),
-            LazyError::Fs(_) => FallbackReason::Fuse,
-            LazyError::Timeout { .. } => FallbackReason::Timeout,
-            LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
-            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
-        }
-    }
-}
-
-impl From<&LayerError> for FallbackReason {
-    fn from(error: &LayerError) -> FallbackReason {
-        match error {
-            LayerError::Remote(_) => FallbackReason::Registry,
-            LayerError::Footer { .. } => FallbackReason::NotEstargz,
-            LayerError::BadTocRange { .. }
-            | LayerError::TocTooLarge { .. }
-            | LayerError::Toc { .. }
-            | LayerError::Index { .. }
-            | LayerError::NotAFile { .. }
-            | LayerError::ChunkSize { .. } => FallbackReason::InvalidToc,
-            LayerError::MissingTocDigest { .. } => FallbackReason::NoTocDigest,
-            LayerError::TocDigestMismatch { .. } => FallbackReason::TocMismatch,
-            LayerError::Timeout { .. } => FallbackReason::Timeout,
-            LayerError::Fetch(fetch) => match fetch.as_ref() {
-                FetchError::Remote { .. } => FallbackReason::Registry,
-                FetchError::TimedOut { .. } => FallbackReason::Timeout,
-                FetchError::Chunk { .. } | FetchError::Lost { .. } => FallbackReason::InvalidToc,
-                FetchError::Task { .. } => FallbackReason::Internal,
-            },
-            LayerError::Task { .. } => FallbackReason::Internal,
         }
     }
 }
@@ -338,12 +293,13 @@ impl Metrics {
         self.orphans.get_or_create(&[("kind", kind)]).inc();
     }
 
-    /// Counts the orphans one Cleanup (or the startup sweep) removed.
-    pub fn cleaned_up(&self, report: &CleanupReport) {
-        for _ in &report.mounts {
+    /// Counts the orphans one Cleanup (or the startup sweep) removed: `mounts` stale
+    /// mounts and `directories` directories.
+    pub fn cleaned_up(&self, mounts: usize, directories: usize) {
+        for _ in 0..mounts {
             self.orphan_removed(ORPHAN_MOUNT);
         }
-        for _ in &report.directories {
+        for _ in 0..directories {
             self.orphan_removed(ORPHAN_DIRECTORY);
         }
     }
@@ -413,7 +369,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[cfg(test)]
 mod tests {
     use super::*;
-    use estargz::Digest;
 
     /// The value of the sample line starting with `series ` in `text`.
     fn sample(text: &str, series: &str) -> Option<f64> {
@@ -476,84 +431,6 @@ mod tests {
         }
         let count = "estargz_range_request_duration_seconds_count{kind=\"prefetch\"}";
         assert_eq!(sample(&text, count), Some(3.0), "{text}");
-    }
-
-    #[test]
-    fn fallback_reasons_come_from_the_error_type() {
-        let blob = Digest::from_bytes([1; 32]);
-        let cases: Vec<(&str, LazyError, &str)> = vec![
-            (
-                "missing labels",
-                LazyError::Labels(LabelError::Missing),
-                "no_labels",
-            ),
-            (
-                "bad digest label",
-                LazyError::Labels(LabelError::BadDigest {
-                    label: "l".into(),
-                    value: "v".into(),
-                    reason: "r".into(),
-                }),
-                "bad_labels",
-            ),
-            (
-                "no toc digest",
-                LayerError::MissingTocDigest { blob }.into(),
-                "no_toc_digest",
-            ),
-            (
-                "toc mismatch",
-                LayerError::TocDigestMismatch {
-                    blob,
-                    expected: blob,
-                    actual: Digest::from_bytes([2; 32]),
-                }
-                .into(),
-                "toc_mismatch",
-            ),
-            (
-                "toc too large",
-                LayerError::TocTooLarge {
-                    blob,
-                    size: 2,
-                    max: 1,
-                }
-                .into(),
-                "invalid_toc",
-            ),
-            (
-                "registry",
-                crate::lazy::source::RemoteError::Unavailable {
-                    digest: blob,
-                    reason: "down",
-                }
-                .into(),
-                "registry",
-            ),
-            (
-                "open timeout",
-                LazyError::Timeout {
-                    digest: blob,
-                    timeout: Duration::from_secs(1),
-                },
-                "timeout",
-            ),
-            (
-                "not mounted",
-                LazyError::NotMounted("/x".into()),
-                "internal",
-            ),
-        ];
-        for (name, error, want) in cases {
-            assert_eq!(FallbackReason::from(&error).label(), want, "{name}");
-        }
-        let labels: std::collections::HashSet<_> =
-            FallbackReason::ALL.iter().map(|r| r.label()).collect();
-        assert_eq!(
-            labels.len(),
-            FallbackReason::ALL.len(),
-            "labels are distinct"
-        );
     }
 
     #[test]

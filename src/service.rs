@@ -385,7 +385,7 @@ fn converge(
 fn sweep_orphans(store: &Store) {
     match store.cleanup() {
         Ok(report) => {
-            crate::metrics::global().cleaned_up(&report);
+            crate::metrics::global().cleaned_up(report.mounts.len(), report.directories.len());
             tracing::info!(
                 mounts = report.mounts.len(),
                 directories = report.directories.len(),

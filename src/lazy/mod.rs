@@ -13,6 +13,7 @@
 //! layers and never fetch on their own.
 
 pub mod cache;
+pub mod fallback;
 pub mod fs;
 pub mod layer;
 pub mod layers;

@@ -23,6 +23,7 @@ use crate::lazy::producers::record::{self, RecordConfig, Recorder};
 use crate::lazy::source::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
 };
+use crate::metrics::FallbackReason;
 use crate::snapshot::{Labels, MountError, Mounter};
 use crate::status::Board;
 
@@ -507,7 +508,7 @@ async fn open_unchecked(
 impl Mounter for FuseMounter {
     fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError> {
         self.mount_layer(mountpoint, labels).map_err(|e| {
-            self.board.fallback(labels, &e);
+            self.board.fallback(labels, FallbackReason::from(&e));
             MountError::NotRemote(e.to_string())
         })
     }

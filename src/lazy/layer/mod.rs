@@ -6,6 +6,7 @@ mod background_step;
 mod backing;
 mod config;
 mod fetch;
+mod fetch_outcome;
 mod open;
 mod receive;
 mod segments;
@@ -30,7 +31,7 @@ use crate::lazy::source::{BlobSource, RemoteError};
 
 pub use crate::lazy::link::FetchKind;
 pub use config::LayerConfig;
-pub use fetch::FetchError;
+pub use fetch_outcome::FetchError;
 
 /// Errors opening or reading a layer.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +128,7 @@ struct Inner {
     /// Where the TOC starts: every file's data lies before it.
     toc_offset: u64,
     /// Chunks being fetched, each with the id of its fetch and the fetch's promise of it.
-    inflight: Mutex<HashMap<CacheKey, (u64, fetch::SharedChunk)>>,
+    inflight: Mutex<HashMap<CacheKey, (u64, fetch_outcome::SharedChunk)>>,
     next_fetch_id: std::sync::atomic::AtomicU64,
     activity: activity::Activity,
     /// The readahead window and the blob-order list of chunks it picks from.

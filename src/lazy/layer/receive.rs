@@ -13,7 +13,7 @@ use estargz::{decompress_chunk, ChunkInfo};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::fetch::{span, ChunkResult, FetchError, FAILED_FETCH_HOLD};
+use super::fetch_outcome::{span, ChunkResult, FetchError, FAILED_FETCH_HOLD};
 use super::segments::{Segment, Segmenter};
 use super::{FetchKind, Inner};
 use crate::lazy::cache::{CacheKey, ChunkBytes};
