@@ -20,6 +20,10 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::{Deserialize, Deserializer};
 use std::sync::atomic::AtomicU64;
 
+pub use crate::lazy::fallback::FallbackReason;
+use crate::lazy::observe::Observer;
+pub use crate::lazy::observe::TOC_KIND;
+
 /// Metrics settings (the `[metrics]` table of the daemon config).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -39,70 +43,6 @@ fn optional_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr
         .parse()
         .map(Some)
         .map_err(serde::de::Error::custom)
-}
-
-/// Why a layer was not mounted lazily: a small fixed set derived from the error type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FallbackReason {
-    /// The Prepare labels name no image reference and layer digest.
-    NoLabels,
-    /// A reference or digest label does not parse.
-    BadLabels,
-    /// No TOC digest label while verification is on.
-    NoTocDigest,
-    /// The TOC does not match its digest label.
-    TocMismatch,
-    /// The blob has no eStargz footer.
-    NotEstargz,
-    /// The TOC is malformed, too large or refused by the index.
-    InvalidToc,
-    /// The registry lookup or a range request failed.
-    Registry,
-    /// Opening the layer took too long.
-    Timeout,
-    /// The FUSE mount failed.
-    Fuse,
-    /// The snapshot store could not commit the mounted layer.
-    Commit,
-    /// Anything else (cache setup, a failed task).
-    Internal,
-    /// A SOCI index or zTOC was found but cannot be used (wrong layer, malformed).
-    InvalidSociIndex,
-}
-
-impl FallbackReason {
-    pub const ALL: [FallbackReason; 12] = [
-        FallbackReason::NoLabels,
-        FallbackReason::BadLabels,
-        FallbackReason::NoTocDigest,
-        FallbackReason::TocMismatch,
-        FallbackReason::NotEstargz,
-        FallbackReason::InvalidToc,
-        FallbackReason::Registry,
-        FallbackReason::Timeout,
-        FallbackReason::Fuse,
-        FallbackReason::Commit,
-        FallbackReason::Internal,
-        FallbackReason::InvalidSociIndex,
-    ];
-
-    /// The `reason` label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            FallbackReason::NoLabels => "no_labels",
-            FallbackReason::BadLabels => "bad_labels",
-            FallbackReason::NoTocDigest => "no_toc_digest",
-            FallbackReason::TocMismatch => "toc_mismatch",
-            FallbackReason::NotEstargz => "not_estargz",
-            FallbackReason::InvalidToc => "invalid_toc",
-            FallbackReason::Registry => "registry",
-            FallbackReason::Timeout => "timeout",
-            FallbackReason::Fuse => "fuse",
-            FallbackReason::Commit => "commit",
-            FallbackReason::Internal => "internal",
-            FallbackReason::InvalidSociIndex => "invalid_soci_index",
-        }
-    }
 }
 
 /// Where a chunk lookup was answered.
@@ -127,9 +67,6 @@ impl CacheResult {
 pub const ORPHAN_MOUNT: &str = "mount";
 /// Kind label of an orphan snapshot directory.
 pub const ORPHAN_DIRECTORY: &str = "directory";
-
-/// Kind label of TOC and footer reads when a layer is opened.
-pub const TOC_KIND: &str = "toc";
 
 type Labels1 = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
@@ -354,6 +291,29 @@ impl Drop for RequestTimer<'_> {
     fn drop(&mut self) {
         self.metrics
             .finish_request(self.kind, self.result, self.started.elapsed());
+    }
+}
+
+/// The metrics hear what the data path reports (installed by the process at startup).
+impl Observer for Metrics {
+    fn fetched(&self, kind: &'static str, bytes: u64) {
+        Metrics::fetched(self, kind, bytes);
+    }
+
+    fn request_finished(&self, kind: &'static str, result: &'static str, elapsed: Duration) {
+        self.finish_request(kind, result, elapsed);
+    }
+
+    fn chunk_lookups(&self, total: usize, memory: usize, local: usize) {
+        Metrics::chunk_lookups(self, total, memory, local);
+    }
+
+    fn cache_disk_write_failure(&self) {
+        Metrics::cache_disk_write_failure(self);
+    }
+
+    fn fallback(&self, reason: FallbackReason) {
+        Metrics::fallback(self, reason);
     }
 }
 

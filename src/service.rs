@@ -91,6 +91,7 @@ impl Lazy {
 /// Serves until `shutdown` resolves.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     secure_state(config)?;
+    crate::lazy::observe::install(crate::metrics::global());
     let root = config.root.clone();
     let lazy = if config.fuse.manager {
         match fuse_available(config) {

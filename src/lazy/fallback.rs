@@ -1,48 +1,68 @@
-//! Why a layer is served by an ordinary pull instead: the fixed [`FallbackReason`] each
-//! lazy-mount error counts as, in metrics and in the status board. Decided here, where the
-//! errors are defined, so that the observers need not know the data path's error types.
+//! Why a layer is served by an ordinary pull instead: the small fixed set of reasons that
+//! metrics and the status board count. Each error type of the data path says which
+//! reason it counts as where it is defined (`mounter` for `LazyError`, `layer` for
+//! `LayerError`), so the observers need not know those errors.
 
-use crate::lazy::layer::{FetchError, LayerError};
-use crate::lazy::source::LabelError;
-use crate::lazy::LazyError;
-use crate::metrics::FallbackReason;
-
-impl From<&LazyError> for FallbackReason {
-    fn from(error: &LazyError) -> FallbackReason {
-        match error {
-            LazyError::Labels(LabelError::Missing) => FallbackReason::NoLabels,
-            LazyError::Labels(_) => FallbackReason::BadLabels,
-            LazyError::Client(_) | LazyError::Remote(_) => FallbackReason::Registry,
-            LazyError::Layer(layer) => FallbackReason::from(layer),
-            LazyError::Fs(_) => FallbackReason::Fuse,
-            LazyError::Timeout { .. } => FallbackReason::Timeout,
-            LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
-            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
-        }
-    }
+/// Why a layer was not mounted lazily: a small fixed set derived from the error type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FallbackReason {
+    /// The Prepare labels name no image reference and layer digest.
+    NoLabels,
+    /// A reference or digest label does not parse.
+    BadLabels,
+    /// No TOC digest label while verification is on.
+    NoTocDigest,
+    /// The TOC does not match its digest label.
+    TocMismatch,
+    /// The blob has no eStargz footer.
+    NotEstargz,
+    /// The TOC is malformed, too large or refused by the index.
+    InvalidToc,
+    /// The registry lookup or a range request failed.
+    Registry,
+    /// Opening the layer took too long.
+    Timeout,
+    /// The FUSE mount failed.
+    Fuse,
+    /// The snapshot store could not commit the mounted layer.
+    Commit,
+    /// Anything else (cache setup, a failed task).
+    Internal,
+    /// A SOCI index or zTOC was found but cannot be used (wrong layer, malformed).
+    InvalidSociIndex,
 }
 
-impl From<&LayerError> for FallbackReason {
-    fn from(error: &LayerError) -> FallbackReason {
-        match error {
-            LayerError::Remote(_) => FallbackReason::Registry,
-            LayerError::Footer { .. } => FallbackReason::NotEstargz,
-            LayerError::BadTocRange { .. }
-            | LayerError::TocTooLarge { .. }
-            | LayerError::Toc { .. }
-            | LayerError::Index { .. }
-            | LayerError::NotAFile { .. }
-            | LayerError::ChunkSize { .. } => FallbackReason::InvalidToc,
-            LayerError::MissingTocDigest { .. } => FallbackReason::NoTocDigest,
-            LayerError::TocDigestMismatch { .. } => FallbackReason::TocMismatch,
-            LayerError::Timeout { .. } => FallbackReason::Timeout,
-            LayerError::Fetch(fetch) => match fetch.as_ref() {
-                FetchError::Remote { .. } => FallbackReason::Registry,
-                FetchError::TimedOut { .. } => FallbackReason::Timeout,
-                FetchError::Chunk { .. } | FetchError::Lost { .. } => FallbackReason::InvalidToc,
-                FetchError::Task { .. } => FallbackReason::Internal,
-            },
-            LayerError::Task { .. } => FallbackReason::Internal,
+impl FallbackReason {
+    pub const ALL: [FallbackReason; 12] = [
+        FallbackReason::NoLabels,
+        FallbackReason::BadLabels,
+        FallbackReason::NoTocDigest,
+        FallbackReason::TocMismatch,
+        FallbackReason::NotEstargz,
+        FallbackReason::InvalidToc,
+        FallbackReason::Registry,
+        FallbackReason::Timeout,
+        FallbackReason::Fuse,
+        FallbackReason::Commit,
+        FallbackReason::Internal,
+        FallbackReason::InvalidSociIndex,
+    ];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FallbackReason::NoLabels => "no_labels",
+            FallbackReason::BadLabels => "bad_labels",
+            FallbackReason::NoTocDigest => "no_toc_digest",
+            FallbackReason::TocMismatch => "toc_mismatch",
+            FallbackReason::NotEstargz => "not_estargz",
+            FallbackReason::InvalidToc => "invalid_toc",
+            FallbackReason::Registry => "registry",
+            FallbackReason::Timeout => "timeout",
+            FallbackReason::Fuse => "fuse",
+            FallbackReason::Commit => "commit",
+            FallbackReason::Internal => "internal",
+            FallbackReason::InvalidSociIndex => "invalid_soci_index",
         }
     }
 }
@@ -50,6 +70,9 @@ impl From<&LayerError> for FallbackReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lazy::layer::LayerError;
+    use crate::lazy::source::LabelError;
+    use crate::lazy::LazyError;
     use estargz::Digest;
     use std::time::Duration;
 

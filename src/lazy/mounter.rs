@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio::runtime::Handle;
 
 use crate::lazy::cache::{CacheConfig, CacheError, ChunkCache};
+use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
 use crate::lazy::layer::{Layer, LayerConfig, LayerError};
 use crate::lazy::layers::{SharedLayers, Sharing};
@@ -23,7 +24,6 @@ use crate::lazy::producers::record::{self, RecordConfig, Recorder};
 use crate::lazy::source::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
 };
-use crate::metrics::FallbackReason;
 use crate::snapshot::{Labels, MountError, Mounter};
 use crate::status::Board;
 
@@ -54,6 +54,21 @@ pub enum LazyError {
     NotMounted(PathBuf),
     #[error("soci index: {0}")]
     Soci(#[from] crate::lazy::soci::SociError),
+}
+
+impl From<&LazyError> for FallbackReason {
+    fn from(error: &LazyError) -> FallbackReason {
+        match error {
+            LazyError::Labels(LabelError::Missing) => FallbackReason::NoLabels,
+            LazyError::Labels(_) => FallbackReason::BadLabels,
+            LazyError::Client(_) | LazyError::Remote(_) => FallbackReason::Registry,
+            LazyError::Layer(layer) => FallbackReason::from(layer),
+            LazyError::Fs(_) => FallbackReason::Fuse,
+            LazyError::Timeout { .. } => FallbackReason::Timeout,
+            LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
+            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
+        }
+    }
 }
 
 /// FUSE settings (the `[fuse]` table of the daemon config).

@@ -36,7 +36,7 @@ impl Inner {
             .collect();
         let in_memory = found.iter().flatten().count();
         self.look_on_disk(chunks, &keys, &mut found).await?;
-        crate::metrics::global().chunk_lookups(
+        crate::lazy::observe::observer().chunk_lookups(
             found.len(),
             in_memory,
             found.iter().flatten().count(),

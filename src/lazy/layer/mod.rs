@@ -27,6 +27,7 @@ use estargz::{
 };
 
 use crate::lazy::cache::{CacheKey, ChunkBytes, ChunkCache};
+use crate::lazy::fallback::FallbackReason;
 use crate::lazy::source::{BlobSource, RemoteError};
 
 pub use crate::lazy::link::FetchKind;
@@ -96,6 +97,31 @@ pub enum LayerError {
         #[source]
         source: tokio::task::JoinError,
     },
+}
+
+impl From<&LayerError> for FallbackReason {
+    fn from(error: &LayerError) -> FallbackReason {
+        match error {
+            LayerError::Remote(_) => FallbackReason::Registry,
+            LayerError::Footer { .. } => FallbackReason::NotEstargz,
+            LayerError::BadTocRange { .. }
+            | LayerError::TocTooLarge { .. }
+            | LayerError::Toc { .. }
+            | LayerError::Index { .. }
+            | LayerError::NotAFile { .. }
+            | LayerError::ChunkSize { .. } => FallbackReason::InvalidToc,
+            LayerError::MissingTocDigest { .. } => FallbackReason::NoTocDigest,
+            LayerError::TocDigestMismatch { .. } => FallbackReason::TocMismatch,
+            LayerError::Timeout { .. } => FallbackReason::Timeout,
+            LayerError::Fetch(fetch) => match fetch.as_ref() {
+                FetchError::Remote { .. } => FallbackReason::Registry,
+                FetchError::TimedOut { .. } => FallbackReason::Timeout,
+                FetchError::Chunk { .. } | FetchError::Lost { .. } => FallbackReason::InvalidToc,
+                FetchError::Task { .. } => FallbackReason::Internal,
+            },
+            LayerError::Task { .. } => FallbackReason::Internal,
+        }
+    }
 }
 
 impl LayerError {
