@@ -1,6 +1,7 @@
 //! The source layout's rules, checked on every `cargo test`: no import cycle between the
 //! files of a crate (the daemon in `src/`, `registry/`, `estargz/`, and the converter and
-//! testkit too), and no file with more than [`MAX_CODE_LINES`] lines of non-test code.
+//! testkit too), no file with more than [`MAX_CODE_LINES`] lines of non-test code, and
+//! every file opening with a `//!` comment that says its job.
 //!
 //! How files are read: comments, string and char literals are blanked, then every item
 //! under `#[cfg(test)]` (test modules, test-only imports and fixtures) is removed. The
@@ -57,6 +58,12 @@ fn no_import_cycles_and_no_long_files() {
             problems.push(format!(
                 "import cycle in {crate_root}:\n{}",
                 cycle.render(&root)
+            ));
+        }
+        for file in tree.undocumented_files() {
+            problems.push(format!(
+                "{} does not open with a `//!` comment",
+                rel(&root, &file)
             ));
         }
         for (file, lines) in tree.long_files() {
@@ -361,6 +368,7 @@ struct FileFacts {
     uses: Vec<UseLeaf>,
     paths: Vec<CodePath>,
     code_lines: usize,
+    opens_with_doc: bool,
 }
 
 struct Tree {
@@ -417,6 +425,7 @@ impl Tree {
         let toks = tokens(&stripped);
         let mut facts = FileFacts {
             code_lines: code_lines(&stripped),
+            opens_with_doc: text.trim_start().starts_with("//!"),
             ..FileFacts::default()
         };
         // Directory holding this file's child module files.
@@ -649,6 +658,14 @@ impl Tree {
                     .collect();
                 Cycle { files, edges }
             })
+            .collect()
+    }
+
+    fn undocumented_files(&self) -> Vec<PathBuf> {
+        self.facts
+            .iter()
+            .filter(|(_, f)| !f.opens_with_doc)
+            .map(|(p, _)| p.clone())
             .collect()
     }
 
