@@ -2,7 +2,7 @@
 //! requests, chunk cache lookups, fallbacks, mounts, per-layer progress), the one-line
 //! recording calls the rest of the crate makes, the fixed set of fallback reasons (which
 //! error counts as which is decided where the errors are, in `lazy::fallback`), and the `[metrics]` config. The HTTP endpoint serving
-//! [`Metrics::encode`] is in `status::server`.
+//! [`Metrics::encode`] is in `status::endpoint`.
 //!
 //! Labels only ever hold values from fixed sets, plus layer digests: never error text,
 //! URLs, credentials or paths from images.

@@ -32,7 +32,7 @@ use crate::manager::{self, ManagerMounter};
 use crate::private_fs::{self, PrivateFsError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
-use crate::status::{self, server::ServerError};
+use crate::status::{self, endpoint::ServerError};
 use crate::unix_socket::{self, BindError};
 
 /// The device FUSE mounts need.
@@ -188,9 +188,9 @@ fn notify_systemd(sent: Result<bool, crate::notify::NotifyError>, state: &str) {
 async fn start_status(
     config: &Config,
     board: Arc<crate::status::Board>,
-) -> Result<status::server::Endpoints, Error> {
+) -> Result<status::endpoint::Endpoints, Error> {
     let socket = status::socket_path(&config.root);
-    Ok(status::server::start(&config.metrics, &socket, board).await?)
+    Ok(status::endpoint::start(&config.metrics, &socket, board).await?)
 }
 
 /// The CRI image-service proxy and the Secrets watch, when configured.
@@ -230,7 +230,7 @@ impl Keychains {
     }
 }
 
-fn stop_status(endpoints: Option<status::server::Endpoints>) {
+fn stop_status(endpoints: Option<status::endpoint::Endpoints>) {
     if let Some(endpoints) = endpoints {
         endpoints.shutdown();
     }

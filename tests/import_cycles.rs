@@ -1,7 +1,8 @@
 //! The source layout's rules, checked on every `cargo test`: no import cycle between the
 //! files of a crate (the daemon in `src/`, `registry/`, `estargz/`, and the converter and
-//! testkit too), no file with more than [`MAX_CODE_LINES`] lines of non-test code, and
-//! every file opening with a `//!` comment that says its job.
+//! testkit too), no file with more than [`MAX_CODE_LINES`] lines of non-test code, every
+//! file opening with a `//!` comment that says its job, and no two modules of a crate
+//! with the same name (`background.rs` beside `layer/background.rs` says nothing).
 //!
 //! How files are read: comments, string and char literals are blanked, then every item
 //! under `#[cfg(test)]` (test modules, test-only imports and fixtures) is removed. The
@@ -58,6 +59,13 @@ fn no_import_cycles_and_no_long_files() {
             problems.push(format!(
                 "import cycle in {crate_root}:\n{}",
                 cycle.render(&root)
+            ));
+        }
+        for (name, files) in tree.duplicate_names() {
+            let files: Vec<String> = files.iter().map(|f| rel(&root, f)).collect();
+            problems.push(format!(
+                "modules named `{name}` in {crate_root}: {}",
+                files.join(", ")
             ));
         }
         for file in tree.undocumented_files() {
@@ -658,6 +666,21 @@ impl Tree {
                     .collect();
                 Cycle { files, edges }
             })
+            .collect()
+    }
+
+    /// Module names (file modules; test modules aside) used more than once in the crate.
+    fn duplicate_names(&self) -> Vec<(String, Vec<PathBuf>)> {
+        let mut by_name: BTreeMap<&str, Vec<PathBuf>> = BTreeMap::new();
+        for (file, module) in &self.files {
+            if let Some(name) = module.last() {
+                by_name.entry(name.as_str()).or_default().push(file.clone());
+            }
+        }
+        by_name
+            .into_iter()
+            .filter(|(_, files)| files.len() > 1)
+            .map(|(name, files)| (name.to_string(), files))
             .collect()
     }
 

@@ -25,7 +25,7 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<
         return Err(Error::ManagerRunning(socket));
     }
     let mounter = service::fuse_mounter(config)?.ok_or(Error::NoFuse)?;
-    let endpoints = status::server::start(
+    let endpoints = status::endpoint::start(
         &config.metrics,
         &status::socket_path(&config.root),
         mounter.board(),

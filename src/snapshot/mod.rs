@@ -2,15 +2,15 @@
 //! store. The store itself lives in `store`, its persistence in `db`, the overlay
 //! mount shapes in `mounts`, List filters in [`filter`], disk usage in `usage`, the dead
 //! FUSE mounts a killed daemon left in `stale`, what no snapshot owns (crash
-//! leftovers) in `orphans`, the seam lazy pulling plugs into in `mounter`, and a Prepare
+//! leftovers) in `orphans`, the seam lazy pulling plugs into in `seam`, and a Prepare
 //! served lazily in `remote`.
 
 mod db;
 pub mod filter;
-mod mounter;
 mod mounts;
 mod orphans;
 pub mod remote;
+mod seam;
 mod stale;
 mod store;
 mod turns;
@@ -22,11 +22,11 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-pub use mounter::{
+pub use orphans::CleanupReport;
+pub use seam::{
     MountError, Mounter, DEFAULT_ATTEMPT_TIMEOUT, REMOTE_LABEL, REMOTE_LABEL_VALUE,
     SNAPSHOT_REF_LABEL,
 };
-pub use orphans::CleanupReport;
 pub use store::Store;
 
 /// Labels attached to a snapshot.

@@ -1,6 +1,6 @@
 //! A Prepare served by lazy pulling: the store decides *whether* a Prepare is a
 //! candidate (it carries `containerd.io/snapshot.ref`) and keeps containerd's
-//! bookkeeping; the [`Mounter`] (the seam, in `mounter`) decides *how* a layer is served
+//! bookkeeping; the [`Mounter`] (the seam, in `seam`) decides *how* a layer is served
 //! on a snapshot directory.
 //!
 //! The contract with containerd (PROTOCOL.md section 1): when the mounter serves the
@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use super::db::Backing;
-use super::mounter::{Mounter, REMOTE_LABEL, REMOTE_LABEL_VALUE};
+use super::seam::{Mounter, REMOTE_LABEL, REMOTE_LABEL_VALUE};
 use super::{Error, Labels, Mount, Store};
 
 impl Store {

@@ -17,8 +17,8 @@ use redb::ReadableTable;
 
 use super::db::{self, Backing, Record, CHILDREN, SNAPSHOTS};
 use super::filter::Filter;
-use super::mounter::{Mounter, SNAPSHOT_REF_LABEL};
 use super::mounts::mounts;
+use super::seam::{Mounter, SNAPSHOT_REF_LABEL};
 use super::stale;
 use super::turns::Turns;
 use super::usage::disk_usage;

@@ -4,8 +4,8 @@
 //! ([`server`]: `GET /status` on `<root>/status.sock`, and on the metrics address when
 //! configured); [`client`] is the `estargz-snapshotter status` side.
 
-pub mod client;
-pub mod server;
+pub mod cli;
+pub mod endpoint;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};

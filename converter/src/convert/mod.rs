@@ -12,7 +12,7 @@ use futures_util::future::try_join_all;
 use tokio::sync::Semaphore;
 
 mod manifest;
-mod publish;
+mod publish_image;
 
 use manifest::build_manifest;
 

@@ -4,9 +4,9 @@
 mod activity;
 mod background_step;
 mod backing;
-mod config;
 mod fetch;
 mod fetch_outcome;
+mod layer_config;
 mod open;
 mod receive;
 mod segments;
@@ -31,8 +31,8 @@ use crate::lazy::fallback::FallbackReason;
 use crate::lazy::source::{BlobSource, RemoteError};
 
 pub use crate::lazy::link::FetchKind;
-pub use config::LayerConfig;
 pub use fetch_outcome::FetchError;
+pub use layer_config::LayerConfig;
 
 /// Errors opening or reading a layer.
 #[derive(Debug, thiserror::Error)]
