@@ -17,7 +17,7 @@ pub(crate) fn clean(name: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// Normalises an entry name: like [`clean`], but a name escaping the root is returned
+/// Normalises an entry name: like `clean`, but a name escaping the root is returned
 /// unchanged (it is rejected later, where the index is built).
 pub fn normalize_name(name: &str) -> String {
     clean(name).unwrap_or_else(|| name.to_string())

@@ -1,8 +1,8 @@
 //! Per-layer status for users: what each lazily mounted layer has fetched, how its
 //! prefetch went, whether background fetch finished, and the fallbacks seen. The
 //! [`Board`] is kept up to date by the lazy mounter and read by the status endpoint
-//! ([`server`]: `GET /status` on `<root>/status.sock`, and on the metrics address when
-//! configured); [`client`] is the `estargz-snapshotter status` side.
+//! ([`endpoint`]: `GET /status` on `<root>/status.sock`, and on the metrics address when
+//! configured); [`cli`] is the `estargz-snapshotter status` side.
 
 pub mod cli;
 pub mod endpoint;

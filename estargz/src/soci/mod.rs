@@ -2,7 +2,7 @@
 //! soci-snapshotter: a zTOC per layer (file table + decompressor checkpoints + per-span
 //! digests) so any file can be read by fetching and inflating only its spans.
 //!
-//! - [`build`]: one streaming pass over a layer blob -> [`Ztoc`].
+//! - [`ztoc_build`]: one streaming pass over a layer blob -> [`Ztoc`].
 //! - [`ztoc`]: the zTOC and its FlatBuffers form (soci's `ztoc.fbs`, version 0.9).
 //! - [`zinfo`]: checkpoints and span geometry (which bytes make up which span).
 //! - [`span`]: verify and inflate one span.
