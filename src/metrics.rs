@@ -85,6 +85,7 @@ pub struct Metrics {
     mounted: Gauge,
     layer_percent: Family<[(&'static str, String); 1], Gauge<f64, AtomicU64>>,
     orphans: Family<Labels1, Counter>,
+    adopted: Counter,
 }
 
 /// Range-request latency buckets: 5 ms to about 41 s.
@@ -113,6 +114,7 @@ impl Metrics {
             mounted: Gauge::default(),
             layer_percent: Family::default(),
             orphans: Family::default(),
+            adopted: Counter::default(),
         };
         let r = &mut m.registry;
         r.register_with_unit(
@@ -162,6 +164,11 @@ impl Metrics {
             "orphans_removed",
             "Leftovers of crashes no snapshot owned, removed, by kind (mount, directory)",
             m.orphans.clone(),
+        );
+        r.register(
+            "fuse_connections_adopted",
+            "Mounts whose FUSE connection a new fuse manager took over from a dead one",
+            m.adopted.clone(),
         );
         m
     }
@@ -228,6 +235,11 @@ impl Metrics {
     /// Counts an orphan removed: `kind` is [`ORPHAN_MOUNT`] or [`ORPHAN_DIRECTORY`].
     pub fn orphan_removed(&self, kind: &'static str) {
         self.orphans.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Counts a mount taken over from a dead fuse manager.
+    pub fn connection_adopted(&self) {
+        self.adopted.inc();
     }
 
     /// Counts the orphans one Cleanup (or the startup sweep) removed: `mounts` stale

@@ -332,8 +332,9 @@ fn manager_mounter(config: &Config) -> ManagerMounter {
 
 /// Brings the mounts to what the snapshots need: removes what a crash left that no
 /// snapshot owns, mounts again the remote snapshots that lost their mount, then (with a
-/// fuse manager) watches the manager while the daemon runs and, when it is gone, starts
-/// a new one and mounts every remote snapshot again.
+/// fuse manager) keeps a copy of each mount's connection and watches the manager while
+/// the daemon runs: when it is gone, a new one takes over the connections and mounts
+/// again what was lost.
 fn converge(
     store: &Store,
     mounter: &dyn Mounter,
@@ -345,6 +346,11 @@ fn converge(
     let Some(manager) = manager else {
         return;
     };
+    // Copies of the connections, so that the mounts outlive the manager.
+    match store.remote_snapshots() {
+        Ok(remote) => manager.keep_connections(&remote),
+        Err(error) => tracing::warn!(%error, "list remote snapshots to keep their connections"),
+    }
     let mut known = manager.running_pid().ok().flatten();
     while running.load(Ordering::Relaxed) {
         std::thread::sleep(MANAGER_POLL);
@@ -371,11 +377,14 @@ fn converge(
                 continue;
             }
         };
+        // Whoever started it, the new manager took over the kept connections first;
+        // what is still dead now is detached and mounted again.
+        manager.wait_until_started();
         let detached = store.detach_dead_mounts();
         tracing::info!(
             pid,
             detached,
-            "new fuse manager: mounting the lazy layers again"
+            "new fuse manager: mounting the lost lazy layers again"
         );
         known = Some(pid);
         restore_remote_snapshots(store, mounter);
