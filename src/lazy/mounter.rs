@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::runtime::Handle;
 
 use crate::lazy::cache::{CacheConfig, CacheError, ChunkCache};
+use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
 use crate::lazy::layer::{Layer, LayerConfig, LayerError};
 use crate::lazy::layers::{SharedLayers, Sharing};
@@ -54,6 +55,21 @@ pub enum LazyError {
     NotMounted(PathBuf),
     #[error("soci index: {0}")]
     Soci(#[from] crate::lazy::soci::SociError),
+}
+
+impl From<&LazyError> for FallbackReason {
+    fn from(error: &LazyError) -> FallbackReason {
+        match error {
+            LazyError::Labels(LabelError::Missing) => FallbackReason::NoLabels,
+            LazyError::Labels(_) => FallbackReason::BadLabels,
+            LazyError::Client(_) | LazyError::Remote(_) => FallbackReason::Registry,
+            LazyError::Layer(layer) => FallbackReason::from(layer),
+            LazyError::Fs(_) => FallbackReason::Fuse,
+            LazyError::Timeout { .. } => FallbackReason::Timeout,
+            LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
+            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
+        }
+    }
 }
 
 /// FUSE settings (the `[fuse]` table of the daemon config).
@@ -352,10 +368,8 @@ impl FuseMounter {
     ) -> Result<Result<(), Option<OwnedFd>>, LazyError> {
         let digest = location.digest;
         let timeout = self.fuse.mount_timeout;
-        let opening = async {
-            let open = self.soci.open(&self.client, &self.cache, location, labels);
-            tokio::time::timeout(timeout, open).await
-        };
+        let open = self.soci.open(&self.client, &self.cache, location, labels);
+        let opening = async { tokio::time::timeout(timeout, open).await };
         let layer = self
             .runtime
             .block_on(opening)
@@ -376,27 +390,14 @@ impl FuseMounter {
             }
         }
         if let Some(background) = &self.background {
-            // With background fetching on, the whole blob comes anyway: check the index
-            // from it, after the start delay and at background priority.
-            let pacing = crate::lazy::soci::CheckPacing::from(background.config());
-            let checking = crate::lazy::soci::check_whole_blob(
-                layer.downgrade(),
-                pacing,
-                self.soci_check_dir(),
-            );
-            self.runtime.spawn(checking);
+            // With background fetching on, the whole blob comes anyway: check the index.
+            crate::lazy::soci::spawn_check(&self.runtime, &layer, background.config());
         }
         let files = Arc::new(crate::lazy::soci::SociFiles { layer, recorder });
         let handle = self.attach(mountpoint, files, adopted)?;
         tracing::info!(%digest, mountpoint = %mountpoint.display(), adopted = handle.adopted(), "layer mounted lazily through its soci index");
         self.lock().insert(mountpoint.to_path_buf(), handle);
         Ok(Ok(()))
-    }
-
-    /// Where whole blobs are assembled (and removed after) to check SOCI indexes. The
-    /// cache's directories have their own bookkeeping, so the system temp dir is used.
-    fn soci_check_dir(&self) -> PathBuf {
-        std::env::temp_dir()
     }
 
     /// With recording on, a recorder for the layer, once its image manifest is found
@@ -436,17 +437,9 @@ impl FuseMounter {
             return prefetch::PrefetchOutcome::None;
         }
         let timeout = self.prefetch.timeout;
-        if prefetch::prefetch_range(layer.index(), layer.toc_offset(), labels).is_none() {
-            let learning = async {
-                let files = self.soci.learned_files(&self.client, location, labels);
-                tokio::time::timeout(timeout, files).await
-            };
-            let files = self.runtime.block_on(learning).unwrap_or_default();
-            if !files.is_empty() {
-                return self
-                    .runtime
-                    .block_on(prefetch::prefetch_files(layer, &files, timeout));
-            }
+        let learned = (self.soci).prefetch_learned(&self.client, layer, location, labels, timeout);
+        if let Some(outcome) = self.runtime.block_on(learned) {
+            return outcome;
         }
         let ranges = prefetch::prefetch_ranges(layer.index(), layer.toc_offset(), labels);
         if ranges.is_empty() {
@@ -577,7 +570,7 @@ async fn open_unchecked(
 impl Mounter for FuseMounter {
     fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError> {
         self.mount_layer(mountpoint, labels, None).map_err(|e| {
-            self.board.fallback(labels, &e);
+            self.board.fallback(labels, FallbackReason::from(&e));
             MountError::NotRemote(e.to_string())
         })
     }

@@ -12,14 +12,15 @@
 //! layer is reported ready. After the mount, [`check_whole_blob`] checks the index
 //! against the whole layer from the bytes background fetching brings into the cache.
 
-mod check;
-mod fetch;
-mod files;
-mod layer;
+mod blob_check;
+mod soci_files;
+mod soci_layer;
+mod span_fetch;
 mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE, MAX_FILE_LIST_SIZE};
 use estargz::soci::prefetch::{PrefetchArtifact, MAX_PREFETCH_SIZE, PREFETCH_MEDIA_TYPE};
@@ -30,13 +31,15 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::lazy::cache::ChunkCache;
+use crate::lazy::layer::Layer;
+use crate::lazy::producers::prefetch::{self, PrefetchOutcome};
 use crate::lazy::producers::record;
 use crate::lazy::source::BlobLocation;
 use crate::snapshot::Labels;
 
-pub use check::{check_whole_blob, CheckPacing};
-pub use files::SociFiles;
-pub use layer::SociLayer;
+pub use blob_check::{check_whole_blob, spawn_check, CheckPacing};
+pub use soci_files::SociFiles;
+pub use soci_layer::SociLayer;
 
 /// Largest zTOC accepted (checkpoint windows are 32 KiB each: 64 MiB is ~2000 spans).
 const MAX_ZTOC_SIZE: u64 = 64 << 20;
@@ -133,7 +136,7 @@ impl SociIndexes {
             layer = %location.digest, ztoc = %ztoc_digest, spans = zinfo.span_count(),
             prefetch_spans = prefetch.len(), "serving layer through its soci index"
         );
-        let source = fetch::SpanSource {
+        let source = span_fetch::SpanSource {
             client: client.clone(),
             location: location.clone(),
             cache: cache.clone(),
@@ -177,6 +180,30 @@ impl SociIndexes {
             .get_or_try_init(|| find_index(client, repo, place.manifest))
             .await?;
         Ok(image.clone())
+    }
+
+    /// Prefetches the learned files of the eStargz layer `layer` when it has no
+    /// prioritized range (see [`SociIndexes::learned_files`]), the look-up and the wait
+    /// each bounded by `timeout`; `None` when there are none.
+    pub async fn prefetch_learned(
+        &self,
+        client: &Client,
+        layer: &Layer,
+        location: &BlobLocation,
+        labels: &Labels,
+        timeout: Duration,
+    ) -> Option<PrefetchOutcome> {
+        if prefetch::prefetch_range(layer.index(), layer.toc_offset(), labels).is_some() {
+            return None;
+        }
+        let learning = self.learned_files(client, location, labels);
+        let files = tokio::time::timeout(timeout, learning)
+            .await
+            .unwrap_or_default();
+        if files.is_empty() {
+            return None;
+        }
+        Some(prefetch::prefetch_files(layer, &files, timeout).await)
     }
 
     /// The learned files of an eStargz layer: the file list its image's index carries

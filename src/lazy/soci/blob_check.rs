@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use estargz::{Digest, Hasher};
 use tokio::io::AsyncWriteExt;
 
-use super::fetch::SpanBytes;
-use super::layer::{SociLayer, WeakSociLayer};
+use super::soci_layer::{SociLayer, WeakSociLayer};
+use super::span_fetch::SpanBytes;
 use crate::lazy::link::FetchKind;
 use crate::lazy::producers::background_fetch::BackgroundConfig;
 
@@ -35,7 +35,7 @@ enum CheckError {
     #[error("write the temporary copy: {0}")]
     Write(#[from] std::io::Error),
     #[error("{0}")]
-    Fetch(#[from] super::fetch::SpanFetchError),
+    Fetch(#[from] super::span_fetch::SpanFetchError),
     #[error("the layer was unmounted")]
     Gone,
 }
@@ -58,6 +58,18 @@ impl From<&BackgroundConfig> for CheckPacing {
             link_share: config.link_share,
         }
     }
+}
+
+/// Starts [`check_whole_blob`] of `layer` on `runtime`, paced by the background-fetching
+/// settings. The blob is assembled in the system temp dir (the cache's directories have
+/// their own bookkeeping).
+pub fn spawn_check(runtime: &tokio::runtime::Handle, layer: &SociLayer, config: &BackgroundConfig) {
+    let checking = check_whole_blob(
+        layer.downgrade(),
+        CheckPacing::from(config),
+        std::env::temp_dir(),
+    );
+    runtime.spawn(checking);
 }
 
 /// Checks the layer once the whole blob has come through the cache; see the module
@@ -193,7 +205,7 @@ async fn keep_quiet(layer: &SociLayer, quiet: Duration) {
 async fn with_retries<T, F, Fut>(layer: &SociLayer, mut step: F) -> Result<T, CheckError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, super::fetch::SpanFetchError>>,
+    Fut: std::future::Future<Output = Result<T, super::span_fetch::SpanFetchError>>,
 {
     let mut failures = 0;
     loop {

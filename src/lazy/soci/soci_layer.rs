@@ -15,9 +15,11 @@ use estargz::soci::{decompress_span, FileMetadata};
 use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use super::fetch::{SpanBytes, SpanSource};
+use super::span_fetch::{SpanBytes, SpanSource};
+use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::LayerContent;
 use crate::lazy::link::FetchKind;
+use crate::lazy::observe;
 
 /// Decoded spans kept per layer (4 MiB each by default).
 const CACHED_SPANS: usize = 16;
@@ -182,7 +184,7 @@ impl SociLayer {
     pub(super) fn fail(&self, why: &str) {
         let inner = &self.inner;
         inner.failed.store(true, Ordering::Relaxed);
-        crate::metrics::global().fallback(crate::metrics::FallbackReason::InvalidSociIndex);
+        observe::observer().fallback(FallbackReason::InvalidSociIndex);
         tracing::error!(
             layer = %inner.source.location.digest, ztoc = %inner.ztoc, "soci layer failed verification, reads now fail: {why}"
         );

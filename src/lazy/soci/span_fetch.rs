@@ -12,6 +12,7 @@ use registry::Client;
 
 use crate::lazy::cache::{CacheKey, ChunkBytes, ChunkCache};
 use crate::lazy::link::FetchKind;
+use crate::lazy::observe;
 use crate::lazy::source::BlobLocation;
 
 /// Metrics kind label of span fetches.
@@ -154,14 +155,12 @@ impl SpanSource {
     ) -> Result<bytes::Bytes, SpanFetchError> {
         let link = self.cache.link();
         let ticket = link.admit(kind).await;
-        let metrics = crate::metrics::global();
         let reading = self.client.read_blob_range(
             &self.location.reference,
             &self.location.digest,
             range.clone(),
         );
-        let bytes = metrics
-            .range_request(SOCI_KIND, reading)
+        let bytes = observe::range_request(SOCI_KIND, reading)
             .await
             .map_err(|source| SpanFetchError::Remote {
                 blob: self.location.digest,
@@ -170,7 +169,7 @@ impl SpanSource {
             })?;
         drop(ticket);
         // Not added to the link's estimates: this call cannot tell latency from transfer.
-        metrics.fetched(SOCI_KIND, bytes.len() as u64);
+        observe::observer().fetched(SOCI_KIND, bytes.len() as u64);
         if u64::try_from(bytes.len()).ok() != Some(range.end - range.start) {
             return Err(SpanFetchError::Short {
                 blob: self.location.digest,
