@@ -107,10 +107,10 @@ impl Inner {
 
     /// The window's bounds, with the link's estimate applied.
     fn window_bounds(&self) -> Bounds {
-        Bounds {
-            min: self.config.readahead_min_bytes,
-            max: self.config.readahead_max_bytes,
-        }
+        Bounds::new(
+            self.config.readahead_min_bytes,
+            self.config.readahead_max_bytes,
+        )
         .for_link(self.cache.link().round_trip_bytes())
     }
 
@@ -139,8 +139,19 @@ impl Inner {
             return Vec::new();
         };
         let end = chunks.iter().map(|c| c.compressed.end).max().unwrap_or(at);
-        let range = self.window.on_miss(at, end, self.window_bounds());
-        self.uncached_within(range, at).await
+        let bounds = self.window_bounds();
+        let range = self.window.on_miss(at, end, bounds);
+        let ahead = self.uncached_within(range.clone(), at).await;
+        tracing::debug!(
+            blob = %self.blob,
+            at,
+            window = range.end - range.start,
+            first = bounds.first,
+            max = bounds.max,
+            chunks = ahead.len(),
+            "miss"
+        );
+        ahead
     }
 
     /// A read starting at blob offset `at` entered the second half of the window: fetch
