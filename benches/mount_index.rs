@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use estargz::{EntryType, Index, Toc, TocEntry};
-use estargz_snapshotter::fs::LayerView;
+use estargz_snapshotter::lazy::fs::LayerView;
 
 /// Largest chunk the index accepts in these TOCs; the files here are one chunk each.
 const MAX_CHUNK: u64 = 10_000_000;

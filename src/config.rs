@@ -18,16 +18,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::background::BackgroundConfig;
-use crate::cache::CacheConfig;
 use crate::cri::CriKeychainConfig;
 use crate::kube::KubeconfigKeychainConfig;
-use crate::layer::LayerConfig;
+use crate::lazy::cache::CacheConfig;
+use crate::lazy::layer::LayerConfig;
+use crate::lazy::producers::background_fetch::BackgroundConfig;
+use crate::lazy::producers::prefetch::PrefetchConfig;
+use crate::lazy::producers::record::RecordConfig;
+use crate::lazy::source::RemoteConfig;
 use crate::lazy::FuseConfig;
 use crate::metrics::MetricsConfig;
-use crate::prefetch::PrefetchConfig;
-use crate::record::RecordConfig;
-use crate::remote::RemoteConfig;
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/containerd-stargz-grpc/config.toml";

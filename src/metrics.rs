@@ -20,9 +20,9 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::{Deserialize, Deserializer};
 use std::sync::atomic::AtomicU64;
 
-use crate::layer::{FetchError, LayerError};
+use crate::lazy::layer::{FetchError, LayerError};
+use crate::lazy::source::LabelError;
 use crate::lazy::LazyError;
-use crate::remote::LabelError;
 use crate::snapshot::CleanupReport;
 
 /// Metrics settings (the `[metrics]` table of the daemon config).
@@ -523,7 +523,7 @@ mod tests {
             ),
             (
                 "registry",
-                crate::remote::RemoteError::Unavailable {
+                crate::lazy::source::RemoteError::Unavailable {
                     digest: blob,
                     reason: "down",
                 }

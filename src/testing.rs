@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::cache::ChunkCache;
-use crate::layer::{Layer, LayerConfig};
-use crate::remote::memory::MemoryBlob;
+use crate::lazy::cache::ChunkCache;
+use crate::lazy::layer::{Layer, LayerConfig};
+use crate::lazy::source::memory_blob::MemoryBlob;
 
 /// Builds an eStargz blob of `files` (with `chunk_size`-byte chunks, `prioritized` files
 /// first), opens it as a layer over `cache` and forgets the opening requests.
@@ -27,7 +27,7 @@ pub(crate) async fn memory_layer(
     let mut bytes = Vec::new();
     let written = estargz::build(&tar.finish()[..], &mut bytes, &options).expect("build");
     let blob = MemoryBlob::new(bytes);
-    let source: Arc<dyn crate::remote::BlobSource> = blob.clone();
+    let source: Arc<dyn crate::lazy::source::BlobSource> = blob.clone();
     let layer = Layer::open(
         source,
         Some(written.toc_digest),

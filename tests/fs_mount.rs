@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use estargz::testutil::{pseudo_random_bytes, tar_listing, EntrySpec, LongNames, TarBuilder};
 use estargz::{EntryId, EntryType, Index, Reader, WriterOptions};
-use estargz_snapshotter::fs::{self, LayerContent, MountHandle, MountOptions};
+use estargz_snapshotter::lazy::fs::{self, LayerContent, MountHandle, MountOptions};
 use futures::future::BoxFuture;
 use sha2::{Digest as _, Sha256};
 

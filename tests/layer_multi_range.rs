@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use estargz::testutil::TarBuilder;
 use estargz::{WriterOptions, TOC_DIGEST_ANNOTATION};
-use estargz_snapshotter::cache::ChunkCache;
-use estargz_snapshotter::layer::{Layer, LayerConfig};
-use estargz_snapshotter::remote::{
+use estargz_snapshotter::lazy::cache::ChunkCache;
+use estargz_snapshotter::lazy::layer::{Layer, LayerConfig};
+use estargz_snapshotter::lazy::source::{
     toc_digest_from_labels, BlobLocation, RegistryBlob, RemoteConfig,
 };
 use testkit::{FaultProxy, MultiRangeAnswer, Prereq, Registry};

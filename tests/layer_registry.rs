@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use estargz::testutil::TarBuilder;
 use estargz::{Digest, WriterOptions, TOC_DIGEST_ANNOTATION};
-use estargz_snapshotter::cache::ChunkCache;
-use estargz_snapshotter::layer::{Layer, LayerConfig};
-use estargz_snapshotter::remote::{
+use estargz_snapshotter::lazy::cache::ChunkCache;
+use estargz_snapshotter::lazy::layer::{Layer, LayerConfig};
+use estargz_snapshotter::lazy::source::{
     toc_digest_from_labels, BlobLocation, BlobSource, RegistryBlob, RemoteConfig,
 };
 use testkit::{Prereq, Registry};

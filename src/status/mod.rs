@@ -14,11 +14,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::layer::{FetchKind, Layer, WeakLayer};
+use crate::lazy::layer::{FetchKind, Layer, WeakLayer};
+use crate::lazy::producers::prefetch::PrefetchOutcome;
+use crate::lazy::source::BlobLocation;
 use crate::lazy::LazyError;
 use crate::metrics::{self, FallbackReason};
-use crate::prefetch::PrefetchOutcome;
-use crate::remote::BlobLocation;
 use crate::snapshot::Labels;
 
 /// Name of the status socket in the daemon root.
@@ -267,10 +267,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::cache::ChunkCache;
-    use crate::remote::LabelError;
+    use crate::lazy::cache::ChunkCache;
+    use crate::lazy::source::LabelError;
 
-    async fn layer() -> (Layer, Arc<crate::remote::memory::MemoryBlob>) {
+    async fn layer() -> (Layer, Arc<crate::lazy::source::memory_blob::MemoryBlob>) {
         let cache = Arc::new(ChunkCache::in_memory(1 << 20));
         let data = vec![7u8; 4000];
         crate::testing::memory_layer(&[("f", &data[..])], 1000, &[], cache).await

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::layer::Layer;
+use crate::lazy::layer::Layer;
 use crate::snapshot::Labels;
 
 /// ctr-remote's label: bytes from the start of the blob to prefetch without landmarks.
@@ -147,7 +147,7 @@ pub async fn prefetch(
 pub async fn fetch_all(
     layer: Layer,
     ranges: Vec<Range<u64>>,
-) -> Result<(), crate::layer::LayerError> {
+) -> Result<(), crate::lazy::layer::LayerError> {
     let fetches = ranges.into_iter().map(|range| {
         let layer = layer.clone();
         async move { layer.prefetch(range).await }
@@ -160,8 +160,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::cache::ChunkCache;
-    use crate::remote::memory::MemoryBlob;
+    use crate::lazy::cache::ChunkCache;
+    use crate::lazy::source::memory_blob::MemoryBlob;
 
     /// Files `first` and `second` (2000 bytes each, 1000-byte chunks), `prioritized` first.
     async fn layer(prioritized: &[&str]) -> (Layer, Arc<MemoryBlob>) {
@@ -288,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_prefetch_is_left_running_in_the_background() {
         let (layer, blob) = layer(&["first"]).await;
-        blob.set_mode(crate::remote::memory::Mode::Stall);
+        blob.set_mode(crate::lazy::source::memory_blob::Mode::Stall);
         let range = 0..layer.index().prefetch_landmark_offset().expect("landmark");
         let started = std::time::Instant::now();
         let outcome = prefetch(&layer, vec![range], Duration::from_millis(200)).await;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use estargz::{Digest, EntryId, Index};
 use serde::Deserialize;
 
-use crate::remote::BlobLocation;
+use crate::lazy::source::BlobLocation;
 use crate::snapshot::Labels;
 
 /// CRI plugin / nerdctl: the digest of the image manifest the layer belongs to.

@@ -2,7 +2,7 @@
 //! file reads that fetch, verify and cache only the chunks they need.
 
 mod activity;
-mod background;
+mod background_step;
 mod backing;
 mod config;
 mod fetch;
@@ -25,10 +25,10 @@ use estargz::{
     TocError,
 };
 
-use crate::cache::{CacheKey, ChunkBytes, ChunkCache};
-use crate::remote::{BlobSource, RemoteError};
+use crate::lazy::cache::{CacheKey, ChunkBytes, ChunkCache};
+use crate::lazy::source::{BlobSource, RemoteError};
 
-pub use crate::link::FetchKind;
+pub use crate::lazy::link::FetchKind;
 pub use config::LayerConfig;
 pub use fetch::FetchError;
 
@@ -133,7 +133,7 @@ struct Inner {
     /// The readahead window and the blob-order list of chunks it picks from.
     window: window::Window,
     order: window::BlobOrder,
-    background: Mutex<background::Cursor>,
+    background: Mutex<background_step::Cursor>,
     /// Files whose passthrough backing copy is being written.
     assembling: Mutex<std::collections::HashSet<EntryId>>,
 }
@@ -201,7 +201,7 @@ impl Layer {
                 next_fetch_id: std::sync::atomic::AtomicU64::new(0),
                 activity: activity::Activity::new(),
                 window: window::Window::default(),
-                background: Mutex::new(background::Cursor::default()),
+                background: Mutex::new(background_step::Cursor::default()),
                 assembling: Mutex::new(std::collections::HashSet::new()),
             }),
         })

@@ -11,8 +11,8 @@ use estargz::index::ParseError;
 use estargz::{footer, toc, Digest, Format, Index, FOOTER_MAX_SIZE};
 
 use super::{LayerConfig, LayerError};
-use crate::cache::ChunkCache;
-use crate::remote::{BlobSource, RemoteError};
+use crate::lazy::cache::ChunkCache;
+use crate::lazy::source::{BlobSource, RemoteError};
 
 /// What opening a layer yields.
 pub(super) struct Opened {

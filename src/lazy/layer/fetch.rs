@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 use super::receive::{GroupFetch, Member};
 use super::window::Bounds;
 use super::{FetchKind, Inner, LayerError};
-use crate::cache::{CacheKey, ChunkBytes};
-use crate::remote::RemoteError;
+use crate::lazy::cache::{CacheKey, ChunkBytes};
+use crate::lazy::source::RemoteError;
 
 /// Errors of one fetch, shared by every reader waiting on it.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 mod labels;
 #[cfg(test)]
-pub(crate) mod memory;
+pub(crate) mod memory_blob;
 mod registry_blob;
 
 use std::ops::Range;

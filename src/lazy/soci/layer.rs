@@ -13,8 +13,8 @@ use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use registry::Client;
 
-use crate::fs::LayerContent;
-use crate::remote::BlobLocation;
+use crate::lazy::fs::LayerContent;
+use crate::lazy::source::BlobLocation;
 
 /// Metrics kind label of span fetches.
 const SOCI_KIND: &str = "soci";

@@ -78,7 +78,7 @@ impl Inner {
                     return (picked, cursor);
                 }
                 cursor.chunk += 1;
-                let key = crate::cache::CacheKey::for_chunk(self.blob, chunk);
+                let key = crate::lazy::cache::CacheKey::for_chunk(self.blob, chunk);
                 if !self.cache.contains(&key, chunk.size) {
                     bytes += chunk.compressed.end.saturating_sub(chunk.compressed.start);
                     picked.push(chunk.clone());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use estargz::{EntryId, EntryType, Hasher};
 
 use super::{Inner, Layer, LayerError};
-use crate::cache::CacheKey;
+use crate::lazy::cache::CacheKey;
 
 impl Layer {
     /// The file's content as a local file opened read-only, when it has been assembled.

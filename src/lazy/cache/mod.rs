@@ -22,7 +22,7 @@ use serde::Deserialize;
 use disk::DiskStore;
 use memory::MemoryLru;
 
-use crate::link::Link;
+use crate::lazy::link::Link;
 
 pub use health::DISK_RETRY_AFTER;
 

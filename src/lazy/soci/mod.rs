@@ -23,8 +23,8 @@ use registry::{referrers_tag_reference, Client, Reference};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::record;
-use crate::remote::BlobLocation;
+use crate::lazy::producers::record;
+use crate::lazy::source::BlobLocation;
 use crate::snapshot::Labels;
 
 pub use layer::SociLayer;

@@ -8,8 +8,8 @@ use estargz::testutil::TarBuilder;
 use estargz::{Compression, Digest, EntryId, WriterOptions};
 
 use super::*;
-use crate::cache::CacheConfig;
-use crate::remote::memory::{MemoryBlob, Mode};
+use crate::lazy::cache::CacheConfig;
+use crate::lazy::source::memory_blob::{MemoryBlob, Mode};
 
 const CHUNK: u64 = 1000;
 
@@ -531,7 +531,9 @@ async fn a_toc_longer_than_the_known_tail_costs_one_request_for_its_front() {
 }
 
 /// Caches chunk 3 of the big file, so a whole read of it misses two runs apart.
-async fn big_file_with_a_hole(parts: crate::remote::memory::Parts) -> (Layer, Arc<MemoryBlob>) {
+async fn big_file_with_a_hole(
+    parts: crate::lazy::source::memory_blob::Parts,
+) -> (Layer, Arc<MemoryBlob>) {
     let fx = fixture(Compression::DEFAULT_GZIP);
     let (layer, source) = open_over_memory(&fx, Duration::from_secs(5)).await;
     let big = file(&layer, "data/big");
@@ -544,7 +546,8 @@ async fn big_file_with_a_hole(parts: crate::remote::memory::Parts) -> (Layer, Ar
 #[tokio::test]
 async fn chunks_apart_come_in_one_multi_range_request() {
     let fx = fixture(Compression::DEFAULT_GZIP);
-    let (layer, source) = big_file_with_a_hole(crate::remote::memory::Parts::Serve).await;
+    let (layer, source) =
+        big_file_with_a_hole(crate::lazy::source::memory_blob::Parts::Serve).await;
     let big = file(&layer, "data/big");
     let chunks = layer.index().chunks(big).to_vec();
     let got = layer.read(big, 0, 10_000).await.expect("read");
@@ -563,7 +566,8 @@ async fn chunks_apart_come_in_one_multi_range_request() {
 #[tokio::test]
 async fn a_source_refusing_multi_range_is_asked_range_by_range() {
     let fx = fixture(Compression::DEFAULT_GZIP);
-    let (layer, source) = big_file_with_a_hole(crate::remote::memory::Parts::Refuse).await;
+    let (layer, source) =
+        big_file_with_a_hole(crate::lazy::source::memory_blob::Parts::Refuse).await;
     let big = file(&layer, "data/big");
     let got = layer.read(big, 0, 10_000).await.expect("read");
     assert!(got == fx.big, "exact bytes");

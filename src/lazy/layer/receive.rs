@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::fetch::{span, ChunkResult, FetchError, FAILED_FETCH_HOLD};
 use super::segments::{Segment, Segmenter};
 use super::{FetchKind, Inner};
-use crate::cache::{CacheKey, ChunkBytes};
-use crate::remote::RemoteError;
+use crate::lazy::cache::{CacheKey, ChunkBytes};
+use crate::lazy::source::RemoteError;
 
 /// Times a broken body is resumed within one fetch (each time only after new bytes came).
 const MAX_RESUMES: u32 = 3;

@@ -9,7 +9,7 @@ use estargz::testutil::TarBuilder;
 use estargz::{Digest, WriterOptions};
 
 use super::*;
-use crate::remote::memory::MemoryBlob;
+use crate::lazy::source::memory_blob::MemoryBlob;
 
 /// Files in the layer, each one chunk of incompressible bytes.
 const FILES: usize = 200;
@@ -183,7 +183,7 @@ async fn background_fetching_waits_for_another_layers_on_demand_read() {
     };
     let (reader, reader_blob) = open_with(cache.clone(), config).await;
     let (filler, filler_blob) = open_small_files(cache.clone()).await;
-    reader_blob.set_mode(crate::remote::memory::Mode::Stall);
+    reader_blob.set_mode(crate::lazy::source::memory_blob::Mode::Stall);
     let read = {
         let reader = reader.clone();
         let id = reader.index().lookup(&name(7)).expect("file");

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::link::FetchKind;
+use crate::lazy::link::FetchKind;
 
 /// Counters of one layer.
 pub(super) struct Activity {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use crate::layer::{Layer, WeakLayer};
+use crate::lazy::layer::{Layer, WeakLayer};
 
 /// Background fetch settings (the `[background_fetch]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -135,7 +135,7 @@ impl BackgroundFetcher {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         joined.is_some_and(|at| at.elapsed() < self.config.start_delay)
-            || current.link_busy_above(crate::layer::FetchKind::Background)
+            || current.link_busy_above(crate::lazy::layer::FetchKind::Background)
             || current.busy_within(quiet)
             || self
                 .lock()
@@ -230,8 +230,8 @@ fn failure_backoff(failures: u32) -> Duration {
 mod tests {
 
     use super::*;
-    use crate::cache::{CacheConfig, ChunkCache};
-    use crate::remote::memory::{MemoryBlob, Mode};
+    use crate::lazy::cache::{CacheConfig, ChunkCache};
+    use crate::lazy::source::memory_blob::{MemoryBlob, Mode};
 
     const FILES: [(&str, usize); 3] = [("a", 5000), ("b", 300), ("c", 12_000)];
 
@@ -286,7 +286,7 @@ mod tests {
         wait_until_done(&fetcher, Duration::from_secs(10)).await;
         let requests = blob.requests();
         assert!(requests.len() > 1, "several bounded steps: {requests:?}");
-        assert!(layer.fetched_bytes(crate::layer::FetchKind::Background) > 0);
+        assert!(layer.fetched_bytes(crate::lazy::layer::FetchKind::Background) > 0);
 
         blob.set_mode(Mode::Fail);
         for (i, (name, len)) in (0u64..).zip(FILES) {
@@ -364,7 +364,7 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(10), "not done");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let background = crate::layer::FetchKind::Background;
+        let background = crate::lazy::layer::FetchKind::Background;
         let (done, other) = (
             first.fetched_bytes(background),
             second.fetched_bytes(background),

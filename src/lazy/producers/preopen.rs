@@ -17,7 +17,7 @@ use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::runtime::Handle;
 
-use crate::layer::Layer;
+use crate::lazy::layer::Layer;
 use crate::snapshot::Labels;
 
 /// CRI plugin / nerdctl: digests of this layer and the ones above it, comma-separated.

@@ -12,15 +12,15 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use tokio::runtime::Handle;
 
-use crate::background::{BackgroundConfig, BackgroundFetcher};
-use crate::cache::{CacheConfig, CacheError, ChunkCache};
-use crate::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
-use crate::layer::{Layer, LayerConfig, LayerError};
-use crate::layers::{SharedLayers, Sharing};
-use crate::prefetch::{self, PrefetchConfig};
-use crate::preopen::{listed_layers, Preopened};
-use crate::record::{self, RecordConfig, Recorder};
-use crate::remote::{
+use crate::lazy::cache::{CacheConfig, CacheError, ChunkCache};
+use crate::lazy::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
+use crate::lazy::layer::{Layer, LayerConfig, LayerError};
+use crate::lazy::layers::{SharedLayers, Sharing};
+use crate::lazy::producers::background_fetch::{BackgroundConfig, BackgroundFetcher};
+use crate::lazy::producers::prefetch::{self, PrefetchConfig};
+use crate::lazy::producers::preopen::{listed_layers, Preopened};
+use crate::lazy::producers::record::{self, RecordConfig, Recorder};
+use crate::lazy::source::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
 };
 use crate::snapshot::{Labels, MountError, Mounter};
@@ -52,7 +52,7 @@ pub enum LazyError {
     #[error("no lazy mount at {0}")]
     NotMounted(PathBuf),
     #[error("soci index: {0}")]
-    Soci(#[from] crate::soci::SociError),
+    Soci(#[from] crate::lazy::soci::SociError),
 }
 
 /// FUSE settings (the `[fuse]` table of the daemon config).
@@ -190,7 +190,7 @@ pub struct FuseMounter {
     /// Layers of the images being pulled, opened ahead of their Prepare.
     preopened: Preopened,
     /// SOCI index look-ups, remembered per image (layers without eStargz labels).
-    soci: crate::soci::SociIndexes,
+    soci: crate::lazy::soci::SociIndexes,
     /// The open layer of each blob, shared by all its mounts.
     layers: SharedLayers,
 }
@@ -214,7 +214,7 @@ impl FuseMounter {
             mounts: Mutex::new(HashMap::new()),
             board: Arc::default(),
             preopened: Preopened::default(),
-            soci: crate::soci::SociIndexes::default(),
+            soci: crate::lazy::soci::SociIndexes::default(),
             layers: SharedLayers::default(),
         })
     }

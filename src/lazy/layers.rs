@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use estargz::Digest;
 
-use crate::layer::{Layer, WeakLayer};
+use crate::lazy::layer::{Layer, WeakLayer};
 
 /// Whether [`SharedLayers::get_or_open`] found the layer open or opened it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,7 @@ impl SharedLayers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::{CacheConfig, ChunkCache};
+    use crate::lazy::cache::{CacheConfig, ChunkCache};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn digest(n: u8) -> Digest {
