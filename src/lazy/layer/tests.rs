@@ -412,6 +412,34 @@ async fn entering_a_chunk_fetches_the_next_one() {
     assert_eq!(source.requests().len(), before, "served from the readahead");
 }
 
+#[tokio::test]
+async fn a_missed_chunk_and_the_next_one_come_in_one_request() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::new(fx.blob.clone());
+    let blob: Arc<dyn BlobSource> = source.clone();
+    let layer = Layer::open(
+        blob,
+        Some(fx.toc_digest),
+        memory_cache(),
+        LayerConfig::default(),
+    )
+    .await
+    .expect("open layer");
+    let big = file(&layer, "data/big");
+    let chunks = layer.index().chunks(big).to_vec();
+    source.clear_requests();
+
+    // Entering chunk 0, which is not cached: chunk 1 streams after it in the same
+    // request rather than in a second one sharing the link with it.
+    let got = layer.read(big, 0, 100).await.expect("entering chunk 0");
+    assert_eq!(got, fx.big[..100]);
+    // Chunk 1 was asked for before that read was answered: this read joins it.
+    let got = layer.read(big, CHUNK, 100).await.expect("chunk 1");
+    assert_eq!(got, fx.big[CHUNK as usize..CHUNK as usize + 100]);
+    let both = chunks[0].compressed.start..chunks[1].compressed.end;
+    assert_eq!(source.requests(), vec![both]);
+}
+
 /// The big file's whole compressed range (its ten chunks are adjacent).
 fn big_range(layer: &Layer) -> Range<u64> {
     let chunks = layer.index().chunks(file(layer, "data/big"));
