@@ -32,7 +32,7 @@ use crate::manager::{self, ManagerMounter};
 use crate::private_fs::{self, PrivateFsError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
-use crate::status::{self, server::ServerError};
+use crate::status::{self, endpoint::ServerError};
 use crate::unix_socket::{self, BindError};
 
 /// The device FUSE mounts need.
@@ -91,6 +91,7 @@ impl Lazy {
 /// Serves until `shutdown` resolves.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     secure_state(config)?;
+    crate::lazy::observe::install(crate::metrics::global());
     let root = config.root.clone();
     let lazy = if config.fuse.manager {
         match fuse_available(config) {
@@ -187,9 +188,9 @@ fn notify_systemd(sent: Result<bool, crate::notify::NotifyError>, state: &str) {
 async fn start_status(
     config: &Config,
     board: Arc<crate::status::Board>,
-) -> Result<status::server::Endpoints, Error> {
+) -> Result<status::endpoint::Endpoints, Error> {
     let socket = status::socket_path(&config.root);
-    Ok(status::server::start(&config.metrics, &socket, board).await?)
+    Ok(status::endpoint::start(&config.metrics, &socket, board).await?)
 }
 
 /// The CRI image-service proxy and the Secrets watch, when configured.
@@ -229,7 +230,7 @@ impl Keychains {
     }
 }
 
-fn stop_status(endpoints: Option<status::server::Endpoints>) {
+fn stop_status(endpoints: Option<status::endpoint::Endpoints>) {
     if let Some(endpoints) = endpoints {
         endpoints.shutdown();
     }
@@ -331,8 +332,9 @@ fn manager_mounter(config: &Config) -> ManagerMounter {
 
 /// Brings the mounts to what the snapshots need: removes what a crash left that no
 /// snapshot owns, mounts again the remote snapshots that lost their mount, then (with a
-/// fuse manager) watches the manager while the daemon runs and, when it is gone, starts
-/// a new one and mounts every remote snapshot again.
+/// fuse manager) keeps a copy of each mount's connection and watches the manager while
+/// the daemon runs: when it is gone, a new one takes over the connections and mounts
+/// again what was lost.
 fn converge(
     store: &Store,
     mounter: &dyn Mounter,
@@ -344,6 +346,11 @@ fn converge(
     let Some(manager) = manager else {
         return;
     };
+    // Copies of the connections, so that the mounts outlive the manager.
+    match store.remote_snapshots() {
+        Ok(remote) => manager.keep_connections(&remote),
+        Err(error) => tracing::warn!(%error, "list remote snapshots to keep their connections"),
+    }
     let mut known = manager.running_pid().ok().flatten();
     while running.load(Ordering::Relaxed) {
         std::thread::sleep(MANAGER_POLL);
@@ -370,11 +377,14 @@ fn converge(
                 continue;
             }
         };
+        // Whoever started it, the new manager took over the kept connections first;
+        // what is still dead now is detached and mounted again.
+        manager.wait_until_started();
         let detached = store.detach_dead_mounts();
         tracing::info!(
             pid,
             detached,
-            "new fuse manager: mounting the lazy layers again"
+            "new fuse manager: mounting the lost lazy layers again"
         );
         known = Some(pid);
         restore_remote_snapshots(store, mounter);
@@ -385,7 +395,7 @@ fn converge(
 fn sweep_orphans(store: &Store) {
     match store.cleanup() {
         Ok(report) => {
-            crate::metrics::global().cleaned_up(&report);
+            crate::metrics::global().cleaned_up(report.mounts.len(), report.directories.len());
             tracing::info!(
                 mounts = report.mounts.len(),
                 directories = report.directories.len(),

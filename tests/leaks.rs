@@ -702,6 +702,8 @@ fn a_killed_fuse_manager_is_replaced_and_new_containers_start() {
     eprintln!("the container reading across the kill: {ok} reads ok, {failed} failed");
     assert_eq!(ok + failed, READER_FILES, "{out}");
     assert_eq!(out.lines().last(), Some("done"), "{out}");
+    // The new manager took the mounts over (tests/manager_takeover.rs): no read failed.
+    assert_eq!(failed, 0, "{out}");
 
     let again = run(&stack, &image);
     let ok = again.lines().filter(|l| *l == "ok").count();

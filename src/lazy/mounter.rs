@@ -4,6 +4,7 @@
 //! store to fall back to an ordinary pull of that layer.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use tokio::runtime::Handle;
 
 use crate::lazy::cache::{CacheConfig, CacheError, ChunkCache};
+use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
 use crate::lazy::layer::{Layer, LayerConfig, LayerError};
 use crate::lazy::layers::{SharedLayers, Sharing};
@@ -53,6 +55,21 @@ pub enum LazyError {
     NotMounted(PathBuf),
     #[error("soci index: {0}")]
     Soci(#[from] crate::lazy::soci::SociError),
+}
+
+impl From<&LazyError> for FallbackReason {
+    fn from(error: &LazyError) -> FallbackReason {
+        match error {
+            LazyError::Labels(LabelError::Missing) => FallbackReason::NoLabels,
+            LazyError::Labels(_) => FallbackReason::BadLabels,
+            LazyError::Client(_) | LazyError::Remote(_) => FallbackReason::Registry,
+            LazyError::Layer(layer) => FallbackReason::from(layer),
+            LazyError::Fs(_) => FallbackReason::Fuse,
+            LazyError::Timeout { .. } => FallbackReason::Timeout,
+            LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
+            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
+        }
+    }
 }
 
 /// FUSE settings (the `[fuse]` table of the daemon config).
@@ -248,13 +265,60 @@ impl FuseMounter {
         }
     }
 
-    /// Resolves, opens and mounts the layer (blocking; not on a runtime thread).
-    fn mount_layer(&self, mountpoint: &Path, labels: &Labels) -> Result<(), LazyError> {
+    /// Serves the layer `labels` describe on `connection`, the `/dev/fuse` connection of
+    /// its mount at `mountpoint` whose process died (the daemon kept a copy): the mount,
+    /// its inode numbers and open files stay; nothing is mounted again.
+    pub fn adopt(
+        &self,
+        mountpoint: &Path,
+        labels: &Labels,
+        connection: OwnedFd,
+    ) -> Result<(), MountError> {
+        self.mount_layer(mountpoint, labels, Some(connection))
+            .map_err(|e| MountError::Mount {
+                mountpoint: mountpoint.to_path_buf(),
+                source: Box::new(e),
+            })
+    }
+
+    /// A copy of the `/dev/fuse` connection serving `mountpoint`.
+    pub fn connection(&self, mountpoint: &Path) -> Option<std::io::Result<OwnedFd>> {
+        self.lock().get(mountpoint).map(MountHandle::connection)
+    }
+
+    /// Mounts `content` on `mountpoint`, or serves it on `adopted`, the connection of a
+    /// mount there that a dead process served.
+    fn attach(
+        &self,
+        mountpoint: &Path,
+        content: Arc<dyn LayerContent>,
+        adopted: Option<OwnedFd>,
+    ) -> Result<MountHandle, FsError> {
+        let options = self.fuse.mount_options();
+        let runtime = self.runtime.clone();
+        match adopted {
+            None => fs::mount(mountpoint, content, runtime, &options),
+            Some(connection) => fs::adopt(mountpoint, connection, content, runtime, &options),
+        }
+    }
+
+    /// Resolves, opens and mounts the layer (blocking; not on a runtime thread); with
+    /// `adopted`, serves the mount that connection belongs to instead.
+    fn mount_layer(
+        &self,
+        mountpoint: &Path,
+        labels: &Labels,
+        adopted: Option<OwnedFd>,
+    ) -> Result<(), LazyError> {
         let location = BlobLocation::from_labels(labels)?;
         let toc_digest = toc_digest_from_labels(labels)?;
-        if toc_digest.is_none() && self.mount_soci(mountpoint, &location, labels)? {
-            return Ok(());
-        }
+        let adopted = match toc_digest {
+            Some(_) => adopted,
+            None => match self.mount_soci(mountpoint, &location, labels, adopted)? {
+                Ok(()) => return Ok(()),
+                Err(adopted) => adopted,
+            },
+        };
         let digest = location.digest;
         let recorder = self.recorder_for(&location, labels);
         self.open_layers_ahead(&location, labels);
@@ -269,21 +333,18 @@ impl FuseMounter {
             .map_err(|_| LazyError::Timeout { digest, timeout })??;
         // A layer another mount already serves has had its prefetch and background turn.
         let fresh = sharing == Sharing::Opened;
-        let prefetched = match fresh {
-            true => self.prefetch_before_ready(&layer, labels),
-            false => prefetch::PrefetchOutcome::None,
+        // Containers wait on an adopted mount: it serves at once, without the prefetch
+        // (the background fetch still fills it).
+        let prefetched = match (fresh, adopted.is_some()) {
+            (true, false) => self.prefetch_before_ready(&layer, labels),
+            _ => prefetch::PrefetchOutcome::None,
         };
         let files = Arc::new(LayerFiles {
             layer: layer.clone(),
             recorder,
         });
-        let handle = fs::mount(
-            mountpoint,
-            files,
-            self.runtime.clone(),
-            &self.fuse.mount_options(),
-        )?;
-        tracing::info!(%digest, mountpoint = %mountpoint.display(), shared = !fresh, "layer mounted lazily");
+        let handle = self.attach(mountpoint, files, adopted)?;
+        tracing::info!(%digest, mountpoint = %mountpoint.display(), shared = !fresh, adopted = handle.adopted(), "layer mounted lazily");
         if let (Some(background), true) = (&self.background, fresh) {
             background.add(&layer);
         }
@@ -295,14 +356,15 @@ impl FuseMounter {
         Ok(())
     }
 
-    /// Mounts a layer without eStargz labels through its image's SOCI index; false when
-    /// the image has none (the caller goes on as for any other layer).
+    /// Mounts a layer without eStargz labels through its image's SOCI index; gives
+    /// `adopted` back when the image has none (the caller goes on as for any other layer).
     fn mount_soci(
         &self,
         mountpoint: &Path,
         location: &BlobLocation,
         labels: &Labels,
-    ) -> Result<bool, LazyError> {
+        adopted: Option<OwnedFd>,
+    ) -> Result<Result<(), Option<OwnedFd>>, LazyError> {
         let digest = location.digest;
         let timeout = self.fuse.mount_timeout;
         let opening = async {
@@ -313,9 +375,10 @@ impl FuseMounter {
             .block_on(opening)
             .map_err(|_| LazyError::Timeout { digest, timeout })??;
         let Some(layer) = layer else {
-            return Ok(false);
+            return Ok(Err(adopted));
         };
-        if self.prefetch.enable && layer.has_prefetch() {
+        // Containers wait on an adopted mount: it serves at once.
+        if self.prefetch.enable && layer.has_prefetch() && adopted.is_none() {
             // Like the eStargz landmark: the learned spans come before ready, bounded.
             let timeout = self.prefetch.timeout;
             let prefetching = async {
@@ -330,15 +393,10 @@ impl FuseMounter {
             let dir = self.soci_check_dir();
             self.runtime.spawn(layer.clone().verify_whole_blob(dir));
         }
-        let handle = fs::mount(
-            mountpoint,
-            Arc::new(layer),
-            self.runtime.clone(),
-            &self.fuse.mount_options(),
-        )?;
-        tracing::info!(%digest, mountpoint = %mountpoint.display(), "layer mounted lazily through its soci index");
+        let handle = self.attach(mountpoint, Arc::new(layer), adopted)?;
+        tracing::info!(%digest, mountpoint = %mountpoint.display(), adopted = handle.adopted(), "layer mounted lazily through its soci index");
         self.lock().insert(mountpoint.to_path_buf(), handle);
-        Ok(true)
+        Ok(Ok(()))
     }
 
     /// Where whole blobs are downloaded (and removed after) to check SOCI indexes. The
@@ -506,8 +564,8 @@ async fn open_unchecked(
 
 impl Mounter for FuseMounter {
     fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError> {
-        self.mount_layer(mountpoint, labels).map_err(|e| {
-            self.board.fallback(labels, &e);
+        self.mount_layer(mountpoint, labels, None).map_err(|e| {
+            self.board.fallback(labels, FallbackReason::from(&e));
             MountError::NotRemote(e.to_string())
         })
     }

@@ -11,6 +11,7 @@
 //! (SIGTERM) unmounts its layers; the daemon mounts them again when it next starts it.
 
 pub mod client;
+mod fds;
 mod protocol;
 pub mod server;
 

@@ -1,5 +1,6 @@
 //! The daemon ↔ manager protocol: one JSON request line, one JSON response line, per
-//! connection.
+//! connection. A `/dev/fuse` connection travels attached to a line (SCM_RIGHTS): with the
+//! answer to `Mount` and `Connection`, with the request `Adopt`.
 
 use std::path::PathBuf;
 
@@ -25,6 +26,16 @@ pub(super) enum Request {
         orphan: bool,
     },
     Mounted,
+    /// Serve the layer on the `/dev/fuse` connection attached, that of its mount at
+    /// `mountpoint`, whose manager died (the daemon kept a copy).
+    Adopt {
+        mountpoint: PathBuf,
+        labels: Labels,
+    },
+    /// A copy of the connection serving `mountpoint` (a restarted daemon's copies).
+    Connection {
+        mountpoint: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +74,13 @@ mod tests {
                 orphan: true,
             },
             Request::Mounted,
+            Request::Adopt {
+                mountpoint: "/r/snapshots/2/fs".into(),
+                labels: Labels::new(),
+            },
+            Request::Connection {
+                mountpoint: "/r/snapshots/2/fs".into(),
+            },
         ];
         for request in requests {
             let line = serde_json::to_string(&request).expect("encode");

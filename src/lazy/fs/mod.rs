@@ -5,15 +5,18 @@
 //! tasks on a tokio runtime, so a FUSE thread never waits on the network. [`mount`]
 //! mounts it and returns a [`MountHandle`] that unmounts on drop.
 
+mod adopt;
 mod layer_fs;
 mod passthrough;
 pub mod readahead;
 mod view;
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
 
+pub use adopt::AdoptError;
 pub use layer_fs::LayerFs;
 pub use view::{LayerView, Node};
 
@@ -94,12 +97,23 @@ pub enum FsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("take over the fuse connection of {path}: {source}")]
+    Adopt {
+        path: PathBuf,
+        #[source]
+        source: AdoptError,
+    },
 }
 
 /// A mounted layer; dropping it unmounts.
 pub struct MountHandle {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
+    /// A copy of the `/dev/fuse` connection, to hand to the daemon (which keeps the
+    /// mount alive across this process's death) and, from it, to the next manager.
+    connection: OwnedFd,
+    /// Set when the connection was taken over from a dead process.
+    relay: Option<adopt::Relay>,
 }
 
 impl std::fmt::Debug for MountHandle {
@@ -116,6 +130,16 @@ impl MountHandle {
         &self.mountpoint
     }
 
+    /// A new copy of the mount's `/dev/fuse` connection.
+    pub fn connection(&self) -> std::io::Result<OwnedFd> {
+        self.connection.try_clone()
+    }
+
+    /// Whether the connection was taken over from another process.
+    pub fn adopted(&self) -> bool {
+        self.relay.is_some()
+    }
+
     /// Unmounts and waits for the FUSE threads to finish.
     pub fn unmount(mut self) -> Result<(), FsError> {
         self.unmount_inner()
@@ -126,12 +150,28 @@ impl MountHandle {
             return Ok(());
         };
         tracing::info!(mountpoint = %self.mountpoint.display(), "unmounting layer");
-        session
-            .umount_and_join()
-            .map_err(|source| FsError::Unmount {
-                path: self.mountpoint.clone(),
-                source,
-            })
+        let Some(relay) = self.relay.take() else {
+            return session
+                .umount_and_join()
+                .map_err(|source| FsError::Unmount {
+                    path: self.mountpoint.clone(),
+                    source,
+                });
+        };
+        // fuser did not mount this one: detach it as fuser does its own. The kernel
+        // then ends the connection, which ends the relay, which ends fuser's loop.
+        let detached = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        if detached.is_err() {
+            relay.stop();
+        }
+        relay.join();
+        if let Err(error) = session.join() {
+            tracing::debug!(%error, "adopted session ended");
+        }
+        detached.map_err(|errno| FsError::Unmount {
+            path: self.mountpoint.clone(),
+            source: errno.into(),
+        })
     }
 }
 
@@ -151,12 +191,13 @@ pub fn mount(
     options: &MountOptions,
 ) -> Result<MountHandle, FsError> {
     let fs = LayerFs::new(content, runtime, options);
-    let session = fuser::spawn_mount(fs, mountpoint, &fuser_config(options)).map_err(|source| {
-        FsError::Mount {
-            path: mountpoint.to_path_buf(),
-            source,
-        }
-    })?;
+    let failed = |source| FsError::Mount {
+        path: mountpoint.to_path_buf(),
+        source,
+    };
+    let session = fuser::Session::new(fs, mountpoint, &fuser_config(options)).map_err(failed)?;
+    let connection = session.as_fd().try_clone_to_owned().map_err(failed)?;
+    let session = session.spawn().map_err(failed)?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted layer");
     if options.read_ahead_kb > 0 {
         readahead::set(mountpoint, options.read_ahead_kb);
@@ -164,6 +205,44 @@ pub fn mount(
     Ok(MountHandle {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
+        connection,
+        relay: None,
+    })
+}
+
+/// Serves `content` on `connection`, the `/dev/fuse` connection of a layer mounted at
+/// `mountpoint` by a process that is gone (see [`adopt`](self::adopt)): the mount, its
+/// inode numbers (derived from the layer's TOC) and its open files stay as they were.
+pub fn adopt(
+    mountpoint: &Path,
+    connection: OwnedFd,
+    content: std::sync::Arc<dyn LayerContent>,
+    runtime: tokio::runtime::Handle,
+    options: &MountOptions,
+) -> Result<MountHandle, FsError> {
+    let adopt_failed = |source| FsError::Adopt {
+        path: mountpoint.to_path_buf(),
+        source,
+    };
+    let mount_failed = |source| FsError::Mount {
+        path: mountpoint.to_path_buf(),
+        source,
+    };
+    adopt::check_alive(&connection).map_err(adopt_failed)?;
+    let fs = LayerFs::new(content, runtime, options);
+    let (fusers, ours) = adopt::socket_pair().map_err(adopt_failed)?;
+    let config = fuser_config(options);
+    let session = fuser::Session::from_fd(fs, fusers, config.acl, config).map_err(mount_failed)?;
+    adopt::drop_init_reply(&ours).map_err(adopt_failed)?;
+    let session = session.spawn().map_err(mount_failed)?;
+    let copy = connection.try_clone().map_err(mount_failed)?;
+    let relay = adopt::start(copy, ours, mountpoint);
+    tracing::info!(mountpoint = %mountpoint.display(), "took over the layer's fuse connection");
+    Ok(MountHandle {
+        session: Some(session),
+        mountpoint: mountpoint.to_path_buf(),
+        connection,
+        relay: Some(relay),
     })
 }
 
