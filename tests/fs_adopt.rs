@@ -3,7 +3,8 @@
 //! (SCM_RIGHTS); it is SIGKILLed while a read it took is unanswered and a file is open;
 //! this process takes the connection over (`fs::adopt`, the relay in front of fuser).
 //! The mount never goes away, the lost read is answered (FUSE_NOTIFY_RESEND), the open
-//! file reads on, and inode numbers are those the dead process gave. Also measures what
+//! file reads on, and inode numbers are those the dead process gave; a file it opened
+//! with passthrough reopens with its backing id (from the mount's ledger). Also measures what
 //! the relay costs per request against a fresh mount.
 
 use std::collections::BTreeMap;
