@@ -8,13 +8,25 @@
 
 # bench_init NAME: builds the release binaries (sets CONVERT, SNAPSHOTTER, MAKE_IMAGE,
 # DELAY_PROXY), makes WORK and the namespace/veth names, installs the cleanup trap.
+# OUR_BIN=path measures that prebuilt estargz-snapshotter instead of building this tree's
+# (e.g. a copy of an older commit's release binary, for a before/after run in one sitting).
 bench_init() {
   log "build release binaries"
-  cargo build --release -q -p estargz-snapshotter -p estargz-convert
-  cargo build --release -q -p testkit --example make-image --example delay-proxy
   local target=${CARGO_TARGET_DIR:-$ROOT/target}/release
+  if [[ -n "${OUR_BIN:-}" ]]; then
+    if [[ ! -x $OUR_BIN ]]; then
+      echo "OUR_BIN=$OUR_BIN is not an executable file" >&2
+      exit 1
+    fi
+    cargo build --release -q -p estargz-convert
+    SNAPSHOTTER=$(readlink -f "$OUR_BIN")
+    log "daemon under test: $SNAPSHOTTER (OUR_BIN)"
+  else
+    cargo build --release -q -p estargz-snapshotter -p estargz-convert
+    SNAPSHOTTER=$target/estargz-snapshotter
+  fi
+  cargo build --release -q -p testkit --example make-image --example delay-proxy
   CONVERT=$target/estargz-convert
-  SNAPSHOTTER=$target/estargz-snapshotter
   MAKE_IMAGE=$target/examples/make-image
   DELAY_PROXY=$target/examples/delay-proxy
 

@@ -226,7 +226,7 @@ impl Snapshots for SnapshotService {
 
     async fn cleanup(&self, _request: Request<pb::CleanupRequest>) -> Result<Response<()>, Status> {
         let report = self.run(|s| s.cleanup()).await?;
-        crate::metrics::global().cleaned_up(&report);
+        crate::metrics::global().cleaned_up(report.mounts.len(), report.directories.len());
         tracing::info!(
             mounts = report.mounts.len(),
             directories = report.directories.len(),

@@ -117,7 +117,7 @@ fn show_status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start tokio runtime")?;
-    let (report, raw) = runtime.block_on(status::client::fetch(socket))?;
+    let (report, raw) = runtime.block_on(status::cli::fetch(socket))?;
     if json {
         println!("{}", raw.trim_end());
     } else {
@@ -125,7 +125,7 @@ fn show_status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        print!("{}", status::client::render(&report, now));
+        print!("{}", status::cli::render(&report, now));
     }
     Ok(())
 }

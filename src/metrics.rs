@@ -1,8 +1,8 @@
 //! Prometheus metrics of the daemon: one registry of every metric (bytes fetched, range
 //! requests, chunk cache lookups, fallbacks, mounts, per-layer progress), the one-line
-//! recording calls the rest of the crate makes, the fixed table mapping a lazy-mount
-//! error to a fallback reason, and the `[metrics]` config. The HTTP endpoint serving
-//! [`Metrics::encode`] is in `status::server`.
+//! recording calls the rest of the crate makes, the fixed set of fallback reasons (which
+//! error counts as which is decided where the errors are, in `lazy::fallback`), and the `[metrics]` config. The HTTP endpoint serving
+//! [`Metrics::encode`] is in `status::endpoint`.
 //!
 //! Labels only ever hold values from fixed sets, plus layer digests: never error text,
 //! URLs, credentials or paths from images.
@@ -20,10 +20,9 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::{Deserialize, Deserializer};
 use std::sync::atomic::AtomicU64;
 
-use crate::lazy::layer::{FetchError, LayerError};
-use crate::lazy::source::LabelError;
-use crate::lazy::LazyError;
-use crate::snapshot::CleanupReport;
+pub use crate::lazy::fallback::FallbackReason;
+use crate::lazy::observe::Observer;
+pub use crate::lazy::observe::TOC_KIND;
 
 /// Metrics settings (the `[metrics]` table of the daemon config).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -44,110 +43,6 @@ fn optional_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr
         .parse()
         .map(Some)
         .map_err(serde::de::Error::custom)
-}
-
-/// Why a layer was not mounted lazily: a small fixed set derived from the error type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FallbackReason {
-    /// The Prepare labels name no image reference and layer digest.
-    NoLabels,
-    /// A reference or digest label does not parse.
-    BadLabels,
-    /// No TOC digest label while verification is on.
-    NoTocDigest,
-    /// The TOC does not match its digest label.
-    TocMismatch,
-    /// The blob has no eStargz footer.
-    NotEstargz,
-    /// The TOC is malformed, too large or refused by the index.
-    InvalidToc,
-    /// The registry lookup or a range request failed.
-    Registry,
-    /// Opening the layer took too long.
-    Timeout,
-    /// The FUSE mount failed.
-    Fuse,
-    /// The snapshot store could not commit the mounted layer.
-    Commit,
-    /// Anything else (cache setup, a failed task).
-    Internal,
-    /// A SOCI index or zTOC was found but cannot be used (wrong layer, malformed).
-    InvalidSociIndex,
-}
-
-impl FallbackReason {
-    pub const ALL: [FallbackReason; 12] = [
-        FallbackReason::NoLabels,
-        FallbackReason::BadLabels,
-        FallbackReason::NoTocDigest,
-        FallbackReason::TocMismatch,
-        FallbackReason::NotEstargz,
-        FallbackReason::InvalidToc,
-        FallbackReason::Registry,
-        FallbackReason::Timeout,
-        FallbackReason::Fuse,
-        FallbackReason::Commit,
-        FallbackReason::Internal,
-        FallbackReason::InvalidSociIndex,
-    ];
-
-    /// The `reason` label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            FallbackReason::NoLabels => "no_labels",
-            FallbackReason::BadLabels => "bad_labels",
-            FallbackReason::NoTocDigest => "no_toc_digest",
-            FallbackReason::TocMismatch => "toc_mismatch",
-            FallbackReason::NotEstargz => "not_estargz",
-            FallbackReason::InvalidToc => "invalid_toc",
-            FallbackReason::Registry => "registry",
-            FallbackReason::Timeout => "timeout",
-            FallbackReason::Fuse => "fuse",
-            FallbackReason::Commit => "commit",
-            FallbackReason::Internal => "internal",
-            FallbackReason::InvalidSociIndex => "invalid_soci_index",
-        }
-    }
-}
-
-impl From<&LazyError> for FallbackReason {
-    fn from(error: &LazyError) -> FallbackReason {
-        match error {
-            LazyError::Labels(LabelError::Missing) => FallbackReason::NoLabels,
-            LazyError::Labels(_) => FallbackReason::BadLabels,
-            LazyError::Client(_) | LazyError::Remote(_) => FallbackReason::Registry,
-            LazyError::Layer(layer) => FallbackReason::from(layer),
-            LazyError::Fs(_) => FallbackReason::Fuse,
-            LazyError::Timeout { .. } => FallbackReason::Timeout,
-            LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
-            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
-        }
-    }
-}
-
-impl From<&LayerError> for FallbackReason {
-    fn from(error: &LayerError) -> FallbackReason {
-        match error {
-            LayerError::Remote(_) => FallbackReason::Registry,
-            LayerError::Footer { .. } => FallbackReason::NotEstargz,
-            LayerError::BadTocRange { .. }
-            | LayerError::TocTooLarge { .. }
-            | LayerError::Toc { .. }
-            | LayerError::Index { .. }
-            | LayerError::NotAFile { .. }
-            | LayerError::ChunkSize { .. } => FallbackReason::InvalidToc,
-            LayerError::MissingTocDigest { .. } => FallbackReason::NoTocDigest,
-            LayerError::TocDigestMismatch { .. } => FallbackReason::TocMismatch,
-            LayerError::Timeout { .. } => FallbackReason::Timeout,
-            LayerError::Fetch(fetch) => match fetch.as_ref() {
-                FetchError::Remote { .. } => FallbackReason::Registry,
-                FetchError::TimedOut { .. } => FallbackReason::Timeout,
-                FetchError::Chunk { .. } | FetchError::Lost { .. } => FallbackReason::InvalidToc,
-                FetchError::Task { .. } => FallbackReason::Internal,
-            },
-            LayerError::Task { .. } => FallbackReason::Internal,
-        }
-    }
 }
 
 /// Where a chunk lookup was answered.
@@ -172,9 +67,6 @@ impl CacheResult {
 pub const ORPHAN_MOUNT: &str = "mount";
 /// Kind label of an orphan snapshot directory.
 pub const ORPHAN_DIRECTORY: &str = "directory";
-
-/// Kind label of TOC and footer reads when a layer is opened.
-pub const TOC_KIND: &str = "toc";
 
 type Labels1 = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
@@ -350,12 +242,13 @@ impl Metrics {
         self.adopted.inc();
     }
 
-    /// Counts the orphans one Cleanup (or the startup sweep) removed.
-    pub fn cleaned_up(&self, report: &CleanupReport) {
-        for _ in &report.mounts {
+    /// Counts the orphans one Cleanup (or the startup sweep) removed: `mounts` stale
+    /// mounts and `directories` directories.
+    pub fn cleaned_up(&self, mounts: usize, directories: usize) {
+        for _ in 0..mounts {
             self.orphan_removed(ORPHAN_MOUNT);
         }
-        for _ in &report.directories {
+        for _ in 0..directories {
             self.orphan_removed(ORPHAN_DIRECTORY);
         }
     }
@@ -413,6 +306,29 @@ impl Drop for RequestTimer<'_> {
     }
 }
 
+/// The metrics hear what the data path reports (installed by the process at startup).
+impl Observer for Metrics {
+    fn fetched(&self, kind: &'static str, bytes: u64) {
+        Metrics::fetched(self, kind, bytes);
+    }
+
+    fn request_finished(&self, kind: &'static str, result: &'static str, elapsed: Duration) {
+        self.finish_request(kind, result, elapsed);
+    }
+
+    fn chunk_lookups(&self, total: usize, memory: usize, local: usize) {
+        Metrics::chunk_lookups(self, total, memory, local);
+    }
+
+    fn cache_disk_write_failure(&self) {
+        Metrics::cache_disk_write_failure(self);
+    }
+
+    fn fallback(&self, reason: FallbackReason) {
+        Metrics::fallback(self, reason);
+    }
+}
+
 /// The daemon's metrics.
 pub fn global() -> &'static Metrics {
     static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -425,7 +341,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[cfg(test)]
 mod tests {
     use super::*;
-    use estargz::Digest;
 
     /// The value of the sample line starting with `series ` in `text`.
     fn sample(text: &str, series: &str) -> Option<f64> {
@@ -488,84 +403,6 @@ mod tests {
         }
         let count = "estargz_range_request_duration_seconds_count{kind=\"prefetch\"}";
         assert_eq!(sample(&text, count), Some(3.0), "{text}");
-    }
-
-    #[test]
-    fn fallback_reasons_come_from_the_error_type() {
-        let blob = Digest::from_bytes([1; 32]);
-        let cases: Vec<(&str, LazyError, &str)> = vec![
-            (
-                "missing labels",
-                LazyError::Labels(LabelError::Missing),
-                "no_labels",
-            ),
-            (
-                "bad digest label",
-                LazyError::Labels(LabelError::BadDigest {
-                    label: "l".into(),
-                    value: "v".into(),
-                    reason: "r".into(),
-                }),
-                "bad_labels",
-            ),
-            (
-                "no toc digest",
-                LayerError::MissingTocDigest { blob }.into(),
-                "no_toc_digest",
-            ),
-            (
-                "toc mismatch",
-                LayerError::TocDigestMismatch {
-                    blob,
-                    expected: blob,
-                    actual: Digest::from_bytes([2; 32]),
-                }
-                .into(),
-                "toc_mismatch",
-            ),
-            (
-                "toc too large",
-                LayerError::TocTooLarge {
-                    blob,
-                    size: 2,
-                    max: 1,
-                }
-                .into(),
-                "invalid_toc",
-            ),
-            (
-                "registry",
-                crate::lazy::source::RemoteError::Unavailable {
-                    digest: blob,
-                    reason: "down",
-                }
-                .into(),
-                "registry",
-            ),
-            (
-                "open timeout",
-                LazyError::Timeout {
-                    digest: blob,
-                    timeout: Duration::from_secs(1),
-                },
-                "timeout",
-            ),
-            (
-                "not mounted",
-                LazyError::NotMounted("/x".into()),
-                "internal",
-            ),
-        ];
-        for (name, error, want) in cases {
-            assert_eq!(FallbackReason::from(&error).label(), want, "{name}");
-        }
-        let labels: std::collections::HashSet<_> =
-            FallbackReason::ALL.iter().map(|r| r.label()).collect();
-        assert_eq!(
-            labels.len(),
-            FallbackReason::ALL.len(),
-            "labels are distinct"
-        );
     }
 
     #[test]

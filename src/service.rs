@@ -32,7 +32,7 @@ use crate::manager::{self, ManagerMounter};
 use crate::private_fs::{self, PrivateFsError};
 use crate::proto::snapshots::snapshots_server::SnapshotsServer;
 use crate::snapshot::{self, Mounter, Store};
-use crate::status::{self, server::ServerError};
+use crate::status::{self, endpoint::ServerError};
 use crate::unix_socket::{self, BindError};
 
 /// The device FUSE mounts need.
@@ -91,6 +91,7 @@ impl Lazy {
 /// Serves until `shutdown` resolves.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     secure_state(config)?;
+    crate::lazy::observe::install(crate::metrics::global());
     let root = config.root.clone();
     let lazy = if config.fuse.manager {
         match fuse_available(config) {
@@ -187,9 +188,9 @@ fn notify_systemd(sent: Result<bool, crate::notify::NotifyError>, state: &str) {
 async fn start_status(
     config: &Config,
     board: Arc<crate::status::Board>,
-) -> Result<status::server::Endpoints, Error> {
+) -> Result<status::endpoint::Endpoints, Error> {
     let socket = status::socket_path(&config.root);
-    Ok(status::server::start(&config.metrics, &socket, board).await?)
+    Ok(status::endpoint::start(&config.metrics, &socket, board).await?)
 }
 
 /// The CRI image-service proxy and the Secrets watch, when configured.
@@ -229,7 +230,7 @@ impl Keychains {
     }
 }
 
-fn stop_status(endpoints: Option<status::server::Endpoints>) {
+fn stop_status(endpoints: Option<status::endpoint::Endpoints>) {
     if let Some(endpoints) = endpoints {
         endpoints.shutdown();
     }
@@ -394,7 +395,7 @@ fn converge(
 fn sweep_orphans(store: &Store) {
     match store.cleanup() {
         Ok(report) => {
-            crate::metrics::global().cleaned_up(&report);
+            crate::metrics::global().cleaned_up(report.mounts.len(), report.directories.len());
             tracing::info!(
                 mounts = report.mounts.len(),
                 directories = report.directories.len(),

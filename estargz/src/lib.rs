@@ -15,6 +15,7 @@ pub mod digest;
 pub mod footer;
 pub mod index;
 mod modtime;
+pub mod path;
 pub mod reader;
 pub mod soci;
 #[cfg(any(test, feature = "testutil"))]

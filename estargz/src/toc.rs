@@ -406,7 +406,7 @@ fn json_from_gzip_tar(region: &[u8]) -> Result<Vec<u8>, TocError> {
         .map_err(TocError::Tar)?;
     let path = entry.path_bytes();
     let name = String::from_utf8_lossy(&path);
-    if crate::index::normalize_name(&name) != TOC_TAR_NAME {
+    if crate::path::normalize_name(&name) != TOC_TAR_NAME {
         return Err(TocError::UnexpectedEntry(truncated(&name)));
     }
     if entry.size() > MAX_TOC_JSON_SIZE {

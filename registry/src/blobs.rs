@@ -8,14 +8,15 @@ use std::ops::Range;
 use bytes::Bytes;
 use estargz::Digest;
 use futures_util::{StreamExt, TryStreamExt};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use reqwest::header::{CONTENT_LENGTH, RANGE};
 use reqwest::{Method, Response, StatusCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::range_answer::{content_range, not_satisfiable, protocol};
 use crate::range_body::RangeBody;
-use crate::ranges::{merge_ranges, parse_content_range, range_header, ContentRange};
+use crate::ranges::{merge_ranges, range_header};
 use crate::reference::Reference;
 use crate::retry::with_retries;
 use crate::stream::BlobStream;
@@ -337,60 +338,6 @@ async fn receive_tail(
         .collect()
         .await?;
     Ok(BlobTail { bytes, size })
-}
-
-/// The response's parsed `Content-Range` header.
-fn content_range(call: &Call<'_>, response: &Response) -> Result<ContentRange, Error> {
-    let header = response
-        .headers()
-        .get(CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    parse_content_range(header)
-        .ok_or_else(|| protocol(call, format!("bad Content-Range {header:?}")))
-}
-
-pub(crate) fn check_content_range(
-    call: &Call<'_>,
-    digest: &Digest,
-    range: &Range<u64>,
-    response: &Response,
-) -> Result<(), Error> {
-    let parsed = content_range(call, response)?;
-    if parsed.total.is_some_and(|total| total < range.end) {
-        return Err(not_satisfiable(call, digest, range));
-    }
-    if parsed.range != *range {
-        return Err(protocol(
-            call,
-            format!(
-                "Content-Range {:?} for a request of {}..{}",
-                parsed.range, range.start, range.end
-            ),
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn not_satisfiable(call: &Call<'_>, digest: &Digest, range: &Range<u64>) -> Error {
-    Error::RangeNotSatisfied {
-        method: call.method.to_string(),
-        url: call.shown_url(),
-        digest: *digest,
-        range: range.clone(),
-    }
-}
-
-pub(crate) fn protocol(call: &Call<'_>, problem: String) -> Error {
-    Error::Protocol {
-        method: call.method.to_string(),
-        url: call.shown_url(),
-        problem,
-    }
-}
-
-pub(crate) fn len_u64(bytes: &[u8]) -> u64 {
-    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
 }
 
 /// `absolute - base` as an index into a buffer that starts at `base` (merge_ranges

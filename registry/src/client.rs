@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::auth::AuthCache;
+use crate::auth_cache::AuthCache;
 use crate::config::ClientConfig;
 use crate::credentials::{read_docker_config, Credential, Credentials, Helpers};
 use crate::docker_creds::DockerCreds;
@@ -12,10 +12,9 @@ use crate::endpoints::EndpointCache;
 use crate::error::Error;
 
 use crate::hosts::TlsSettings;
-use crate::mirrors::MirrorHealth;
-use crate::multipart::SingleRangeHosts;
-use crate::refresh::{RefreshHook, REFRESH_MIN_INTERVAL};
-use crate::refresh_gate::RefreshGate;
+use crate::mirror_health::MirrorHealth;
+use crate::refresh_gate::{RefreshGate, RefreshHook, REFRESH_MIN_INTERVAL};
+use crate::single_range::SingleRangeHosts;
 
 /// An OCI distribution client. Clones share connections, tokens and credentials.
 #[derive(Clone)]

@@ -9,6 +9,7 @@
 //! each with its TLS settings (`tls.rs`).
 
 mod auth;
+mod auth_cache;
 mod blobs;
 mod challenge;
 mod client;
@@ -20,8 +21,10 @@ mod error;
 mod helpers;
 mod hosts;
 mod manifests;
+mod mirror_health;
 mod mirrors;
 mod multipart;
+mod range_answer;
 mod range_body;
 mod ranges;
 mod reference;
@@ -29,6 +32,7 @@ mod referrers;
 mod refresh;
 mod refresh_gate;
 mod retry;
+mod single_range;
 mod stream;
 mod tls;
 mod transport;
@@ -42,7 +46,7 @@ pub use error::Error;
 pub use estargz::Digest;
 pub use hosts::HostsError;
 pub use manifests::{Manifest, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE};
-pub use mirrors::MIRROR_PENALTY;
+pub use mirror_health::MIRROR_PENALTY;
 pub use multipart::MultiRangeBody;
 pub use range_body::RangeBody;
 pub use reference::{Reference, ReferenceError};

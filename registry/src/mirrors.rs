@@ -4,49 +4,16 @@
 //! A mirror is any host serving the distribution API for the same repository names (a
 //! pull-through cache, a node-local or peer-to-peer mirror such as Spegel or Dragonfly).
 //! A mirror that fails (other than not having the content) is skipped for
-//! [`MIRROR_PENALTY`], so a dead mirror costs one failed attempt, not one per read. Writes
+//! [`MIRROR_PENALTY`](crate::MIRROR_PENALTY), so a dead mirror costs one failed attempt, not one per read. Writes
 //! never go to mirrors. The mirrors are the registry's endpoints before its server, as
 //! `hosts.rs` resolves them (`[remote] mirrors`, then hosts.toml `[host]` entries); a
 //! mirror host's credentials are looked up under its own host name, as containerd does.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::error::Error;
 use crate::reference::Reference;
-
-/// How long a mirror that failed is left out before it is tried again.
-pub const MIRROR_PENALTY: Duration = Duration::from_secs(15);
-
-/// Mirrors that failed recently, by host.
-#[derive(Default)]
-pub(crate) struct MirrorHealth {
-    down_until: Mutex<HashMap<String, Instant>>,
-}
-
-impl MirrorHealth {
-    fn is_down(&self, host: &str) -> bool {
-        let Ok(map) = self.down_until.lock() else {
-            return false;
-        };
-        map.get(host).is_some_and(|until| Instant::now() < *until)
-    }
-
-    fn mark_down(&self, host: &str) {
-        if let Ok(mut map) = self.down_until.lock() {
-            map.insert(host.to_owned(), Instant::now() + MIRROR_PENALTY);
-        }
-    }
-
-    fn mark_up(&self, host: &str) {
-        if let Ok(mut map) = self.down_until.lock() {
-            map.remove(host);
-        }
-    }
-}
 
 impl Client {
     /// The endpoints of `repo`'s registry other than its server that may serve this read

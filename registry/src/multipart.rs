@@ -8,9 +8,7 @@
 //! the caller is told to ask range by range, and the body of such an answer is never
 //! read (no whole blob for one miss).
 
-use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::{Mutex, PoisonError};
 
 use bytes::{Buf, Bytes, BytesMut};
 use estargz::Digest;
@@ -25,24 +23,6 @@ use crate::transport::transport_error;
 
 /// Longest part head (boundary line and part headers) accepted.
 const MAX_PART_HEAD: usize = 16 << 10;
-
-/// Registry hosts known to answer multi-range requests with something else than parts.
-#[derive(Debug, Default)]
-pub(crate) struct SingleRangeHosts(Mutex<HashSet<String>>);
-
-impl SingleRangeHosts {
-    fn contains(&self, host: &str) -> bool {
-        self.lock().contains(host)
-    }
-
-    fn insert(&self, host: &str) -> bool {
-        self.lock().insert(host.to_owned())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 impl Client {
     /// Whether a multi-range request to `repo`'s registry (or its mirrors) is worth

@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use estargz::Digest;
 use reqwest::{Response, StatusCode};
 
-use crate::blobs::{check_content_range, len_u64, not_satisfiable, protocol};
 use crate::error::Error;
+use crate::range_answer::{check_content_range, len_u64, not_satisfiable, protocol};
 use crate::transport::{transport_error, Call};
 
 /// Buffers for collected bodies start at most this big; they grow as bytes arrive.

@@ -16,24 +16,16 @@
 //! (`Client::ensure_credential`, state in `docker_creds.rs`).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::credentials::{read_docker_config, Credential, Credentials};
 use crate::helpers;
+use crate::refresh_gate::RefreshHook;
 
-/// The shortest time between two hook calls for one registry host.
-pub(crate) const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a refused request waits for the hook before the refusal stands.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a refresh hook returns: every credential its source now has, by host.
-pub(crate) type RefreshFuture = Pin<Box<dyn Future<Output = Credentials> + Send>>;
-
-/// A keychain's way to fetch credentials anew, given the refusing registry's host.
-pub(crate) type RefreshHook = Arc<dyn Fn(String) -> RefreshFuture + Send + Sync>;
 
 impl Client {
     /// Registers `hook`, called when a registry refuses a credential and nothing fresher

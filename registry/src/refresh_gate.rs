@@ -3,13 +3,26 @@
 //! instead of starting their own; after a refresh finishes, none runs again for that host
 //! until `min_interval` has passed (a registry that keeps refusing, e.g. a revoked grant,
 //! costs the credential source one request per interval, not one per chunk read).
+//! The hook a keychain registers to refresh credentials is typed here too.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::credentials::Credentials;
+
+/// The shortest time between two hook calls for one registry host.
+pub(crate) const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a refresh hook returns: every credential its source now has, by host.
+pub(crate) type RefreshFuture = Pin<Box<dyn Future<Output = Credentials> + Send>>;
+
+/// A keychain's way to fetch credentials anew, given the refusing registry's host.
+pub(crate) type RefreshHook = Arc<dyn Fn(String) -> RefreshFuture + Send + Sync>;
 
 /// Per host: when its last refresh finished. The async lock is held while one runs.
 type Slot = Arc<tokio::sync::Mutex<Option<Instant>>>;

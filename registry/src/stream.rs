@@ -6,9 +6,9 @@ use estargz::{Digest, Hasher};
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Method, Response, StatusCode};
 
-use crate::blobs::len_u64;
 use crate::client::Client;
 use crate::error::Error;
+use crate::range_answer::len_u64;
 use crate::ranges::parse_content_range;
 use crate::reference::Reference;
 use crate::retry::backoff;

@@ -1,9 +1,10 @@
-//! What talking to the API server takes ([`ApiAccess`]), and where the keychain gets it:
-//! the kubeconfig file when there is one, else, inside a pod, the pod's service account
+//! Where the keychain gets its access to the API server ([`ApiAccess`]): the kubeconfig
+//! file when there is one, else, inside a pod, the pod's service account
 //! (`in_cluster`), as client-go's in-cluster config does.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::api_access::ApiAccess;
 use super::in_cluster::{self, InClusterError, ServiceEnv};
 use super::kubeconfig::{self, KubeconfigError};
 use super::KubeconfigKeychainConfig;
@@ -15,46 +16,6 @@ pub enum AccessError {
     Kubeconfig(#[from] KubeconfigError),
     #[error(transparent)]
     InCluster(#[from] InClusterError),
-}
-
-/// The bearer token sent to the API server.
-#[derive(Clone, PartialEq, Eq)]
-pub enum BearerToken {
-    Fixed(String),
-    /// Read again for every request: kubelet rotates projected service-account tokens.
-    File(PathBuf),
-}
-
-/// What talking to the API server takes.
-pub struct ApiAccess {
-    /// Base URL, e.g. `https://10.0.0.1:6443`.
-    pub server: String,
-    pub http: reqwest::Client,
-    /// Sent as `Authorization: Bearer`; never logged.
-    pub token: Option<BearerToken>,
-}
-
-impl std::fmt::Debug for ApiAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiAccess")
-            .field("server", &self.server)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish_non_exhaustive()
-    }
-}
-
-impl ApiAccess {
-    /// The token to send now, if any.
-    pub fn bearer_token(&self) -> std::io::Result<Option<String>> {
-        match &self.token {
-            None => Ok(None),
-            Some(BearerToken::Fixed(token)) => Ok(Some(token.clone())),
-            Some(BearerToken::File(path)) => {
-                let text = std::fs::read(path)?;
-                Ok(Some(String::from_utf8_lossy(&text).trim().to_owned()))
-            }
-        }
-    }
 }
 
 /// Where the access comes from.
@@ -100,6 +61,7 @@ pub fn describe(config: &KubeconfigKeychainConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube::api_access::BearerToken;
 
     #[test]
     fn kubeconfig_first_then_the_pod_service_account() {

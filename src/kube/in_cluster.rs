@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::access::{ApiAccess, BearerToken};
+use super::api_access::{ApiAccess, BearerToken};
 
 pub const DEFAULT_SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const TOKEN_FILE: &str = "token";

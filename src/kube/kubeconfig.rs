@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::access::{ApiAccess, BearerToken};
+use super::api_access::{ApiAccess, BearerToken};
 
 /// Errors reading a kubeconfig.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@
 //! `in_cluster`), `secrets` lists and decodes the Secrets.
 
 pub mod access;
+pub mod api_access;
 pub mod in_cluster;
 pub mod kubeconfig;
 pub mod secrets;
@@ -22,7 +23,8 @@ use registry::Credentials;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
-pub use access::{AccessError, ApiAccess};
+pub use access::AccessError;
+pub use api_access::ApiAccess;
 pub use kubeconfig::KubeconfigError;
 pub use secrets::SecretsError;
 
@@ -184,7 +186,7 @@ mod tests {
         let access = ApiAccess {
             server,
             http: reqwest::Client::new(),
-            token: Some(access::BearerToken::Fixed("node-token".into())),
+            token: Some(api_access::BearerToken::Fixed("node-token".into())),
         };
         let found = secrets::list_credentials(&access).await.unwrap();
         let basic = |user: &str| Credential::Basic {

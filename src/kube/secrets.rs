@@ -9,7 +9,7 @@ use base64::Engine as _;
 use registry::{Credential, Credentials};
 use serde::Deserialize;
 
-use super::access::ApiAccess;
+use super::api_access::ApiAccess;
 
 /// The Secret type whose data is a docker config file.
 pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";

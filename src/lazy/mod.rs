@@ -10,14 +10,17 @@
 //! `layer/fetch.rs`, `layer/window.rs` and `layer/receive.rs`, priorities on the wire in
 //! [`link`], and the bytes from a [`source::BlobSource`] (the registry). The
 //! [`producers`] (prefetch at mount, background fetch, pre-open, recording) feed the same
-//! layers and never fetch on their own.
+//! layers and never fetch on their own. What the path reports goes to the one
+//! [`observe::Observer`] the process installs; why a layer falls back is [`fallback`].
 
 pub mod cache;
+pub mod fallback;
 pub mod fs;
 pub mod layer;
 pub mod layers;
 pub mod link;
 pub mod mounter;
+pub mod observe;
 pub mod producers;
 pub mod soci;
 pub mod source;

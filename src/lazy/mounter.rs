@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::runtime::Handle;
 
 use crate::lazy::cache::{CacheConfig, CacheError, ChunkCache};
+use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::{self, FsError, LayerContent, MountHandle, MountOptions};
 use crate::lazy::layer::{Layer, LayerConfig, LayerError};
 use crate::lazy::layers::{SharedLayers, Sharing};
@@ -54,6 +55,21 @@ pub enum LazyError {
     NotMounted(PathBuf),
     #[error("soci index: {0}")]
     Soci(#[from] crate::lazy::soci::SociError),
+}
+
+impl From<&LazyError> for FallbackReason {
+    fn from(error: &LazyError) -> FallbackReason {
+        match error {
+            LazyError::Labels(LabelError::Missing) => FallbackReason::NoLabels,
+            LazyError::Labels(_) => FallbackReason::BadLabels,
+            LazyError::Client(_) | LazyError::Remote(_) => FallbackReason::Registry,
+            LazyError::Layer(layer) => FallbackReason::from(layer),
+            LazyError::Fs(_) => FallbackReason::Fuse,
+            LazyError::Timeout { .. } => FallbackReason::Timeout,
+            LazyError::Cache(_) | LazyError::NotMounted(_) => FallbackReason::Internal,
+            LazyError::Soci(_) => FallbackReason::InvalidSociIndex,
+        }
+    }
 }
 
 /// FUSE settings (the `[fuse]` table of the daemon config).
@@ -549,7 +565,7 @@ async fn open_unchecked(
 impl Mounter for FuseMounter {
     fn mount(&self, mountpoint: &Path, labels: &Labels) -> Result<(), MountError> {
         self.mount_layer(mountpoint, labels, None).map_err(|e| {
-            self.board.fallback(labels, &e);
+            self.board.fallback(labels, FallbackReason::from(&e));
             MountError::NotRemote(e.to_string())
         })
     }

@@ -21,12 +21,13 @@ use crate::status;
 /// Serves until `shutdown` resolves, then unmounts every layer.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     service::secure_state(config)?;
+    crate::lazy::observe::install(metrics::global());
     let socket = super::socket_path(&config.root);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Err(Error::ManagerRunning(socket));
     }
     let mounter = service::fuse_mounter(config)?.ok_or(Error::NoFuse)?;
-    let endpoints = status::server::start(
+    let endpoints = status::endpoint::start(
         &config.metrics,
         &status::socket_path(&config.root),
         mounter.board(),

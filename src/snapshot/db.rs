@@ -40,7 +40,7 @@ pub(crate) enum Backing {
     /// Files in the snapshot's own `fs` directory.
     #[default]
     Local,
-    /// A layer lazily mounted on the `fs` directory by the [`super::remote::Mounter`].
+    /// A layer lazily mounted on the `fs` directory by the [`super::Mounter`].
     Remote,
     /// Written before a lazy mount is attempted and replaced at commit: a crash in between
     /// leaves this mark, so the restart knows a mount there belongs to no snapshot.

@@ -1,14 +1,16 @@
 //! containerd snapshot semantics: the domain types and the error enum of the snapshot
 //! store. The store itself lives in `store`, its persistence in `db`, the overlay
 //! mount shapes in `mounts`, List filters in [`filter`], disk usage in `usage`, the dead
-//! FUSE mounts a killed daemon left in `stale`, and what no snapshot owns (crash
-//! leftovers) in `orphans`.
+//! FUSE mounts a killed daemon left in `stale`, what no snapshot owns (crash
+//! leftovers) in `orphans`, the seam lazy pulling plugs into in `seam`, and a Prepare
+//! served lazily in `remote`.
 
 mod db;
 pub mod filter;
 mod mounts;
 mod orphans;
 pub mod remote;
+mod seam;
 mod stale;
 mod store;
 mod turns;
@@ -21,7 +23,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use orphans::CleanupReport;
-pub use remote::{MountError, Mounter};
+pub use seam::{
+    MountError, Mounter, DEFAULT_ATTEMPT_TIMEOUT, REMOTE_LABEL, REMOTE_LABEL_VALUE,
+    SNAPSHOT_REF_LABEL,
+};
 pub use store::Store;
 
 /// Labels attached to a snapshot.

@@ -13,23 +13,12 @@
 //! it; then whatever is still mounted is detached) and removed. One failure does not stop
 //! the rest: it is reported, and the next Cleanup tries again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 
 use super::db::{self, Backing, SNAPSHOTS};
 use super::stale;
 use super::{Error, Store};
-
-/// Ids of the snapshots this process is mounting lazily right now.
-#[derive(Default)]
-pub(super) struct InFlight(Mutex<HashSet<u64>>);
-
-impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 /// Keeps a snapshot's lazy mount owned until dropped (after its commit or fallback).
 pub(super) struct MountIntent<'a> {
@@ -226,9 +215,9 @@ fn snapshot_id(snapshots: &Path, point: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::remote::SNAPSHOT_REF_LABEL;
+    use crate::snapshot::SNAPSHOT_REF_LABEL;
     use crate::snapshot::{Labels, MountError, Mounter};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     const NS: &str = "ns";
 

@@ -7,9 +7,10 @@
 //! and mounts, which [`Store::cleanup`] (in `orphans`) removes. Lazy mounts a killed
 //! daemon left dead on those directories are detached when the store opens.
 
+use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use redb::ReadableTable;
@@ -17,12 +18,21 @@ use redb::ReadableTable;
 use super::db::{self, Backing, Record, CHILDREN, SNAPSHOTS};
 use super::filter::Filter;
 use super::mounts::mounts;
-use super::orphans::InFlight;
-use super::remote::{Mounter, SNAPSHOT_REF_LABEL};
+use super::seam::{Mounter, SNAPSHOT_REF_LABEL};
 use super::stale;
 use super::turns::Turns;
 use super::usage::disk_usage;
 use super::{Error, Info, Kind, Labels, Mount, Usage};
+
+/// Ids of the snapshots this process is mounting lazily right now.
+#[derive(Default)]
+pub(super) struct InFlight(Mutex<HashSet<u64>>);
+
+impl InFlight {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// Persistent snapshot metadata plus the snapshot directories.
 pub struct Store {

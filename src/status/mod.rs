@@ -1,11 +1,11 @@
 //! Per-layer status for users: what each lazily mounted layer has fetched, how its
 //! prefetch went, whether background fetch finished, and the fallbacks seen. The
 //! [`Board`] is kept up to date by the lazy mounter and read by the status endpoint
-//! ([`server`]: `GET /status` on `<root>/status.sock`, and on the metrics address when
-//! configured); [`client`] is the `estargz-snapshotter status` side.
+//! ([`endpoint`]: `GET /status` on `<root>/status.sock`, and on the metrics address when
+//! configured); [`cli`] is the `estargz-snapshotter status` side.
 
-pub mod client;
-pub mod server;
+pub mod cli;
+pub mod endpoint;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use crate::lazy::layer::{FetchKind, Layer, WeakLayer};
 use crate::lazy::producers::prefetch::PrefetchOutcome;
 use crate::lazy::source::BlobLocation;
-use crate::lazy::LazyError;
 use crate::metrics::{self, FallbackReason};
 use crate::snapshot::Labels;
 
@@ -180,8 +179,7 @@ impl Board {
     }
 
     /// Records that the layer `labels` describe falls back to an ordinary pull.
-    pub fn fallback(&self, labels: &Labels, error: &LazyError) {
-        let reason = FallbackReason::from(error);
+    pub fn fallback(&self, labels: &Labels, reason: FallbackReason) {
         metrics::global().fallback(reason);
         let record = FallbackRecord {
             layer: BlobLocation::from_labels(labels)
@@ -268,7 +266,6 @@ mod tests {
 
     use super::*;
     use crate::lazy::cache::ChunkCache;
-    use crate::lazy::source::LabelError;
 
     async fn layer() -> (Layer, Arc<crate::lazy::source::memory_blob::MemoryBlob>) {
         let cache = Arc::new(ChunkCache::in_memory(1 << 20));
@@ -323,7 +320,7 @@ mod tests {
     fn fallbacks_are_counted_by_reason_and_bounded() {
         let board = Board::default();
         for _ in 0..RECENT_FALLBACKS + 3 {
-            board.fallback(&Labels::new(), &LazyError::Labels(LabelError::Missing));
+            board.fallback(&Labels::new(), FallbackReason::NoLabels);
         }
         let fallbacks = board.status().fallbacks;
         let want = u64::try_from(RECENT_FALLBACKS + 3).expect("small");

@@ -319,27 +319,12 @@ impl Index {
     }
 }
 
-/// Normalises a tar/TOC name leniently (never fails): the form used for matching names.
-pub fn normalize_name(name: &str) -> String {
-    clean_path(name).unwrap_or_else(|_| name.to_string())
-}
+pub use crate::path::normalize_name;
 
 /// Normalises a path: drops `./`, leading `/`, trailing `/`, empty and `.` components,
 /// resolves `..` lexically; errors when `..` would leave the root.
 pub fn clean_path(name: &str) -> Result<String, IndexError> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(IndexError::EscapingPath(name.to_string()));
-                }
-            }
-            _ => parts.push(part),
-        }
-    }
-    Ok(parts.join("/"))
+    crate::path::clean(name).ok_or_else(|| IndexError::EscapingPath(name.to_string()))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! soci-snapshotter: a zTOC per layer (file table + decompressor checkpoints + per-span
 //! digests) so any file can be read by fetching and inflating only its spans.
 //!
-//! - [`build`]: one streaming pass over a layer blob -> [`Ztoc`].
+//! - [`ztoc_build`]: one streaming pass over a layer blob -> [`Ztoc`].
 //! - [`ztoc`]: the zTOC and its FlatBuffers form (soci's `ztoc.fbs`, version 0.9).
 //! - [`zinfo`]: checkpoints and span geometry (which bytes make up which span).
 //! - [`span`]: verify and inflate one span.
@@ -10,7 +10,6 @@
 //! - [`totoc`]: the file table as TOC entries, for the daemon's path tree.
 //! - `tarscan`, `gzip`, `inflate`, `flatbuf`: the pieces underneath.
 
-pub mod build;
 mod flatbuf;
 pub mod gzip;
 mod inflate;
@@ -21,13 +20,16 @@ pub mod tarscan;
 pub mod totoc;
 pub mod zinfo;
 pub mod ztoc;
+pub mod ztoc_build;
 
 #[cfg(test)]
 mod tests;
 
-pub use build::{build_ztoc, BuildError, BuildOptions, DEFAULT_MIN_SPAN_SIZE, DEFAULT_SPAN_SIZE};
 pub use flatbuf::FlatbufError;
 pub use span::{decompress_span, SpanError};
 pub use totoc::{index_of, toc_of};
 pub use zinfo::{Zinfo, ZinfoError};
 pub use ztoc::{Compression, FileMetadata, Ztoc, ZtocError, ZTOC_VERSION};
+pub use ztoc_build::{
+    build_ztoc, BuildError, BuildOptions, DEFAULT_MIN_SPAN_SIZE, DEFAULT_SPAN_SIZE,
+};

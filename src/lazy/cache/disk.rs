@@ -12,24 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use super::health::WriteHealth;
 use super::limit::DiskLimit;
-use super::{scan, CacheError, CacheKey, ChunkBytes, FILES_DIR};
-
-/// What the disk budget counts: a chunk file, or a passthrough copy under `files/`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) enum DiskName {
-    Chunk(CacheKey),
-    File(Arc<str>),
-}
-
-impl DiskName {
-    /// The file's path relative to the cache directory.
-    pub(super) fn path(&self) -> String {
-        match self {
-            DiskName::Chunk(key) => key.file_name(),
-            DiskName::File(name) => format!("{FILES_DIR}/{name}"),
-        }
-    }
-}
+use super::{scan, CacheError, CacheKey, ChunkBytes, DiskName};
 
 /// A directory of chunk files (and of passthrough copies under `files/`).
 pub(super) struct DiskStore {

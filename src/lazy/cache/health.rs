@@ -46,7 +46,7 @@ impl WriteHealth {
         let mut state = self.lock();
         state.failures = state.failures.saturating_add(1);
         state.paused_until = Some(Instant::now() + self.retry_after);
-        crate::metrics::global().cache_disk_write_failure();
+        crate::lazy::observe::observer().cache_disk_write_failure();
         if state.failing {
             tracing::debug!(%error, "chunk cache disk write failed again");
         } else {

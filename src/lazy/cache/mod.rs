@@ -37,6 +37,23 @@ const FILES_DIR: &str = "files";
 /// Subdirectory of the saved TOCs (see [`tocs`]).
 const TOCS_DIR: &str = "tocs";
 
+/// What the disk budget counts: a chunk file, or a passthrough copy under `files/`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum DiskName {
+    Chunk(CacheKey),
+    File(Arc<str>),
+}
+
+impl DiskName {
+    /// The file's path relative to the cache directory.
+    fn path(&self) -> String {
+        match self {
+            DiskName::Chunk(key) => key.file_name(),
+            DiskName::File(name) => format!("{FILES_DIR}/{name}"),
+        }
+    }
+}
+
 /// Errors setting up the cache.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

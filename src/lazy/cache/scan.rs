@@ -7,9 +7,8 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::disk::DiskName;
 use super::limit::Found;
-use super::{CacheKey, FILES_DIR, TOCS_DIR};
+use super::{CacheKey, DiskName, FILES_DIR, TOCS_DIR};
 
 /// What a scanned directory holds besides temp files.
 #[derive(Clone, Copy)]

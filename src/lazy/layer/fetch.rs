@@ -7,55 +7,16 @@ use std::collections::hash_map::Entry;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
-use estargz::{ChunkError, ChunkInfo, Digest};
-use futures::future::{BoxFuture, FutureExt, Shared};
+use estargz::ChunkInfo;
+use futures::future::FutureExt;
 use tokio::sync::oneshot;
 
+use super::fetch_outcome::{span, ChunkResult, FetchError, SharedChunk};
 use super::receive::{GroupFetch, Member};
 use super::window::Bounds;
 use super::{FetchKind, Inner, LayerError};
 use crate::lazy::cache::{CacheKey, ChunkBytes};
-use crate::lazy::source::RemoteError;
-
-/// Errors of one fetch, shared by every reader waiting on it.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("fetch blob bytes {}..{}: {source}", range.start, range.end)]
-    Remote {
-        range: Range<u64>,
-        #[source]
-        source: RemoteError,
-    },
-    #[error("layer {blob}: fetch of blob bytes {}..{} timed out after {timeout:?}", range.start, range.end)]
-    TimedOut {
-        blob: Digest,
-        range: Range<u64>,
-        timeout: Duration,
-    },
-    #[error("layer {blob}: chunk at blob bytes {}..{}: {source}", range.start, range.end)]
-    Chunk {
-        blob: Digest,
-        range: Range<u64>,
-        #[source]
-        source: Box<ChunkError>,
-    },
-    #[error("layer {blob}: chunk at blob byte {offset} missing from the fetch that covers it")]
-    Lost { blob: Digest, offset: u64 },
-    #[error("layer {blob}: fetch task failed: {source}")]
-    Task {
-        blob: Digest,
-        #[source]
-        source: tokio::task::JoinError,
-    },
-}
-
-/// A fetched chunk's verified bytes, or why it could not be had.
-pub(super) type ChunkResult = Result<ChunkBytes, Arc<FetchError>>;
-/// One chunk of a fetch under way, which any number of readers can await; it resolves
-/// as soon as that chunk is verified, before the rest of its range request has arrived.
-pub(super) type SharedChunk = Shared<BoxFuture<'static, ChunkResult>>;
 
 impl Inner {
     /// The verified bytes of each of `chunks`, in order, fetching what no cache holds.
@@ -75,7 +36,7 @@ impl Inner {
             .collect();
         let in_memory = found.iter().flatten().count();
         self.look_on_disk(chunks, &keys, &mut found).await?;
-        crate::metrics::global().chunk_lookups(
+        crate::lazy::observe::observer().chunk_lookups(
             found.len(),
             in_memory,
             found.iter().flatten().count(),
@@ -314,12 +275,6 @@ impl Inner {
     }
 }
 
-/// How long a failed fetch stays joinable. The kernel answers a failed read by reading the
-/// same page again at once (well within a millisecond); that retry gets the same error
-/// instead of waiting out a second fetch, which would double the time to EIO. Short, so
-/// a registry that is back is used at once.
-pub(super) const FAILED_FETCH_HOLD: Duration = Duration::from_millis(20);
-
 /// Most runs of chunks asked for in one multi-range request (keeps the header short).
 const MAX_PARTS: usize = 32;
 
@@ -382,16 +337,6 @@ fn batch_runs<'a>(
         batches.push(&runs[start..]);
     }
     batches
-}
-
-/// The smallest range covering all `ranges`.
-pub(super) fn span<'a>(ranges: impl Iterator<Item = &'a Range<u64>>) -> Range<u64> {
-    ranges
-        .fold(None, |acc: Option<Range<u64>>, r| match acc {
-            None => Some(r.clone()),
-            Some(acc) => Some(acc.start.min(r.start)..acc.end.max(r.end)),
-        })
-        .unwrap_or(0..0)
 }
 
 #[cfg(test)]

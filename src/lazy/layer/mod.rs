@@ -4,8 +4,9 @@
 mod activity;
 mod background_step;
 mod backing;
-mod config;
 mod fetch;
+mod fetch_outcome;
+mod layer_config;
 mod open;
 mod receive;
 mod segments;
@@ -26,11 +27,12 @@ use estargz::{
 };
 
 use crate::lazy::cache::{CacheKey, ChunkBytes, ChunkCache};
+use crate::lazy::fallback::FallbackReason;
 use crate::lazy::source::{BlobSource, RemoteError};
 
 pub use crate::lazy::link::FetchKind;
-pub use config::LayerConfig;
-pub use fetch::FetchError;
+pub use fetch_outcome::FetchError;
+pub use layer_config::LayerConfig;
 
 /// Errors opening or reading a layer.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,31 @@ pub enum LayerError {
     },
 }
 
+impl From<&LayerError> for FallbackReason {
+    fn from(error: &LayerError) -> FallbackReason {
+        match error {
+            LayerError::Remote(_) => FallbackReason::Registry,
+            LayerError::Footer { .. } => FallbackReason::NotEstargz,
+            LayerError::BadTocRange { .. }
+            | LayerError::TocTooLarge { .. }
+            | LayerError::Toc { .. }
+            | LayerError::Index { .. }
+            | LayerError::NotAFile { .. }
+            | LayerError::ChunkSize { .. } => FallbackReason::InvalidToc,
+            LayerError::MissingTocDigest { .. } => FallbackReason::NoTocDigest,
+            LayerError::TocDigestMismatch { .. } => FallbackReason::TocMismatch,
+            LayerError::Timeout { .. } => FallbackReason::Timeout,
+            LayerError::Fetch(fetch) => match fetch.as_ref() {
+                FetchError::Remote { .. } => FallbackReason::Registry,
+                FetchError::TimedOut { .. } => FallbackReason::Timeout,
+                FetchError::Chunk { .. } | FetchError::Lost { .. } => FallbackReason::InvalidToc,
+                FetchError::Task { .. } => FallbackReason::Internal,
+            },
+            LayerError::Task { .. } => FallbackReason::Internal,
+        }
+    }
+}
+
 impl LayerError {
     /// True when a chunk's bytes did not match its digest.
     pub fn is_digest_mismatch(&self) -> bool {
@@ -127,7 +154,7 @@ struct Inner {
     /// Where the TOC starts: every file's data lies before it.
     toc_offset: u64,
     /// Chunks being fetched, each with the id of its fetch and the fetch's promise of it.
-    inflight: Mutex<HashMap<CacheKey, (u64, fetch::SharedChunk)>>,
+    inflight: Mutex<HashMap<CacheKey, (u64, fetch_outcome::SharedChunk)>>,
     next_fetch_id: std::sync::atomic::AtomicU64,
     activity: activity::Activity,
     /// The readahead window and the blob-order list of chunks it picks from.

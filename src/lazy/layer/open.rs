@@ -12,6 +12,7 @@ use estargz::{footer, toc, Digest, Format, Index, FOOTER_MAX_SIZE};
 
 use super::{LayerConfig, LayerError};
 use crate::lazy::cache::ChunkCache;
+use crate::lazy::observe;
 use crate::lazy::source::{BlobSource, RemoteError};
 
 /// What opening a layer yields.
@@ -133,11 +134,8 @@ async fn read_counted(
     source: &Arc<dyn BlobSource>,
     range: Range<u64>,
 ) -> Result<Bytes, RemoteError> {
-    let metrics = crate::metrics::global();
     let len = range.end.saturating_sub(range.start);
-    let bytes = metrics
-        .range_request(crate::metrics::TOC_KIND, source.read(range))
-        .await?;
-    metrics.fetched(crate::metrics::TOC_KIND, len);
+    let bytes = observe::range_request(observe::TOC_KIND, source.read(range)).await?;
+    observe::observer().fetched(observe::TOC_KIND, len);
     Ok(bytes)
 }

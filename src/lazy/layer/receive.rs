@@ -13,10 +13,11 @@ use estargz::{decompress_chunk, ChunkInfo};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::fetch::{span, ChunkResult, FetchError, FAILED_FETCH_HOLD};
+use super::fetch_outcome::{span, ChunkResult, FetchError, FAILED_FETCH_HOLD};
 use super::segments::{Segment, Segmenter};
 use super::{FetchKind, Inner};
 use crate::lazy::cache::{CacheKey, ChunkBytes};
+use crate::lazy::observe;
 use crate::lazy::source::RemoteError;
 
 /// Times a broken body is resumed within one fetch (each time only after new bytes came).
@@ -161,11 +162,9 @@ async fn receive_parts(
         range: span(ranges.iter()),
         source,
     };
-    let metrics = crate::metrics::global();
     let sent = Instant::now();
     let opening = inner.source.read_parts(&ranges);
-    let Some(mut pieces) = metrics
-        .range_request(kind.name(), opening)
+    let Some(mut pieces) = observe::range_request(kind.name(), opening)
         .await
         .map_err(remote)?
     else {
@@ -178,7 +177,7 @@ async fn receive_parts(
         let len = piece.len() as u64;
         total = total.saturating_add(len);
         inner.activity.add_fetched(kind, len);
-        metrics.fetched(kind.name(), len);
+        observe::observer().fetched(kind.name(), len);
         for part in parts.iter_mut() {
             part.feed(at, &piece, verifier);
         }
@@ -266,15 +265,13 @@ impl Part {
         verifier: &mpsc::UnboundedSender<Work>,
     ) -> Result<(), FetchError> {
         let range = self.missing();
-        let metrics = crate::metrics::global();
         let opening = inner.source.read_stream(range.clone());
         let remote = |source| FetchError::Remote {
             range: range.clone(),
             source,
         };
         let sent = Instant::now();
-        let mut pieces = metrics
-            .range_request(kind.name(), opening)
+        let mut pieces = observe::range_request(kind.name(), opening)
             .await
             .map_err(remote)?;
         let first_byte = sent.elapsed();
@@ -282,7 +279,7 @@ impl Part {
             let piece = piece.map_err(remote)?;
             let len = piece.len() as u64;
             inner.activity.add_fetched(kind, len);
-            metrics.fetched(kind.name(), len);
+            observe::observer().fetched(kind.name(), len);
             self.push(&piece, verifier);
         }
         let got = self.segmenter.end() - range.start;

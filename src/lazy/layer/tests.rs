@@ -229,7 +229,7 @@ async fn corrupted_chunk_is_refused_and_not_cached() {
     );
 
     source.flip_byte(middle);
-    tokio::time::sleep(fetch::FAILED_FETCH_HOLD * 2).await;
+    tokio::time::sleep(fetch_outcome::FAILED_FETCH_HOLD * 2).await;
     source.clear_requests();
     let repaired = layer.read(big, 4100, 10).await.expect("refetched");
     assert_eq!(repaired, fx.big[4100..4110]);
@@ -270,7 +270,7 @@ async fn failing_source_errors_in_time_then_recovers() {
         "{error}"
     );
 
-    tokio::time::sleep(fetch::FAILED_FETCH_HOLD * 2).await;
+    tokio::time::sleep(fetch_outcome::FAILED_FETCH_HOLD * 2).await;
     source.set_mode(Mode::Stall);
     let started = Instant::now();
     let error = layer.read(big, 0, 10).await.expect_err("source stalls");
@@ -283,7 +283,7 @@ async fn failing_source_errors_in_time_then_recovers() {
 
     source.set_mode(Mode::Serve);
     // Let the stalled background fetch hit its own timeout and unregister.
-    tokio::time::sleep(timeout * 2 + fetch::FAILED_FETCH_HOLD * 2).await;
+    tokio::time::sleep(timeout * 2 + fetch_outcome::FAILED_FETCH_HOLD * 2).await;
     assert_eq!(
         layer.read(big, 0, 10).await.expect("recovered"),
         fx.big[..10]
@@ -305,7 +305,7 @@ async fn an_immediate_retry_of_a_failed_read_fails_at_once() {
     assert_eq!(source.requests().len(), 1, "no second fetch");
 
     source.set_mode(Mode::Serve);
-    tokio::time::sleep(fetch::FAILED_FETCH_HOLD * 2).await;
+    tokio::time::sleep(fetch_outcome::FAILED_FETCH_HOLD * 2).await;
     assert_eq!(layer.read(big, 0, 10).await.expect("retried"), fx.big[..10]);
 }
 
@@ -494,7 +494,7 @@ async fn chunks_are_answered_before_the_rest_of_their_request_arrives() {
 
     // The verified front stayed cached; the rest is fetched again once the source serves.
     source.set_mode(Mode::Serve);
-    tokio::time::sleep(fetch::FAILED_FETCH_HOLD * 2).await;
+    tokio::time::sleep(fetch_outcome::FAILED_FETCH_HOLD * 2).await;
     source.clear_requests();
     assert_eq!(layer.read(big, 0, 10_000).await.expect("read"), fx.big);
     let rest = chunks[3].compressed.start..range.end;

@@ -10,7 +10,7 @@
 //! format, e.g. learned by `estargz-convert index --record-from`) lists spans to fetch
 //! at mount, before the layer is reported ready.
 
-mod layer;
+mod soci_layer;
 mod verify;
 
 use std::collections::HashMap;
@@ -27,7 +27,7 @@ use crate::lazy::producers::record;
 use crate::lazy::source::BlobLocation;
 use crate::snapshot::Labels;
 
-pub use layer::SociLayer;
+pub use soci_layer::SociLayer;
 
 /// Largest zTOC accepted (checkpoint windows are 32 KiB each: 64 MiB is ~2000 spans).
 const MAX_ZTOC_SIZE: u64 = 64 << 20;

@@ -8,6 +8,8 @@ use futures::future::BoxFuture;
 use futures::stream::{StreamExt, TryStreamExt};
 use registry::{Client, Reference};
 
+use crate::lazy::observe;
+
 use super::{check_length, BlobLocation, BlobSource, PartStream, RangeStream, RemoteError};
 
 /// Bytes fetched from the end of a blob when it is opened: the footer and the TOC of most
@@ -29,12 +31,9 @@ impl RegistryBlob {
     /// Looks the blob up: one suffix-range request gives its size and its last
     /// `OPEN_TAIL_BYTES` (footer and, usually, the TOC).
     pub async fn open(client: Client, location: BlobLocation) -> Result<RegistryBlob, RemoteError> {
-        let metrics = crate::metrics::global();
         let reading = client.read_blob_tail(&location.reference, &location.digest, OPEN_TAIL_BYTES);
-        let tail = metrics
-            .range_request(crate::metrics::TOC_KIND, reading)
-            .await?;
-        metrics.fetched(crate::metrics::TOC_KIND, tail.bytes.len() as u64);
+        let tail = observe::range_request(observe::TOC_KIND, reading).await?;
+        observe::observer().fetched(observe::TOC_KIND, tail.bytes.len() as u64);
         Ok(RegistryBlob {
             client,
             repository: location.reference,

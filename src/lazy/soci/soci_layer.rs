@@ -13,7 +13,9 @@ use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use registry::Client;
 
+use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::LayerContent;
+use crate::lazy::observe;
 use crate::lazy::source::BlobLocation;
 
 /// Metrics kind label of span fetches.
@@ -185,7 +187,7 @@ impl SociLayer {
     fn fail(&self, why: &str) {
         let inner = &self.inner;
         inner.failed.store(true, Ordering::Relaxed);
-        crate::metrics::global().fallback(crate::metrics::FallbackReason::InvalidSociIndex);
+        observe::observer().fallback(FallbackReason::InvalidSociIndex);
         tracing::error!(
             layer = %inner.location.digest, ztoc = %inner.ztoc, "soci layer failed verification, reads now fail: {why}"
         );
@@ -253,17 +255,15 @@ impl SociLayer {
             .zinfo
             .compressed_range(span)
             .ok_or_else(|| format!("no span {span}"))?;
-        let metrics = crate::metrics::global();
         let reading = inner.client.read_blob_range(
             &inner.location.reference,
             &inner.location.digest,
             range.clone(),
         );
-        let bytes = metrics
-            .range_request(SOCI_KIND, reading)
+        let bytes = observe::range_request(SOCI_KIND, reading)
             .await
             .map_err(|e| format!("fetch span {span} ({}..{}): {e}", range.start, range.end))?;
-        metrics.fetched(SOCI_KIND, bytes.len() as u64);
+        observe::observer().fetched(SOCI_KIND, bytes.len() as u64);
         let this = self.clone();
         let decoded =
             tokio::task::spawn_blocking(move || decompress_span(&this.inner.zinfo, span, &bytes))

@@ -227,7 +227,7 @@ mod tests {
         assert!(status.contains("\"layers\""), "{status}");
         assert!(get(address, "/other").await.contains(" 404 "));
 
-        let (fetched, raw) = super::super::client::fetch(&socket).await.expect("fetch");
+        let (fetched, raw) = super::super::cli::fetch(&socket).await.expect("fetch");
         assert_eq!(fetched, super::super::Status::default());
         assert!(raw.contains("\"fallbacks\""), "{raw}");
 

@@ -11,16 +11,20 @@ use estargz::{Compression, Digest};
 use futures_util::future::try_join_all;
 use tokio::sync::Semaphore;
 
+mod manifest;
+mod publish_image;
+
+use manifest::build_manifest;
+
 use crate::layer::{convert_layer, ConvertedLayer, LayerError, LayerOptions};
 use crate::oci::{
-    self, kind_of, to_oci_media_type, Descriptor, Document, Index, Kind, Manifest, OciError,
-    ANNOTATION_REFERENCE_TYPE,
+    kind_of, Descriptor, Document, Index, Kind, Manifest, OciError, ANNOTATION_REFERENCE_TYPE,
 };
 use crate::platform::PlatformFilter;
 use crate::progress::Progress;
 use crate::record::Prioritized;
-use crate::report::{LayerReport, ManifestReport, Report};
-use crate::rewrite::{self, ConfigError};
+use crate::report::{ManifestReport, Report};
+use crate::rewrite::ConfigError;
 use crate::store::{BlobFile, Store, StoreError};
 
 /// What to produce.
@@ -422,206 +426,6 @@ fn source_error(what: impl Into<String>) -> impl FnOnce(StoreError) -> ConvertEr
     }
 }
 
-fn destination_error(what: impl Into<String>) -> impl FnOnce(StoreError) -> ConvertError {
-    let what = what.into();
-    move |source| ConvertError::Destination {
-        what,
-        source: Box::new(source),
-    }
-}
-
 fn short(digest: &Digest) -> String {
     digest.to_string().chars().take(19).collect()
-}
-
-impl Converter<'_> {
-    /// Stores every blob the new manifests need that the destination lacks.
-    async fn publish_blobs(
-        &self,
-        plans: &[ManifestPlan],
-        outputs: &mut [JobOutput],
-    ) -> Result<(), ConvertError> {
-        for output in outputs.iter_mut() {
-            if let Some(blob) = output.pending.take() {
-                let desc = &output.layer.descriptor;
-                self.dst
-                    .put_blob_file(&desc.digest, desc.size, blob, self.src.reference())
-                    .await
-                    .map_err(destination_error(format!("layer blob {}", desc.digest)))?;
-            }
-        }
-        for plan in plans {
-            match &plan.content {
-                Content::Image { layers, .. } => {
-                    for (desc, decision) in plan.manifest.layers.iter().zip(layers) {
-                        if let LayerPlan::Keep { copy: true } = decision {
-                            self.copy_blob(desc).await?;
-                        }
-                    }
-                }
-                Content::Artifact { .. } => {
-                    self.copy_blob(&plan.manifest.config).await?;
-                    for desc in &plan.manifest.layers {
-                        if kind_of(&desc.media_type) != Kind::ForeignLayer {
-                            self.copy_blob(desc).await?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Copies an unchanged blob from the source to the destination when missing there.
-    async fn copy_blob(&self, desc: &Descriptor) -> Result<(), ConvertError> {
-        let destination = || destination_error(format!("blob {}", desc.digest));
-        if self
-            .dst
-            .has_blob(&desc.digest)
-            .await
-            .map_err(destination())?
-        {
-            return Ok(());
-        }
-        let blob = self
-            .src
-            .fetch_blob(desc, &self.work_dir, |_| {})
-            .await
-            .map_err(source_error(format!("blob {}", desc.digest)))?;
-        self.dst
-            .put_blob_file(&desc.digest, desc.size, blob, self.src.reference())
-            .await
-            .map_err(destination())
-    }
-
-    /// Stores configs, then child manifests, then the tagged top document.
-    async fn publish_documents(
-        &self,
-        manifests: &[NewManifest],
-        index: Option<&Index>,
-    ) -> Result<Descriptor, ConvertError> {
-        for manifest in manifests {
-            if let Some((digest, bytes)) = &manifest.config {
-                self.dst
-                    .put_blob_bytes(digest, bytes.clone())
-                    .await
-                    .map_err(destination_error(format!("config {digest}")))?;
-            }
-        }
-        let (top, bytes) = match index {
-            None => {
-                let only = manifests.first().ok_or(ConvertError::NothingToPublish)?;
-                (only.descriptor.clone(), only.bytes.clone())
-            }
-            Some(index) => {
-                for manifest in manifests {
-                    self.dst
-                        .put_manifest(&manifest.descriptor, &manifest.bytes)
-                        .await
-                        .map_err(destination_error(format!(
-                            "manifest {}",
-                            manifest.descriptor.digest
-                        )))?;
-                }
-                let entries = manifests.iter().map(|m| m.descriptor.clone()).collect();
-                let new_index = rewrite::rewrite_index(index, entries);
-                let bytes = oci::to_json_bytes(&new_index, "index")?;
-                let desc =
-                    Descriptor::new(oci::OCI_INDEX, Digest::sha256(&bytes), bytes.len() as u64);
-                (desc, bytes)
-            }
-        };
-        self.dst
-            .put_tagged(&top, &bytes)
-            .await
-            .map_err(destination_error(format!("image {}", top.digest)))?;
-        Ok(top)
-    }
-}
-
-/// The rewritten manifest for one plan, from the finished layer conversions.
-fn build_manifest(plan: &ManifestPlan, outputs: &[JobOutput]) -> Result<NewManifest, ConvertError> {
-    let platform = plan.source.platform.as_ref().map(ToString::to_string);
-    let (config, decisions) = match &plan.content {
-        Content::Artifact { bytes } => {
-            return Ok(NewManifest {
-                descriptor: plan.source.clone(),
-                bytes: bytes.clone(),
-                config: None,
-                report: ManifestReport {
-                    platform,
-                    source_digest: plan.source.digest,
-                    digest: plan.source.digest,
-                    layers: Vec::new(),
-                },
-            })
-        }
-        Content::Image { config, layers } => (config, layers),
-    };
-    let mut layers = Vec::with_capacity(decisions.len());
-    let mut diff_ids = Vec::with_capacity(decisions.len());
-    let mut reports = Vec::with_capacity(decisions.len());
-    for (source, decision) in plan.manifest.layers.iter().zip(decisions) {
-        let (desc, diff_id, report) = match decision {
-            LayerPlan::Convert(job) => converted_layer(source, &outputs[*job].layer),
-            LayerPlan::Keep { .. } => kept_layer(source),
-        };
-        layers.push(desc);
-        diff_ids.push(diff_id);
-        reports.push(report);
-    }
-    let config_bytes =
-        rewrite::rewrite_config(config, &diff_ids).map_err(|source| ConvertError::Config {
-            digest: plan.manifest.config.digest,
-            manifest: plan.source.digest,
-            source,
-        })?;
-    let config_desc = rewrite::config_descriptor(&plan.manifest.config, &config_bytes);
-    let config_digest = config_desc.digest;
-    let manifest = rewrite::rewrite_manifest(&plan.manifest, config_desc, layers);
-    let bytes = oci::to_json_bytes(&manifest, "manifest")?;
-    let descriptor = rewrite::replace_target(&plan.source, oci::OCI_MANIFEST, &bytes);
-    let report = ManifestReport {
-        platform,
-        source_digest: plan.source.digest,
-        digest: descriptor.digest,
-        layers: reports,
-    };
-    Ok(NewManifest {
-        descriptor,
-        bytes,
-        config: Some((config_digest, config_bytes)),
-        report,
-    })
-}
-
-fn converted_layer(
-    source: &Descriptor,
-    layer: &ConvertedLayer,
-) -> (Descriptor, Option<Digest>, LayerReport) {
-    let report = LayerReport {
-        source_digest: source.digest,
-        digest: layer.descriptor.digest,
-        toc_digest: Some(layer.toc_digest),
-        source_size: source.size,
-        size: layer.descriptor.size,
-        uncompressed_size: Some(layer.uncompressed_size),
-        status: if layer.reused { "reused" } else { "converted" },
-    };
-    (layer.descriptor.clone(), Some(layer.diff_id), report)
-}
-
-fn kept_layer(source: &Descriptor) -> (Descriptor, Option<Digest>, LayerReport) {
-    let mut desc = source.clone();
-    desc.media_type = to_oci_media_type(&source.media_type).to_owned();
-    let report = LayerReport {
-        source_digest: source.digest,
-        digest: source.digest,
-        toc_digest: None,
-        source_size: source.size,
-        size: source.size,
-        uncompressed_size: None,
-        status: "kept",
-    };
-    (desc, None, report)
 }
