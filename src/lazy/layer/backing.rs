@@ -38,7 +38,8 @@ impl Layer {
         })
     }
 
-    /// Writes the backing copy after [`BACKING_COPY_DELAY`], not while the container that
+    /// Writes the backing copy after [`BACKING_COPY_DELAY`] and once the layer's on-demand
+    /// fetching has been quiet for [`BACKING_COPY_QUIET`], not while the container that
     /// opened the file starts (the copy's writes and fsync would compete with its reads);
     /// not at all when the layer is gone by then.
     fn assemble_later(&self, file: EntryId, plan: Plan) {
@@ -46,6 +47,15 @@ impl Layer {
         let cache = self.inner.cache.clone();
         tokio::spawn(async move {
             tokio::time::sleep(BACKING_COPY_DELAY).await;
+            // Copies write and fsync: not while a reader waits on the network (a
+            // container starting reads its next files), as background fetching.
+            while let Some(layer) = layer.upgrade() {
+                if !layer.inner.activity.busy_within(BACKING_COPY_QUIET) {
+                    break;
+                }
+                drop(layer);
+                tokio::time::sleep(BACKING_COPY_QUIET).await;
+            }
             match layer.upgrade() {
                 Some(layer) => {
                     let inner = layer.inner;
@@ -58,7 +68,9 @@ impl Layer {
 }
 
 /// How long after the first open of a fully cached file its backing copy is written.
-const BACKING_COPY_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const BACKING_COPY_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the layer's on-demand fetching must have been quiet before a copy is written.
+pub(super) const BACKING_COPY_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where a file's backing copy stands.
 enum Backing {

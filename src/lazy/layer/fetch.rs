@@ -25,6 +25,19 @@ impl Inner {
         chunks: &[ChunkInfo],
         kind: FetchKind,
     ) -> Result<Vec<ChunkBytes>, LayerError> {
+        self.load_chunks_then(chunks, None, kind).await
+    }
+
+    /// [`Inner::load_chunks`], also fetching `next` (the chunk a sequential reader needs
+    /// next) when no cache holds it, without waiting for it: in the same request as
+    /// missed chunks it follows, so it streams after them instead of sharing the link
+    /// with them and delaying the chunk the reader waits for.
+    pub(super) async fn load_chunks_then(
+        self: &Arc<Self>,
+        chunks: &[ChunkInfo],
+        next: Option<&ChunkInfo>,
+        kind: FetchKind,
+    ) -> Result<Vec<ChunkBytes>, LayerError> {
         let keys: Vec<CacheKey> = chunks
             .iter()
             .map(|c| CacheKey::for_chunk(self.blob, c))
@@ -42,19 +55,26 @@ impl Inner {
             found.iter().flatten().count(),
         );
         let wanted = chunks.len();
-        let ahead = self.window_after_miss(chunks, &keys, &found, kind).await;
-        let (chunks, keys) = if ahead.is_empty() {
-            (chunks.to_vec(), keys)
-        } else {
-            let mut all = chunks.to_vec();
-            let mut all_keys = keys;
-            all_keys.extend(ahead.iter().map(|c| CacheKey::for_chunk(self.blob, c)));
-            all.extend(ahead);
-            found.resize(all.len(), None);
-            (all, all_keys)
-        };
+        let mut chunks = chunks.to_vec();
+        let mut keys = keys;
+        // `next` counts as missed for the window: a sequential reader's next chunk.
+        if let Some(next) = next {
+            let key = CacheKey::for_chunk(self.blob, next);
+            if !keys.contains(&key) {
+                if let Some(next) = self.uncached(vec![next.clone()]).await.pop() {
+                    chunks.push(next);
+                    keys.push(key);
+                    found.push(None);
+                }
+            }
+        }
+        let ahead = self.window_after_miss(&chunks, &keys, &found, kind).await;
+        keys.extend(ahead.iter().map(|c| CacheKey::for_chunk(self.blob, c)));
+        chunks.extend(ahead);
+        found.resize(chunks.len(), None);
         let mut pending = self.join_or_start(&chunks, &keys, &mut found, kind);
-        // The window's chunks are fetched with the missed ones; nobody waits for them.
+        // `next` and the window's chunks are fetched with the missed ones; nobody waits
+        // for them.
         pending.retain(|(i, _)| *i < wanted);
         found.truncate(wanted);
         // A reader waiting on the network keeps background fetching away.
@@ -68,10 +88,10 @@ impl Inner {
 
     /// The window's bounds, with the link's estimate applied.
     fn window_bounds(&self) -> Bounds {
-        Bounds {
-            min: self.config.readahead_min_bytes,
-            max: self.config.readahead_max_bytes,
-        }
+        Bounds::new(
+            self.config.readahead_min_bytes,
+            self.config.readahead_max_bytes,
+        )
         .for_link(self.cache.link().round_trip_bytes())
     }
 
@@ -100,8 +120,19 @@ impl Inner {
             return Vec::new();
         };
         let end = chunks.iter().map(|c| c.compressed.end).max().unwrap_or(at);
-        let range = self.window.on_miss(at, end, self.window_bounds());
-        self.uncached_within(range, at).await
+        let bounds = self.window_bounds();
+        let range = self.window.on_miss(at, end, bounds);
+        let ahead = self.uncached_within(range.clone(), at).await;
+        tracing::debug!(
+            blob = %self.blob,
+            at,
+            window = range.end - range.start,
+            first = bounds.first,
+            max = bounds.max,
+            chunks = ahead.len(),
+            "miss"
+        );
+        ahead
     }
 
     /// A read starting at blob offset `at` entered the second half of the window: fetch
@@ -132,15 +163,24 @@ impl Inner {
         let Some(dir) = self.order.dir_at(read_at).filter(|_| !range.is_empty()) else {
             return Vec::new();
         };
+        let within = self
+            .order
+            .within(&self.index, range, dir)
+            .cloned()
+            .collect();
+        self.uncached(within).await
+    }
+
+    /// Those of `candidates` that no cache holds and no fetch is getting.
+    async fn uncached(&self, candidates: Vec<ChunkInfo>) -> Vec<ChunkInfo> {
         let candidates: Vec<ChunkInfo> = {
             let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            self.order
-                .within(&self.index, range, dir)
+            candidates
+                .into_iter()
                 .filter(|c| {
                     let key = CacheKey::for_chunk(self.blob, c);
                     !inflight.contains_key(&key) && self.cache.get_memory(&key, c.size).is_none()
                 })
-                .cloned()
                 .collect()
         };
         if candidates.is_empty() || !self.cache.has_disk() {

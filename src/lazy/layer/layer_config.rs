@@ -32,8 +32,9 @@ pub struct LayerConfig {
     /// through the layer in order, so sequential readers do not wait a round trip per
     /// chunk or per small file. Default true.
     pub readahead: bool,
-    /// First size of the readahead window once misses follow each other, bytes; a miss
-    /// this close after the last fetch still counts as sequential. Default 65536.
+    /// Smallest first readahead window once misses follow each other, bytes (the window
+    /// opens at what one round trip of the link carries when that is more); a miss this
+    /// close after the last fetch still counts as sequential. Default 65536.
     pub readahead_min_bytes: u64,
     /// Largest readahead window, bytes; the window is also capped at what four round trips
     /// of the link carry (measured). Default 1048576.

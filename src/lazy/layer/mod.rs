@@ -340,22 +340,18 @@ impl Layer {
         let all = entry.chunks();
         let covered = covering(all, &wanted);
         let ahead = inner.config.readahead;
-        if let Some(next) = ahead
+        let next = ahead
             .then(|| readahead(all, covered.clone(), &wanted))
-            .flatten()
-        {
-            let inner = inner.clone();
-            let next = next.clone();
-            // Best effort: the read that needs it retries a failure.
-            tokio::spawn(async move { inner.load_chunks(&[next], FetchKind::OnDemand).await });
-        }
+            .flatten();
         let chunks = &all[covered];
         if ahead {
             if let Some(first) = chunks.first() {
                 inner.read_ahead_of(first.compressed.start);
             }
         }
-        let data = inner.load_chunks(chunks, FetchKind::OnDemand).await?;
+        let data = inner
+            .load_chunks_then(chunks, next, FetchKind::OnDemand)
+            .await?;
         assemble(inner.blob, chunks, &data, &wanted)
     }
 }

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use estargz::{decompress_chunk, ChunkInfo};
 use futures::StreamExt;
@@ -90,7 +90,12 @@ impl GroupFetch {
         };
         let timeout = self.inner.config.read_timeout;
         // Lower classes wait here while higher ones are on the wire.
+        let queued = Instant::now();
         let ticket = self.inner.cache.link().admit(self.kind).await;
+        let waited = queued.elapsed();
+        if waited >= Duration::from_millis(1) {
+            tracing::debug!(blob = %self.inner.blob, kind = self.kind.name(), waited_ms = waited.as_millis(), "fetch admitted");
+        }
         let received = tokio::time::timeout(timeout, self.receive_all(&to_verifier)).await;
         drop(ticket);
         drop(to_verifier);
@@ -182,7 +187,17 @@ async fn receive_parts(
             part.feed(at, &piece, verifier);
         }
     }
-    inner.cache.link().record(total, first_byte, sent.elapsed());
+    let elapsed = sent.elapsed();
+    inner.cache.link().record(total, first_byte, elapsed);
+    tracing::debug!(
+        blob = %inner.blob,
+        kind = kind.name(),
+        ranges = ranges.len(),
+        bytes = total,
+        first_byte_ms = first_byte.as_millis(),
+        total_ms = elapsed.as_millis(),
+        "multi-range fetch done"
+    );
     Ok(())
 }
 
@@ -283,7 +298,17 @@ impl Part {
             self.push(&piece, verifier);
         }
         let got = self.segmenter.end() - range.start;
-        inner.cache.link().record(got, first_byte, sent.elapsed());
+        let elapsed = sent.elapsed();
+        inner.cache.link().record(got, first_byte, elapsed);
+        tracing::debug!(
+            blob = %inner.blob,
+            kind = kind.name(),
+            start = range.start,
+            bytes = got,
+            first_byte_ms = first_byte.as_millis(),
+            total_ms = elapsed.as_millis(),
+            "range fetch done"
+        );
         if got < range.end - range.start {
             let digest = inner.blob;
             let got = usize::try_from(got).unwrap_or(usize::MAX);

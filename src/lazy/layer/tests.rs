@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use estargz::testutil::TarBuilder;
 use estargz::{Compression, Digest, EntryId, WriterOptions};
 
+use super::backing::{BACKING_COPY_DELAY, BACKING_COPY_QUIET};
 use super::*;
 use crate::lazy::cache::CacheConfig;
 use crate::lazy::source::memory_blob::{MemoryBlob, Mode};
@@ -412,6 +413,34 @@ async fn entering_a_chunk_fetches_the_next_one() {
     assert_eq!(source.requests().len(), before, "served from the readahead");
 }
 
+#[tokio::test]
+async fn a_missed_chunk_and_the_next_one_come_in_one_request() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let source = MemoryBlob::new(fx.blob.clone());
+    let blob: Arc<dyn BlobSource> = source.clone();
+    let layer = Layer::open(
+        blob,
+        Some(fx.toc_digest),
+        memory_cache(),
+        LayerConfig::default(),
+    )
+    .await
+    .expect("open layer");
+    let big = file(&layer, "data/big");
+    let chunks = layer.index().chunks(big).to_vec();
+    source.clear_requests();
+
+    // Entering chunk 0, which is not cached: chunk 1 streams after it in the same
+    // request rather than in a second one sharing the link with it.
+    let got = layer.read(big, 0, 100).await.expect("entering chunk 0");
+    assert_eq!(got, fx.big[..100]);
+    // Chunk 1 was asked for before that read was answered: this read joins it.
+    let got = layer.read(big, CHUNK, 100).await.expect("chunk 1");
+    assert_eq!(got, fx.big[CHUNK as usize..CHUNK as usize + 100]);
+    let both = chunks[0].compressed.start..chunks[1].compressed.end;
+    assert_eq!(source.requests(), vec![both]);
+}
+
 /// The big file's whole compressed range (its ten chunks are adjacent).
 fn big_range(layer: &Layer) -> Range<u64> {
     let chunks = layer.index().chunks(file(layer, "data/big"));
@@ -577,4 +606,40 @@ async fn a_source_refusing_multi_range_is_asked_range_by_range() {
     let small = file(&layer, "data/small");
     assert_eq!(layer.read(small, 0, 100).await.expect("small"), fx.small);
     assert_eq!(source.part_requests().len(), 1, "not tried again");
+}
+
+#[tokio::test]
+async fn backing_copies_wait_while_reads_wait_on_the_network() {
+    let fx = fixture(Compression::DEFAULT_GZIP);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_config = CacheConfig {
+        dir: Some(dir.path().to_path_buf()),
+        memory_bytes: 1 << 20,
+        ..CacheConfig::default()
+    };
+    let source = MemoryBlob::new(fx.blob.clone());
+    let cache = Arc::new(ChunkCache::new(&cache_config).expect("cache"));
+    let layer = open(&source, &fx, cache).await;
+    let big = file(&layer, "data/big");
+    layer
+        .read(big, 0, fx.big.len() as u32)
+        .await
+        .expect("all cached");
+    while !layer.inner.inflight.lock().expect("lock").is_empty() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // A reader of this layer keeps waiting on the network.
+    let waiting = layer.inner.activity.on_demand();
+    assert!(layer.backing_file(big).await.expect("probe").is_none());
+    tokio::time::sleep(BACKING_COPY_DELAY + Duration::from_millis(700)).await;
+    assert!(
+        layer.backing_file(big).await.expect("probe").is_none(),
+        "copied while a read waits"
+    );
+    drop(waiting);
+    let deadline = Instant::now() + BACKING_COPY_QUIET * 4 + Duration::from_secs(5);
+    while layer.backing_file(big).await.expect("probe").is_none() {
+        assert!(Instant::now() < deadline, "never copied once quiet");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

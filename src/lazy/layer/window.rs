@@ -1,8 +1,8 @@
 //! The readahead window of one layer, in blob order (the next files, not only the rest of
 //! the file being read), adapting like the kernel's readahead: it grows while misses keep
 //! landing in or right after what was fetched, falls back to just the missed chunks when
-//! reads jump around, and is capped by what a few round trips of the link carry (and by
-//! config). A read entering the second half of the current window fetches the next one
+//! reads jump around, opens at what one round trip of the link carries and is capped by
+//! what a few carry (and by config). A read entering the second half of the current window fetches the next one
 //! while the reader is still busy with this one. A window ends where the directory of the
 //! file being read ends.
 
@@ -23,18 +23,34 @@ pub(super) struct Bounds {
     pub min: u64,
     /// Largest window.
     pub max: u64,
+    /// First size of a window once misses follow each other: `min`, or what one round
+    /// trip of the link carries when that is more.
+    pub first: u64,
 }
 
 impl Bounds {
-    /// The bounds with the link's estimate applied: at most [`ROUND_TRIPS`] round trips'
-    /// worth of bytes (never below `min`); `max` while the link is not yet measured.
+    /// Bounds from config alone (the link not measured): windows open at `min`.
+    pub(super) fn new(min: u64, max: u64) -> Bounds {
+        Bounds {
+            min,
+            max: max.max(min),
+            first: min,
+        }
+    }
+
+    /// The bounds with the link's estimate applied: windows open at one round trip's
+    /// worth of bytes (a request's time is then still mostly its round trip, so a smaller
+    /// window saves nothing and leaves the next miss a whole round trip to wait) and grow
+    /// to at most [`ROUND_TRIPS`] round trips' worth; never below `min` nor above `max`.
     pub(super) fn for_link(self, round_trip_bytes: Option<u64>) -> Bounds {
-        let max = round_trip_bytes.map_or(self.max, |bytes| {
-            bytes
-                .saturating_mul(ROUND_TRIPS)
-                .clamp(self.min, self.max.max(self.min))
-        });
-        Bounds { max, ..self }
+        let Some(bytes) = round_trip_bytes else {
+            return self;
+        };
+        Bounds {
+            first: bytes.clamp(self.min, self.max),
+            max: bytes.saturating_mul(ROUND_TRIPS).clamp(self.min, self.max),
+            ..self
+        }
     }
 }
 
@@ -62,7 +78,11 @@ impl Window {
         let sequential =
             !last.is_empty() && last.start <= at && at <= last.end.saturating_add(bounds.min);
         state.size = if sequential {
-            state.size.saturating_mul(2).max(bounds.min).min(bounds.max)
+            state
+                .size
+                .saturating_mul(2)
+                .max(bounds.first)
+                .min(bounds.max)
         } else {
             0
         };
@@ -162,6 +182,7 @@ mod tests {
     const BOUNDS: Bounds = Bounds {
         min: 100,
         max: 1000,
+        first: 100,
     };
 
     #[test]
@@ -198,13 +219,34 @@ mod tests {
 
     #[test]
     fn the_link_caps_the_window() {
-        let bounds = Bounds {
-            min: 100,
-            max: 10_000,
-        };
-        assert_eq!(bounds.for_link(None).max, 10_000, "unmeasured");
+        let bounds = Bounds::new(100, 10_000);
+        assert_eq!(bounds.for_link(None), bounds, "unmeasured");
         assert_eq!(bounds.for_link(Some(500)).max, 2000, "four round trips");
         assert_eq!(bounds.for_link(Some(10)).max, 100, "at least min");
         assert_eq!(bounds.for_link(Some(1 << 40)).max, 10_000, "at most max");
+        assert_eq!(Bounds::new(100, 50).max, 100, "max below min");
+    }
+
+    #[test]
+    fn the_first_window_carries_a_round_trip_of_the_link() {
+        let config = Bounds::new(100, 10_000);
+        assert_eq!(config.for_link(None).first, 100, "unmeasured: min");
+        assert_eq!(config.for_link(Some(50)).first, 100, "never below min");
+        assert_eq!(config.for_link(Some(1 << 40)).first, 10_000, "at most max");
+        // A link carrying 700 bytes per round trip: the window opens at 700 and doubles.
+        let bounds = config.for_link(Some(700));
+        assert_eq!(bounds.first, 700);
+        let window = Window::default();
+        assert!(window.on_miss(5000, 5010, bounds).is_empty(), "first miss");
+        assert_eq!(window.on_miss(5010, 5020, bounds), 5020..5720);
+        assert_eq!(window.on_miss(5720, 5730, bounds), 5730..7130);
+        assert_eq!(
+            window.on_miss(7130, 7140, bounds),
+            7140..9940,
+            "four round trips"
+        );
+        // Reads jumping around still fetch only their chunks on a fast link.
+        assert!(window.on_miss(100, 110, bounds).is_empty());
+        assert!(window.on_miss(90_000, 90_010, bounds).is_empty());
     }
 }
