@@ -419,7 +419,15 @@ fn restore_remote_snapshots(store: &Store, mounter: &dyn Mounter) {
                 return;
             }
         };
-        let mounted = mounter.mounted();
+        let mounted = match mounter.mounted() {
+            Ok(mounted) => mounted,
+            Err(error) => {
+                // Unknown is not lost: mounting again over a live mount would hide it.
+                tracing::warn!(%error, "not mounting remote snapshots again for now");
+                std::thread::sleep(RESTORE_RETRY);
+                continue;
+            }
+        };
         let lost: Vec<_> = remote
             .into_iter()
             .filter(|(dir, _)| !mounted.contains(dir))

@@ -3,7 +3,8 @@
 //! (SCM_RIGHTS); it is SIGKILLed while a read it took is unanswered and a file is open;
 //! this process takes the connection over (`fs::adopt`, the relay in front of fuser).
 //! The mount never goes away, the lost read is answered (FUSE_NOTIFY_RESEND), the open
-//! file reads on, and inode numbers are those the dead process gave. Also measures what
+//! file reads on, and inode numbers are those the dead process gave; a file it opened
+//! with passthrough reopens with its backing id (from the mount's ledger). Also measures what
 //! the relay costs per request against a fresh mount.
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,8 @@ struct MemContent {
     reader: Arc<Reader<Vec<u8>>>,
     slow: Option<(EntryId, Duration)>,
     backing: Option<(EntryId, PathBuf)>,
+    /// Reads that reached this process (passthrough reads never do).
+    reads: AtomicUsize,
 }
 
 impl LayerContent for MemContent {
@@ -53,6 +57,7 @@ impl LayerContent for MemContent {
         offset: u64,
         len: u32,
     ) -> BoxFuture<'static, std::io::Result<Vec<u8>>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let reader = Arc::clone(&self.reader);
         let delay = self.slow.filter(|(slow, _)| *slow == file).map(|(_, d)| d);
         Box::pin(async move {
@@ -114,6 +119,7 @@ fn content(slow_read: Option<Duration>, hosts_copy: Option<PathBuf>) -> Arc<MemC
         reader,
         slow,
         backing,
+        reads: AtomicUsize::new(0),
     })
 }
 
@@ -376,9 +382,10 @@ fn a_new_process_takes_over_a_dead_servers_mount() {
 }
 
 /// A file the dead process opened with FUSE passthrough and that is still open: the
-/// kernel holds the inode in passthrough mode with a backing id only the dead process
-/// knew, so the new process (which serves reads itself) cannot open it again until that
-/// handle closes. Reads through the old handle go on (the kernel serves them).
+/// kernel holds the inode in passthrough mode with the dead process's backing id and
+/// accepts no other for a new open. The dead process recorded it in the mount's ledger;
+/// the new one reopens the file with it (no read reaches it: the kernel reads the backing
+/// file), while the old handle is held and after it is closed.
 #[test]
 fn a_file_held_open_with_passthrough_across_a_takeover() {
     if let Some(reason) = missing_prerequisite() {
@@ -394,27 +401,50 @@ fn a_file_held_open_with_passthrough_across_a_takeover() {
     let mut text = vec![0u8; HOSTS.len()];
     held.read_exact_at(&mut text, 0).expect("read");
     assert_eq!(text, HOSTS);
+    let ledger = dir.path().join("mnt.backing-ids");
+    let recorded = std::fs::read_to_string(&ledger).expect("the child's ledger");
+    assert!(
+        recorded.starts_with('+'),
+        "a backing id recorded: {recorded:?}"
+    );
     child.kill().expect("SIGKILL the child");
     child.wait().expect("reap the child");
 
     let runtime = runtime();
+    let adopted = content(None, None);
     let handle = fs::adopt(
         &mnt,
         connection,
-        content(None, None),
+        adopted.clone(),
         runtime.handle().clone(),
         &MountOptions::default(),
     )
     .expect("take over the connection");
-    let again = std::fs::read(&hosts);
-    eprintln!("open while the passthrough handle is held: {again:?}");
+    let reopened = std::fs::File::open(&hosts).expect("reopen while the old handle is held");
+    let mut again = vec![0u8; HOSTS.len()];
+    reopened
+        .read_exact_at(&mut again, 0)
+        .expect("read the reopened file");
+    assert_eq!(again, HOSTS);
     held.read_exact_at(&mut text, 0)
         .expect("the held handle reads on");
     assert_eq!(text, HOSTS);
+    drop(reopened);
     drop(held);
     assert_eq!(
-        std::fs::read(&hosts).expect("opens once the handle is closed"),
+        std::fs::read(&hosts).expect("opens once every handle is closed"),
         HOSTS
     );
+    assert_eq!(std::fs::read(&hosts).expect("and again"), HOSTS);
+    assert_eq!(
+        adopted.reads.load(Ordering::Relaxed),
+        0,
+        "every read went to the backing file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ledger).expect("ledger kept for a next takeover"),
+        recorded
+    );
     handle.unmount().expect("unmount");
+    assert!(!ledger.exists(), "the ledger goes with the connection");
 }

@@ -6,7 +6,9 @@
 //! takes the connections over (same mounts: same mount ids, no remount) and the reads
 //! the dead one had taken are sent again by the kernel. The container must see no read
 //! error and no wrong byte; a new container of the image starts; removing the image
-//! leaves no mount and no connection copy in the daemon.
+//! leaves no mount and no connection copy in the daemon. And a file a container holds
+//! open with FUSE passthrough across a kill opens again (the new manager reuses the dead
+//! one's backing id, from the mount's ledger).
 
 mod common;
 use common::stack::{convert_to_estargz, rpull, LazyStack};
@@ -245,4 +247,74 @@ fn a_container_reads_on_through_two_fuse_manager_kills() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Backing-id ledgers under `root` that record at least one id.
+fn recorded_ledgers(root: &Path) -> Vec<PathBuf> {
+    fuse_mounts(root)
+        .into_iter()
+        .map(|(_, point)| point.with_file_name("fs.backing-ids"))
+        .filter(|ledger| {
+            std::fs::read_to_string(ledger)
+                .is_ok_and(|text| text.lines().any(|l| l.starts_with('+')))
+        })
+        .collect()
+}
+
+/// A container holds a fully cached file open with passthrough (the kernel reads its
+/// backing copy) while the manager is SIGKILLed: the kernel then accepts a new open of it
+/// only with the dead manager's backing id. The new manager finds it in the mount's
+/// ledger, so the container opens the file again, reads it through the held handle and
+/// the new one, closes it and opens it once more, with the right bytes each time.
+#[test]
+fn a_file_held_open_with_passthrough_reopens_after_a_fuse_manager_kill() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("tkp-", "[fuse]\nmanager = true\n");
+    let root = stack.dir.path().join("root");
+    let plain = stack
+        .registry
+        .push("takeover/held", "plain", &takeover_image())
+        .unwrap();
+    let image = stack.registry.reference("takeover/held", "esgz");
+    convert_to_estargz(&plain, &image);
+    rpull(&stack.containerd, &image);
+    // Read whole (cached), opened again (its backing copy is written 2 s later), then
+    // held open with passthrough across the kill, which comes while it sleeps.
+    let script = "f=/data/f0.bin; sha256sum $f >/dev/null; sleep 1; head -c1 $f >/dev/null; \
+         sleep 3; exec 3<$f; sleep 14; \
+         s=$(sha256sum $f) && echo \"reopened ${s%% *}\" || echo reopen-failed; \
+         s=$(sha256sum <&3) && echo \"held ${s%% *}\" || echo held-failed; exec 3<&-; \
+         s=$(sha256sum $f) && echo \"closed ${s%% *}\" || echo closed-failed";
+    let mut container = ctr_run(&stack, &image, &[]);
+    container.args(["/bin/sh", "-c", script]);
+    let started = Instant::now();
+    let container = std::thread::spawn(move || container.output());
+    while recorded_ledgers(&root).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "no file was opened with passthrough: {}",
+            std::fs::read_to_string(estargz_snapshotter::manager::log_path(&root))
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at = started.elapsed();
+    let took = kill_manager(&stack, &root);
+    eprintln!("held file recorded; manager killed at {at:?}, served again {took:?} later");
+    let output = container.join().unwrap().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut want = String::new();
+    for byte in Sha256::digest(file_bytes(0)) {
+        write!(want, "{byte:02x}").unwrap();
+    }
+    let expected = format!("reopened {want}\nheld {want}\nclosed {want}\n");
+    assert_eq!(
+        out,
+        expected,
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(estargz_snapshotter::manager::log_path(&root)).unwrap_or_default()
+    );
+    assert!(output.status.success());
 }

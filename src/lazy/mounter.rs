@@ -575,8 +575,8 @@ impl Mounter for FuseMounter {
         })
     }
 
-    fn mounted(&self) -> Vec<PathBuf> {
-        self.mountpoints()
+    fn mounted(&self) -> Result<Vec<PathBuf>, MountError> {
+        Ok(self.mountpoints())
     }
 
     fn attempt_timeout(&self) -> Duration {

@@ -331,10 +331,13 @@ impl Mounter for ManagerMounter {
         self.unmount_as(mountpoint, true)
     }
 
-    fn mounted(&self) -> Vec<PathBuf> {
+    fn mounted(&self) -> Result<Vec<PathBuf>, MountError> {
         match self.call(&Request::Mounted) {
-            Ok((Response::Mountpoints { paths }, _)) => paths,
-            _ => Vec::new(),
+            Ok((Response::Mountpoints { paths }, _)) => Ok(paths),
+            Ok((other, _)) => Err(MountError::Unknown(
+                format!("fuse manager answered {other:?}").into(),
+            )),
+            Err(error) => Err(MountError::Unknown(Box::new(error))),
         }
     }
 }
@@ -359,5 +362,47 @@ impl ManagerMounter {
             Ok(other) => Err(failed(format!("fuse manager answered {other:?}"))),
             Err(error) => Err(failed(error.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// A manager socket under a temp root whose server answers each request with
+    /// `answer` (or, with `None`, reads it and never answers).
+    fn fake_manager(answer: Option<&'static str>) -> (tempfile::TempDir, ManagerMounter) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let listener = UnixListener::bind(super::super::socket_path(root.path())).expect("bind");
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut request = String::new();
+                let _ = BufReader::new(&stream).read_line(&mut request);
+                if let Some(answer) = answer {
+                    let _ = stream.write_all(answer.as_bytes());
+                }
+                held.push(stream);
+            }
+        });
+        let mounter = ManagerMounter::new(root.path(), Vec::new(), Duration::from_millis(300));
+        (root, mounter)
+    }
+
+    #[test]
+    fn mounted_is_unknown_when_the_manager_does_not_answer() {
+        let (_root, silent) = fake_manager(None);
+        assert!(matches!(silent.mounted(), Err(MountError::Unknown(_))));
+        let (_root, garbled) = fake_manager(Some("{\"result\":\"ok\"}\n"));
+        assert!(matches!(garbled.mounted(), Err(MountError::Unknown(_))));
+        let (_root, answering) =
+            fake_manager(Some("{\"result\":\"mountpoints\",\"paths\":[\"/a/fs\"]}\n"));
+        assert_eq!(
+            answering.mounted().expect("an answer"),
+            vec![PathBuf::from("/a/fs")]
+        );
     }
 }

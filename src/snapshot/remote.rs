@@ -131,8 +131,8 @@ mod tests {
             Ok(())
         }
 
-        fn mounted(&self) -> Vec<PathBuf> {
-            Vec::new()
+        fn mounted(&self) -> Result<Vec<PathBuf>, MountError> {
+            Ok(Vec::new())
         }
     }
 
@@ -229,8 +229,8 @@ mod tests {
             Ok(())
         }
 
-        fn mounted(&self) -> Vec<PathBuf> {
-            Vec::new()
+        fn mounted(&self) -> Result<Vec<PathBuf>, MountError> {
+            Ok(Vec::new())
         }
 
         fn attempt_timeout(&self) -> std::time::Duration {

@@ -27,6 +27,8 @@ pub enum MountError {
         mountpoint: PathBuf,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("cannot tell which layers are mounted: {0}")]
+    Unknown(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Serves layers lazily on snapshot directories (issue 4 implements it with FUSE).
@@ -41,7 +43,9 @@ pub trait Mounter: Send + Sync {
     /// Unmounts what [`Mounter::mount`] mounted on `mountpoint`.
     fn unmount(&self, mountpoint: &Path) -> Result<(), MountError>;
     /// The mountpoints currently served (to find remote snapshots whose mount was lost).
-    fn mounted(&self) -> Vec<PathBuf>;
+    /// [`MountError::Unknown`] when the server cannot be asked: callers then touch no
+    /// mount on the strength of the answer (an empty list would say every one is lost).
+    fn mounted(&self) -> Result<Vec<PathBuf>, MountError>;
     /// Unmounts `mountpoint`, which no snapshot owns (a crash left it).
     fn drop_orphan(&self, mountpoint: &Path) -> Result<(), MountError> {
         self.unmount(mountpoint)

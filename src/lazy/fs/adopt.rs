@@ -9,8 +9,10 @@
 //! two threads copy kernel requests to fuser and fuser's replies to the kernel, one
 //! message each way per read (seqpacket keeps message boundaries, as the device does).
 //! fuser does nothing else on its fd for this filesystem but read and write, except
-//! registering passthrough backing files (an ioctl), so adopted mounts serve every read
-//! themselves. Only adopted connections pay the copy; fresh mounts read the device.
+//! registering passthrough backing files (an ioctl), so adopted mounts register none:
+//! they serve reads themselves, except of files the dead process left in passthrough
+//! mode, reopened with its backing ids (see [`super::ledger`]). Only adopted connections
+//! pay the copy; fresh mounts read the device.
 //!
 //! Requests the dead process had read but not answered are lost to it; the kernel keeps
 //! them in its "processing" list and their readers wait. Before reading anything, the

@@ -12,7 +12,9 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use super::passthrough::{Decision, OpenFiles};
+use super::passthrough::{
+    open_inherited, register, Decision, OpenFiles, FH_PASSTHROUGH, PASSTHROUGH_FLAGS,
+};
 use super::view::{entry_of, inode_of, LayerView, Node};
 use super::{LayerContent, MountOptions};
 
@@ -28,10 +30,6 @@ const USER_OPAQUE: &str = "user.overlay.opaque";
 const FH_FUSE: FileHandle = FileHandle(0);
 /// File handle of passthrough candidates opened normally (tracked in [`OpenFiles`]).
 const FH_NORMAL: FileHandle = FileHandle(2);
-/// File handle of files opened with passthrough (reads go to the backing file).
-const FH_PASSTHROUGH: FileHandle = FileHandle(1);
-/// Open flags of passthrough opens (the backing file's page cache serves them).
-const PASSTHROUGH_FLAGS: FopenFlags = FopenFlags::empty();
 
 /// The read-only filesystem of one layer.
 pub struct LayerFs {
@@ -85,7 +83,7 @@ impl LayerFs {
         let local = self.content.backing_file(id);
         let open_files = self.open_files.clone();
         self.runtime.spawn(async move {
-            let fresh = match local.await.map(|file| reply.open_backing(&file)) {
+            let fresh = match local.await.map(|file| register(&reply, &file)) {
                 Some(Ok(fresh)) => Some(fresh),
                 Some(Err(error)) => {
                     tracing::debug!(file = id, %error, "passthrough refused; serving reads");
@@ -103,6 +101,13 @@ impl LayerFs {
                 }
             }
         });
+    }
+
+    /// Uses `files` for the open-file bookkeeping: with a ledger on fresh mounts, with
+    /// the dead process's backing ids on adopted ones.
+    pub(super) fn with_open_files(mut self, files: OpenFiles) -> Self {
+        self.open_files = Arc::new(files);
+        self
     }
 
     fn entry(&self, ino: INodeNo) -> Result<(EntryId, &Entry), Errno> {
@@ -311,6 +316,9 @@ impl fuser::Filesystem for LayerFs {
         }
         if entry.kind == EntryType::Reg {
             self.content.opened(id);
+            if let Some(raw) = self.open_files.inherited(id) {
+                return open_inherited(reply, raw);
+            }
             if self.passthrough && entry.size > 0 {
                 return self.open_file(id, reply);
             }

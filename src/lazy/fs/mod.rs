@@ -7,6 +7,7 @@
 
 mod adopt;
 mod layer_fs;
+mod ledger;
 mod passthrough;
 pub mod readahead;
 mod view;
@@ -18,6 +19,7 @@ use futures::future::BoxFuture;
 
 pub use adopt::AdoptError;
 pub use layer_fs::LayerFs;
+pub use ledger::LedgerError;
 pub use view::{LayerView, Node};
 
 /// The content of one layer, as the lazy layer provides it.
@@ -149,6 +151,15 @@ impl MountHandle {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
+        let unmounted = self.unmount_session(session);
+        if unmounted.is_ok() {
+            // The connection ended with the mount, and its backing ids with it.
+            ledger::remove(&self.mountpoint);
+        }
+        unmounted
+    }
+
+    fn unmount_session(&mut self, session: fuser::BackgroundSession) -> Result<(), FsError> {
         tracing::info!(mountpoint = %self.mountpoint.display(), "unmounting layer");
         let Some(relay) = self.relay.take() else {
             return session
@@ -190,7 +201,9 @@ pub fn mount(
     runtime: tokio::runtime::Handle,
     options: &MountOptions,
 ) -> Result<MountHandle, FsError> {
-    let fs = LayerFs::new(content, runtime, options);
+    let fs = LayerFs::new(content, runtime, options).with_open_files(
+        passthrough::OpenFiles::recorded(ledger::Ledger::create(mountpoint)),
+    );
     let failed = |source| FsError::Mount {
         path: mountpoint.to_path_buf(),
         source,
@@ -229,7 +242,13 @@ pub fn adopt(
         source,
     };
     adopt::check_alive(&connection).map_err(adopt_failed)?;
-    let fs = LayerFs::new(content, runtime, options);
+    // The ledger stays as the dead process left it, for whoever takes over next.
+    let inherited = ledger::load(mountpoint);
+    if !inherited.is_empty() {
+        tracing::info!(mountpoint = %mountpoint.display(), files = inherited.len(), "reusing the dead server's passthrough backing ids");
+    }
+    let fs = LayerFs::new(content, runtime, options)
+        .with_open_files(passthrough::OpenFiles::inheriting(inherited));
     let (fusers, ours) = adopt::socket_pair().map_err(adopt_failed)?;
     let config = fuser_config(options);
     let session = fuser::Session::from_fd(fs, fusers, config.acl, config).map_err(mount_failed)?;
