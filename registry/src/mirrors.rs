@@ -4,7 +4,8 @@
 //! A mirror is any host serving the distribution API for the same repository names (a
 //! pull-through cache, a node-local or peer-to-peer mirror such as Spegel or Dragonfly).
 //! A mirror that fails (other than not having the content) is skipped for
-//! [`MIRROR_PENALTY`](crate::MIRROR_PENALTY), so a dead mirror costs one failed attempt, not one per read. Writes
+//! [`MIRROR_PENALTY`](crate::MIRROR_PENALTY), so a dead mirror costs one failed attempt, not one per read,
+//! unless the registry fails too: then the resting mirrors are the last resort. Writes
 //! never go to mirrors. The mirrors are the registry's endpoints before its server, as
 //! `hosts.rs` resolves them (`[remote] mirrors`, then hosts.toml `[host]` entries); a
 //! mirror host's credentials are looked up under its own host name, as containerd does.
@@ -18,29 +19,28 @@ use crate::reference::Reference;
 impl Client {
     /// The endpoints of `repo`'s registry other than its server that may serve this read
     /// (`pull`, and `resolve` too when `resolving` a tag) and are not resting after a
-    /// failure, each as the same repository on that host; then the server's reference.
-    fn read_sources(
-        &self,
-        repo: &Reference,
-        resolving: bool,
-    ) -> Result<(Vec<Reference>, Reference), Error> {
+    /// failure, each as the same repository on that host; then the server's reference;
+    /// then the mirrors that are resting.
+    fn read_sources(&self, repo: &Reference, resolving: bool) -> Result<Sources, Error> {
         let endpoints = self
             .inner
             .endpoints
             .resolve(&self.inner.config, &repo.registry)?;
         let Some((server, mirrors)) = endpoints.split_last() else {
-            return Ok((Vec::new(), repo.clone()));
+            return Ok(Sources {
+                live: Vec::new(),
+                primary: repo.clone(),
+                resting: Vec::new(),
+            });
         };
         let on = |host: &str| Reference {
             registry: host.to_owned(),
             ..repo.clone()
         };
-        let live = mirrors
+        let (resting, live): (Vec<_>, Vec<_>) = mirrors
             .iter()
             .filter(|m| m.capabilities.pull && (!resolving || m.capabilities.resolve))
-            .filter(|m| !self.inner.mirror_health.is_down(&m.host))
-            .map(|m| on(&m.host))
-            .collect();
+            .partition(|m| self.inner.mirror_health.is_down(&m.host));
         // The registry itself keeps its name (credentials are stored under it) unless
         // hosts.toml sends it elsewhere.
         let primary = if server.host == repo.api_host() {
@@ -48,7 +48,11 @@ impl Client {
         } else {
             on(&server.host)
         };
-        Ok((live, primary))
+        Ok(Sources {
+            live: live.iter().map(|m| on(&m.host)).collect(),
+            primary,
+            resting: resting.iter().map(|m| on(&m.host)).collect(),
+        })
     }
 
     /// Runs the blob read `op` against each live mirror of `repo`'s registry in turn, then
@@ -78,8 +82,8 @@ impl Client {
         F: FnMut(Reference) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let (mirrors, primary) = self.read_sources(repo, resolving)?;
-        for mirror in mirrors {
+        let sources = self.read_sources(repo, resolving)?;
+        for mirror in sources.live {
             let host = mirror.registry.clone();
             match op(mirror).await {
                 Ok(value) => {
@@ -98,6 +102,30 @@ impl Client {
                 }
             }
         }
-        op(primary).await
+        let error = match op(sources.primary).await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        // The registry failed too (e.g. it is down while a mirror only had a hiccup, or
+        // failed a read it could not serve): a resting mirror may still have the content.
+        if error.is_not_found() {
+            return Err(error);
+        }
+        for mirror in sources.resting {
+            let host = mirror.registry.clone();
+            if let Ok(value) = op(mirror).await {
+                tracing::info!(mirror = %host, "resting mirror served while the registry failed");
+                self.inner.mirror_health.mark_up(&host);
+                return Ok(value);
+            }
+        }
+        Err(error)
     }
+}
+
+/// Where a read may go, in order: live mirrors, the registry, resting mirrors.
+struct Sources {
+    live: Vec<Reference>,
+    primary: Reference,
+    resting: Vec<Reference>,
 }
