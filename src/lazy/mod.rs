@@ -22,6 +22,7 @@ pub mod link;
 pub mod mounter;
 pub mod observe;
 pub mod producers;
+pub mod recorded;
 pub mod soci;
 pub mod source;
 

@@ -22,6 +22,7 @@ use crate::lazy::producers::background_fetch::{BackgroundConfig, BackgroundFetch
 use crate::lazy::producers::prefetch::{self, PrefetchConfig};
 use crate::lazy::producers::preopen::{listed_layers, Preopened};
 use crate::lazy::producers::record::{self, RecordConfig, Recorder};
+use crate::lazy::recorded::Recorded;
 use crate::lazy::source::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
 };
@@ -128,22 +129,10 @@ impl FuseConfig {
     }
 }
 
-/// A [`Layer`] as the FUSE filesystem sees it, with the recorder of opened files when
-/// recording is on.
-struct LayerFiles {
-    layer: Layer,
-    recorder: Option<Recorder>,
-}
-
-impl LayerContent for LayerFiles {
+/// An eStargz layer as the FUSE filesystem sees it.
+impl LayerContent for Layer {
     fn index(&self) -> &estargz::Index {
-        self.layer.index()
-    }
-
-    fn opened(&self, file: estargz::EntryId) {
-        if let Some(recorder) = &self.recorder {
-            recorder.opened(self.layer.index(), file);
-        }
+        Layer::index(self)
     }
 
     fn read(
@@ -152,7 +141,7 @@ impl LayerContent for LayerFiles {
         offset: u64,
         len: u32,
     ) -> BoxFuture<'static, Result<Vec<u8>, std::io::Error>> {
-        let layer = self.layer.clone();
+        let layer = self.clone();
         // The filesystem logs the error and answers EIO.
         Box::pin(async move {
             layer
@@ -163,7 +152,7 @@ impl LayerContent for LayerFiles {
     }
 
     fn backing_file(&self, file: estargz::EntryId) -> BoxFuture<'static, Option<std::fs::File>> {
-        let layer = self.layer.clone();
+        let layer = self.clone();
         Box::pin(async move {
             match layer.backing_file(file).await {
                 Ok(local) => local,
@@ -340,8 +329,8 @@ impl FuseMounter {
             (true, false) => self.prefetch_before_ready(&layer, &located, labels),
             _ => prefetch::PrefetchOutcome::None,
         };
-        let files = Arc::new(LayerFiles {
-            layer: layer.clone(),
+        let files = Arc::new(Recorded {
+            content: layer.clone(),
             recorder,
         });
         let handle = self.attach(mountpoint, files, adopted)?;
@@ -393,7 +382,10 @@ impl FuseMounter {
             // With background fetching on, the whole blob comes anyway: check the index.
             crate::lazy::soci::spawn_check(&self.runtime, &layer, background.config());
         }
-        let files = Arc::new(crate::lazy::soci::SociFiles { layer, recorder });
+        let files = Arc::new(Recorded {
+            content: layer,
+            recorder,
+        });
         let handle = self.attach(mountpoint, files, adopted)?;
         tracing::info!(%digest, mountpoint = %mountpoint.display(), adopted = handle.adopted(), "layer mounted lazily through its soci index");
         self.lock().insert(mountpoint.to_path_buf(), handle);

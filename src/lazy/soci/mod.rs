@@ -13,7 +13,6 @@
 //! against the whole layer from the bytes background fetching brings into the cache.
 
 mod blob_check;
-mod soci_files;
 mod soci_layer;
 mod span_fetch;
 mod verify;
@@ -38,7 +37,6 @@ use crate::lazy::source::BlobLocation;
 use crate::snapshot::Labels;
 
 pub use blob_check::{check_whole_blob, spawn_check, CheckPacing};
-pub use soci_files::SociFiles;
 pub use soci_layer::SociLayer;
 
 /// Largest zTOC accepted (checkpoint windows are 32 KiB each: 64 MiB is ~2000 spans).
