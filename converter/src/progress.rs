@@ -128,7 +128,7 @@ impl LayerProgress {
         let elapsed = self.inner.started.elapsed();
         self.clear();
         tracing::info!(
-            "{} indexed: {} layer, {} zTOC, {spans} spans in {}",
+            "{} indexed: {} layer, {} zTOC and span blocks, {spans} spans in {}",
             self.inner.label,
             human_bytes(size),
             human_bytes(ztoc),

@@ -5,7 +5,9 @@
 mod convert_support;
 
 use convert_support::*;
-use estargz::soci::{decompress_span, Compression, Zinfo, Ztoc};
+use estargz::soci::{
+    decompress_prefix, decompress_span, Compression, SpanBlocks, Zinfo, Ztoc, BLOCKS_MEDIA_TYPE,
+};
 use estargz::Digest;
 use serde_json::Value;
 use testkit::registry::REGISTRY_BIN;
@@ -26,6 +28,50 @@ fn index_json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("--json prints JSON")
+}
+
+/// The zTOC layers of a SOCI index (its other layers are our span blocks and prefetch
+/// artifacts), each with the span blocks blob bound to the same image layer.
+fn ztocs_and_blocks(soci: &Value) -> Vec<(Value, Value)> {
+    let layers = soci["layers"].as_array().unwrap();
+    let bound = |l: &Value| l["annotations"]["com.amazon.soci.image-layer-digest"].clone();
+    layers
+        .iter()
+        .filter(|l| l["mediaType"] == "application/octet-stream")
+        .map(|z| {
+            let blocks = layers
+                .iter()
+                .find(|l| l["mediaType"] == BLOCKS_MEDIA_TYPE && bound(l) == bound(z))
+                .expect("span blocks beside every zTOC");
+            (z.clone(), blocks.clone())
+        })
+        .collect()
+}
+
+/// Checks the span blocks blob against its zTOC and layer: each span's first block alone
+/// decodes to a verified prefix of the span, all blocks to the whole span.
+fn check_blocks(ztoc: &[u8], blocks: &[u8], blob: &[u8], tar: &[u8]) {
+    let ztoc = Ztoc::from_bytes(ztoc).unwrap();
+    let zinfo = Zinfo::new(&ztoc).unwrap();
+    let blocks = SpanBlocks::from_bytes(blocks, &zinfo).expect("span blocks parse");
+    assert!(
+        (blocks.to_bytes().len() as u64) * 200 < blob.len() as u64,
+        "span blocks are tiny against the layer"
+    );
+    for span in 0..zinfo.span_count() {
+        let c = zinfo.compressed_range(span).unwrap();
+        let u = zinfo.uncompressed_range(span).unwrap();
+        for count in [1, blocks.count(span)] {
+            let end = blocks
+                .compressed_range(&zinfo, span, count - 1)
+                .unwrap()
+                .end;
+            let prefix = &blob[c.start as usize..end as usize];
+            let out = decompress_prefix(&zinfo, &blocks, span, count, prefix).unwrap();
+            let at = u.start as usize;
+            assert!(out[..] == tar[at..at + out.len()], "span {span} prefix");
+        }
+    }
 }
 
 /// Checks a zTOC against the layer it claims to index: every span verifies and decodes,
@@ -75,14 +121,14 @@ fn check_image(registry: &Registry, repo: &str, image: &BuiltImage, manifest: &D
     assert_eq!(soci["config"]["mediaType"], SOCI_V1);
     assert_eq!(soci["subject"]["digest"], manifest.to_string());
     let client = registry.client();
-    let layers = soci["layers"].as_array().unwrap();
+    let layers = ztocs_and_blocks(&soci);
     let expected: Vec<_> = image
         .layers
         .iter()
         .filter(|l| l.blob.bytes.len() as u64 >= min)
         .collect();
     assert_eq!(layers.len(), expected.len(), "one zTOC per large layer");
-    for (desc, layer) in layers.iter().zip(expected) {
+    for ((desc, blocks), layer) in layers.iter().zip(expected) {
         let annotations = &desc["annotations"];
         assert_eq!(
             annotations["com.amazon.soci.image-layer-digest"],
@@ -95,6 +141,8 @@ fn check_image(registry: &Registry, repo: &str, image: &BuiltImage, manifest: &D
         assert_eq!(annotations["com.amazon.soci.span-size"], "65536");
         let ztoc = client.get_blob(repo, &digest_of(desc)).unwrap();
         check_ztoc(&ztoc, &layer.blob.bytes, &layer.tar);
+        let blocks = client.get_blob(repo, &digest_of(blocks)).unwrap();
+        check_blocks(&ztoc, &blocks, &layer.blob.bytes, &layer.tar);
     }
 }
 
@@ -200,7 +248,14 @@ fn index_layout_image_with_the_tag_schema() {
     let soci: Value =
         serde_json::from_slice(&blob(&digest_of(&referrers["manifests"][0]))).unwrap();
     assert_eq!(soci["subject"]["digest"], image.manifest.digest.to_string());
-    for (desc, layer) in soci["layers"].as_array().unwrap().iter().zip(&image.layers) {
+    for ((desc, blocks), layer) in ztocs_and_blocks(&soci).iter().zip(&image.layers) {
         check_ztoc(&blob(&digest_of(desc)), &layer.blob.bytes, &layer.tar);
+        let blocks = blob(&digest_of(blocks));
+        check_blocks(
+            &blob(&digest_of(desc)),
+            &blocks,
+            &layer.blob.bytes,
+            &layer.tar,
+        );
     }
 }

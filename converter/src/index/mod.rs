@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE};
-use estargz::soci::{build_ztoc, BuildError, BuildOptions, Compression};
+use estargz::soci::{
+    build_ztoc_with_blocks, BuildError, BuildOptions, Compression, SpanBlocks, BLOCKS_MEDIA_TYPE,
+    DEFAULT_BLOCK_SIZE,
+};
 use estargz::{Digest, Hasher};
 use futures_util::future::try_join_all;
 use serde::Serialize;
@@ -122,6 +125,9 @@ pub struct LayerIndexReport {
     pub ztoc_digest: Option<Digest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ztoc_size: Option<u64>,
+    /// Size of the verification blocks blob pushed beside the zTOC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spans: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,6 +150,9 @@ struct Built {
     parsed: estargz::soci::Ztoc,
     ztoc: Vec<u8>,
     digest: Digest,
+    /// The span blocks blob and its digest.
+    blocks: Vec<u8>,
+    blocks_digest: Digest,
     spans: u32,
     files: usize,
 }
@@ -231,6 +240,13 @@ pub async fn index_image(
             .put_blob_bytes(&b.digest, b.ztoc.clone())
             .await
             .map_err(source_error(format!("push ztoc {}", b.digest)))?;
+        store
+            .put_blob_bytes(&b.blocks_digest, b.blocks.clone())
+            .await
+            .map_err(source_error(format!(
+                "push span blocks {}",
+                b.blocks_digest
+            )))?;
     }
     let mut reports = Vec::new();
     for ((desc, _), plan) in manifests.iter().zip(&plans) {
@@ -290,20 +306,24 @@ async fn index_layer(
     // A registry download was digest-checked on arrival; a layout blob is checked here.
     let verify = matches!(store, Store::Layout { .. });
     let (build, digest) = (opts.build.clone(), layer.digest);
-    let ztoc = tokio::task::spawn_blocking(move || {
+    let (ztoc, blocks) = tokio::task::spawn_blocking(move || {
         build_from_file(blob, compression, &build, verify, digest)
     })
     .await
     .map_err(|source| IndexError::Join { digest, source })??;
     let bytes = ztoc.to_bytes();
+    let blocks = blocks.to_bytes();
     let built = Built {
         digest: Digest::sha256(&bytes),
         spans: ztoc.max_span_id + 1,
         files: ztoc.files.len(),
         ztoc: bytes,
         parsed: ztoc,
+        blocks_digest: Digest::sha256(&blocks),
+        blocks,
     };
-    p.indexed(layer.size, built.ztoc.len() as u64, built.spans);
+    let index_size = (built.ztoc.len() + built.blocks.len()) as u64;
+    p.indexed(layer.size, index_size, built.spans);
     Ok(built)
 }
 
@@ -313,7 +333,7 @@ fn build_from_file(
     build: &BuildOptions,
     verify: bool,
     digest: Digest,
-) -> Result<estargz::soci::Ztoc, IndexError> {
+) -> Result<(estargz::soci::Ztoc, SpanBlocks), IndexError> {
     let path: PathBuf = blob.path().to_owned();
     let file = std::fs::File::open(&path).map_err(|e| IndexError::Build {
         digest,
@@ -323,7 +343,7 @@ fn build_from_file(
         inner: file,
         hasher: verify.then(Hasher::new),
     };
-    let ztoc = build_ztoc(&mut reader, compression, build)
+    let ztoc = build_ztoc_with_blocks(&mut reader, compression, build, DEFAULT_BLOCK_SIZE)
         .map_err(|source| IndexError::Build { digest, source })?;
     if let Some(hasher) = reader.hasher {
         let actual = hasher.finish();
@@ -419,6 +439,13 @@ async fn publish_manifest(
             }
         }
         if let Some(b) = b {
+            // Our span blocks, beside the zTOC (soci ignores the unknown media type).
+            prefetches.push(PrefetchEntry {
+                media_type: BLOCKS_MEDIA_TYPE,
+                digest: b.blocks_digest,
+                size: b.blocks.len() as u64,
+                layer_digest: layer.digest,
+            });
             ztocs.push(ZtocEntry {
                 ztoc_digest: b.digest,
                 ztoc_size: b.ztoc.len() as u64,
@@ -433,6 +460,7 @@ async fn publish_manifest(
             status,
             ztoc_digest: b.map(|b| b.digest),
             ztoc_size: b.map(|b| b.ztoc.len() as u64),
+            blocks_size: b.map(|b| b.blocks.len() as u64),
             spans: b.map(|b| b.spans),
             files: b.map(|b| b.files),
             prefetch: prefetch_report,
@@ -473,7 +501,7 @@ async fn publish_manifest(
         .map_err(publish_error)?;
     let digest = Digest::sha256(&bytes);
     tracing::info!(
-        "manifest {}: SOCI index {digest} ({} zTOCs, {} prefetch lists) linked via {via:?}",
+        "manifest {}: SOCI index {digest} ({} zTOCs, {} span blocks and prefetch blobs) linked via {via:?}",
         desc.digest,
         ztocs.len(),
         prefetches.len()

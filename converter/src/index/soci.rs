@@ -24,10 +24,11 @@ pub struct ZtocEntry {
     pub span_size: u64,
 }
 
-/// One layer's prefetch artifact blob.
+/// One further blob of a layer in the index: a prefetch artifact or our span blocks.
 #[derive(Debug, Clone)]
 pub struct PrefetchEntry {
-    /// soci's prefetch artifact (spans) or our file list (eStargz layers).
+    /// soci's prefetch artifact (spans), our file list (eStargz layers) or our span
+    /// blocks.
     pub media_type: &'static str,
     pub digest: Digest,
     pub size: u64,

@@ -6,17 +6,21 @@
 //! - [`ztoc`]: the zTOC and its FlatBuffers form (soci's `ztoc.fbs`, version 0.9).
 //! - [`zinfo`]: checkpoints and span geometry (which bytes make up which span).
 //! - [`span`]: verify and inflate one span.
+//! - [`prefix`]: verify and inflate the first blocks of a span, block by block.
+//! - [`blocks`]: per-block digests inside spans, a blob of our own beside the zTOC.
 //! - [`prefetch`]: the prefetch artifact (spans to fetch at mount).
 //! - [`filelist`]: an eStargz layer's learned files, carried by the same index.
 //! - [`totoc`]: the file table as TOC entries, for the daemon's path tree.
 //! - `tarscan`, `gzip`, `inflate`, `flatbuf`: the pieces underneath.
 
+pub mod blocks;
 pub mod filelist;
 mod flatbuf;
 pub mod gzip;
 mod inflate;
 pub mod media;
 pub mod prefetch;
+pub mod prefix;
 pub mod span;
 pub mod tarscan;
 pub mod totoc;
@@ -27,11 +31,14 @@ pub mod ztoc_build;
 #[cfg(test)]
 mod tests;
 
+pub use blocks::{SpanBlocks, BLOCKS_MEDIA_TYPE, DEFAULT_BLOCK_SIZE};
 pub use flatbuf::FlatbufError;
+pub use prefix::{decompress_prefix, PrefixDecoder};
 pub use span::{decompress_span, SpanError};
 pub use totoc::{index_of, toc_of};
 pub use zinfo::{Zinfo, ZinfoError};
 pub use ztoc::{Compression, FileMetadata, Ztoc, ZtocError, ZTOC_VERSION};
 pub use ztoc_build::{
-    build_ztoc, BuildError, BuildOptions, DEFAULT_MIN_SPAN_SIZE, DEFAULT_SPAN_SIZE,
+    build_ztoc, build_ztoc_with_blocks, BuildError, BuildOptions, DEFAULT_MIN_SPAN_SIZE,
+    DEFAULT_SPAN_SIZE,
 };

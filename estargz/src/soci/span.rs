@@ -30,6 +30,15 @@ pub enum SpanError {
     Short { span: usize, got: u64, want: u64 },
     #[error("span {span}: {source}")]
     Gzip { span: usize, source: GzipError },
+    #[error(
+        "span {span} block {block}: compressed bytes have digest {got}, the index says {want}"
+    )]
+    BlockDigest {
+        span: usize,
+        block: usize,
+        got: Digest,
+        want: Digest,
+    },
 }
 
 /// Verifies and decodes span `span` from its compressed bytes (exactly
@@ -134,7 +143,7 @@ fn inflate_to(
     Ok(out)
 }
 
-fn status_name(s: TINFLStatus) -> &'static str {
+pub(super) fn status_name(s: TINFLStatus) -> &'static str {
     match s {
         TINFLStatus::Failed => "invalid data",
         TINFLStatus::FailedCannotMakeProgress => "truncated",

@@ -281,3 +281,161 @@ proptest! {
         }
     }
 }
+
+/// Builds with blocks, checks the blob round-trips, and that every prefix of every span
+/// decodes at least to its recorded end, matching the tar.
+fn check_blocks(tar: &[u8], blob: &[u8], compression: Compression, o: &BuildOptions) -> SpanBlocks {
+    let (ztoc, blocks) = build_ztoc_with_blocks(blob, compression, o, 4096).unwrap();
+    assert_eq!(ztoc, build_ztoc(blob, compression, o).unwrap(), "same ztoc");
+    let z = Zinfo::new(&ztoc).unwrap();
+    let parsed = SpanBlocks::from_bytes(&blocks.to_bytes(), &z).unwrap();
+    assert_eq!(parsed, blocks);
+    let mut partial_prefixes = 0;
+    for span in 0..z.span_count() {
+        let u = z.uncompressed_range(span).unwrap();
+        let c = z.compressed_range(span).unwrap();
+        for count in 1..=blocks.count(span) {
+            let end = blocks.compressed_range(&z, span, count - 1).unwrap().end;
+            let prefix = &blob[c.start as usize..end as usize];
+            let out = decompress_prefix(&z, &blocks, span, count, prefix).unwrap();
+            let want = blocks.block(span, count - 1).unwrap().uncompressed_end - u.start;
+            assert!(
+                out.len() as u64 >= want,
+                "span {span} blocks {count}: {} < {want}",
+                out.len()
+            );
+            let at = u.start as usize;
+            assert!(
+                out[..] == tar[at..at + out.len()],
+                "span {span} blocks {count}"
+            );
+            if count == blocks.count(span) {
+                assert_eq!(out.len() as u64, u.end - u.start, "whole span {span}");
+            } else {
+                partial_prefixes += 1;
+            }
+            assert_eq!(
+                blocks.needed(
+                    span,
+                    blocks.block(span, count - 1).unwrap().uncompressed_end
+                ),
+                blocks
+                    .needed(
+                        span,
+                        blocks.block(span, count - 1).unwrap().uncompressed_end
+                    )
+                    .min(count),
+            );
+        }
+        assert_eq!(blocks.needed(span, u.end), blocks.count(span));
+    }
+    assert!(partial_prefixes > 0, "spans have several blocks");
+    blocks
+}
+
+#[test]
+fn span_prefixes_decode_block_by_block() {
+    let tar = many_small_files(3000);
+    let blob = gzip(&tar);
+    check_blocks(&tar, &blob, Compression::Gzip, &opts(256 << 10, 64 << 10));
+    for piece in [4096, 100_000] {
+        let blob = gzip_members(&tar, piece);
+        check_blocks(&tar, &blob, Compression::Gzip, &opts(64 << 10, 16 << 10));
+    }
+    check_blocks(
+        &tar,
+        &tar,
+        Compression::Uncompressed,
+        &opts(100_000, 100_000),
+    );
+    let tar = large_files();
+    check_blocks(
+        &tar,
+        &gzip(&tar),
+        Compression::Gzip,
+        &BuildOptions::default(),
+    );
+}
+
+#[test]
+fn needed_blocks_stop_at_the_first_covering_block() {
+    let tar = many_small_files(3000);
+    let blob = gzip(&tar);
+    let o = opts(1 << 20, 1 << 20);
+    let (ztoc, blocks) = build_ztoc_with_blocks(&blob[..], Compression::Gzip, &o, 4096).unwrap();
+    let z = Zinfo::new(&ztoc).unwrap();
+    let u = z.uncompressed_range(0).unwrap();
+    assert_eq!(
+        blocks.needed(0, u.start + 1),
+        1.max(blocks.needed(0, u.start + 1))
+    );
+    let first_end = blocks.block(0, 0).unwrap().uncompressed_end;
+    assert_eq!(
+        blocks.needed(0, first_end),
+        1,
+        "a read inside block 0's output"
+    );
+    assert_eq!(
+        blocks.needed(0, first_end + 1),
+        2,
+        "one byte more needs block 1"
+    );
+    assert!(
+        blocks.count(0) > 8,
+        "a 1 MiB span of text has many 4 KiB blocks"
+    );
+}
+
+#[test]
+fn corrupted_block_and_hostile_blocks_blobs_are_refused() {
+    let tar = many_small_files(1000);
+    let blob = gzip(&tar);
+    let o = opts(64 << 10, 64 << 10);
+    let (ztoc, blocks) = build_ztoc_with_blocks(&blob[..], Compression::Gzip, &o, 4096).unwrap();
+    let z = Zinfo::new(&ztoc).unwrap();
+    let c = z.compressed_range(1).unwrap();
+    let end = blocks.compressed_range(&z, 1, 1).unwrap().end;
+    let mut prefix = blob[c.start as usize..end as usize].to_vec();
+    prefix[5000] ^= 1;
+    assert!(matches!(
+        decompress_prefix(&z, &blocks, 1, 2, &prefix),
+        Err(SpanError::BlockDigest {
+            span: 1,
+            block: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        decompress_prefix(&z, &blocks, 1, 2, &prefix[..4000]),
+        Err(SpanError::Length { .. })
+    ));
+    let bytes = blocks.to_bytes();
+    assert!(SpanBlocks::from_bytes(&bytes[..bytes.len() - 1], &z).is_err());
+    let mut extra = bytes.clone();
+    extra.push(0);
+    assert!(SpanBlocks::from_bytes(&extra, &z).is_err());
+    let other = build_ztoc(&blob[..], Compression::Gzip, &opts(512 << 10, 512 << 10)).unwrap();
+    assert!(
+        SpanBlocks::from_bytes(&bytes, &Zinfo::new(&other).unwrap()).is_err(),
+        "blocks of another span geometry"
+    );
+    let mut wrong_end = bytes.clone();
+    // First block's uncompressed end of span 0: past the span.
+    wrong_end[8 + 8 + 4 + 4 + 32..8 + 8 + 4 + 4 + 40].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(SpanBlocks::from_bytes(&wrong_end, &z).is_err());
+}
+
+#[test]
+fn blocks_blob_is_tiny_against_the_layer() {
+    let tar = large_files();
+    let blob = gzip(&tar);
+    let (_, blocks) = build_ztoc_with_blocks(
+        &blob[..],
+        Compression::Gzip,
+        &BuildOptions::default(),
+        DEFAULT_BLOCK_SIZE,
+    )
+    .unwrap();
+    let ratio = blocks.to_bytes().len() as f64 / blob.len() as f64;
+    assert!(ratio < 0.001, "blocks blob is {ratio} of the layer");
+}

@@ -17,6 +17,7 @@ use miniz_oxide::inflate::TINFLStatus;
 
 use crate::digest::{Digest, Hasher};
 
+use super::blocks::{BlockRecorder, SpanBlocks};
 use super::gzip::{self, GzipError, TRAILER_LEN};
 use super::inflate::{Inflater, WINDOW};
 use super::tarscan::{TarScanError, TarScanner};
@@ -90,6 +91,33 @@ pub fn build_ztoc(
     compression: Compression,
     opts: &BuildOptions,
 ) -> Result<Ztoc, BuildError> {
+    build(reader, compression, opts, None).map(|(ztoc, _)| ztoc)
+}
+
+/// Builds the zTOC and, in the same pass, the verification blocks of its spans
+/// ([`super::blocks`]), `block_size` compressed bytes each.
+pub fn build_ztoc_with_blocks(
+    reader: impl Read,
+    compression: Compression,
+    opts: &BuildOptions,
+    block_size: u64,
+) -> Result<(Ztoc, SpanBlocks), BuildError> {
+    let (ztoc, blocks) = build(
+        reader,
+        compression,
+        opts,
+        Some(BlockRecorder::new(block_size)),
+    )?;
+    let blocks = blocks.unwrap_or_else(|| BlockRecorder::new(block_size));
+    Ok((ztoc, blocks.finish()))
+}
+
+fn build(
+    reader: impl Read,
+    compression: Compression,
+    opts: &BuildOptions,
+    blocks: Option<BlockRecorder>,
+) -> Result<(Ztoc, Option<BlockRecorder>), BuildError> {
     if opts.span_size == 0 || opts.min_span_size == 0 || opts.min_span_size > opts.span_size {
         return Err(BuildError::SpanSize {
             span_size: opts.span_size,
@@ -97,11 +125,12 @@ pub fn build_ztoc(
         });
     }
     let mut input = Input::new(reader);
+    let mut spans = Spans::new(blocks);
     let built = match compression {
-        Compression::Gzip => build_gzip(&mut input, opts)?,
-        Compression::Uncompressed => build_tar(&mut input, opts)?,
+        Compression::Gzip => build_gzip(&mut input, opts, &mut spans)?,
+        Compression::Uncompressed => build_tar(&mut input, opts, &mut spans)?,
     };
-    Ok(Ztoc {
+    let ztoc = Ztoc {
         version: ZTOC_VERSION.into(),
         build_tool_identifier: opts.build_tool_identifier.clone(),
         compressed_archive_size: input.offset(),
@@ -112,7 +141,8 @@ pub fn build_ztoc(
             .map_err(|_| BuildError::TooManySpans)?,
         span_digests: built.digests,
         checkpoints: built.checkpoints,
-    })
+    };
+    Ok((ztoc, spans.blocks))
 }
 
 struct Built {
@@ -195,16 +225,43 @@ struct Spans {
     last_out: u64,
     last_in: u64,
     last_files: usize,
+    blocks: Option<BlockRecorder>,
 }
 
 impl Spans {
-    fn new() -> Self {
+    fn new(blocks: Option<BlockRecorder>) -> Self {
         Self {
             hasher: Hasher::new(),
             digests: Vec::new(),
             last_out: 0,
             last_in: 0,
             last_files: 0,
+            blocks,
+        }
+    }
+
+    /// Adds compressed bytes of the current span; `out` is the uncompressed offset
+    /// reached once they are consumed.
+    fn hash(&mut self, bytes: &[u8], out: u64) {
+        self.hasher.update(bytes);
+        if let Some(blocks) = &mut self.blocks {
+            blocks.feed(bytes, out);
+        }
+    }
+
+    /// Compressed bytes that may be consumed before a block ends.
+    fn room(&self) -> usize {
+        self.blocks.as_ref().map_or(usize::MAX, |b| {
+            usize::try_from(b.room()).unwrap_or(usize::MAX)
+        })
+    }
+
+    /// Ends the last span at uncompressed offset `out`.
+    fn finish(&mut self, out: u64) {
+        let done = std::mem::take(&mut self.hasher);
+        self.digests.push(done.finish());
+        if let Some(blocks) = &mut self.blocks {
+            blocks.cut(out);
         }
     }
 
@@ -223,8 +280,7 @@ impl Spans {
     }
 
     fn cut(&mut self, out: u64, input: u64, files: usize) -> Result<(), BuildError> {
-        let done = std::mem::take(&mut self.hasher);
-        self.digests.push(done.finish());
+        self.finish(out);
         if self.digests.len() >= MAX_SPANS {
             return Err(BuildError::TooManySpans);
         }
@@ -233,10 +289,13 @@ impl Spans {
     }
 }
 
-fn build_gzip<R: Read>(input: &mut Input<R>, opts: &BuildOptions) -> Result<Built, BuildError> {
+fn build_gzip<R: Read>(
+    input: &mut Input<R>,
+    opts: &BuildOptions,
+    spans: &mut Spans,
+) -> Result<Built, BuildError> {
     let mut tar = TarScanner::new();
     let mut inflater = Inflater::new();
-    let mut spans = Spans::new();
     let mut points = CheckpointWriter::new(opts.span_size);
     let mut window = Vec::with_capacity(WINDOW);
     let mut out_total = 0u64;
@@ -267,7 +326,7 @@ fn build_gzip<R: Read>(input: &mut Input<R>, opts: &BuildOptions) -> Result<Buil
             spans.last_in = input.offset();
             first = false;
         } else {
-            spans.hasher.update(&input.data()[..header]);
+            spans.hash(&input.data()[..header], out_total);
             input.consume(header);
             inflater.next_member();
         }
@@ -279,18 +338,26 @@ fn build_gzip<R: Read>(input: &mut Input<R>, opts: &BuildOptions) -> Result<Buil
                     offset: input.offset(),
                 });
             }
-            let step = inflater.step(input.data(), !input.eof, true, usize::MAX);
-            if step.consumed > 0 {
-                let used = &input.data()[..step.consumed];
-                spans.hasher.update(used);
-                last_byte = used[used.len() - 1];
-                input.consume(step.consumed);
-            }
+            // Never past a block end, so each block's uncompressed end is exact.
+            let limit = input.data().len().min(spans.room());
+            let limited = limit < input.data().len();
+            let step = inflater.step(
+                &input.data()[..limit],
+                !input.eof || limited,
+                true,
+                usize::MAX,
+            );
             let out = &inflater.ring()[step.out.clone()];
             crc.update(out);
             tar.feed(out)?;
             out_total += out.len() as u64;
             member_out += out.len() as u64;
+            if step.consumed > 0 {
+                let used = &input.data()[..step.consumed];
+                last_byte = used[used.len() - 1];
+                spans.hash(used, out_total);
+                input.consume(step.consumed);
+            }
             match step.status {
                 TINFLStatus::BlockBoundary => {
                     if spans.due(opts, out_total, input.offset(), tar.entry_count()) {
@@ -300,11 +367,12 @@ fn build_gzip<R: Read>(input: &mut Input<R>, opts: &BuildOptions) -> Result<Buil
                         inflater.window_into(&mut window);
                         points.push(input.offset(), out_total, bits, &window);
                         if bits != 0 {
-                            spans.hasher.update(&[last_byte]);
+                            spans.hash(&[last_byte], out_total);
                         }
                     }
                 }
                 TINFLStatus::HasMoreOutput => {}
+                TINFLStatus::NeedsMoreInput if limited && step.consumed == limit => {}
                 TINFLStatus::NeedsMoreInput => {
                     if !input.fill()? {
                         return Err(BuildError::Truncated {
@@ -330,33 +398,36 @@ fn build_gzip<R: Read>(input: &mut Input<R>, opts: &BuildOptions) -> Result<Buil
         }
         let trailer = &input.data()[..TRAILER_LEN];
         gzip::check_trailer(trailer, crc.finalize(), member_out, input.offset())?;
-        spans.hasher.update(trailer);
+        spans.hash(trailer, out_total);
         input.consume(TRAILER_LEN);
         if input.data().is_empty() && !input.fill()? {
             break;
         }
     }
-    spans.digests.push(spans.hasher.finish());
+    spans.finish(out_total);
     Ok(Built {
         tar,
         uncompressed_size: out_total,
-        digests: spans.digests,
+        digests: std::mem::take(&mut spans.digests),
         checkpoints: points.finish(),
     })
 }
 
-fn build_tar<R: Read>(input: &mut Input<R>, opts: &BuildOptions) -> Result<Built, BuildError> {
+fn build_tar<R: Read>(
+    input: &mut Input<R>,
+    opts: &BuildOptions,
+    spans: &mut Spans,
+) -> Result<Built, BuildError> {
     let mut tar = TarScanner::new();
-    let mut spans = Spans::new();
     let span = opts.span_size;
     while input.fill()? {
         while !input.data().is_empty() {
             let into_span = input.offset() % span;
             let room = usize::try_from(span - into_span).unwrap_or(usize::MAX);
-            let n = room.min(input.data().len());
+            let n = room.min(input.data().len()).min(spans.room());
             let data = &input.data()[..n];
-            spans.hasher.update(data);
             tar.feed(data)?;
+            spans.hash(data, input.offset() + n as u64);
             input.consume(n);
             if input.offset().is_multiple_of(span) {
                 spans.cut(input.offset(), input.offset(), 0)?;
@@ -366,12 +437,12 @@ fn build_tar<R: Read>(input: &mut Input<R>, opts: &BuildOptions) -> Result<Built
     let size = input.offset();
     // The last span is the partial one, or the last full one when the size is a multiple.
     if !size.is_multiple_of(span) || size == 0 {
-        spans.digests.push(spans.hasher.finish());
+        spans.finish(size);
     }
     Ok(Built {
         tar,
         uncompressed_size: size,
-        digests: spans.digests,
+        digests: std::mem::take(&mut spans.digests),
         checkpoints: tar_zinfo_bytes(span, size),
     })
 }
