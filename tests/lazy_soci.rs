@@ -222,12 +222,23 @@ fn image_without_an_index_falls_back_and_runs() {
 }
 
 /// A hand-made SOCI index (v1, tag schema) for `image` in `repo` with the given zTOC per
-/// layer (None: layer not listed).
+/// layer (None: layer not listed), without span blocks.
 fn push_soci_index(
     registry: &testkit::Registry,
     repo: &str,
     image: &BuiltImage,
     ztocs: &[Option<Vec<u8>>],
+) {
+    push_soci_index_with_blocks(registry, repo, image, ztocs, &[]);
+}
+
+/// As [`push_soci_index`], with the span blocks blob of each layer given in `blocks`.
+fn push_soci_index_with_blocks(
+    registry: &testkit::Registry,
+    repo: &str,
+    image: &BuiltImage,
+    ztocs: &[Option<Vec<u8>>],
+    blocks: &[Option<Vec<u8>>],
 ) {
     use estargz::Digest;
     use serde_json::json;
@@ -249,6 +260,19 @@ fn push_soci_index(
                 "com.amazon.soci.image-layer-digest": layer.blob.digest.to_string(),
                 "com.amazon.soci.image-layer-mediaType": layer.blob.media_type,
                 "com.amazon.soci.span-size": "4194304",
+            }
+        }));
+    }
+    for (layer, blocks) in image.layers.iter().zip(blocks) {
+        let Some(blocks) = blocks else { continue };
+        let digest = Digest::sha256(blocks);
+        client.push_blob(repo, &digest, blocks).unwrap();
+        layers.push(json!({
+            "mediaType": estargz::soci::BLOCKS_MEDIA_TYPE,
+            "digest": digest.to_string(),
+            "size": blocks.len(),
+            "annotations": {
+                "com.amazon.soci.image-layer-digest": layer.blob.digest.to_string(),
             }
         }));
     }
@@ -607,4 +631,159 @@ fn a_record_given_with_an_estargz_image_is_prefetched_from_a_referrer() {
         total, at_mount,
         "reading the learned file fetched nothing more"
     );
+}
+
+const FIRST_TEXT: &str = "the first file of a large span";
+
+/// busybox and a layer whose one span starts with a small text file followed by 3 MiB of
+/// incompressible data; the entrypoint reads the text file.
+fn image_with_a_large_span(seed: u64) -> BuiltImage {
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    layer
+        .file("data/first.txt", FIRST_TEXT.as_bytes(), 0o644)
+        .unwrap();
+    let rest = testkit::image::content::random(seed, 3 << 20);
+    layer.file("data/rest.bin", &rest, 0o644).unwrap();
+    testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/cat", "/data/first.txt"])
+        .build()
+        .unwrap()
+}
+
+/// The compressed size of span 0 of a layer blob.
+fn first_span_size(blob: &[u8]) -> u64 {
+    let z = estargz::soci::Zinfo::new(&ztoc_of(blob)).unwrap();
+    let r = z.compressed_range(0).unwrap();
+    r.end - r.start
+}
+
+#[test]
+fn a_read_fetches_the_span_prefix_it_needs_and_without_blocks_the_whole_span() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("socib-", "[background_fetch]\nenable = false\n");
+    // Two images (other content, so no snapshot is shared): one indexed by
+    // estargz-convert (span blocks beside the zTOCs), one by a hand-made index without.
+    let with = image_with_a_large_span(1);
+    let without = image_with_a_large_span(2);
+    let with_ref = stack.registry.push("soci/blocks", "v1", &with).unwrap();
+    let without_ref = stack.registry.push("soci/whole", "v1", &without).unwrap();
+    let report = index(&with_ref);
+    assert!(
+        report["manifests"][0]["layers"][1]["blocksSize"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{report}"
+    );
+    let blobs: Vec<&[u8]> = without.layers.iter().map(|l| &l.blob.bytes[..]).collect();
+    push_soci_index(
+        &stack.registry,
+        "soci/whole",
+        &without,
+        &[
+            Some(ztoc_of(blobs[0]).to_bytes()),
+            Some(ztoc_of(blobs[1]).to_bytes()),
+        ],
+    );
+    let log_path = stack.registry.log_path();
+    for (image, reference, name) in [
+        (&with, &with_ref, "blocks"),
+        (&without, &without_ref, "whole"),
+    ] {
+        let data = vec![image.layers[1].blob.digest.to_string()];
+        let span = first_span_size(&image.layers[1].blob.bytes);
+        let log_start = std::fs::read_to_string(&log_path).unwrap().len();
+        rpull(&stack.containerd, reference);
+        let id = unique_id("socib");
+        let run = [
+            "run",
+            "--rm",
+            "--snapshotter",
+            "stargz",
+            reference.as_str(),
+            &id,
+        ];
+        let out = stack.containerd.ctr(run).unwrap().stdout;
+        let daemon_log = stack.daemon.log_text();
+        assert_eq!(out.trim(), FIRST_TEXT, "{name}: {daemon_log}");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        let bytes = served(&log[log_start..], &data);
+        eprintln!("{name}: registry served {bytes} bytes of the data layer, span 0 is {span}");
+        assert!(span > 2 << 20, "span 0 holds the large file: {span}");
+        if name == "blocks" {
+            assert!(bytes > 0, "the file's blocks came from the registry");
+            assert!(
+                bytes * 8 < span,
+                "a read at the start of a span fetches a prefix: {bytes} of {span}"
+            );
+        } else {
+            assert!(
+                bytes >= span,
+                "without span blocks the whole span is fetched: {bytes} of {span}"
+            );
+        }
+    }
+    let daemon_log = stack.daemon.log_text();
+    let lines: Vec<String> = daemon_log.lines().map(without_colors).collect();
+    let serving = |blocks: bool| {
+        lines
+            .iter()
+            .filter(|l| l.contains("serving layer through its soci index"))
+            .filter(|l| l.contains(&format!("span_blocks={blocks}")))
+            .count()
+    };
+    // busybox is one layer of both images: mounted once, with span blocks.
+    assert_eq!((serving(true), serving(false)), (2, 1), "{daemon_log}");
+}
+
+#[test]
+fn a_corrupted_block_is_never_served() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("socik-", "[background_fetch]\nenable = false\n");
+    let image = image_with_a_large_span(3);
+    let reference = stack.registry.push("soci/badblock", "v1", &image).unwrap();
+    let blobs: Vec<&[u8]> = image.layers.iter().map(|l| &l.blob.bytes[..]).collect();
+    let build = |blob: &[u8]| {
+        estargz::soci::build_ztoc_with_blocks(
+            blob,
+            estargz::soci::Compression::Gzip,
+            &estargz::soci::BuildOptions::default(),
+            estargz::soci::DEFAULT_BLOCK_SIZE,
+        )
+        .unwrap()
+    };
+    let (busybox, busybox_blocks) = build(blobs[0]);
+    let (data, data_blocks) = build(blobs[1]);
+    let mut corrupt = data_blocks.to_bytes();
+    // The digest of span 0's first block (after magic, block size, span and block counts).
+    corrupt[24] ^= 1;
+    push_soci_index_with_blocks(
+        &stack.registry,
+        "soci/badblock",
+        &image,
+        &[Some(busybox.to_bytes()), Some(data.to_bytes())],
+        &[Some(busybox_blocks.to_bytes()), Some(corrupt)],
+    );
+    rpull(&stack.containerd, &reference);
+    let id = unique_id("socik");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let result = stack.containerd.ctr(run);
+    let daemon_log = stack.daemon.log_text();
+    let out = result.map(|o| o.stdout).unwrap_or_default();
+    assert!(
+        !out.contains(FIRST_TEXT),
+        "a block failing its digest is never served: {out}\n{daemon_log}"
+    );
+    assert!(
+        daemon_log.contains("soci block failed verification"),
+        "{daemon_log}"
+    );
+    let (_, remote) = committed_snapshots(&stack.containerd);
+    assert_eq!(remote, 2, "both layers were mounted lazily: {daemon_log}");
 }

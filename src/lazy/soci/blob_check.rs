@@ -7,6 +7,8 @@
 //! reads never download a span twice. The blob is assembled in a temporary file and
 //! hashed on the way: it must match the layer digest, then [`super::verify`] checks the
 //! index's checkpoints and file table against it. On a mismatch the layer is failed.
+//! With span blocks, spans are assembled from their blocks (cached ones from the cache,
+//! the rest fetched and cached block by block), so nothing a read fetched is fetched again.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,6 +38,8 @@ enum CheckError {
     Write(#[from] std::io::Error),
     #[error("{0}")]
     Fetch(#[from] super::span_fetch::SpanFetchError),
+    #[error("{0}")]
+    Prefix(#[from] super::prefix::PrefixError),
     #[error("the layer was unmounted")]
     Gone,
 }
@@ -136,12 +140,22 @@ async fn assemble(
         let run = layer.source().run_from(next, pacing.step_bytes);
         layer.settle(run.clone()).await;
         let started = Instant::now();
-        let pieces = with_retries(&layer, || {
-            layer
-                .source()
-                .compressed(run.clone(), FetchKind::Background)
-        })
-        .await?;
+        let pieces = match layer.prefixes() {
+            Some(prefixes) => {
+                with_retries(&layer, || {
+                    prefixes.whole_spans(layer.source(), run.clone(), FetchKind::Background)
+                })
+                .await?
+            }
+            None => {
+                with_retries(&layer, || {
+                    layer
+                        .source()
+                        .compressed(run.clone(), FetchKind::Background)
+                })
+                .await?
+            }
+        };
         let fetched = pieces.iter().any(|p| p.fetched);
         for (span, piece) in run.clone().zip(&pieces) {
             let Some(range) = layer.source().zinfo.compressed_range(span) else {
@@ -154,7 +168,9 @@ async fn assemble(
             out.write_all(new).await?;
             at = at.max(range.end);
         }
-        keep_fetched(&layer, run.start, pieces).await;
+        if layer.prefixes().is_none() {
+            keep_fetched(&layer, run.start, pieces).await;
+        }
         next = run.end;
         drop(layer);
         if fetched && pacing.link_share > 0.0 && pacing.link_share < 1.0 {
@@ -202,10 +218,11 @@ async fn keep_quiet(layer: &SociLayer, quiet: Duration) {
 
 /// Runs `step` until it succeeds, backing off between failures (1 s, 2 s, ...); gives
 /// up after [`MAX_FAILURES`].
-async fn with_retries<T, F, Fut>(layer: &SociLayer, mut step: F) -> Result<T, CheckError>
+async fn with_retries<T, E, F, Fut>(layer: &SociLayer, mut step: F) -> Result<T, CheckError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, super::span_fetch::SpanFetchError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Into<CheckError> + std::fmt::Display,
 {
     let mut failures = 0;
     loop {

@@ -13,6 +13,7 @@
 //! against the whole layer from the bytes background fetching brings into the cache.
 
 mod blob_check;
+mod prefix;
 mod soci_layer;
 mod span_fetch;
 mod verify;
@@ -21,9 +22,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use estargz::soci::blocks::MAX_BLOCKS_SIZE;
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE, MAX_FILE_LIST_SIZE};
 use estargz::soci::prefetch::{PrefetchArtifact, MAX_PREFETCH_SIZE, PREFETCH_MEDIA_TYPE};
-use estargz::soci::{index_of, media, Zinfo, Ztoc};
+use estargz::soci::{index_of, media, SpanBlocks, Zinfo, Ztoc, BLOCKS_MEDIA_TYPE};
 use estargz::Digest;
 use registry::{referrers_tag_reference, Client, Reference};
 use serde_json::Value;
@@ -70,6 +72,8 @@ struct ImageIndex {
     prefetches: HashMap<Digest, (Digest, u64)>,
     /// Learned file lists of eStargz layers: layer digest -> (list digest, size).
     file_lists: HashMap<Digest, (Digest, u64)>,
+    /// Span blocks beside the zTOCs (ours): layer digest -> (blob digest, size).
+    blocks: HashMap<Digest, (Digest, u64)>,
     /// Sizes of the image's layers from its manifest (a zTOC must agree).
     layer_sizes: HashMap<Digest, u64>,
 }
@@ -130,9 +134,14 @@ impl SociIndexes {
             Some(&artifact) => prefetch_spans(client, location, artifact, &zinfo).await,
             None => Vec::new(),
         };
+        let blocks = match image.blocks.get(&location.digest) {
+            Some(&blob) => span_blocks(client, location, blob, &zinfo).await,
+            None => None,
+        };
         tracing::info!(
             layer = %location.digest, ztoc = %ztoc_digest, spans = zinfo.span_count(),
-            prefetch_spans = prefetch.len(), "serving layer through its soci index"
+            prefetch_spans = prefetch.len(), span_blocks = blocks.is_some(),
+            "serving layer through its soci index"
         );
         let source = span_fetch::SpanSource {
             client: client.clone(),
@@ -145,6 +154,7 @@ impl SociIndexes {
             (ztoc_digest, ztoc.files),
             index,
             prefetch,
+            blocks,
         )))
     }
 }
@@ -277,6 +287,35 @@ async fn prefetch_spans(
     }
 }
 
+/// The span blocks beside a layer's zTOC. Reached by digest from the same index manifest
+/// as the zTOC, so trusted like it. One that cannot be had or does not fit the zTOC is
+/// logged and the layer is served whole spans at a time.
+async fn span_blocks(
+    client: &Client,
+    location: &BlobLocation,
+    (digest, size): (Digest, u64),
+    zinfo: &Zinfo,
+) -> Option<SpanBlocks> {
+    let layer = location.digest;
+    if size > MAX_BLOCKS_SIZE {
+        tracing::warn!(%layer, blocks = %digest, size, "soci span blocks too large, ignored");
+        return None;
+    }
+    let mut bytes = Vec::new();
+    if let Err(error) = client
+        .download_blob(&location.reference, &digest, &mut bytes)
+        .await
+    {
+        tracing::warn!(%layer, blocks = %digest, %error, "soci span blocks not fetched");
+        return None;
+    }
+    SpanBlocks::from_bytes(&bytes, zinfo)
+        .inspect_err(
+            |error| tracing::warn!(%layer, blocks = %digest, %error, "soci span blocks ignored"),
+        )
+        .ok()
+}
+
 /// The image's SOCI index, v2 annotation first, then v1 referrers.
 async fn find_index(
     client: &Client,
@@ -344,6 +383,7 @@ async fn find_index(
         ztocs: blobs_of(media::ZTOC_MEDIA_TYPE),
         prefetches: blobs_of(PREFETCH_MEDIA_TYPE),
         file_lists: blobs_of(FILE_LIST_MEDIA_TYPE),
+        blocks: blobs_of(BLOCKS_MEDIA_TYPE),
         layer_sizes,
     })))
 }

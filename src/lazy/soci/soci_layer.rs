@@ -4,6 +4,8 @@
 //! on the shared link), are checked against the span digests the index vouches for,
 //! inflated from their checkpoints and kept decoded in a small memory cache; verified
 //! compressed spans go to the disk cache. Concurrent reads of one span share one fetch.
+//! When the index carries span blocks, reads go through [`Prefixes`] instead: only the
+//! part of a span a read needs is fetched, block by block.
 //! Wrong bytes are never served: a digest or inflate failure is an EIO.
 
 use std::collections::{HashMap, VecDeque};
@@ -15,6 +17,7 @@ use estargz::soci::{decompress_span, FileMetadata};
 use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
+use super::prefix::Prefixes;
 use super::span_fetch::{SpanBytes, SpanSource};
 use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::LayerContent;
@@ -55,6 +58,8 @@ struct Inner {
     failed: AtomicBool,
     /// Spans to fetch at mount, in order (from the prefetch artifact).
     prefetch: Vec<usize>,
+    /// Span blocks of the index, when it has them: reads fetch span prefixes.
+    prefixes: Option<Prefixes>,
 }
 
 /// A layer served from its SOCI zTOC.
@@ -78,6 +83,7 @@ impl SociLayer {
         ztoc: (Digest, Vec<FileMetadata>),
         index: estargz::Index,
         prefetch: Vec<usize>,
+        blocks: Option<estargz::soci::SpanBlocks>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -88,6 +94,7 @@ impl SociLayer {
                 files: ztoc.1,
                 failed: AtomicBool::new(false),
                 prefetch,
+                prefixes: blocks.map(Prefixes::new),
             }),
         }
     }
@@ -109,6 +116,11 @@ impl SociLayer {
     /// The zTOC's digest.
     pub(super) fn ztoc(&self) -> Digest {
         self.inner.ztoc
+    }
+
+    /// The span prefixes, when the index has span blocks.
+    pub(super) fn prefixes(&self) -> Option<&Prefixes> {
+        self.inner.prefixes.as_ref()
     }
 
     /// Waits for the fetches reads have in flight for spans in `run` (their verified bytes
@@ -133,6 +145,9 @@ impl SociLayer {
     pub async fn prefetch(self) -> usize {
         use futures::stream::StreamExt;
         let runs = runs_in_order(&self.inner.prefetch);
+        if self.inner.prefixes.is_some() {
+            return self.prefetch_prefixes(runs).await;
+        }
         let fetched = futures::stream::iter(runs)
             .map(|run| {
                 let this = self.clone();
@@ -168,6 +183,36 @@ impl SociLayer {
         fetched
     }
 
+    /// [`Self::prefetch`] through span prefixes.
+    async fn prefetch_prefixes(self, runs: Vec<Range<usize>>) -> usize {
+        use futures::stream::StreamExt;
+        let fetched = futures::stream::iter(runs)
+            .map(|run| {
+                let this = self.clone();
+                async move {
+                    let (source, prefixes) = (&this.inner.source, this.prefixes()?);
+                    match prefixes
+                        .pin(source, run.clone(), u64::MAX, FetchKind::Prefetch)
+                        .await
+                    {
+                        Ok(()) => Some(run.len()),
+                        Err(error) => {
+                            tracing::warn!(layer = %source.location.digest, ?run, %error, "soci prefetch spans failed");
+                            None
+                        }
+                    }
+                }
+            })
+            .buffered(PREFETCH_PARALLEL)
+            .filter_map(|n| async move { n })
+            .fold(0, |a, n| async move { a + n })
+            .await;
+        tracing::info!(
+            layer = %self.inner.source.location.digest, spans = fetched, "soci prefetch done"
+        );
+        fetched
+    }
+
     fn pin(&self, span: usize, bytes: Arc<Vec<u8>>) {
         let mut spans = self.lock();
         if spans.pinned.contains_key(&span) {
@@ -194,6 +239,10 @@ impl SociLayer {
     async fn read_tar(&self, offset: u64, len: u64) -> Result<Vec<u8>, String> {
         let zinfo = &self.inner.source.zinfo;
         let end = offset.saturating_add(len);
+        if let Some(prefixes) = &self.inner.prefixes {
+            let read = prefixes.read(&self.inner.source, offset..end, FetchKind::OnDemand);
+            return read.await.map_err(|e| e.to_string());
+        }
         let spans = zinfo.spans_for(offset..end);
         let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         let fetches = self.spans(spans.clone(), FetchKind::OnDemand);
