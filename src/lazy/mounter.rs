@@ -21,7 +21,7 @@ use crate::lazy::layers::{SharedLayers, Sharing};
 use crate::lazy::producers::background_fetch::{BackgroundConfig, BackgroundFetcher};
 use crate::lazy::producers::prefetch::{self, PrefetchConfig};
 use crate::lazy::producers::preopen::{listed_layers, Preopened};
-use crate::lazy::producers::record::{self, RecordConfig, Recorder};
+use crate::lazy::producers::record::{RecordConfig, Recorder};
 use crate::lazy::recorded::Recorded;
 use crate::lazy::source::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
@@ -196,7 +196,7 @@ pub struct FuseMounter {
     /// Layers of the images being pulled, opened ahead of their Prepare.
     preopened: Preopened,
     /// SOCI index look-ups, remembered per image (layers without eStargz labels).
-    soci: crate::lazy::soci::SociIndexes,
+    soci: Arc<crate::lazy::soci::SociIndexes>,
     /// The open layer of each blob, shared by all its mounts.
     layers: SharedLayers,
 }
@@ -220,7 +220,7 @@ impl FuseMounter {
             mounts: Mutex::new(HashMap::new()),
             board: Arc::default(),
             preopened: Preopened::default(),
-            soci: crate::lazy::soci::SociIndexes::default(),
+            soci: Arc::default(),
             layers: SharedLayers::default(),
         })
     }
@@ -310,6 +310,10 @@ impl FuseMounter {
         };
         let digest = location.digest;
         let located = location.clone();
+        if self.prefetch.enable && adopted.is_none() {
+            // Learned files are asked for after the TOC: have the answer by then.
+            (self.soci).look_up_ahead(&self.runtime, &self.client, &location, labels);
+        }
         let recorder = self.recorder_for(&location, labels);
         self.open_layers_ahead(&location, labels);
         let reference = location.reference.to_string();
@@ -401,7 +405,8 @@ impl FuseMounter {
         let dir = self.record.dir.clone()?;
         let timeout = self.fuse.mount_timeout;
         let locating = async {
-            tokio::time::timeout(timeout, record::locate(&self.client, location, labels)).await
+            let place = self.soci.manifests.locate(&self.client, location, labels);
+            tokio::time::timeout(timeout, place).await
         };
         match self.runtime.block_on(locating) {
             Ok(Ok(place)) => Some(Recorder::new(&dir, place, self.record.window)),

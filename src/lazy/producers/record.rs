@@ -13,16 +13,10 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use estargz::{Digest, EntryId, Index};
+use estargz::{EntryId, Index};
 use serde::Deserialize;
 
-use crate::lazy::source::BlobLocation;
-use crate::snapshot::Labels;
-
-/// CRI plugin / nerdctl: the digest of the image manifest the layer belongs to.
-pub const CRI_MANIFEST_DIGEST_LABEL: &str = "containerd.io/snapshot/cri.manifest-digest";
-/// Children of an image index looked at to find the layer's manifest.
-const MAX_INDEX_CHILDREN: usize = 32;
+pub use crate::lazy::source::image_manifest::LayerPlace;
 
 /// Access recording settings (the `[record]` table of the daemon config).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -46,100 +40,6 @@ impl Default for RecordConfig {
             window: Duration::from_secs(60),
         }
     }
-}
-
-/// Why a layer's place in its image could not be found.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error("fetch manifest {reference}: {source}")]
-    Manifest {
-        reference: String,
-        source: registry::Error,
-    },
-    #[error("manifest {digest} is not JSON: {source}")]
-    Json {
-        digest: Digest,
-        source: serde_json::Error,
-    },
-    #[error("layer {layer} is in none of the manifests of {reference}")]
-    NotFound { layer: Digest, reference: String },
-    #[error("label {CRI_MANIFEST_DIGEST_LABEL}: {0}")]
-    BadLabel(estargz::DigestError),
-}
-
-/// Where a layer sits in the image being run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayerPlace {
-    pub manifest: Digest,
-    pub layer_index: usize,
-}
-
-/// Finds the manifest holding `location`'s layer (the CRI manifest-digest label when
-/// present, else the image reference, looking into an index's children) and the layer's
-/// index in it.
-pub async fn locate(
-    client: &registry::Client,
-    location: &BlobLocation,
-    labels: &Labels,
-) -> Result<LayerPlace, RecordError> {
-    let reference = match labels.get(CRI_MANIFEST_DIGEST_LABEL) {
-        Some(value) => {
-            let digest = value.parse().map_err(RecordError::BadLabel)?;
-            location.reference.with_digest(digest)
-        }
-        None => location.reference.clone(),
-    };
-    let (digest, json) = fetch_json(client, &reference).await?;
-    if let Some(layer_index) = layer_index(&json, &location.digest) {
-        return Ok(LayerPlace {
-            manifest: digest,
-            layer_index,
-        });
-    }
-    let children = json["manifests"].as_array().cloned().unwrap_or_default();
-    for child in children.iter().take(MAX_INDEX_CHILDREN) {
-        let Some(child) = child["digest"].as_str().and_then(|d| d.parse().ok()) else {
-            continue;
-        };
-        let (digest, json) = fetch_json(client, &reference.with_digest(child)).await?;
-        if let Some(layer_index) = layer_index(&json, &location.digest) {
-            return Ok(LayerPlace {
-                manifest: digest,
-                layer_index,
-            });
-        }
-    }
-    Err(RecordError::NotFound {
-        layer: location.digest,
-        reference: reference.to_string(),
-    })
-}
-
-async fn fetch_json(
-    client: &registry::Client,
-    reference: &registry::Reference,
-) -> Result<(Digest, serde_json::Value), RecordError> {
-    let manifest =
-        client
-            .get_manifest(reference)
-            .await
-            .map_err(|source| RecordError::Manifest {
-                reference: reference.to_string(),
-                source,
-            })?;
-    let json = serde_json::from_slice(&manifest.bytes).map_err(|source| RecordError::Json {
-        digest: manifest.digest,
-        source,
-    })?;
-    Ok((manifest.digest, json))
-}
-
-fn layer_index(manifest: &serde_json::Value, layer: &Digest) -> Option<usize> {
-    let wanted = layer.to_string();
-    manifest["layers"]
-        .as_array()?
-        .iter()
-        .position(|l| l["digest"].as_str() == Some(wanted.as_str()))
 }
 
 /// Records the files of one mounted layer opened within the window.
@@ -197,26 +97,7 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_layer_index() {
-        let d = |n: u8| Digest::from_bytes([n; 32]);
-        let manifest = serde_json::json!({
-            "layers": [{"digest": d(1).to_string()}, {"digest": d(2).to_string()}]
-        });
-        let cases = [
-            ("first", d(1), Some(0)),
-            ("second", d(2), Some(1)),
-            ("absent", d(3), None),
-        ];
-        for (name, layer, want) in cases {
-            assert_eq!(layer_index(&manifest, &layer), want, "{name}");
-        }
-        assert_eq!(
-            layer_index(&serde_json::json!({"manifests": []}), &d(1)),
-            None
-        );
-    }
+    use estargz::Digest;
 
     #[test]
     fn records_first_opens_within_the_window_as_ctr_remote_lines() {

@@ -34,7 +34,7 @@ use tokio::sync::OnceCell;
 use crate::lazy::cache::ChunkCache;
 use crate::lazy::layer::Layer;
 use crate::lazy::producers::prefetch::{self, PrefetchOutcome};
-use crate::lazy::producers::record;
+use crate::lazy::source::image_manifest::{ImageManifests, PlaceError};
 use crate::lazy::source::BlobLocation;
 use crate::snapshot::Labels;
 
@@ -54,6 +54,8 @@ pub enum SociError {
         manifest: Digest,
         source: Box<registry::Error>,
     },
+    #[error("soci index lookup: {0}")]
+    Manifest(Box<PlaceError>),
     #[error("soci index {index}: {problem}")]
     Index { index: Digest, problem: String },
     #[error("ztoc {ztoc} of layer {layer}: {problem}")]
@@ -85,6 +87,14 @@ type LookUp = OnceCell<Option<Arc<ImageIndex>>>;
 #[derive(Default)]
 pub struct SociIndexes {
     images: Mutex<HashMap<Digest, Arc<LookUp>>>,
+    /// Image manifests, asked for once per pull rather than once per layer.
+    pub manifests: ImageManifests,
+}
+
+impl From<PlaceError> for SociError {
+    fn from(error: PlaceError) -> Self {
+        SociError::Manifest(Box::new(error))
+    }
 }
 
 impl SociIndexes {
@@ -160,6 +170,25 @@ impl SociIndexes {
 }
 
 impl SociIndexes {
+    /// Starts the look-up of `location`'s image index, so that it runs while the layer's
+    /// TOC is fetched instead of after it (an eStargz layer without prioritized files
+    /// asks for its learned files once its TOC is read: the answer is then at hand).
+    pub fn look_up_ahead(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        client: &Client,
+        location: &BlobLocation,
+        labels: &Labels,
+    ) {
+        let (indexes, client) = (self.clone(), client.clone());
+        let (location, labels) = (location.clone(), labels.clone());
+        runtime.spawn(async move {
+            if let Err(error) = indexes.image_index(&client, &location, &labels).await {
+                tracing::debug!(layer = %location.digest, %error, "soci look-up ahead failed");
+            }
+        });
+    }
+
     /// The index of the image `location`'s layer belongs to, looked up once per image;
     /// `None` when it has none (or its manifest cannot be found).
     async fn image_index(
@@ -169,7 +198,7 @@ impl SociIndexes {
         labels: &Labels,
     ) -> Result<Option<Arc<ImageIndex>>, SociError> {
         // Without a manifest there is no index to find: the layer goes the usual way.
-        let place = match record::locate(client, location, labels).await {
+        let place = match self.manifests.locate(client, location, labels).await {
             Ok(place) => place,
             Err(error) => {
                 tracing::debug!(layer = %location.digest, %error, "no soci look-up");
@@ -185,7 +214,7 @@ impl SociIndexes {
         };
         let repo = &location.reference;
         let image = cell
-            .get_or_try_init(|| find_index(client, repo, place.manifest))
+            .get_or_try_init(|| find_index(client, &self.manifests, repo, place.manifest))
             .await?;
         Ok(image.clone())
     }
@@ -319,6 +348,7 @@ async fn span_blocks(
 /// The image's SOCI index, v2 annotation first, then v1 referrers.
 async fn find_index(
     client: &Client,
+    manifests: &ImageManifests,
     repo: &Reference,
     manifest: Digest,
 ) -> Result<Option<Arc<ImageIndex>>, SociError> {
@@ -326,11 +356,8 @@ async fn find_index(
         manifest,
         source: Box::new(source),
     };
-    let image = client
-        .get_manifest(&repo.with_digest(manifest))
-        .await
-        .map_err(registry_error)?;
-    let image: Value = serde_json::from_slice(&image.bytes).unwrap_or(Value::Null);
+    // Mostly remembered: the layer's place was just found in it.
+    let (_, image) = manifests.get(client, &repo.with_digest(manifest)).await?;
     let layer_sizes = image["layers"]
         .as_array()
         .into_iter()
@@ -389,6 +416,8 @@ async fn find_index(
 }
 
 /// A v1 SOCI index naming `manifest` as subject: referrers API, else the tag schema.
+/// Both are asked at once: most registries answer the API with 404 (docker-registry
+/// does), and the tag schema's answer then comes without a further round trip.
 async fn v1_index(
     client: &Client,
     repo: &Reference,
@@ -398,22 +427,20 @@ async fn v1_index(
         manifest,
         source: Box::new(source),
     };
-    let listing = match client
-        .referrers_api(repo, &manifest, Some(media::SOCI_INDEX_V1))
-        .await
-        .map_err(registry_error)?
-    {
+    let by_tag = async {
+        let tagged = referrers_tag_reference(repo, &manifest).ok()?;
+        Some(client.get_manifest(&tagged).await)
+    };
+    let by_api = client.referrers_api(repo, &manifest, Some(media::SOCI_INDEX_V1));
+    let (by_api, by_tag) = tokio::join!(by_api, by_tag);
+    let listing = match by_api.map_err(registry_error)? {
         Some(bytes) => bytes,
-        None => {
-            let Ok(tagged) = referrers_tag_reference(repo, &manifest) else {
-                return Ok(None);
-            };
-            match client.get_manifest(&tagged).await {
-                Ok(m) => m.bytes,
-                Err(e) if e.is_not_found() => return Ok(None),
-                Err(e) => return Err(registry_error(e)),
-            }
-        }
+        None => match by_tag {
+            None => return Ok(None),
+            Some(Ok(m)) => m.bytes,
+            Some(Err(e)) if e.is_not_found() => return Ok(None),
+            Some(Err(e)) => return Err(registry_error(e)),
+        },
     };
     let json: Value = serde_json::from_slice(&listing).unwrap_or(Value::Null);
     // The newest entry wins when several indexes were pushed.

@@ -1,6 +1,8 @@
 //! Where a layer blob's bytes come from: the [`BlobSource`] seam (size + range reads),
-//! its registry implementation [`RegistryBlob`], and resolving a blob from snapshot labels.
+//! its registry implementation [`RegistryBlob`], resolving a blob from snapshot labels, and
+//! finding the image manifest a layer belongs to.
 
+pub mod image_manifest;
 mod labels;
 #[cfg(test)]
 pub(crate) mod memory_blob;
