@@ -3,7 +3,10 @@
 //! type [`PREFETCH_MEDIA_TYPE`], bound to the image layer by the
 //! `com.amazon.soci.image-layer-digest` annotation; its body is
 //! `{"version":"1.0","prefetch_spans":[{"start_span","end_span","priority"}]}` (inclusive
-//! span ranges; lower priority values first).
+//! span ranges; lower priority values first). A range may add `uncompressed_end`: its last
+//! span is needed only up to that uncompressed offset, so with span blocks
+//! ([`super::blocks`]) only that prefix is fetched (an addition of ours; soci's JSON
+//! decoding ignores fields it does not know and fetches the whole range).
 
 use std::ops::Range;
 
@@ -36,6 +39,9 @@ pub struct PrefetchSpan {
     pub end_span: u32,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i64,
+    /// The last span is needed only up to this uncompressed offset (absent: all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncompressed_end: Option<u64>,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -51,27 +57,46 @@ pub struct PrefetchArtifact {
 
 impl PrefetchArtifact {
     /// The artifact listing the spans that serve `reads` (uncompressed tar ranges), in
-    /// the order of the reads; a span is listed once, at its first read. Consecutive
-    /// spans of one read become one range; priorities count up in read order.
+    /// the order of the reads; a span is listed once, at its first read, with how far
+    /// into it any read goes. Consecutive spans of one read become one range (a range
+    /// ends at a span not needed whole); priorities count up in read order.
     pub fn from_reads(zinfo: &Zinfo, reads: impl IntoIterator<Item = Range<u64>>) -> Self {
-        let mut seen = vec![false; zinfo.span_count()];
-        let mut out: Vec<PrefetchSpan> = Vec::new();
+        let mut needed: Vec<Option<u64>> = vec![None; zinfo.span_count()];
+        let mut order = Vec::new();
         for read in reads {
-            for span in zinfo.spans_for(read) {
-                if std::mem::replace(&mut seen[span], true) {
-                    continue;
-                }
-                let span = u32::try_from(span).unwrap_or(u32::MAX);
-                match out.last_mut() {
-                    Some(last) if last.end_span.checked_add(1) == Some(span) => {
-                        last.end_span = span
+            for span in zinfo.spans_for(read.clone()) {
+                let span_end = zinfo.uncompressed_range(span).map_or(0, |u| u.end);
+                let end = read.end.min(span_end);
+                match &mut needed[span] {
+                    Some(seen) => *seen = (*seen).max(end),
+                    slot => {
+                        *slot = Some(end);
+                        order.push(span);
                     }
-                    _ => out.push(PrefetchSpan {
-                        start_span: span,
-                        end_span: span,
-                        priority: out.len() as i64,
-                    }),
                 }
+            }
+        }
+        let partial = |span: usize| {
+            let span_end = zinfo.uncompressed_range(span).map_or(0, |u| u.end);
+            needed[span].filter(|&end| end < span_end)
+        };
+        let mut out: Vec<PrefetchSpan> = Vec::new();
+        for span in order {
+            let span_id = u32::try_from(span).unwrap_or(u32::MAX);
+            match out.last_mut() {
+                Some(last)
+                    if last.end_span.checked_add(1) == Some(span_id)
+                        && last.uncompressed_end.is_none() =>
+                {
+                    last.end_span = span_id;
+                    last.uncompressed_end = partial(span);
+                }
+                _ => out.push(PrefetchSpan {
+                    start_span: span_id,
+                    end_span: span_id,
+                    priority: out.len() as i64,
+                    uncompressed_end: partial(span),
+                }),
             }
         }
         PrefetchArtifact {
@@ -105,14 +130,33 @@ impl PrefetchArtifact {
 
     /// Span ids in fetch order: by priority (stable, so equal priorities keep file order).
     pub fn span_order(&self) -> Vec<usize> {
+        self.span_ends().into_iter().map(|(span, _)| span).collect()
+    }
+
+    /// [`Self::span_order`], each span with how far into it it is needed (`None`: all).
+    pub fn span_ends(&self) -> Vec<(usize, Option<u64>)> {
         let mut ranges = self.prefetch_spans.clone();
         ranges.sort_by_key(|s| s.priority);
-        let mut seen = std::collections::HashSet::new();
-        ranges
-            .iter()
-            .flat_map(|s| s.start_span as usize..=s.end_span as usize)
-            .filter(|s| seen.insert(*s))
-            .collect()
+        let mut out: Vec<(usize, Option<u64>)> = Vec::new();
+        let mut at: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+        for r in &ranges {
+            for span in r.start_span as usize..=r.end_span as usize {
+                let end = if span == r.end_span as usize {
+                    r.uncompressed_end
+                } else {
+                    None
+                };
+                match at.get(&span) {
+                    // Listed twice: the farthest end wins.
+                    Some(&i) => out[i].1 = out[i].1.zip(end).map(|(a, b)| a.max(b)),
+                    None => {
+                        at.insert(span, out.len());
+                        out.push((span, end));
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -129,11 +173,13 @@ mod tests {
                     start_span: 3,
                     end_span: 4,
                     priority: 0,
+                    uncompressed_end: Some(1000),
                 },
                 PrefetchSpan {
                     start_span: 0,
                     end_span: 0,
                     priority: 1,
+                    uncompressed_end: None,
                 },
             ],
         };
@@ -145,6 +191,9 @@ mod tests {
         assert_eq!(v["prefetch_spans"][1]["priority"], 1);
         assert_eq!(PrefetchArtifact::from_bytes(&bytes, 5).unwrap(), a);
         assert_eq!(a.span_order(), vec![3, 4, 0]);
+        assert_eq!(a.span_ends(), vec![(3, None), (4, Some(1000)), (0, None)]);
+        assert_eq!(v["prefetch_spans"][0]["uncompressed_end"], 1000);
+        assert!(v["prefetch_spans"][1].get("uncompressed_end").is_none());
         assert!(matches!(
             PrefetchArtifact::from_bytes(&bytes, 4),
             Err(PrefetchError::Range { .. })

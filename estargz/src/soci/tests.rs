@@ -439,3 +439,35 @@ fn blocks_blob_is_tiny_against_the_layer() {
     let ratio = blocks.to_bytes().len() as f64 / blob.len() as f64;
     assert!(ratio < 0.001, "blocks blob is {ratio} of the layer");
 }
+
+#[test]
+fn prefetch_artifact_keeps_how_far_into_a_span_reads_go() {
+    use super::prefetch::PrefetchArtifact;
+    let tar = many_small_files(3000);
+    let blob = gzip(&tar);
+    let ztoc = build_ztoc(&blob[..], Compression::Gzip, &opts(256 << 10, 256 << 10)).unwrap();
+    let z = Zinfo::new(&ztoc).unwrap();
+    let (s1, s2, s3) = (
+        z.uncompressed_range(1).unwrap(),
+        z.uncompressed_range(2).unwrap(),
+        z.uncompressed_range(3).unwrap(),
+    );
+    // A read inside span 3, one from span 1 into span 2, a later one further into span 3.
+    let reads = [
+        s3.start + 10..s3.start + 20,
+        s1.start + 5..s2.start + 100,
+        s3.start + 30..s3.start + 50,
+    ];
+    let a = PrefetchArtifact::from_reads(&z, reads);
+    assert_eq!(
+        a.span_ends(),
+        vec![
+            (3, Some(s3.start + 50)),
+            (1, None),
+            (2, Some(s2.start + 100))
+        ]
+    );
+    assert_eq!(a.prefetch_spans.len(), 2, "spans 1 and 2 are one range");
+    let whole = PrefetchArtifact::from_reads(&z, std::iter::once(s1.start..s2.end));
+    assert_eq!(whole.span_ends(), vec![(1, None), (2, None)]);
+}

@@ -286,14 +286,15 @@ impl SociIndexes {
     }
 }
 
-/// The spans a layer's prefetch artifact lists, in fetch order. An artifact that cannot
-/// be fetched or read costs only the prefetch (logged), never the layer.
+/// The spans a layer's prefetch artifact lists, in fetch order, each with how far into it
+/// it is needed (`None`: all of it). An artifact that cannot be fetched or read costs only
+/// the prefetch (logged), never the layer.
 async fn prefetch_spans(
     client: &Client,
     location: &BlobLocation,
     (digest, size): (Digest, u64),
     zinfo: &Zinfo,
-) -> Vec<usize> {
+) -> Vec<(usize, Option<u64>)> {
     let layer = location.digest;
     if size > MAX_PREFETCH_SIZE {
         tracing::warn!(%layer, artifact = %digest, size, "soci prefetch artifact too large, ignored");
@@ -308,7 +309,7 @@ async fn prefetch_spans(
         return Vec::new();
     }
     match PrefetchArtifact::from_bytes(&bytes, zinfo.span_count()) {
-        Ok(artifact) => artifact.span_order(),
+        Ok(artifact) => artifact.span_ends(),
         Err(error) => {
             tracing::warn!(%layer, artifact = %digest, %error, "soci prefetch artifact ignored");
             Vec::new()

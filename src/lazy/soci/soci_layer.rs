@@ -58,6 +58,8 @@ struct Inner {
     failed: AtomicBool,
     /// Spans to fetch at mount, in order (from the prefetch artifact).
     prefetch: Vec<usize>,
+    /// How far into a prefetched span it is needed, when not all of it.
+    prefetch_ends: HashMap<usize, u64>,
     /// Span blocks of the index, when it has them: reads fetch span prefixes.
     prefixes: Option<Prefixes>,
 }
@@ -82,7 +84,7 @@ impl SociLayer {
         source: SpanSource,
         ztoc: (Digest, Vec<FileMetadata>),
         index: estargz::Index,
-        prefetch: Vec<usize>,
+        prefetch: Vec<(usize, Option<u64>)>,
         blocks: Option<estargz::soci::SpanBlocks>,
     ) -> Self {
         Self {
@@ -93,7 +95,11 @@ impl SociLayer {
                 ztoc: ztoc.0,
                 files: ztoc.1,
                 failed: AtomicBool::new(false),
-                prefetch,
+                prefetch_ends: prefetch
+                    .iter()
+                    .filter_map(|&(span, end)| Some((span, end?)))
+                    .collect(),
+                prefetch: prefetch.into_iter().map(|(span, _)| span).collect(),
                 prefixes: blocks.map(Prefixes::new),
             }),
         }
@@ -144,10 +150,10 @@ impl SociLayer {
     /// A failed span is only logged: reads retry it.
     pub async fn prefetch(self) -> usize {
         use futures::stream::StreamExt;
-        let runs = runs_in_order(&self.inner.prefetch);
         if self.inner.prefixes.is_some() {
-            return self.prefetch_prefixes(runs).await;
+            return self.prefetch_prefixes().await;
         }
+        let runs = runs_in_order(&self.inner.prefetch);
         let fetched = futures::stream::iter(runs)
             .map(|run| {
                 let this = self.clone();
@@ -183,16 +189,31 @@ impl SociLayer {
         fetched
     }
 
-    /// [`Self::prefetch`] through span prefixes.
-    async fn prefetch_prefixes(self, runs: Vec<Range<usize>>) -> usize {
+    /// [`Self::prefetch`] through span prefixes: a span the artifact needs only part of
+    /// is fetched up to there (and ends its run).
+    async fn prefetch_prefixes(self) -> usize {
         use futures::stream::StreamExt;
+        let ends = &self.inner.prefetch_ends;
+        let mut runs: Vec<(Range<usize>, u64)> = Vec::new();
+        for &span in &self.inner.prefetch {
+            let end = ends.get(&span).copied().unwrap_or(u64::MAX);
+            match runs.last_mut() {
+                Some((run, last_end))
+                    if *last_end == u64::MAX && run.end == span && run.len() < MAX_RUN_SPANS =>
+                {
+                    run.end += 1;
+                    *last_end = end;
+                }
+                _ => runs.push((span..span + 1, end)),
+            }
+        }
         let fetched = futures::stream::iter(runs)
-            .map(|run| {
+            .map(|(run, end)| {
                 let this = self.clone();
                 async move {
                     let (source, prefixes) = (&this.inner.source, this.prefixes()?);
                     match prefixes
-                        .pin(source, run.clone(), u64::MAX, FetchKind::Prefetch)
+                        .pin(source, run.clone(), end, FetchKind::Prefetch)
                         .await
                     {
                         Ok(()) => Some(run.len()),
