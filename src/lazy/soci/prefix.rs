@@ -154,14 +154,16 @@ impl Prefixes {
 
     /// The compressed bytes of the whole spans `run` assembled from their blocks (cached
     /// or fetched in class `kind`, each checked; fetched ones go to the cache), for the
-    /// whole-layer check. Waits for reads fetching blocks of those spans.
+    /// whole-layer check. Waits for reads fetching blocks of those spans first (their
+    /// blocks are then in the cache), but holds no lock while fetching: a read never
+    /// waits behind the check's background requests.
     pub async fn whole_spans(
         &self,
         source: &SpanSource,
         run: Range<usize>,
         kind: FetchKind,
     ) -> Result<Vec<SpanBytes>, PrefixError> {
-        let guards = self.lock(run.clone()).await;
+        drop(self.lock(run.clone()).await);
         let wants: Vec<Want> = run
             .clone()
             .map(|span| Want {
@@ -170,7 +172,6 @@ impl Prefixes {
             })
             .collect();
         let got = self.gather(source, &wants, kind).await?;
-        drop(guards);
         Ok(got
             .into_iter()
             .map(|blocks| {
