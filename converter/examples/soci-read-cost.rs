@@ -8,10 +8,10 @@
 //!   farthest read in it (what the daemon fetches with span blocks);
 //! - `touched`: only the blocks whose output overlaps a read, a bound for what ending the
 //!   wasted head of a span (closer checkpoints) could reach;
-//! - `checkpoints`: spans and the index size (zTOC + blocks) against the layer.
+//! - `spans` and `index`: how many, and the index size (zTOC + blocks; fetched at mount).
 //!
-//! Usage: `cargo run --release -p estargz-convert --example soci-read-cost [MIB FILES]`
-//! (default 200 8000, as the benchmark).
+//! Usage: `cargo run --release -p estargz-convert --example soci-read-cost [MIB FILES
+//! [SPAN MIN_SPAN]]` (default 200 8000, as the benchmark, and the default span sizes).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,12 +23,18 @@ fn main() {
         .map(|a| a.parse().expect("MIB FILES are numbers"))
         .collect();
     let (mib, files) = match args[..] {
-        [mib, files] => (mib, files),
+        [mib, files, ..] => (mib, files),
         _ => (200, 8000),
     };
+    let mut build = BuildOptions::default();
+    if let [_, _, span, min] = args[..] {
+        (build.span_size, build.min_span_size) = (span as u64, min as u64);
+    }
     let image = testkit::image::interp_image(mib, files).expect("interp image");
     let reads: Vec<(String, usize)> = testkit::image::interp_read_set(mib, files);
-    println!("| layer | MB | spans | index % | read MB | files MB | spans MB | prefixes MB | touched MB |");
+    println!(
+        "| layer | MB | spans | index MB | read MB | files MB | spans MB | prefixes MB | touched MB |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mb = |b: u64| format!("{:.1}", b as f64 / 1e6);
     for (i, layer) in image.layers.iter().enumerate() {
@@ -36,7 +42,7 @@ fn main() {
         let (ztoc, blocks) = build_ztoc_with_blocks(
             blob,
             Compression::Gzip,
-            &BuildOptions::default(),
+            &build,
             DEFAULT_BLOCK_SIZE,
         )
         .expect("index the layer");
@@ -93,9 +99,10 @@ fn main() {
             })
             .sum();
         println!(
-            "| {i} | {} | {} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {i} | {} | {} | {} ({:.2} %) | {} | {} | {} | {} | {} |",
             mb(blob.len() as u64),
             zinfo.span_count(),
+            mb(index as u64),
             index as f64 * 100.0 / blob.len() as f64,
             mb(read),
             mb((read as f64 * ratio) as u64),
