@@ -214,10 +214,24 @@ pub async fn index_image(
             jobs.push(layer.clone());
         }
     }
+    // The recorded files of each layer (any manifest that has it): spans start before
+    // the runs they read.
+    let mut recorded: HashMap<Digest, Vec<String>> = HashMap::new();
+    if let Some(record) = &opts.record {
+        for ((desc, _), plan) in manifests.iter().zip(&plans) {
+            for (i, (layer, _)) in plan.iter().enumerate() {
+                recorded
+                    .entry(layer.digest)
+                    .or_default()
+                    .extend(record.for_layer(&desc.digest, i));
+            }
+        }
+    }
     let permits = Semaphore::new(opts.layer_jobs.max(1));
     let runs = jobs.iter().enumerate().map(|(i, layer)| {
         let (permits, cancel) = (&permits, cancel.clone());
         let label = format!("layer {}/{} {}", i + 1, jobs.len(), short(&layer.digest));
+        let paths = recorded.get(&layer.digest).cloned().unwrap_or_default();
         async move {
             let _permit = permits.acquire().await;
             if cancel.load(Ordering::Relaxed) {
@@ -225,7 +239,7 @@ pub async fn index_image(
                     digest: layer.digest,
                 });
             }
-            let built = index_layer(store, layer, opts, progress, label, work_dir).await;
+            let built = index_layer(store, layer, opts, paths, progress, label, work_dir).await;
             if built.is_err() {
                 cancel.store(true, Ordering::Relaxed);
             }
@@ -288,6 +302,7 @@ async fn index_layer(
     store: &Store,
     layer: &Descriptor,
     opts: &IndexOptions,
+    paths: Vec<String>,
     progress: &Progress,
     label: String,
     work_dir: &Path,
@@ -307,7 +322,17 @@ async fn index_layer(
     let verify = matches!(store, Store::Layout { .. });
     let (build, digest) = (opts.build.clone(), layer.digest);
     let (ztoc, blocks) = tokio::task::spawn_blocking(move || {
-        build_from_file(blob, compression, &build, verify, digest)
+        let built = build_from_file(&blob, compression, &build, verify, digest)?;
+        // With recorded reads, a second pass starts spans just before their runs.
+        let hints = prefetch::cut_hints(&built.0, &paths);
+        if hints.is_empty() || compression != Compression::Gzip {
+            return Ok(built);
+        }
+        let build = BuildOptions {
+            cut_before: hints,
+            ..build
+        };
+        build_from_file(&blob, compression, &build, false, digest)
     })
     .await
     .map_err(|source| IndexError::Join { digest, source })??;
@@ -328,7 +353,7 @@ async fn index_layer(
 }
 
 fn build_from_file(
-    blob: BlobFile,
+    blob: &BlobFile,
     compression: Compression,
     build: &BuildOptions,
     verify: bool,

@@ -1,6 +1,7 @@
 //! Learned prefetch for indexed layers: the files an access record lists for a layer
 //! become the spans holding their contents, in the order they were first read, as a SOCI
-//! prefetch artifact.
+//! prefetch artifact; and where the layer's spans should start so that those reads need
+//! little before them.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,37 @@ use estargz::EntryType;
 fn normalize(path: &str) -> &str {
     let path = path.trim_start_matches("./").trim_start_matches('/');
     path.trim_end_matches('/')
+}
+
+/// Recorded files closer together than this (uncompressed) are read through: a
+/// checkpoint between them (a 32 KiB window in the zTOC) would save less than it costs.
+const READ_THROUGH: u64 = 256 << 10;
+
+/// The uncompressed offsets where runs of the recorded `paths` start in the layer `ztoc`
+/// indexes (files in tar order, a new run after a gap over [`READ_THROUGH`]): a span
+/// starting just before each saves fetching the span's head up to it.
+pub fn cut_hints(ztoc: &Ztoc, paths: &[String]) -> Vec<u64> {
+    let wanted: std::collections::HashSet<&str> = paths.iter().map(|p| normalize(p)).collect();
+    let mut reads: Vec<(u64, u64)> = ztoc
+        .files
+        .iter()
+        .filter(|f| f.entry_type == EntryType::Reg && f.uncompressed_size > 0)
+        .filter(|f| wanted.contains(normalize(&f.name)))
+        .map(|f| {
+            let start = f.uncompressed_offset;
+            (start, start.saturating_add(f.uncompressed_size))
+        })
+        .collect();
+    reads.sort_unstable();
+    let mut hints = Vec::new();
+    let mut end = None;
+    for (start, stop) in reads {
+        if end.is_none_or(|e: u64| start > e.saturating_add(READ_THROUGH)) {
+            hints.push(start);
+        }
+        end = Some(end.map_or(stop, |e: u64| e.max(stop)));
+    }
+    hints
 }
 
 /// The prefetch artifact for `paths` (record order) of the layer `ztoc` indexes; `None`
@@ -49,6 +81,36 @@ pub fn artifact_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cut_hints_start_each_run_of_recorded_files() {
+        let mut t = estargz::testutil::TarBuilder::new();
+        t.file("a", &[1; 10]);
+        t.file("b", &vec![2; 300_000]);
+        t.file("c", &[3; 10]);
+        t.file("d", &[4; 10]);
+        let tar = t.finish();
+        let ztoc = estargz::soci::build_ztoc(
+            &tar[..],
+            estargz::soci::Compression::Uncompressed,
+            &estargz::soci::BuildOptions::default(),
+        )
+        .unwrap();
+        let at = |name: &str| {
+            ztoc.files
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap()
+                .uncompressed_offset
+        };
+        let paths: Vec<String> = ["./d", "/a", "c", "missing"].map(String::from).into();
+        assert_eq!(
+            cut_hints(&ztoc, &paths),
+            vec![at("a"), at("c")],
+            "c starts a run after b's 300 KB, d is read through from c"
+        );
+        assert!(cut_hints(&ztoc, &[]).is_empty());
+    }
 
     #[test]
     fn paths_compare_however_spelled() {

@@ -471,3 +471,44 @@ fn prefetch_artifact_keeps_how_far_into_a_span_reads_go() {
     let whole = PrefetchArtifact::from_reads(&z, std::iter::once(s1.start..s2.end));
     assert_eq!(whole.span_ends(), vec![(1, None), (2, None)]);
 }
+
+#[test]
+fn wanted_cuts_start_spans_just_before_the_offsets() {
+    // Incompressible files: the compressed bytes leave room in the index budget.
+    let mut t = TarBuilder::new();
+    for i in 0..200 {
+        t.file(&format!("f{i:03}"), &pseudo_random_bytes(i, 100_000));
+    }
+    let tar = t.finish();
+    let blob = gzip(&tar);
+    let plain = build_ztoc(&blob[..], Compression::Gzip, &BuildOptions::default()).unwrap();
+    let wanted: Vec<u64> = ["f050", "f120", "f170"]
+        .iter()
+        .map(|name| {
+            plain
+                .files
+                .iter()
+                .find(|f| f.name == *name)
+                .unwrap()
+                .uncompressed_offset
+        })
+        .collect();
+    let o = BuildOptions {
+        cut_before: wanted.clone(),
+        ..BuildOptions::default()
+    };
+    let ztoc = check_layer(&tar, &blob, Compression::Gzip, &o);
+    let z = Zinfo::new(&ztoc).unwrap();
+    for &at in &wanted {
+        let span = z.span_of(at).unwrap();
+        let start = z.uncompressed_range(span).unwrap().start;
+        assert!(
+            at - start <= 128 << 10,
+            "a span starts at most 128 KiB before {at}: {start}"
+        );
+    }
+    assert!(
+        ztoc.max_span_id > plain.max_span_id,
+        "the wanted cuts were added"
+    );
+}

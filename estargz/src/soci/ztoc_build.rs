@@ -28,6 +28,14 @@ use super::ztoc::{Compression, Ztoc, MAX_SPANS, ZTOC_VERSION};
 pub const DEFAULT_SPAN_SIZE: u64 = 4 << 20;
 /// Default lower bound of an adaptive span: 1 MiB.
 pub const DEFAULT_MIN_SPAN_SIZE: u64 = 1 << 20;
+/// A checkpoint wanted before an offset ([`BuildOptions::cut_before`]) is taken at the
+/// first deflate block end at most this many uncompressed bytes before it (blocks end
+/// every few tens of KiB, so one falls in this window).
+const HINT_SLACK: u64 = 128 << 10;
+/// Wanted cuts may use the index budget up to 3 % (the target), not only 2.8 %.
+const HINT_BUDGET_PER_MILLE: u64 = 30;
+/// Uncompressed bytes a span needs before a wanted cut may end it.
+const MIN_HINT_SPAN: u64 = 64 << 10;
 /// Files started in a span that make it end early.
 const SMALL_FILES_PER_SPAN: usize = 64;
 /// Compressed bytes a span needs before an early cut.
@@ -53,6 +61,10 @@ pub struct BuildOptions {
     pub min_span_size: u64,
     /// Written into the zTOC's `build_tool_identifier`.
     pub build_tool_identifier: String,
+    /// Uncompressed offsets a span should start just before (gzip layers; e.g. where the
+    /// reads of a recorded run start), each honoured when the index budget allows
+    /// (default none).
+    pub cut_before: Vec<u64>,
 }
 
 impl Default for BuildOptions {
@@ -62,6 +74,7 @@ impl Default for BuildOptions {
             min_span_size: DEFAULT_MIN_SPAN_SIZE,
             build_tool_identifier: concat!("estargz-snapshotter ", env!("CARGO_PKG_VERSION"))
                 .into(),
+            cut_before: Vec::new(),
         }
     }
 }
@@ -126,6 +139,9 @@ fn build(
     }
     let mut input = Input::new(reader);
     let mut spans = Spans::new(blocks);
+    spans.hints = opts.cut_before.clone();
+    spans.hints.sort_unstable();
+    spans.hints.dedup();
     let built = match compression {
         Compression::Gzip => build_gzip(&mut input, opts, &mut spans)?,
         Compression::Uncompressed => build_tar(&mut input, opts, &mut spans)?,
@@ -226,6 +242,9 @@ struct Spans {
     last_in: u64,
     last_files: usize,
     blocks: Option<BlockRecorder>,
+    /// Sorted offsets to cut just before, and the next one not yet passed.
+    hints: Vec<u64>,
+    next_hint: usize,
 }
 
 impl Spans {
@@ -237,7 +256,40 @@ impl Spans {
             last_in: 0,
             last_files: 0,
             blocks,
+            hints: Vec::new(),
+            next_hint: 0,
         }
+    }
+
+    /// Whether a span ending here would start just before a wanted offset (and the
+    /// index budget allows one more); such offsets are then consumed.
+    fn hinted(&mut self, out: u64, input: u64, files: usize) -> bool {
+        while self.hints.get(self.next_hint).is_some_and(|&h| h < out) {
+            self.next_hint += 1;
+        }
+        let Some(&hint) = self.hints.get(self.next_hint) else {
+            return false;
+        };
+        if hint - out > HINT_SLACK || out - self.last_out < MIN_HINT_SPAN {
+            return false;
+        }
+        while self
+            .hints
+            .get(self.next_hint)
+            .is_some_and(|&h| h - out <= HINT_SLACK)
+        {
+            self.next_hint += 1;
+        }
+        self.within_budget(input, files, HINT_BUDGET_PER_MILLE)
+    }
+
+    /// The index after one more cut (spans so far, this one and the next, and the
+    /// files) stays within the budget.
+    fn within_budget(&self, input: u64, files: usize, per_mille: u64) -> bool {
+        let index = (self.digests.len() as u64 + 2)
+            .saturating_mul(SPAN_COST)
+            .saturating_add((files as u64).saturating_mul(FILE_COST));
+        index.saturating_mul(1000) <= input.saturating_mul(per_mille)
     }
 
     /// Adds compressed bytes of the current span; `out` is the uncompressed offset
@@ -268,15 +320,11 @@ impl Spans {
     /// Whether a span ending here would be due.
     fn due(&self, opts: &BuildOptions, out: u64, input: u64, files: usize) -> bool {
         let len = out - self.last_out;
-        // The index after this cut: spans so far, this one and the next, and the files.
-        let index = (self.digests.len() as u64 + 2)
-            .saturating_mul(SPAN_COST)
-            .saturating_add((files as u64).saturating_mul(FILE_COST));
         len > opts.span_size
             || (len >= opts.min_span_size
                 && files - self.last_files >= SMALL_FILES_PER_SPAN
                 && input - self.last_in >= EARLY_CUT_COMPRESSED
-                && index.saturating_mul(1000) <= input.saturating_mul(INDEX_BUDGET_PER_MILLE))
+                && self.within_budget(input, files, INDEX_BUDGET_PER_MILLE))
     }
 
     fn cut(&mut self, out: u64, input: u64, files: usize) -> Result<(), BuildError> {
@@ -360,7 +408,8 @@ fn build_gzip<R: Read>(
             }
             match step.status {
                 TINFLStatus::BlockBoundary => {
-                    if spans.due(opts, out_total, input.offset(), tar.entry_count()) {
+                    let (at, files) = (input.offset(), tar.entry_count());
+                    if spans.due(opts, out_total, at, files) || spans.hinted(out_total, at, files) {
                         let bits = inflater.boundary_bits().unwrap_or(0);
                         spans.cut(out_total, input.offset(), tar.entry_count())?;
                         window.clear();
