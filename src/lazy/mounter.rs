@@ -435,15 +435,16 @@ impl FuseMounter {
         }
         let timeout = self.prefetch.timeout;
         let learned = (self.soci).prefetch_learned(&self.client, layer, location, labels, timeout);
-        if let Some(outcome) = self.runtime.block_on(learned) {
-            return outcome;
-        }
+        // The layer's own ranges do not wait for the learned-files look-up.
         let ranges = prefetch::prefetch_ranges(layer.index(), layer.toc_offset(), labels);
-        if ranges.is_empty() {
-            return prefetch::PrefetchOutcome::None;
-        }
-        self.runtime
-            .block_on(prefetch::prefetch(layer, ranges, timeout))
+        let own = async {
+            match ranges.is_empty() {
+                true => None,
+                false => Some(prefetch::prefetch(layer, ranges, timeout).await),
+            }
+        };
+        let (learned, own) = self.runtime.block_on(async { tokio::join!(learned, own) });
+        learned.or(own).unwrap_or(prefetch::PrefetchOutcome::None)
     }
 
     /// The layer at `location`, checked against `toc_digest`: the one another mount

@@ -2,9 +2,16 @@
 //! the file being read), adapting like the kernel's readahead: it grows while misses keep
 //! landing in or right after what was fetched, falls back to just the missed chunks when
 //! reads jump around, opens at what one round trip of the link carries and is capped by
-//! what a few carry (and by config). A read entering the second half of the current window fetches the next one
-//! while the reader is still busy with this one. A window ends where the directory of the
-//! file being read ends.
+//! what a few carry (and by config). A read entering the second half of the current window
+//! fetches the next one while the reader is still busy with this one. A window ends where
+//! the directory of the file being read ends.
+//!
+//! A jump (a miss far from the last fetch) fetches only its chunks at first. But the
+//! window learns how far the reads after a jump went on in blob order (the run): where
+//! runs typically reach (an interpreter importing a package reads its whole directory),
+//! a jump fetches about that much after its chunks at once, saving the run's second round
+//! trip; where reads keep jumping (random access), runs reach nowhere and nothing extra
+//! is fetched.
 
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
@@ -61,6 +68,58 @@ struct State {
     last: Range<u64>,
     /// Size of the window after the missed chunks in that fetch; 0: none.
     size: u64,
+    /// The reads since the last jump.
+    run: Option<Run>,
+    /// How far runs reach past their jump's chunks: each ended run mixed in by halves.
+    typical_run: Option<u64>,
+}
+
+/// The reads since a jump: where its missed chunks ended and how far reads in or right
+/// after what was fetched since have reached, in blob order.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    start: u64,
+    jump_end: u64,
+    reach: u64,
+}
+
+impl State {
+    /// A jump from `at` to `end`: the run before it ends and is learned from; the window
+    /// after the jump's chunks is what runs typically reach, with room to spare, when
+    /// that is worth a request (at least `min`; at most a round trip's worth).
+    fn jump(&mut self, at: u64, end: u64, bounds: Bounds) -> u64 {
+        if let Some(run) = self.run {
+            let reached = run.reach.saturating_sub(run.jump_end);
+            self.typical_run = Some(match self.typical_run {
+                None => reached,
+                Some(typical) => typical / 2 + reached / 2,
+            });
+        }
+        self.run = Some(Run {
+            start: at,
+            jump_end: end,
+            reach: end,
+        });
+        let typical = self.typical_run.unwrap_or(0);
+        let size = typical.saturating_add(typical / 2);
+        if size < bounds.min {
+            0
+        } else {
+            size.min(bounds.first)
+        }
+    }
+
+    /// A read at blob offset `at` in or right after what was fetched extends the run.
+    fn extend_run(&mut self, at: u64, bounds: Bounds) {
+        let limit = self.last.end.saturating_add(bounds.min);
+        if let Some(run) = self
+            .run
+            .as_mut()
+            .filter(|run| run.start <= at && at <= limit)
+        {
+            run.reach = run.reach.max(at);
+        }
+    }
 }
 
 /// One layer's readahead window.
@@ -78,13 +137,16 @@ impl Window {
         let sequential =
             !last.is_empty() && last.start <= at && at <= last.end.saturating_add(bounds.min);
         state.size = if sequential {
+            if let Some(run) = state.run.as_mut() {
+                run.reach = run.reach.max(end);
+            }
             state
                 .size
                 .saturating_mul(2)
                 .max(bounds.first)
                 .min(bounds.max)
         } else {
-            0
+            state.jump(at, end, bounds)
         };
         let ahead = end..end.saturating_add(state.size);
         state.last = at.min(end)..ahead.end;
@@ -96,6 +158,7 @@ impl Window {
     /// that a sequential reader never waits for a miss.
     pub(super) fn on_read(&self, at: u64, bounds: Bounds) -> Option<Range<u64>> {
         let mut state = self.lock();
+        state.extend_run(at, bounds);
         let mark = state.last.end.saturating_sub(state.size / 2);
         if state.size == 0 || at < mark || at >= state.last.end {
             return None;
@@ -195,11 +258,40 @@ mod tests {
         assert_eq!(window.on_miss(5330, 5340, BOUNDS), 5340..5740);
         assert_eq!(window.on_miss(5740, 5750, BOUNDS), 5750..6550);
         assert_eq!(window.on_miss(6550, 6560, BOUNDS), 6560..7560, "capped");
-        // A jump: only the missed chunks.
-        assert!(window.on_miss(100, 110, BOUNDS).is_empty(), "jump back");
-        assert!(window.on_miss(90_000, 90_010, BOUNDS).is_empty(), "jump on");
+        // A jump: the window shrinks back to its first size (the run before reached far,
+        // so a jump fetches some window; see the next test).
+        assert_eq!(window.on_miss(100, 110, BOUNDS), 110..210, "jump back");
         // A small skip (a file not read) still counts as sequential.
-        assert_eq!(window.on_miss(90_060, 90_070, BOUNDS), 90_070..90_170);
+        assert_eq!(window.on_miss(260, 270, BOUNDS), 270..470);
+    }
+
+    #[test]
+    fn a_jump_fetches_what_runs_after_jumps_reached() {
+        let bounds = Bounds {
+            min: 100,
+            max: 10_000,
+            first: 1000,
+        };
+        let window = Window::default();
+        assert!(
+            window.on_miss(5000, 5010, bounds).is_empty(),
+            "nothing learned"
+        );
+        assert_eq!(window.on_miss(5010, 5020, bounds), 5020..6020);
+        // The reader goes on to 5300, then jumps: runs reach 290 bytes past their jump.
+        assert_eq!(window.on_read(5300, bounds), None);
+        assert_eq!(window.on_miss(50_000, 50_010, bounds), 50_010..50_445);
+        // Jumps the reader does not follow halve what is expected, down to nothing.
+        assert_eq!(window.on_miss(80_000, 80_010, bounds), 80_010..80_227);
+        assert_eq!(window.on_miss(20_000, 20_010, bounds), 20_010..20_118);
+        assert!(window.on_miss(90_000, 90_010, bounds).is_empty());
+
+        // Random reads: no run ever reaches past its jump, so no window opens.
+        let random = Window::default();
+        for at in [0, 700_000, 9_000, 300_000, 40_000, 1_000_000] {
+            assert!(random.on_miss(at, at + 10, bounds).is_empty(), "{at}");
+            assert_eq!(random.on_read(at, bounds), None);
+        }
     }
 
     #[test]
@@ -246,7 +338,8 @@ mod tests {
             "four round trips"
         );
         // Reads jumping around still fetch only their chunks on a fast link.
-        assert!(window.on_miss(100, 110, bounds).is_empty());
-        assert!(window.on_miss(90_000, 90_010, bounds).is_empty());
+        let random = Window::default();
+        assert!(random.on_miss(100, 110, bounds).is_empty());
+        assert!(random.on_miss(90_000, 90_010, bounds).is_empty());
     }
 }
