@@ -1,27 +1,27 @@
 //! `estargz-convert index`: make an unconverted image lazily pullable without changing
-//! it. Every gzip (or uncompressed) layer gets a zTOC built in one pass over its blob;
-//! per image manifest a SOCI index manifest v1 lists them and names the manifest as its
-//! `subject`, published through the referrers API or the referrers tag schema.
+//! it. Every gzip (or uncompressed) layer gets a zTOC and span blocks built in one pass
+//! over its blob; per image manifest a SOCI index manifest v1 lists them and names the
+//! manifest as its `subject`, published through the referrers API or the referrers tag
+//! schema.
 //!
 //! - [`soci`]: the SOCI index manifest and referrers index JSON.
 //! - [`publish`]: storing and linking it (registry or OCI layout).
 //! - [`prefetch`]: an access record's files as a prefetch artifact per layer.
+//! - `build`: one layer's zTOC and span blocks from its blob.
 
+mod build;
 pub mod prefetch;
 pub mod publish;
 pub mod soci;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE};
-use estargz::soci::{
-    build_ztoc_with_blocks, BuildError, BuildOptions, Compression, SpanBlocks, BLOCKS_MEDIA_TYPE,
-    DEFAULT_BLOCK_SIZE,
-};
-use estargz::{Digest, Hasher};
+use estargz::soci::{BuildError, BuildOptions, Compression, BLOCKS_MEDIA_TYPE};
+use estargz::Digest;
 use futures_util::future::try_join_all;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -30,7 +30,7 @@ use crate::oci::{kind_of, Descriptor, Document, Kind, LayerCompression, OciError
 use crate::platform::PlatformFilter;
 use crate::progress::Progress;
 use crate::record::Prioritized;
-use crate::store::{BlobFile, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 use publish::{publish_index, PublishError, Via};
 use soci::{PrefetchEntry, ZtocEntry, EMPTY_CONFIG, PREFETCH_MEDIA_TYPE};
@@ -322,17 +322,7 @@ async fn index_layer(
     let verify = matches!(store, Store::Layout { .. });
     let (build, digest) = (opts.build.clone(), layer.digest);
     let (ztoc, blocks) = tokio::task::spawn_blocking(move || {
-        let built = build_from_file(&blob, compression, &build, verify, digest)?;
-        // With recorded reads, a second pass starts spans just before their runs.
-        let hints = prefetch::cut_hints(&built.0, &paths);
-        if hints.is_empty() || compression != Compression::Gzip {
-            return Ok(built);
-        }
-        let build = BuildOptions {
-            cut_before: hints,
-            ..build
-        };
-        build_from_file(&blob, compression, &build, false, digest)
+        build::build_layer(&blob, compression, build, verify, digest, &paths)
     })
     .await
     .map_err(|source| IndexError::Join { digest, source })??;
@@ -350,48 +340,6 @@ async fn index_layer(
     let index_size = (built.ztoc.len() + built.blocks.len()) as u64;
     p.indexed(layer.size, index_size, built.spans);
     Ok(built)
-}
-
-fn build_from_file(
-    blob: &BlobFile,
-    compression: Compression,
-    build: &BuildOptions,
-    verify: bool,
-    digest: Digest,
-) -> Result<(estargz::soci::Ztoc, SpanBlocks), IndexError> {
-    let path: PathBuf = blob.path().to_owned();
-    let file = std::fs::File::open(&path).map_err(|e| IndexError::Build {
-        digest,
-        source: BuildError::Read(e),
-    })?;
-    let mut reader = HashingReader {
-        inner: file,
-        hasher: verify.then(Hasher::new),
-    };
-    let ztoc = build_ztoc_with_blocks(&mut reader, compression, build, DEFAULT_BLOCK_SIZE)
-        .map_err(|source| IndexError::Build { digest, source })?;
-    if let Some(hasher) = reader.hasher {
-        let actual = hasher.finish();
-        if actual != digest {
-            return Err(IndexError::LayerDigest { digest, actual });
-        }
-    }
-    Ok(ztoc)
-}
-
-struct HashingReader<R> {
-    inner: R,
-    hasher: Option<Hasher>,
-}
-
-impl<R: std::io::Read> std::io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(h) = &mut self.hasher {
-            h.update(&buf[..n]);
-        }
-        Ok(n)
-    }
 }
 
 async fn publish_manifest(

@@ -1,0 +1,78 @@
+//! Building one layer's zTOC and span blocks from its downloaded blob: one streaming
+//! pass (checking the blob against its digest when it came from an OCI layout), and with
+//! recorded reads a second pass whose spans start just before the runs they read.
+
+use std::path::PathBuf;
+
+use estargz::soci::{
+    build_ztoc_with_blocks, BuildError, BuildOptions, Compression, SpanBlocks, Ztoc,
+    DEFAULT_BLOCK_SIZE,
+};
+use estargz::{Digest, Hasher};
+
+use super::{prefetch, IndexError};
+use crate::store::BlobFile;
+
+/// The zTOC and span blocks of the layer `digest` in `blob`; `paths` are its recorded
+/// files (none: one pass).
+pub(super) fn build_layer(
+    blob: &BlobFile,
+    compression: Compression,
+    build: BuildOptions,
+    verify: bool,
+    digest: Digest,
+    paths: &[String],
+) -> Result<(Ztoc, SpanBlocks), IndexError> {
+    let built = build_from_file(blob, compression, &build, verify, digest)?;
+    let hints = prefetch::cut_hints(&built.0, paths);
+    if hints.is_empty() || compression != Compression::Gzip {
+        return Ok(built);
+    }
+    let build = BuildOptions {
+        cut_before: hints,
+        ..build
+    };
+    build_from_file(blob, compression, &build, false, digest)
+}
+
+fn build_from_file(
+    blob: &BlobFile,
+    compression: Compression,
+    build: &BuildOptions,
+    verify: bool,
+    digest: Digest,
+) -> Result<(Ztoc, SpanBlocks), IndexError> {
+    let path: PathBuf = blob.path().to_owned();
+    let file = std::fs::File::open(&path).map_err(|e| IndexError::Build {
+        digest,
+        source: BuildError::Read(e),
+    })?;
+    let mut reader = HashingReader {
+        inner: file,
+        hasher: verify.then(Hasher::new),
+    };
+    let ztoc = build_ztoc_with_blocks(&mut reader, compression, build, DEFAULT_BLOCK_SIZE)
+        .map_err(|source| IndexError::Build { digest, source })?;
+    if let Some(hasher) = reader.hasher {
+        let actual = hasher.finish();
+        if actual != digest {
+            return Err(IndexError::LayerDigest { digest, actual });
+        }
+    }
+    Ok(ztoc)
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Option<Hasher>,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
