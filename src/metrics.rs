@@ -81,6 +81,7 @@ pub struct Metrics {
     chunk_lookups: Family<Labels1, Counter>,
     fallbacks: Family<Labels1, Counter>,
     cache_disk_write_failures: Counter,
+    verification_failures: Family<Labels1, Counter>,
     mounts: Counter,
     mounted: Gauge,
     layer_percent: Family<[(&'static str, String); 1], Gauge<f64, AtomicU64>>,
@@ -110,6 +111,7 @@ impl Metrics {
             chunk_lookups: Family::default(),
             fallbacks: Family::default(),
             cache_disk_write_failures: Counter::default(),
+            verification_failures: Family::default(),
             mounts: Counter::default(),
             mounted: Gauge::default(),
             layer_percent: Family::default(),
@@ -148,6 +150,11 @@ impl Metrics {
             "cache_disk_write_failures",
             "Chunk cache disk writes that failed (each pauses disk writes for 30 s)",
             m.cache_disk_write_failures.clone(),
+        );
+        r.register(
+            "verification_failures",
+            "Fetched bytes that did not match their digest and were never served, by what (chunk, soci_span, soci_block)",
+            m.verification_failures.clone(),
         );
         r.register("lazy_mounts", "Layers mounted lazily", m.mounts.clone());
         r.register(
@@ -258,6 +265,13 @@ impl Metrics {
         self.cache_disk_write_failures.inc();
     }
 
+    /// Counts fetched bytes that failed verification (`what`: see the observe constants).
+    pub fn verification_failed(&self, what: &'static str) {
+        self.verification_failures
+            .get_or_create(&[("what", what)])
+            .inc();
+    }
+
     /// Counts a lazy mount; `now_mounted` layers are mounted after it.
     pub fn mounted(&self, now_mounted: usize) {
         self.mounts.inc();
@@ -327,6 +341,10 @@ impl Observer for Metrics {
     fn fallback(&self, reason: FallbackReason) {
         Metrics::fallback(self, reason);
     }
+
+    fn verification_failed(&self, what: &'static str) {
+        Metrics::verification_failed(self, what);
+    }
 }
 
 /// The daemon's metrics.
@@ -357,6 +375,9 @@ mod tests {
         m.chunk_lookups(10, 3, 7);
         m.fallback(FallbackReason::TocMismatch);
         m.cache_disk_write_failure();
+        m.verification_failed(crate::lazy::observe::CHUNK);
+        m.verification_failed(crate::lazy::observe::SOCI_BLOCK);
+        m.verification_failed(crate::lazy::observe::SOCI_BLOCK);
         m.mounted(1);
         m.mounted(2);
         m.set_mounted(1);
@@ -372,6 +393,11 @@ mod tests {
             ("estargz_chunk_cache_lookups_total{result=\"miss\"}", 3.0),
             ("estargz_fallbacks_total{reason=\"toc_mismatch\"}", 1.0),
             ("estargz_cache_disk_write_failures_total", 1.0),
+            ("estargz_verification_failures_total{what=\"chunk\"}", 1.0),
+            (
+                "estargz_verification_failures_total{what=\"soci_block\"}",
+                2.0,
+            ),
             ("estargz_lazy_mounts_total", 2.0),
             ("estargz_lazy_mounted_layers", 1.0),
             ("estargz_layer_fetched_percent{layer=\"sha256:ab\"}", 42.5),

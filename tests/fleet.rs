@@ -9,13 +9,12 @@
 
 mod common;
 use common::grpc::{connect, in_namespace};
+use common::metrics::{free_address, scrape};
 use common::remote::blob_gets;
 use common::stack::{convert_to_estargz_prioritized, proxy_plugin, REMOTE_LABEL};
 use common::Daemon;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Instant;
 
@@ -184,23 +183,6 @@ fn committed_in(containerd: &Containerd, ns: &str) -> (usize, usize) {
     (keys.len(), remote)
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// `GET /metrics`: the body.
-fn scrape(address: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
 /// Every fallback counted in the metrics, as `reason value` lines (empty: none).
 fn fallbacks(metrics: &str) -> Vec<String> {
     metrics
@@ -276,7 +258,7 @@ impl Drop for Node {
 fn fleet(registry: &Registry, references: &[String], manager: bool) {
     let started = Instant::now();
     let prefix = if manager { "fltm-" } else { "flt-" };
-    let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let address = free_address();
     // Background fetching off: the registry traffic is what the pulls and runs asked for.
     let config = format!(
         "[background_fetch]\nenable = false\n[metrics]\naddress = \"{address}\"\n\

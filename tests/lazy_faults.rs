@@ -167,7 +167,12 @@ fn corrupt_middle_of_blob(registry: &Registry, digest: &str) {
 #[test]
 fn corrupted_chunk_gives_eio_never_wrong_bytes() {
     testkit::require!(testkit::Prereq::DevFuse);
-    let stack = start_stack();
+    let metrics = common::metrics::free_address();
+    let config = format!(
+        "[layer]\nread_timeout = {READ_TIMEOUT_SECS}\n[background_fetch]\nenable = false\n\
+         [metrics]\naddress = \"{metrics}\"\n"
+    );
+    let stack = DaemonStack::start("flt-", &config);
     let layer = data_layer(&stack.registry);
     corrupt_middle_of_blob(&stack.registry, &layer.digest);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -189,6 +194,10 @@ fn corrupted_chunk_gives_eio_never_wrong_bytes() {
     );
     let small = std::fs::read_to_string(mounted[0].join("data/small.txt")).unwrap();
     assert_eq!(small, SMALL_TEXT, "other files read fine");
+    // Counted, by what failed.
+    let text = common::metrics::scrape(metrics);
+    let failures = "estargz_verification_failures_total{what=\"chunk\"}";
+    assert!(common::metrics::sample(&text, failures) >= 1.0, "{text}");
 }
 
 /// Hostile TOCs, each with the TOC digest label that matches it (so only the index can

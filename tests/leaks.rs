@@ -477,22 +477,6 @@ fn daemon_config(registry: &str, manager: bool, metrics: std::net::SocketAddr) -
     )
 }
 
-/// `GET /metrics` with a plain HTTP/1.0 request; the value of `series` (0 when absent).
-fn scrape(address: std::net::SocketAddr, series: &str) -> f64 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
-    response
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.parse().unwrap())
-}
-
 /// One round: the apps pulled at once, the daemon SIGKILLed at `at` and started again,
 /// failed pulls retried, every app run, then every image removed.
 fn crash_round(stack: &mut LazyStack, apps: &[String], at: KillAt, config: &str) {
@@ -592,7 +576,7 @@ fn sigkill_at_any_point_of_concurrent_pulls_converges() {
     testkit::require!(testkit::Prereq::DevFuse);
     let points = kill_points();
     for manager in [false, true] {
-        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics = common::metrics::free_address();
         let extra = format!("[fuse]\nmanager = {manager}\n[metrics]\naddress = \"{metrics}\"\n");
         let mut stack = LazyStack::start_with_config("crash-", &extra);
         let config = daemon_config(&stack.registry.host(), manager, metrics);
@@ -612,18 +596,14 @@ fn sigkill_at_any_point_of_concurrent_pulls_converges() {
                 .lines()
                 .filter(|l| l.contains("unmounted a layer no snapshot owns"))
                 .count();
-            let counted = scrape(metrics, "estargz_orphans_removed_total{kind=\"mount\"}");
+            let series = "estargz_orphans_removed_total{kind=\"mount\"}";
+            let counted = common::metrics::sample(&common::metrics::scrape(metrics), series);
             assert_eq!(
                 counted, unmounted as f64,
                 "orphan mounts counted in the metrics"
             );
         }
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Files the reader container opens, one every 0.15 s.

@@ -6,12 +6,11 @@
 //! counted by kind, every byte the registry served counted once, and ends at 100%.
 
 mod common;
+use common::metrics::{free_address, sample, scrape};
 use common::remote::{
     blob_gets, cri_labels, expect_remote, prepare, pushed_estargz_layer, DaemonStack,
 };
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
@@ -42,36 +41,10 @@ fn image() -> testkit::BuiltImage {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// `GET /metrics` with a plain HTTP/1.0 request; the body.
-fn scrape(address: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
-    let (_, body) = response.split_once("\r\n\r\n").unwrap();
-    body.to_owned()
-}
-
-/// The value of `series` (name with labels, exactly as exposed); 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn metrics_and_status_follow_lazy_reads_and_fallbacks() {
     testkit::require!(testkit::Prereq::DevFuse);
-    let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let address = free_address();
     // No background fetch and no passthrough: every read goes through the counted path.
     let config = format!(
         "[background_fetch]\nenable = false\n[fuse]\npassthrough = false\n\
@@ -161,7 +134,7 @@ fn metrics_and_status_follow_lazy_reads_and_fallbacks() {
 #[test]
 fn prefetch_and_background_bytes_are_counted_by_kind() {
     testkit::require!(testkit::Prereq::DevFuse);
-    let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let address = free_address();
     // Background fetch waits 3 s after the mount, so the first scrape sees the prefetch
     // alone; no file is read, so nothing is fetched on demand.
     let config = format!(

@@ -8,13 +8,13 @@
 //! daemon and every layer is a remote snapshot.
 
 mod common;
+use common::metrics::{free_address, scrape};
 use common::remote::{cri_labels, expect_remote, pushed_estargz_layer};
 use common::stack::{committed_snapshots, convert_to_estargz, proxy_plugin, rpull};
 use common::Daemon;
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use testkit::{Prereq, Registry};
@@ -36,23 +36,6 @@ fn image() -> testkit::BuiltImage {
         .cmd(&["/bin/true"])
         .build()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// `GET /metrics`; the body of a 200 answer.
-fn scrape(address: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
 /// The fixture with its placeholders filled in, written to `dir/config.toml`.
@@ -102,7 +85,7 @@ fn reference_config_and_flags_start_the_daemon_and_pull_lazily() {
     testkit::require!(Prereq::DevFuse);
     let registry = Registry::start().unwrap();
     let layer = pushed_estargz_layer(&registry, "ref/app", &image(), &[]);
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics = free_address();
 
     let dir = tempfile::Builder::new().prefix("refc-").tempdir().unwrap();
     let config = write_reference_config(dir.path(), metrics, ORIGIN, &registry.host());
@@ -213,7 +196,7 @@ fn reference_config_serves_containerd_pulls_lazily() {
     let plain = registry.push("ref/ctr", "plain", &image()).unwrap();
     let reference = registry.reference("ref/ctr", "esgz");
     convert_to_estargz(&plain, &reference);
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics = free_address();
 
     let dir = tempfile::Builder::new().prefix("refd-").tempdir().unwrap();
     // The mirror entry names the test registry itself: `insecure` makes it plain HTTP.

@@ -1,6 +1,7 @@
 //! What the data path reports while it works, and who hears it. Code under `lazy/`
 //! reports through [`observer()`]: bytes fetched, range requests and how they ended,
-//! chunk cache lookups, failed disk writes, fallbacks it decides itself. The process
+//! chunk cache lookups, failed disk writes, fallbacks it decides itself, bytes that failed
+//! verification. The process
 //! installs one [`Observer`] at startup (the daemon's metrics, in `service` and in the
 //! fuse manager); until then, and in unit tests, reports go nowhere. So the observers
 //! depend on the data path and its vocabulary, and nothing in `lazy/` imports them.
@@ -28,7 +29,17 @@ pub trait Observer: Send + Sync {
     fn cache_disk_write_failure(&self) {}
     /// A layer falls back to an ordinary pull (or, mounted, stops serving) for `reason`.
     fn fallback(&self, _reason: FallbackReason) {}
+    /// Fetched bytes did not match their digest and were not served: `what` is
+    /// [`CHUNK`], [`SOCI_SPAN`] or [`SOCI_BLOCK`].
+    fn verification_failed(&self, _what: &'static str) {}
 }
+
+/// An eStargz / zstd:chunked chunk, for [`Observer::verification_failed`].
+pub const CHUNK: &str = "chunk";
+/// A SOCI span (checked against the zTOC's span digest).
+pub const SOCI_SPAN: &str = "soci_span";
+/// A 64 KiB block of a SOCI span (checked against the span blocks blob).
+pub const SOCI_BLOCK: &str = "soci_block";
 
 struct Nobody;
 

@@ -3,6 +3,7 @@
 
 pub mod cri;
 pub mod grpc;
+pub mod metrics;
 pub mod remote;
 pub mod stack;
 

@@ -364,6 +364,9 @@ impl Inner {
                 Err(error) => {
                     all_good = false;
                     tracing::warn!(%error, "chunk failed verification");
+                    if matches!(error, FetchError::Chunk { .. }) {
+                        observe::observer().verification_failed(observe::CHUNK);
+                    }
                 }
             }
             let _ = member.answer.send(result.map_err(Arc::new));

@@ -21,6 +21,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use super::span_fetch::{SpanBytes, SpanFetchError, SpanSource};
 use crate::lazy::cache::{CacheKey, ChunkBytes};
 use crate::lazy::link::FetchKind;
+use crate::lazy::observe;
 
 /// Spans whose decoded prefix is kept per layer (besides pinned ones).
 const CACHED_SPANS: usize = 16;
@@ -351,6 +352,7 @@ impl Prefixes {
                         want,
                     };
                     tracing::error!(%layer, %error, "soci block failed verification");
+                    observe::observer().verification_failed(observe::SOCI_BLOCK);
                     return Err(error);
                 }
                 if fetched {

@@ -367,6 +367,7 @@ impl SociLayer {
             Ok(bytes) => Ok(Arc::new(bytes)),
             Err(error) => {
                 tracing::error!(layer = %self.inner.source.location.digest, %error, "soci span failed verification");
+                observe::observer().verification_failed(observe::SOCI_SPAN);
                 Err(error.to_string())
             }
         }
