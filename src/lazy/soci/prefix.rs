@@ -321,20 +321,10 @@ impl Prefixes {
             while j < got.len() && got[j].is_none() && list[j].2.start <= list[j - 1].2.end {
                 j += 1;
             }
-            let whole = list[i].2.start..list[j - 1].2.end;
-            let bytes = source.fetch(whole.clone(), kind).await?;
-            for k in i..j {
-                let r = &list[k].2;
-                let piece = usize::try_from(r.start - whole.start)
-                    .ok()
-                    .zip(usize::try_from(r.end - whole.start).ok())
-                    .and_then(|(a, b)| bytes.get(a..b))
-                    .ok_or_else(|| SpanFetchError::Short {
-                        blob: source.location.digest,
-                        range: whole.clone(),
-                        got: bytes.len(),
-                    })?;
-                got[k] = Some((ChunkBytes::from(piece), true));
+            let ranges: Vec<Range<u64>> = list[i..j].iter().map(|b| b.2.clone()).collect();
+            let pieces = source.fetch_pieces(&ranges, kind).await?;
+            for (slot, piece) in got[i..j].iter_mut().zip(pieces) {
+                *slot = Some((piece, true));
             }
             i = j;
         }

@@ -122,28 +122,47 @@ impl SpanSource {
             while j < out.len() && out[j].is_none() {
                 j += 1;
             }
-            let (first, last) = (run.start + i, run.start + j - 1);
-            let whole = self.range(first)?.start..self.range(last)?.end;
-            let bytes = self.fetch(whole.clone(), kind).await?;
-            for (slot, span) in out[i..j].iter_mut().zip(first..=last) {
-                let r = self.range(span)?;
-                let piece = usize::try_from(r.start - whole.start)
-                    .ok()
-                    .zip(usize::try_from(r.end - whole.start).ok())
-                    .and_then(|(a, b)| bytes.get(a..b))
-                    .ok_or_else(|| SpanFetchError::Short {
-                        blob: self.location.digest,
-                        range: whole.clone(),
-                        got: bytes.len(),
-                    })?;
+            let ranges = (run.start + i..run.start + j)
+                .map(|span| self.range(span))
+                .collect::<Result<Vec<_>, _>>()?;
+            let pieces = self.fetch_pieces(&ranges, kind).await?;
+            for (slot, bytes) in out[i..j].iter_mut().zip(pieces) {
                 *slot = Some(SpanBytes {
-                    bytes: ChunkBytes::from(piece),
+                    bytes,
                     fetched: true,
                 });
             }
             i = j;
         }
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// `ranges` (sorted, adjacent or overlapping in the blob) in one range request of
+    /// class `kind`, cut into one piece each.
+    pub async fn fetch_pieces(
+        &self,
+        ranges: &[Range<u64>],
+        kind: FetchKind,
+    ) -> Result<Vec<ChunkBytes>, SpanFetchError> {
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return Ok(Vec::new());
+        };
+        let whole = first.start..last.end;
+        let bytes = self.fetch(whole.clone(), kind).await?;
+        ranges
+            .iter()
+            .map(|r| {
+                let piece = usize::try_from(r.start - whole.start)
+                    .ok()
+                    .zip(usize::try_from(r.end - whole.start).ok())
+                    .and_then(|(a, b)| bytes.get(a..b));
+                piece.map(ChunkBytes::from).ok_or(SpanFetchError::Short {
+                    blob: self.location.digest,
+                    range: whole.clone(),
+                    got: bytes.len(),
+                })
+            })
+            .collect()
     }
 
     /// One range request of class `kind`: admitted on the shared link (so it waits while
