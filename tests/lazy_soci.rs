@@ -758,8 +758,8 @@ fn a_corrupted_block_is_never_served() {
         )
         .unwrap()
     };
-    let (busybox, busybox_blocks) = build(blobs[0]);
-    let (data, data_blocks) = build(blobs[1]);
+    let (busybox, busybox_blocks, _) = build(blobs[0]);
+    let (data, data_blocks, _) = build(blobs[1]);
     let mut corrupt = data_blocks.to_bytes();
     // The digest of span 0's first block (after magic, block size, span and block counts).
     corrupt[24] ^= 1;
@@ -786,4 +786,49 @@ fn a_corrupted_block_is_never_served() {
     );
     let (_, remote) = committed_snapshots(&stack.containerd);
     assert_eq!(remote, 2, "both layers were mounted lazily: {daemon_log}");
+}
+
+const LAST_TEXT: &str = "the last file of a large span";
+
+#[test]
+fn a_read_deep_into_a_span_starts_at_a_resume_point_not_the_span_start() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("socir-", "[background_fetch]\nenable = false\n");
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    let rest = testkit::image::content::random(4, 3 << 20);
+    layer.file("data/rest.bin", &rest, 0o644).unwrap();
+    layer
+        .file("data/last.txt", LAST_TEXT.as_bytes(), 0o644)
+        .unwrap();
+    let image = testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/cat", "/data/last.txt"])
+        .build()
+        .unwrap();
+    let reference = stack.registry.push("soci/deep", "v1", &image).unwrap();
+    index(&reference);
+    let blob = &image.layers[1].blob.bytes;
+    let span = first_span_size(blob);
+    assert!(span > 2 << 20, "the file is deep in span 0: {span}");
+    let log_path = stack.registry.log_path();
+    let log_start = std::fs::read_to_string(&log_path).unwrap().len();
+    rpull(&stack.containerd, &reference);
+    let id = unique_id("socir");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let out = stack.containerd.ctr(run).unwrap().stdout;
+    let daemon_log = stack.daemon.log_text();
+    assert_eq!(out.trim(), LAST_TEXT, "{daemon_log}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let data = vec![image.layers[1].blob.digest.to_string()];
+    let bytes = served(&log[log_start..], &data);
+    eprintln!("registry served {bytes} bytes of the data layer, span 0 is {span}");
+    assert!(bytes > 0, "the file's blocks came from the registry");
+    assert!(
+        bytes * 8 < span,
+        "a read at the end of a span starts at a resume point: {bytes} of {span}"
+    );
 }

@@ -39,11 +39,11 @@ fn main() {
     let mb = |b: u64| format!("{:.1}", b as f64 / 1e6);
     for (i, layer) in image.layers.iter().enumerate() {
         let blob = &layer.blob.bytes[..];
-        let (ztoc, blocks) =
+        let (ztoc, blocks, windows) =
             build_ztoc_with_blocks(blob, Compression::Gzip, &build, DEFAULT_BLOCK_SIZE)
                 .expect("index the layer");
         let zinfo = Zinfo::new(&ztoc).expect("checkpoints");
-        let index = ztoc.to_bytes().len() + blocks.to_bytes().len();
+        let index = ztoc.to_bytes().len() + blocks.to_bytes().len() + windows.len();
         let offsets: HashMap<&str, (u64, u64)> = ztoc
             .files
             .iter()

@@ -13,8 +13,8 @@ use estargz::{Digest, Hasher};
 use super::{prefetch, IndexError};
 use crate::store::BlobFile;
 
-/// The zTOC and span blocks of the layer `digest` in `blob`; `paths` are its recorded
-/// files (none: one pass).
+/// The zTOC, span blocks and resume-point windows blob of the layer `digest` in `blob`;
+/// `paths` are its recorded files (none: one pass).
 pub(super) fn build_layer(
     blob: &BlobFile,
     compression: Compression,
@@ -22,7 +22,7 @@ pub(super) fn build_layer(
     verify: bool,
     digest: Digest,
     paths: &[String],
-) -> Result<(Ztoc, SpanBlocks), IndexError> {
+) -> Result<(Ztoc, SpanBlocks, Vec<u8>), IndexError> {
     let built = build_from_file(blob, compression, &build, verify, digest)?;
     let hints = prefetch::cut_hints(&built.0, paths);
     if hints.is_empty() || compression != Compression::Gzip {
@@ -41,7 +41,7 @@ fn build_from_file(
     build: &BuildOptions,
     verify: bool,
     digest: Digest,
-) -> Result<(Ztoc, SpanBlocks), IndexError> {
+) -> Result<(Ztoc, SpanBlocks, Vec<u8>), IndexError> {
     let path: PathBuf = blob.path().to_owned();
     let file = std::fs::File::open(&path).map_err(|e| IndexError::Build {
         digest,

@@ -12,6 +12,7 @@
 mod build;
 pub mod prefetch;
 pub mod publish;
+mod index_report;
 pub mod soci;
 
 use std::collections::HashMap;
@@ -20,10 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE};
-use estargz::soci::{BuildError, BuildOptions, Compression, BLOCKS_MEDIA_TYPE};
+use estargz::soci::{BuildError, BuildOptions, Compression, BLOCKS_MEDIA_TYPE, WINDOWS_MEDIA_TYPE};
 use estargz::Digest;
 use futures_util::future::try_join_all;
-use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::oci::{kind_of, Descriptor, Document, Kind, LayerCompression, OciError};
@@ -32,7 +32,8 @@ use crate::progress::Progress;
 use crate::record::Prioritized;
 use crate::store::{Store, StoreError};
 
-use publish::{publish_index, PublishError, Via};
+use publish::{publish_index, PublishError};
+pub use index_report::{IndexReport, LayerIndexReport, ManifestIndexReport, PrefetchReport};
 use soci::{PrefetchEntry, ZtocEntry, EMPTY_CONFIG, PREFETCH_MEDIA_TYPE};
 
 /// Layers smaller than this are left to a normal pull by default (soci's default).
@@ -88,63 +89,6 @@ pub enum IndexError {
     },
 }
 
-/// The result, as printed by `--json`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IndexReport {
-    pub image: String,
-    /// The image's digest: unchanged by indexing.
-    pub digest: Digest,
-    pub manifests: Vec<ManifestIndexReport>,
-    /// Layers with a zTOC.
-    pub indexed: usize,
-    /// Layers left to a normal pull (small, zstd, already eStargz).
-    pub skipped: usize,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestIndexReport {
-    pub platform: Option<String>,
-    pub manifest_digest: Digest,
-    /// The SOCI index manifest; `None` when no layer was indexed.
-    pub soci_index_digest: Option<Digest>,
-    pub referrers: Option<Via>,
-    pub layers: Vec<LayerIndexReport>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LayerIndexReport {
-    pub digest: Digest,
-    pub size: u64,
-    /// `indexed`, `small` (under the size threshold), `estargz` (lazily pullable
-    /// already) or `unsupported` (zstd or not a layer).
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ztoc_digest: Option<Digest>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ztoc_size: Option<u64>,
-    /// Size of the verification blocks blob pushed beside the zTOC.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocks_size: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spans: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub files: Option<usize>,
-    /// Recorded files found in the layer and the spans prefetched for them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefetch: Option<PrefetchReport>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PrefetchReport {
-    pub digest: Digest,
-    pub files: usize,
-    pub spans: usize,
-}
-
 struct Built {
     /// Kept for mapping recorded files to spans.
     parsed: estargz::soci::Ztoc,
@@ -153,6 +97,9 @@ struct Built {
     /// The span blocks blob and its digest.
     blocks: Vec<u8>,
     blocks_digest: Digest,
+    /// The resume points' windows blob (empty: none pushed) and its digest.
+    windows: Vec<u8>,
+    windows_digest: Digest,
     spans: u32,
     files: usize,
 }
@@ -261,6 +208,12 @@ pub async fn index_image(
                 "push span blocks {}",
                 b.blocks_digest
             )))?;
+        if !b.windows.is_empty() {
+            store
+                .put_blob_bytes(&b.windows_digest, b.windows.clone())
+                .await
+                .map_err(source_error(format!("push windows {}", b.windows_digest)))?;
+        }
     }
     let mut reports = Vec::new();
     for ((desc, _), plan) in manifests.iter().zip(&plans) {
@@ -321,7 +274,7 @@ async fn index_layer(
     // A registry download was digest-checked on arrival; a layout blob is checked here.
     let verify = matches!(store, Store::Layout { .. });
     let (build, digest) = (opts.build.clone(), layer.digest);
-    let (ztoc, blocks) = tokio::task::spawn_blocking(move || {
+    let (ztoc, blocks, windows) = tokio::task::spawn_blocking(move || {
         build::build_layer(&blob, compression, build, verify, digest, &paths)
     })
     .await
@@ -336,8 +289,10 @@ async fn index_layer(
         parsed: ztoc,
         blocks_digest: Digest::sha256(&blocks),
         blocks,
+        windows_digest: Digest::sha256(&windows),
+        windows,
     };
-    let index_size = (built.ztoc.len() + built.blocks.len()) as u64;
+    let index_size = (built.ztoc.len() + built.blocks.len() + built.windows.len()) as u64;
     p.indexed(layer.size, index_size, built.spans);
     Ok(built)
 }
@@ -419,6 +374,14 @@ async fn publish_manifest(
                 size: b.blocks.len() as u64,
                 layer_digest: layer.digest,
             });
+            if !b.windows.is_empty() {
+                prefetches.push(PrefetchEntry {
+                    media_type: WINDOWS_MEDIA_TYPE,
+                    digest: b.windows_digest,
+                    size: b.windows.len() as u64,
+                    layer_digest: layer.digest,
+                });
+            }
             ztocs.push(ZtocEntry {
                 ztoc_digest: b.digest,
                 ztoc_size: b.ztoc.len() as u64,

@@ -10,8 +10,11 @@
 //! uncompressed `b` then needs only the span's blocks up to the first whose offset reaches
 //! `b`, each checked against its own digest before anything inflated from it is served.
 //!
-//! Layout (little endian): magic `ESZBLK01`, `u64 block_size`, `u32 spans`; per span
-//! `u32 blocks`, then per block 32 bytes of sha256 and `u64` uncompressed end (absolute).
+//! Layout (little endian): magic `ESZBLK02` (`ESZBLK01`: no points), `u64 block_size`,
+//! `u32 spans`; per span `u32 blocks`, then per block 32 bytes of sha256 and `u64`
+//! uncompressed end (absolute); then `u32 points` and per [`ResumePoint`] `u32 span`,
+//! `u32 block`, `u64 compressed`, `u64 uncompressed`, `u8 bits`, and its window's `u64
+//! offset`, `u32 len` and sha256 in the windows blob ([`super::resume`]).
 //! 64 KiB blocks cost 40 bytes per 64 KiB of layer (0.06 %) and at most 64 KiB past a
 //! read's end (~5 ms at 100 Mbit/s, about one round trip on a WAN link), so a finer cut
 //! would save less than the requests it adds.
@@ -20,6 +23,7 @@ use std::ops::Range;
 
 use crate::digest::{Digest, Hasher};
 
+use super::resume::{ResumePoint, WindowRef};
 use super::zinfo::Zinfo;
 
 /// Media type of a blocks blob.
@@ -30,7 +34,8 @@ pub const DEFAULT_BLOCK_SIZE: u64 = 64 << 10;
 pub const MAX_BLOCKS_SIZE: u64 = 64 << 20;
 /// Smallest block size a reader accepts (bounds the block count of a hostile blob).
 const MIN_BLOCK_SIZE: u64 = 4 << 10;
-const MAGIC: &[u8; 8] = b"ESZBLK01";
+const MAGIC_V1: &[u8; 8] = b"ESZBLK01";
+const MAGIC: &[u8; 8] = b"ESZBLK02";
 const ENTRY: usize = 32 + 8;
 
 /// Why a blocks blob cannot be used with its zTOC.
@@ -50,6 +55,8 @@ pub enum BlocksError {
     End { span: usize, block: usize, end: u64 },
     #[error("blocks blob has {0} bytes after its last span")]
     Trailing(usize),
+    #[error("resume point {0} is outside its block or out of order")]
+    Point(usize),
 }
 
 /// One block: its digest and the uncompressed offset reached once it was consumed.
@@ -64,6 +71,8 @@ pub struct Block {
 pub struct SpanBlocks {
     block_size: u64,
     spans: Vec<Vec<Block>>,
+    /// Sorted by uncompressed offset.
+    points: Vec<ResumePoint>,
 }
 
 impl SpanBlocks {
@@ -78,6 +87,23 @@ impl SpanBlocks {
 
     pub fn block(&self, span: usize, block: usize) -> Option<&Block> {
         self.spans.get(span)?.get(block)
+    }
+
+    /// The resume points, in order.
+    pub fn points(&self) -> &[ResumePoint] {
+        &self.points
+    }
+
+    /// The resume points of `span`, in order.
+    pub fn points_of(&self, span: usize) -> &[ResumePoint] {
+        let span = u32::try_from(span).unwrap_or(u32::MAX);
+        let a = self.points.partition_point(|p| p.span < span);
+        let b = self.points.partition_point(|p| p.span <= span);
+        &self.points[a..b]
+    }
+
+    pub(crate) fn set_points(&mut self, points: Vec<ResumePoint>) {
+        self.points = points;
     }
 
     /// The compressed bytes of `block` of `span` (absolute blob offsets).
@@ -105,9 +131,11 @@ impl SpanBlocks {
     /// Parses `bytes` and checks it against the span geometry of its zTOC.
     pub fn from_bytes(bytes: &[u8], zinfo: &Zinfo) -> Result<Self, BlocksError> {
         let mut r = Reader { bytes, at: 0 };
-        if r.take(8)? != MAGIC {
-            return Err(BlocksError::Magic);
-        }
+        let with_points = match r.take(8)? {
+            m if m == MAGIC => true,
+            m if m == MAGIC_V1 => false,
+            _ => return Err(BlocksError::Magic),
+        };
         let block_size = r.u64()?;
         if block_size < MIN_BLOCK_SIZE {
             return Err(BlocksError::BlockSize(block_size));
@@ -151,10 +179,18 @@ impl SpanBlocks {
             }
             spans.push(blocks);
         }
+        let mut parsed = Self {
+            block_size,
+            spans,
+            points: Vec::new(),
+        };
+        if with_points {
+            parsed.points = read_points(&mut r, &parsed, zinfo)?;
+        }
         if r.at != bytes.len() {
             return Err(BlocksError::Trailing(bytes.len() - r.at));
         }
-        Ok(Self { block_size, spans })
+        Ok(parsed)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -170,9 +206,69 @@ impl SpanBlocks {
                 out.extend_from_slice(&b.uncompressed_end.to_le_bytes());
             }
         }
+        out.extend_from_slice(&u32::try_from(self.points.len()).unwrap_or(0).to_le_bytes());
+        for p in &self.points {
+            out.extend_from_slice(&p.span.to_le_bytes());
+            out.extend_from_slice(&p.block.to_le_bytes());
+            out.extend_from_slice(&p.compressed.to_le_bytes());
+            out.extend_from_slice(&p.uncompressed.to_le_bytes());
+            out.push(p.bits);
+            out.extend_from_slice(&p.window.offset.to_le_bytes());
+            out.extend_from_slice(&p.window.len.to_le_bytes());
+            out.extend_from_slice(p.window.digest.as_bytes());
+        }
         out
     }
 }
+
+/// Reads and checks the resume points: each inside its block (past the span's first) and
+/// its span's output, in order, with a window of bounded size.
+fn read_points(
+    r: &mut Reader<'_>,
+    blocks: &SpanBlocks,
+    zinfo: &Zinfo,
+) -> Result<Vec<ResumePoint>, BlocksError> {
+    let count = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
+    let mut points = Vec::with_capacity(count.min(r.bytes.len() / 77));
+    for i in 0..count {
+        let point = ResumePoint {
+            span: r.u32()?,
+            block: r.u32()?,
+            compressed: r.u64()?,
+            uncompressed: r.u64()?,
+            bits: r.take(1)?[0],
+            window: WindowRef {
+                offset: r.u64()?,
+                len: r.u32()?,
+                digest: Digest::from_bytes(r.take(32)?.try_into().unwrap_or([0; 32])),
+            },
+        };
+        let (span, block) = (point.span as usize, point.block as usize);
+        let inside = blocks
+            .compressed_range(zinfo, span, block)
+            .is_some_and(|c| c.contains(&point.fetch_start()) && point.compressed <= c.end);
+        let within = zinfo
+            .uncompressed_range(span)
+            .is_some_and(|u| point.uncompressed > u.start && point.uncompressed < u.end);
+        let ordered = points
+            .last()
+            .is_none_or(|l: &ResumePoint| l.uncompressed < point.uncompressed);
+        if block == 0
+            || point.bits > 7
+            || !inside
+            || !within
+            || !ordered
+            || u64::from(point.window.len) > MAX_WINDOW_ENTRY
+        {
+            return Err(BlocksError::Point(i));
+        }
+        points.push(point);
+    }
+    Ok(points)
+}
+
+/// Largest stored sparse window a reader accepts (zstd of 32 KiB, with room).
+const MAX_WINDOW_ENTRY: u64 = 64 << 10;
 
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -266,10 +362,16 @@ impl BlockRecorder {
         self.spans.push(std::mem::take(&mut self.current));
     }
 
+    /// Span and block the next compressed byte goes to, and how far into that block.
+    pub fn position(&self) -> (usize, usize, u64) {
+        (self.spans.len(), self.current.len(), self.in_block)
+    }
+
     pub fn finish(self) -> SpanBlocks {
         SpanBlocks {
             block_size: self.size,
             spans: self.spans,
+            points: Vec::new(),
         }
     }
 }

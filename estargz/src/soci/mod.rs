@@ -8,6 +8,8 @@
 //! - [`span`]: verify and inflate one span.
 //! - [`prefix`]: verify and inflate the first blocks of a span, block by block.
 //! - [`blocks`]: per-block digests inside spans, a blob of our own beside the zTOC.
+//! - [`resume`], [`sparse_window`]: resume points inside spans, with the part of their
+//!   window that is used, so a read deep into a span skips the span's head.
 //! - [`prefetch`]: the prefetch artifact (spans to fetch at mount).
 //! - [`filelist`]: an eStargz layer's learned files, carried by the same index.
 //! - [`totoc`]: the file table as TOC entries, for the daemon's path tree.
@@ -18,10 +20,13 @@ pub mod filelist;
 mod flatbuf;
 pub mod gzip;
 mod inflate;
+mod input;
 pub mod media;
 pub mod prefetch;
 pub mod prefix;
+pub mod resume;
 pub mod span;
+pub mod sparse_window;
 pub mod tarscan;
 pub mod totoc;
 pub mod zinfo;
@@ -30,10 +35,13 @@ pub mod ztoc_build;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_resume;
 
 pub use blocks::{SpanBlocks, BLOCKS_MEDIA_TYPE, DEFAULT_BLOCK_SIZE};
 pub use flatbuf::FlatbufError;
 pub use prefix::{decompress_prefix, PrefixDecoder};
+pub use resume::{ResumePoint, WINDOWS_MEDIA_TYPE};
 pub use span::{decompress_span, SpanError};
 pub use totoc::{index_of, toc_of};
 pub use zinfo::{Zinfo, ZinfoError};

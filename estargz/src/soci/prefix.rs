@@ -11,6 +11,7 @@ use crate::digest::Digest;
 use super::blocks::SpanBlocks;
 use super::gzip::{self, TRAILER_LEN};
 use super::inflate::Inflater;
+use super::resume::ResumePoint;
 use super::span::{status_name, SpanError};
 use super::zinfo::Zinfo;
 use super::ztoc::Compression;
@@ -62,6 +63,9 @@ pub struct PrefixDecoder {
     produced: u64,
     want: u64,
     blocks: usize,
+    /// The span's block fed first, and bytes of it before the starting point.
+    first_block: usize,
+    skip: usize,
 }
 
 impl PrefixDecoder {
@@ -80,12 +84,58 @@ impl PrefixDecoder {
             produced: 0,
             want: u.end - u.start,
             blocks: 0,
+            first_block: 0,
+            skip: 0,
+        })
+    }
+
+    /// A decoder starting at resume point `point` of the span (gzip layers only), with
+    /// its 32 KiB window ([`super::sparse_window::decode`]): fed the span's blocks from
+    /// `point.block` on, it produces the span's bytes from `point.uncompressed`.
+    pub fn at_point(
+        zinfo: &Zinfo,
+        blocks: &SpanBlocks,
+        point: &ResumePoint,
+        window: Vec<u8>,
+    ) -> Result<Self, SpanError> {
+        let span = point.span as usize;
+        let block = point.block as usize;
+        let (Some(u), Some(c)) = (
+            zinfo.uncompressed_range(span),
+            blocks.compressed_range(zinfo, span, block),
+        ) else {
+            return Err(SpanError::NoSuchSpan { span });
+        };
+        if zinfo.compression() != Compression::Gzip
+            || !u.contains(&point.uncompressed)
+            || !c.contains(&point.fetch_start())
+        {
+            return Err(SpanError::NoSuchSpan { span });
+        }
+        Ok(Self {
+            span,
+            compression: Compression::Gzip,
+            inflater: None,
+            bits: point.bits,
+            window,
+            pending: Vec::new(),
+            in_deflate: true,
+            produced: 0,
+            want: u.end - point.uncompressed,
+            blocks: 0,
+            first_block: block,
+            skip: usize::try_from(point.fetch_start() - c.start).unwrap_or(usize::MAX),
         })
     }
 
     /// Blocks fed so far.
     pub fn blocks(&self) -> usize {
         self.blocks
+    }
+
+    /// The span's block to feed next.
+    pub fn next_block(&self) -> usize {
+        self.first_block + self.blocks
     }
 
     /// Uncompressed bytes produced so far (from the span's start).
@@ -112,6 +162,13 @@ impl PrefixDecoder {
             return Ok(());
         }
         let mut input = block;
+        if self.blocks == 1 {
+            input = input.get(self.skip..).ok_or(SpanError::Length {
+                span,
+                got: block.len(),
+                want: self.skip as u64,
+            })?;
+        }
         if self.inflater.is_none() {
             let window = std::mem::take(&mut self.window);
             self.inflater = Some(if self.bits != 0 {

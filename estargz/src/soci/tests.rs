@@ -10,7 +10,7 @@ use crate::testutil::{pseudo_random_bytes, TarBuilder};
 use super::*;
 
 /// Text-like bytes (compressible, so deflate makes many blocks with odd bit ends).
-fn text(seed: u64, len: usize) -> Vec<u8> {
+pub(super) fn text(seed: u64, len: usize) -> Vec<u8> {
     const WORDS: [&str; 12] = [
         "layer ",
         "span ",
@@ -41,7 +41,7 @@ fn text(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-fn many_small_files(count: usize) -> Vec<u8> {
+pub(super) fn many_small_files(count: usize) -> Vec<u8> {
     let mut t = TarBuilder::new();
     t.dir("usr/").dir("usr/lib/");
     for i in 0..count {
@@ -62,14 +62,14 @@ fn large_files() -> Vec<u8> {
     t.finish()
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
+pub(super) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
 
 /// pigz-style: independent members, here cut at uneven points.
-fn gzip_members(data: &[u8], piece: usize) -> Vec<u8> {
+pub(super) fn gzip_members(data: &[u8], piece: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, chunk) in data.chunks(piece + 1234).enumerate() {
         let mut e = flate2::GzBuilder::new()
@@ -81,7 +81,7 @@ fn gzip_members(data: &[u8], piece: usize) -> Vec<u8> {
     out
 }
 
-fn opts(span: u64, min: u64) -> BuildOptions {
+pub(super) fn opts(span: u64, min: u64) -> BuildOptions {
     BuildOptions {
         span_size: span,
         min_span_size: min,
@@ -285,11 +285,12 @@ proptest! {
 /// Builds with blocks, checks the blob round-trips, and that every prefix of every span
 /// decodes at least to its recorded end, matching the tar.
 fn check_blocks(tar: &[u8], blob: &[u8], compression: Compression, o: &BuildOptions) -> SpanBlocks {
-    let (ztoc, blocks) = build_ztoc_with_blocks(blob, compression, o, 4096).unwrap();
+    let (ztoc, blocks, windows) = build_ztoc_with_blocks(blob, compression, o, 4096).unwrap();
     assert_eq!(ztoc, build_ztoc(blob, compression, o).unwrap(), "same ztoc");
     let z = Zinfo::new(&ztoc).unwrap();
     let parsed = SpanBlocks::from_bytes(&blocks.to_bytes(), &z).unwrap();
     assert_eq!(parsed, blocks);
+    super::tests_resume::check_points(tar, blob, &z, &blocks, &windows);
     let mut partial_prefixes = 0;
     for span in 0..z.span_count() {
         let u = z.uncompressed_range(span).unwrap();
@@ -362,7 +363,7 @@ fn needed_blocks_stop_at_the_first_covering_block() {
     let tar = many_small_files(3000);
     let blob = gzip(&tar);
     let o = opts(1 << 20, 1 << 20);
-    let (ztoc, blocks) = build_ztoc_with_blocks(&blob[..], Compression::Gzip, &o, 4096).unwrap();
+    let (ztoc, blocks, _) = build_ztoc_with_blocks(&blob[..], Compression::Gzip, &o, 4096).unwrap();
     let z = Zinfo::new(&ztoc).unwrap();
     let u = z.uncompressed_range(0).unwrap();
     assert_eq!(
@@ -391,7 +392,7 @@ fn corrupted_block_and_hostile_blocks_blobs_are_refused() {
     let tar = many_small_files(1000);
     let blob = gzip(&tar);
     let o = opts(64 << 10, 64 << 10);
-    let (ztoc, blocks) = build_ztoc_with_blocks(&blob[..], Compression::Gzip, &o, 4096).unwrap();
+    let (ztoc, blocks, _) = build_ztoc_with_blocks(&blob[..], Compression::Gzip, &o, 4096).unwrap();
     let z = Zinfo::new(&ztoc).unwrap();
     let c = z.compressed_range(1).unwrap();
     let end = blocks.compressed_range(&z, 1, 1).unwrap().end;
@@ -429,7 +430,7 @@ fn corrupted_block_and_hostile_blocks_blobs_are_refused() {
 fn blocks_blob_is_tiny_against_the_layer() {
     let tar = large_files();
     let blob = gzip(&tar);
-    let (_, blocks) = build_ztoc_with_blocks(
+    let (_, blocks, _) = build_ztoc_with_blocks(
         &blob[..],
         Compression::Gzip,
         &BuildOptions::default(),

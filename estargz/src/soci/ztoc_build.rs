@@ -12,6 +12,7 @@
 //! span also needs 512 KiB of compressed bytes. Regular cuts are never held back.
 
 use std::io::Read;
+use std::sync::PoisonError;
 
 use miniz_oxide::inflate::TINFLStatus;
 
@@ -20,6 +21,8 @@ use crate::digest::{Digest, Hasher};
 use super::blocks::{BlockRecorder, SpanBlocks};
 use super::gzip::{self, GzipError, TRAILER_LEN};
 use super::inflate::{Inflater, WINDOW};
+use super::input::Input;
+use super::resume::{self, Candidate, ResumeRecorder};
 use super::tarscan::{TarScanError, TarScanner};
 use super::zinfo::{tar_zinfo_bytes, CheckpointWriter};
 use super::ztoc::{Compression, Ztoc, MAX_SPANS, ZTOC_VERSION};
@@ -43,11 +46,13 @@ const EARLY_CUT_COMPRESSED: u64 = 512 << 10;
 /// The index may take this many per mille of the compressed bytes read before an early
 /// cut is allowed.
 const INDEX_BUDGET_PER_MILLE: u64 = 28;
+/// The index (zTOC, blocks, resume points and their windows) stays within this many per
+/// mille of the layer: resume points get what the zTOC and the blocks leave.
+const INDEX_TARGET_PER_MILLE: u64 = 30;
 /// Index bytes per span besides its window (checkpoint fields, digest), estimated.
 const SPAN_COST: u64 = WINDOW as u64 + 64;
 /// Index bytes per file-table entry, estimated (names, offsets, owners, times).
 const FILE_COST: u64 = 128;
-const READ_BUF: usize = 256 * 1024;
 /// gzip headers longer than this (names, comments, extra fields) are refused.
 const MAX_GZIP_HEADER: usize = 1 << 20;
 
@@ -65,6 +70,9 @@ pub struct BuildOptions {
     /// reads of a recorded run start), each honoured when the index budget allows
     /// (default none).
     pub cut_before: Vec<u64>,
+    /// The whole index (zTOC, blocks, resume points and their windows) stays within this
+    /// many per mille of the layer: resume points get what the rest leaves (default 30).
+    pub index_budget_per_mille: u64,
 }
 
 impl Default for BuildOptions {
@@ -75,6 +83,7 @@ impl Default for BuildOptions {
             build_tool_identifier: concat!("estargz-snapshotter ", env!("CARGO_PKG_VERSION"))
                 .into(),
             cut_before: Vec::new(),
+            index_budget_per_mille: INDEX_TARGET_PER_MILLE,
         }
     }
 }
@@ -104,25 +113,39 @@ pub fn build_ztoc(
     compression: Compression,
     opts: &BuildOptions,
 ) -> Result<Ztoc, BuildError> {
-    build(reader, compression, opts, None).map(|(ztoc, _)| ztoc)
+    build(reader, compression, opts, None, None).map(|(ztoc, _)| ztoc)
 }
 
 /// Builds the zTOC and, in the same pass, the verification blocks of its spans
-/// ([`super::blocks`]), `block_size` compressed bytes each.
+/// ([`super::blocks`]), `block_size` compressed bytes each, with the resume points
+/// ([`super::resume`]) that fit in the index budget left by the zTOC and the blocks.
+/// Returns the zTOC, the blocks and the windows blob of the points.
 pub fn build_ztoc_with_blocks(
     reader: impl Read,
     compression: Compression,
     opts: &BuildOptions,
     block_size: u64,
-) -> Result<(Ztoc, SpanBlocks), BuildError> {
+) -> Result<(Ztoc, SpanBlocks, Vec<u8>), BuildError> {
+    let mut candidates = Vec::new();
     let (ztoc, blocks) = build(
         reader,
         compression,
         opts,
         Some(BlockRecorder::new(block_size)),
+        Some(&mut candidates),
     )?;
-    let blocks = blocks.unwrap_or_else(|| BlockRecorder::new(block_size));
-    Ok((ztoc, blocks.finish()))
+    let mut blocks = blocks
+        .unwrap_or_else(|| BlockRecorder::new(block_size))
+        .finish();
+    let index = (ztoc.to_bytes().len() + blocks.to_bytes().len()) as u64;
+    let budget = (ztoc
+        .compressed_archive_size
+        .saturating_mul(opts.index_budget_per_mille)
+        / 1000)
+        .saturating_sub(index);
+    let (points, windows) = resume::select(candidates, budget);
+    blocks.set_points(points);
+    Ok((ztoc, blocks, windows))
 }
 
 fn build(
@@ -130,6 +153,7 @@ fn build(
     compression: Compression,
     opts: &BuildOptions,
     blocks: Option<BlockRecorder>,
+    candidates: Option<&mut Vec<Candidate>>,
 ) -> Result<(Ztoc, Option<BlockRecorder>), BuildError> {
     if opts.span_size == 0 || opts.min_span_size == 0 || opts.min_span_size > opts.span_size {
         return Err(BuildError::SpanSize {
@@ -143,7 +167,20 @@ fn build(
     spans.hints.sort_unstable();
     spans.hints.dedup();
     let built = match compression {
-        Compression::Gzip => build_gzip(&mut input, opts, &mut spans)?,
+        Compression::Gzip => {
+            // Window analyses run on other threads while the pass goes on.
+            let wanted = candidates.is_some() && spans.blocks.is_some();
+            let (built, results) = rayon::in_place_scope(|scope| {
+                let mut resume = wanted.then(|| ResumeRecorder::new(scope));
+                let built = build_gzip(&mut input, opts, &mut spans, resume.as_mut());
+                (built, resume.map(|r| r.results()))
+            });
+            if let (Some(out), Some(results)) = (candidates, results) {
+                let mut results = results.lock().unwrap_or_else(PoisonError::into_inner);
+                out.append(&mut results);
+            }
+            built?
+        }
         Compression::Uncompressed => build_tar(&mut input, opts, &mut spans)?,
     };
     let ztoc = Ztoc {
@@ -166,72 +203,6 @@ struct Built {
     uncompressed_size: u64,
     digests: Vec<Digest>,
     checkpoints: Vec<u8>,
-}
-
-/// Buffered input that knows its absolute offset.
-struct Input<R> {
-    reader: R,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// Absolute offset of `buf[start]`.
-    offset: u64,
-    eof: bool,
-}
-
-impl<R: Read> Input<R> {
-    fn new(reader: R) -> Self {
-        Self {
-            reader,
-            buf: vec![0; READ_BUF],
-            start: 0,
-            end: 0,
-            offset: 0,
-            eof: false,
-        }
-    }
-
-    fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        self.offset += n as u64;
-    }
-
-    /// Reads more after what is buffered; false at end of input.
-    fn fill(&mut self) -> std::io::Result<bool> {
-        if self.eof {
-            return Ok(false);
-        }
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            self.buf.resize(self.buf.len() * 2, 0);
-        }
-        loop {
-            match self.reader.read(&mut self.buf[self.end..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(false);
-                }
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
 }
 
 /// Span bookkeeping shared by both layer kinds.
@@ -341,6 +312,7 @@ fn build_gzip<R: Read>(
     input: &mut Input<R>,
     opts: &BuildOptions,
     spans: &mut Spans,
+    mut resume: Option<&mut ResumeRecorder<'_, '_>>,
 ) -> Result<Built, BuildError> {
     let mut tar = TarScanner::new();
     let mut inflater = Inflater::new();
@@ -404,12 +376,34 @@ fn build_gzip<R: Read>(
                 let used = &input.data()[..step.consumed];
                 last_byte = used[used.len() - 1];
                 spans.hash(used, out_total);
+                if let Some(resume) = resume.as_deref_mut() {
+                    resume.consumed(used, out_total);
+                }
                 input.consume(step.consumed);
             }
             match step.status {
                 TINFLStatus::BlockBoundary => {
                     let (at, files) = (input.offset(), tar.entry_count());
-                    if spans.due(opts, out_total, at, files) || spans.hinted(out_total, at, files) {
+                    let cut =
+                        spans.due(opts, out_total, at, files) || spans.hinted(out_total, at, files);
+                    if let (false, Some(resume), Some(blocks)) =
+                        (cut, resume.as_deref_mut(), &spans.blocks)
+                    {
+                        let bits = inflater.boundary_bits().unwrap_or(0);
+                        // With leftover bits the point starts in the byte before `at`.
+                        let (span, block, into) = blocks.position();
+                        let block = if bits != 0 && into == 0 {
+                            block.checked_sub(1)
+                        } else {
+                            Some(block)
+                        };
+                        if let Some(block) = block {
+                            resume.offer(span, block, at, out_total, bits, last_byte, |w| {
+                                inflater.window_into(w)
+                            });
+                        }
+                    }
+                    if cut {
                         let bits = inflater.boundary_bits().unwrap_or(0);
                         spans.cut(out_total, input.offset(), tar.entry_count())?;
                         window.clear();
@@ -429,7 +423,12 @@ fn build_gzip<R: Read>(
                         });
                     }
                 }
-                TINFLStatus::Done => break,
+                TINFLStatus::Done => {
+                    if let Some(resume) = resume.as_deref_mut() {
+                        resume.stream_end();
+                    }
+                    break;
+                }
                 status => {
                     return Err(BuildError::Inflate {
                         offset: input.offset(),

@@ -39,7 +39,7 @@ enum CheckError {
     #[error("{0}")]
     Fetch(#[from] super::span_fetch::SpanFetchError),
     #[error("{0}")]
-    Prefix(#[from] super::prefix::PrefixError),
+    Prefix(#[from] super::prefix_error::PrefixError),
     #[error("the layer was unmounted")]
     Gone,
 }

@@ -13,10 +13,13 @@
 //! against the whole layer from the bytes background fetching brings into the cache.
 
 mod blob_check;
+mod block_fetch;
 mod prefix;
+mod prefix_error;
 mod soci_layer;
 mod span_fetch;
 mod verify;
+mod window_fetch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +28,9 @@ use std::time::Duration;
 use estargz::soci::blocks::MAX_BLOCKS_SIZE;
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE, MAX_FILE_LIST_SIZE};
 use estargz::soci::prefetch::{PrefetchArtifact, MAX_PREFETCH_SIZE, PREFETCH_MEDIA_TYPE};
-use estargz::soci::{index_of, media, SpanBlocks, Zinfo, Ztoc, BLOCKS_MEDIA_TYPE};
+use estargz::soci::{
+    index_of, media, SpanBlocks, Zinfo, Ztoc, BLOCKS_MEDIA_TYPE, WINDOWS_MEDIA_TYPE,
+};
 use estargz::Digest;
 use registry::{referrers_tag_reference, Client, Reference};
 use serde_json::Value;
@@ -76,6 +81,8 @@ struct ImageIndex {
     file_lists: HashMap<Digest, (Digest, u64)>,
     /// Span blocks beside the zTOCs (ours): layer digest -> (blob digest, size).
     blocks: HashMap<Digest, (Digest, u64)>,
+    /// Windows of the blocks' resume points (ours): layer digest -> (blob digest, size).
+    windows: HashMap<Digest, (Digest, u64)>,
     /// Sizes of the image's layers from its manifest (a zTOC must agree).
     layer_sizes: HashMap<Digest, u64>,
 }
@@ -123,11 +130,29 @@ impl SociIndexes {
         if ztoc_size > MAX_ZTOC_SIZE {
             return Err(bad(format!("{ztoc_size} bytes, over the limit")));
         }
-        let mut bytes = Vec::new();
-        client
-            .download_blob(repo, &ztoc_digest, &mut bytes)
-            .await
-            .map_err(|e| bad(e.to_string()))?;
+        // The zTOC and the blobs beside it in parallel: one round trip at mount, not three.
+        let ztoc_bytes = async {
+            let mut bytes = Vec::new();
+            client
+                .download_blob(repo, &ztoc_digest, &mut bytes)
+                .await
+                .map(|_| bytes)
+        };
+        let layer = &location.digest;
+        let beside = |blobs: &HashMap<Digest, (Digest, u64)>, max: u64, what: &'static str| {
+            let blob = blobs.get(layer).copied();
+            async move { small_blob(client, location, blob?, max, what).await }
+        };
+        let (bytes, prefetch_bytes, blocks_bytes) = tokio::join!(
+            ztoc_bytes,
+            beside(
+                &image.prefetches,
+                MAX_PREFETCH_SIZE,
+                "soci prefetch artifact"
+            ),
+            beside(&image.blocks, MAX_BLOCKS_SIZE, "soci span blocks"),
+        );
+        let bytes = bytes.map_err(|e| bad(e.to_string()))?;
         let ztoc = Ztoc::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
         // An index built for another blob cannot describe this one.
         if let Some(&size) = image.layer_sizes.get(&location.digest) {
@@ -140,14 +165,13 @@ impl SociIndexes {
         }
         let zinfo = Zinfo::new(&ztoc).map_err(|e| bad(e.to_string()))?;
         let index = index_of(&ztoc).map_err(|e| bad(e.to_string()))?;
-        let prefetch = match image.prefetches.get(&location.digest) {
-            Some(&artifact) => prefetch_spans(client, location, artifact, &zinfo).await,
-            None => Vec::new(),
-        };
-        let blocks = match image.blocks.get(&location.digest) {
-            Some(&blob) => span_blocks(client, location, blob, &zinfo).await,
-            None => None,
-        };
+        let prefetch = prefetch_bytes
+            .map(|b| prefetch_spans(location, &b, &zinfo))
+            .unwrap_or_default();
+        let windows = image.windows.get(&location.digest).map(|&(d, _)| d);
+        let blocks = blocks_bytes
+            .and_then(|b| span_blocks(location, &b, &zinfo))
+            .map(|b| (b, windows));
         tracing::info!(
             layer = %location.digest, ztoc = %ztoc_digest, spans = zinfo.span_count(),
             prefetch_spans = prefetch.len(), span_blocks = blocks.is_some(),
@@ -286,62 +310,56 @@ impl SociIndexes {
     }
 }
 
-/// The spans a layer's prefetch artifact lists, in fetch order, each with how far into it
-/// it is needed (`None`: all of it). An artifact that cannot be fetched or read costs only
-/// the prefetch (logged), never the layer.
-async fn prefetch_spans(
+/// A small blob the index lists beside a zTOC (`what` names it in logs); `None`, logged,
+/// when it is over `max` bytes or cannot be fetched: such a blob costs only what it adds,
+/// never the layer.
+async fn small_blob(
     client: &Client,
     location: &BlobLocation,
     (digest, size): (Digest, u64),
-    zinfo: &Zinfo,
-) -> Vec<(usize, Option<u64>)> {
+    max: u64,
+    what: &'static str,
+) -> Option<Vec<u8>> {
     let layer = location.digest;
-    if size > MAX_PREFETCH_SIZE {
-        tracing::warn!(%layer, artifact = %digest, size, "soci prefetch artifact too large, ignored");
-        return Vec::new();
+    if size > max {
+        tracing::warn!(%layer, blob = %digest, size, "{what} too large, ignored");
+        return None;
     }
     let mut bytes = Vec::new();
     if let Err(error) = client
         .download_blob(&location.reference, &digest, &mut bytes)
         .await
     {
-        tracing::warn!(%layer, artifact = %digest, %error, "soci prefetch artifact not fetched");
-        return Vec::new();
+        tracing::warn!(%layer, blob = %digest, %error, "{what} not fetched");
+        return None;
     }
-    match PrefetchArtifact::from_bytes(&bytes, zinfo.span_count()) {
+    Some(bytes)
+}
+
+/// The spans a layer's prefetch artifact lists, in fetch order, each with how far into it
+/// it is needed (`None`: all of it). An artifact that cannot be read costs only the
+/// prefetch (logged), never the layer.
+fn prefetch_spans(
+    location: &BlobLocation,
+    bytes: &[u8],
+    zinfo: &Zinfo,
+) -> Vec<(usize, Option<u64>)> {
+    match PrefetchArtifact::from_bytes(bytes, zinfo.span_count()) {
         Ok(artifact) => artifact.span_ends(),
         Err(error) => {
-            tracing::warn!(%layer, artifact = %digest, %error, "soci prefetch artifact ignored");
+            tracing::warn!(layer = %location.digest, %error, "soci prefetch artifact ignored");
             Vec::new()
         }
     }
 }
 
 /// The span blocks beside a layer's zTOC. Reached by digest from the same index manifest
-/// as the zTOC, so trusted like it. One that cannot be had or does not fit the zTOC is
-/// logged and the layer is served whole spans at a time.
-async fn span_blocks(
-    client: &Client,
-    location: &BlobLocation,
-    (digest, size): (Digest, u64),
-    zinfo: &Zinfo,
-) -> Option<SpanBlocks> {
-    let layer = location.digest;
-    if size > MAX_BLOCKS_SIZE {
-        tracing::warn!(%layer, blocks = %digest, size, "soci span blocks too large, ignored");
-        return None;
-    }
-    let mut bytes = Vec::new();
-    if let Err(error) = client
-        .download_blob(&location.reference, &digest, &mut bytes)
-        .await
-    {
-        tracing::warn!(%layer, blocks = %digest, %error, "soci span blocks not fetched");
-        return None;
-    }
-    SpanBlocks::from_bytes(&bytes, zinfo)
+/// as the zTOC, so trusted like it. One that does not fit the zTOC is logged and the
+/// layer is served whole spans at a time.
+fn span_blocks(location: &BlobLocation, bytes: &[u8], zinfo: &Zinfo) -> Option<SpanBlocks> {
+    SpanBlocks::from_bytes(bytes, zinfo)
         .inspect_err(
-            |error| tracing::warn!(%layer, blocks = %digest, %error, "soci span blocks ignored"),
+            |error| tracing::warn!(layer = %location.digest, %error, "soci span blocks ignored"),
         )
         .ok()
 }
@@ -412,6 +430,7 @@ async fn find_index(
         prefetches: blobs_of(PREFETCH_MEDIA_TYPE),
         file_lists: blobs_of(FILE_LIST_MEDIA_TYPE),
         blocks: blobs_of(BLOCKS_MEDIA_TYPE),
+        windows: blobs_of(WINDOWS_MEDIA_TYPE),
         layer_sizes,
     })))
 }

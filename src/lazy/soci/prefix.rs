@@ -1,9 +1,11 @@
 //! Span prefixes: serving a SOCI layer whose index carries span blocks
 //! ([`estargz::soci::blocks`]). A read at uncompressed `[a, b)` needs, of each span it
-//! touches, only the blocks from the span's start through the first block whose recorded
-//! end reaches `b` (the spans before the last one of the read: all of their blocks). Each
-//! span keeps a decoder resumed at its checkpoint and the bytes it produced, so a later
-//! read further into the span fetches and inflates only the blocks it still lacks. Blocks
+//! touches, the blocks from a starting point through the first block whose recorded end
+//! reaches `b`. The starting point is whichever costs the fewest bytes: a decoder the span
+//! already has (it goes on where it stopped), the span's checkpoint, or the last resume
+//! point before `a` ([`estargz::soci::resume`]; its sparse window comes with the blocks,
+//! [`super::window_fetch`]). Each span keeps its decoders and the bytes they produced, so
+//! a later read further on fetches and inflates only the blocks it still lacks. Blocks
 //! come from the daemon's chunk cache (keyed by block digest) or the registry: the missing
 //! blocks of one read that are adjacent in the blob go in one range request, on the shared
 //! link in the caller's class. Every block is checked against its digest before it is
@@ -14,40 +16,66 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use estargz::soci::{PrefixDecoder, SpanBlocks, SpanError};
+use estargz::soci::{PrefixDecoder, ResumePoint, SpanBlocks, SpanError};
 use estargz::Digest;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::span_fetch::{SpanBytes, SpanFetchError, SpanSource};
-use crate::lazy::cache::{CacheKey, ChunkBytes};
+use super::block_fetch::{gather, Want};
+use super::prefix_error::PrefixError;
+use super::span_fetch::{SpanBytes, SpanSource};
+use super::window_fetch;
+use crate::lazy::cache::ChunkBytes;
 use crate::lazy::link::FetchKind;
-use crate::lazy::observe;
 
 /// Spans whose decoded prefix is kept per layer (besides pinned ones).
 const CACHED_SPANS: usize = 16;
 /// Uncompressed bytes of prefetched prefixes kept for the layer's life.
 const MAX_PINNED_BYTES: usize = 256 << 20;
 
-/// Why a span prefix could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum PrefixError {
-    #[error("{0}")]
-    Fetch(#[from] SpanFetchError),
-    #[error("{0}")]
-    Verify(#[from] SpanError),
-    #[error("span {span}: all blocks decode to {got} bytes, the read needs {want}")]
-    Short { span: usize, got: u64, want: u64 },
-    #[error("span prefix task: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-/// One span's decoder and what it produced (from the span's start).
-struct Prefix {
+/// One decoder of a span and what it produced, from uncompressed offset `start` on.
+struct Segment {
+    start: u64,
     decoder: PrefixDecoder,
     out: Vec<u8>,
 }
 
-type Slot = Arc<AsyncMutex<Option<Prefix>>>;
+impl Segment {
+    fn end(&self) -> u64 {
+        self.start.saturating_add(self.out.len() as u64)
+    }
+}
+
+/// A span's decoders.
+#[derive(Default)]
+struct SpanState {
+    segments: Vec<Segment>,
+}
+
+impl SpanState {
+    /// The segment holding `[from, to)`.
+    fn covering(&self, from: u64, to: u64) -> Option<&Segment> {
+        self.segments
+            .iter()
+            .find(|s| s.start <= from && s.end() >= to)
+    }
+
+    fn bytes(&self) -> usize {
+        self.segments.iter().map(|s| s.out.len()).sum()
+    }
+}
+
+type Slot = Arc<AsyncMutex<SpanState>>;
+type Guard = OwnedMutexGuard<SpanState>;
+
+/// Where a span's bytes for a read come from.
+enum Start {
+    /// The segment at this index goes on.
+    Segment(usize),
+    /// A new decoder at the span's checkpoint.
+    Checkpoint,
+    /// A new decoder at a resume point.
+    Point(ResumePoint),
+}
 
 #[derive(Default)]
 struct State {
@@ -60,19 +88,16 @@ struct State {
 /// The span blocks of a layer and the prefixes read so far.
 pub struct Prefixes {
     blocks: SpanBlocks,
+    /// The windows blob of the resume points, when the index has one.
+    windows: Option<Digest>,
     state: Mutex<State>,
 }
 
-/// Blocks `blocks` of span `span`.
-struct Want {
-    span: usize,
-    blocks: Range<usize>,
-}
-
 impl Prefixes {
-    pub fn new(blocks: SpanBlocks) -> Self {
+    pub fn new(blocks: SpanBlocks, windows: Option<Digest>) -> Self {
         Self {
             blocks,
+            windows,
             state: Mutex::default(),
         }
     }
@@ -87,31 +112,27 @@ impl Prefixes {
         let zinfo = &source.zinfo;
         let spans = zinfo.spans_for(range.clone());
         let mut guards = self.lock(spans.clone()).await;
-        let ends: Vec<u64> = spans
+        let wanted: Vec<Range<u64>> = spans
             .clone()
             .map(|s| {
                 zinfo
                     .uncompressed_range(s)
-                    .map_or(0, |u| u.end.min(range.end))
+                    .map_or(0..0, |u| range.start.max(u.start)..u.end.min(range.end))
             })
             .collect();
-        self.extend(source, spans.clone(), &mut guards, &ends, kind)
+        self.extend(source, spans.clone(), &mut guards, &wanted, kind)
             .await?;
         let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
-        for ((span, guard), end) in spans.clone().zip(&guards).zip(&ends) {
-            let start = zinfo.uncompressed_range(span).map_or(0, |u| u.start);
-            let from = usize::try_from(range.start.max(start) - start).unwrap_or(usize::MAX);
-            let to = usize::try_from(end - start).unwrap_or(usize::MAX);
-            let bytes =
-                guard
-                    .as_ref()
-                    .and_then(|p| p.out.get(from..to))
-                    .ok_or(PrefixError::Short {
-                        span,
-                        got: 0,
-                        want: end - start,
-                    })?;
-            out.extend_from_slice(bytes);
+        for ((span, guard), want) in spans.clone().zip(&guards).zip(&wanted) {
+            let short = || PrefixError::Short {
+                span,
+                got: 0,
+                want: want.end - want.start,
+            };
+            let segment = guard.covering(want.start, want.end).ok_or_else(short)?;
+            let from = usize::try_from(want.start - segment.start).unwrap_or(usize::MAX);
+            let to = usize::try_from(want.end - segment.start).unwrap_or(usize::MAX);
+            out.extend_from_slice(segment.out.get(from..to).ok_or_else(short)?);
         }
         drop(guards);
         self.touch(spans);
@@ -129,16 +150,17 @@ impl Prefixes {
     ) -> Result<(), PrefixError> {
         let zinfo = &source.zinfo;
         let mut guards = self.lock(run.clone()).await;
-        let ends: Vec<u64> = run
+        let wanted: Vec<Range<u64>> = run
             .clone()
-            .map(|s| zinfo.uncompressed_range(s).map_or(0, |u| u.end.min(end)))
+            .map(|s| {
+                zinfo
+                    .uncompressed_range(s)
+                    .map_or(0..0, |u| u.start..u.end.min(end))
+            })
             .collect();
-        self.extend(source, run.clone(), &mut guards, &ends, kind)
+        self.extend(source, run.clone(), &mut guards, &wanted, kind)
             .await?;
-        let lens: Vec<usize> = guards
-            .iter()
-            .map(|g| g.as_ref().map_or(0, |p| p.out.len()))
-            .collect();
+        let lens: Vec<usize> = guards.iter().map(|g| g.bytes()).collect();
         drop(guards);
         let mut state = self.lock_state();
         for (span, len) in run.clone().zip(lens) {
@@ -172,7 +194,7 @@ impl Prefixes {
                 blocks: 0..self.blocks.count(span),
             })
             .collect();
-        let got = self.gather(source, &wants, kind).await?;
+        let got = gather(&self.blocks, source, &wants, kind).await?;
         Ok(got
             .into_iter()
             .map(|blocks| {
@@ -191,7 +213,7 @@ impl Prefixes {
 
     /// Locks the slots of `spans`, in ascending order (so concurrent callers never
     /// deadlock).
-    async fn lock(&self, spans: Range<usize>) -> Vec<OwnedMutexGuard<Option<Prefix>>> {
+    async fn lock(&self, spans: Range<usize>) -> Vec<Guard> {
         let slots: Vec<Slot> = {
             let mut state = self.lock_state();
             spans
@@ -205,160 +227,150 @@ impl Prefixes {
         guards
     }
 
-    /// Extends each span's prefix until it reaches its `ends` entry.
+    /// Compressed bytes of blocks `blocks` of `span`.
+    fn cost(&self, zinfo: &estargz::soci::Zinfo, span: usize, blocks: &Range<usize>) -> u64 {
+        let first = self.blocks.compressed_range(zinfo, span, blocks.start);
+        let last = self
+            .blocks
+            .compressed_range(zinfo, span, blocks.end.saturating_sub(1));
+        match (first, last) {
+            (Some(a), Some(b)) if !blocks.is_empty() => b.end.saturating_sub(a.start),
+            _ => 0,
+        }
+    }
+
+    /// How span `span` gets `want` cheapest: `None` when it has it already, else where to
+    /// start and the blocks to fetch.
+    fn plan(
+        &self,
+        zinfo: &estargz::soci::Zinfo,
+        span: usize,
+        state: &SpanState,
+        want: &Range<u64>,
+    ) -> Result<Option<(Start, Range<usize>)>, PrefixError> {
+        if want.is_empty() || state.covering(want.start, want.end).is_some() {
+            return Ok(None);
+        }
+        let count = self.blocks.count(span);
+        // The recorded ends say how far to go; one block at least past where a decoder
+        // is, in case it stops short of them.
+        let upto = |next: usize| self.blocks.needed(span, want.end).max(next + 1).min(count);
+        let span_start = zinfo.uncompressed_range(span).map_or(0, |u| u.start);
+        let mut best: Option<(Start, Range<usize>, u64)> = None;
+        let mut consider = |start: Start, blocks: Range<usize>, extra: u64| {
+            let cost = self.cost(zinfo, span, &blocks).saturating_add(extra);
+            if !blocks.is_empty() && best.as_ref().is_none_or(|b| cost < b.2) {
+                best = Some((start, blocks, cost));
+            }
+        };
+        for (i, segment) in state.segments.iter().enumerate() {
+            let next = segment.decoder.next_block();
+            if segment.start <= want.start && next < count {
+                consider(Start::Segment(i), next..upto(next), 0);
+            }
+        }
+        if !state.segments.iter().any(|s| s.start == span_start) {
+            consider(Start::Checkpoint, 0..upto(0), 0);
+        }
+        let usable = |p: &&ResumePoint| p.window.len == 0 || self.windows.is_some();
+        if let Some(point) = self
+            .blocks
+            .points_of(span)
+            .iter()
+            .filter(usable)
+            .take_while(|p| p.uncompressed <= want.start)
+            .last()
+        {
+            let first = point.block as usize;
+            consider(
+                Start::Point(*point),
+                first..upto(first),
+                u64::from(point.window.len),
+            );
+        }
+        match best {
+            Some((start, blocks, _)) => Ok(Some((start, blocks))),
+            None => Err(PrefixError::Short {
+                span,
+                got: 0,
+                want: want.end - want.start,
+            }),
+        }
+    }
+
+    /// Extends or starts decoders until each span has its `wanted` range.
     async fn extend(
         &self,
         source: &SpanSource,
         spans: Range<usize>,
-        guards: &mut [OwnedMutexGuard<Option<Prefix>>],
-        ends: &[u64],
+        guards: &mut [Guard],
+        wanted: &[Range<u64>],
         kind: FetchKind,
     ) -> Result<(), PrefixError> {
         let zinfo = &source.zinfo;
         loop {
-            let mut wants = Vec::new();
-            for ((span, guard), &end) in spans.clone().zip(guards.iter_mut()).zip(ends) {
-                if guard.is_none() {
-                    **guard = Some(Prefix {
-                        decoder: PrefixDecoder::new(zinfo, span)?,
-                        out: Vec::new(),
-                    });
+            let mut plans = Vec::new();
+            for ((span, guard), want) in spans.clone().zip(guards.iter()).zip(wanted) {
+                if let Some((start, blocks)) = self.plan(zinfo, span, guard, want)? {
+                    plans.push((start, Want { span, blocks }));
                 }
-                let prefix = guard.as_ref().ok_or(SpanError::NoSuchSpan { span })?;
-                let start = zinfo.uncompressed_range(span).map_or(0, |u| u.start);
-                let have = start.saturating_add(prefix.out.len() as u64);
-                if have >= end {
-                    continue;
-                }
-                let (fed, count) = (prefix.decoder.blocks(), self.blocks.count(span));
-                if fed >= count {
-                    return Err(PrefixError::Short {
-                        span,
-                        got: have - start,
-                        want: end - start,
-                    });
-                }
-                // The recorded ends say how far to go; one block at least, in case a
-                // decoder stops short of them.
-                let upto = self.blocks.needed(span, end).max(fed + 1).min(count);
-                wants.push(Want {
-                    span,
-                    blocks: fed..upto,
-                });
             }
-            if wants.is_empty() {
+            if plans.is_empty() {
                 return Ok(());
             }
-            let got = self.gather(source, &wants, kind).await?;
-            for (want, blocks) in wants.iter().zip(got) {
-                let i = want.span - spans.start;
-                let mut prefix = guards[i]
-                    .take()
-                    .ok_or(SpanError::NoSuchSpan { span: want.span })?;
-                let fed = tokio::task::spawn_blocking(move || {
-                    for (block, _) in &blocks {
-                        prefix.decoder.feed(block, &mut prefix.out)?;
+            let windows = plans.iter().filter_map(|(start, _)| match start {
+                Start::Point(p) => Some(window_fetch::window(source, self.windows, p, kind)),
+                _ => None,
+            });
+            let wants: Vec<Want> = plans
+                .iter()
+                .map(|(_, w)| Want {
+                    span: w.span,
+                    blocks: w.blocks.clone(),
+                })
+                .collect();
+            let (got, windows) = futures::future::try_join(
+                gather(&self.blocks, source, &wants, kind),
+                futures::future::try_join_all(windows),
+            )
+            .await?;
+            let mut windows = windows.into_iter();
+            for ((start, want), blocks) in plans.into_iter().zip(got) {
+                let state = &mut guards[want.span - spans.start];
+                let segment = match start {
+                    Start::Segment(i) => state.segments.swap_remove(i),
+                    Start::Checkpoint => Segment {
+                        start: zinfo.uncompressed_range(want.span).map_or(0, |u| u.start),
+                        decoder: PrefixDecoder::new(zinfo, want.span)?,
+                        out: Vec::new(),
+                    },
+                    Start::Point(p) => {
+                        let window = windows.next().unwrap_or_default();
+                        Segment {
+                            start: p.uncompressed,
+                            decoder: PrefixDecoder::at_point(zinfo, &self.blocks, &p, window)?,
+                            out: Vec::new(),
+                        }
                     }
-                    Ok::<_, SpanError>(prefix)
+                };
+                let fed = tokio::task::spawn_blocking(move || {
+                    let mut segment = segment;
+                    for (block, _) in &blocks {
+                        segment.decoder.feed(block, &mut segment.out)?;
+                    }
+                    Ok::<_, SpanError>(segment)
                 })
                 .await?;
                 match fed {
-                    Ok(prefix) => *guards[i] = Some(prefix),
+                    Ok(segment) => state.segments.push(segment),
                     Err(error) => {
-                        // The slot starts over: a decoder that failed is not resumed.
+                        // The decoder is dropped: one that failed is not resumed.
                         tracing::error!(layer = %source.location.digest, %error, "soci block failed to decode");
                         return Err(error.into());
                     }
                 }
             }
         }
-    }
-
-    /// The blocks `wants` asks for, in order, each with whether it was fetched: from the
-    /// cache, else fetched (blocks adjacent in the blob in one request); all checked
-    /// against their digests, fetched ones then cached.
-    async fn gather(
-        &self,
-        source: &SpanSource,
-        wants: &[Want],
-        kind: FetchKind,
-    ) -> Result<Vec<Vec<(ChunkBytes, bool)>>, PrefixError> {
-        let zinfo = &source.zinfo;
-        let mut list = Vec::new();
-        for want in wants {
-            for block in want.blocks.clone() {
-                let (Some(range), Some(info)) = (
-                    self.blocks.compressed_range(zinfo, want.span, block),
-                    self.blocks.block(want.span, block),
-                ) else {
-                    return Err(SpanError::NoSuchSpan { span: want.span }.into());
-                };
-                list.push((want.span, block, range, info.digest));
-            }
-        }
-        let cache = source.cache.clone();
-        let keys: Vec<(CacheKey, u64)> = list
-            .iter()
-            .map(|(_, _, r, digest)| (CacheKey::Content(*digest), r.end - r.start))
-            .collect();
-        let cached: Vec<Option<ChunkBytes>> = tokio::task::spawn_blocking(move || {
-            keys.iter()
-                .map(|(key, len)| cache.peek(key, *len))
-                .collect()
-        })
-        .await?;
-        let mut got: Vec<Option<(ChunkBytes, bool)>> =
-            cached.into_iter().map(|c| c.map(|b| (b, false))).collect();
-        let mut i = 0;
-        while i < got.len() {
-            if got[i].is_some() {
-                i += 1;
-                continue;
-            }
-            // A run of missing blocks adjacent in the blob (a span's first block may
-            // share a byte with the previous span's last).
-            let mut j = i + 1;
-            while j < got.len() && got[j].is_none() && list[j].2.start <= list[j - 1].2.end {
-                j += 1;
-            }
-            let ranges: Vec<Range<u64>> = list[i..j].iter().map(|b| b.2.clone()).collect();
-            let pieces = source.fetch_pieces(&ranges, kind).await?;
-            for (slot, piece) in got[i..j].iter_mut().zip(pieces) {
-                *slot = Some((piece, true));
-            }
-            i = j;
-        }
-        let got: Vec<(ChunkBytes, bool)> = got.into_iter().flatten().collect();
-        // Checked here, cached only once checked.
-        let (checking, cache, layer) = (got.clone(), source.cache.clone(), source.location.digest);
-        let checked = tokio::task::spawn_blocking(move || {
-            for ((span, block, _, want), (bytes, fetched)) in list.into_iter().zip(checking) {
-                let got = Digest::sha256(&bytes);
-                if got != want {
-                    let error = SpanError::BlockDigest {
-                        span,
-                        block,
-                        got,
-                        want,
-                    };
-                    tracing::error!(%layer, %error, "soci block failed verification");
-                    observe::observer().verification_failed(observe::SOCI_BLOCK);
-                    return Err(error);
-                }
-                if fetched {
-                    cache.put_disk(CacheKey::Content(want), bytes);
-                }
-            }
-            Ok(())
-        })
-        .await?;
-        checked?;
-        let mut out = Vec::with_capacity(wants.len());
-        let mut it = got.into_iter();
-        for want in wants {
-            out.push(it.by_ref().take(want.blocks.len()).collect());
-        }
-        Ok(out)
     }
 
     /// Marks `spans` used; forgets the least recently used unpinned prefixes past

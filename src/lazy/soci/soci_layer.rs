@@ -85,7 +85,7 @@ impl SociLayer {
         ztoc: (Digest, Vec<FileMetadata>),
         index: estargz::Index,
         prefetch: Vec<(usize, Option<u64>)>,
-        blocks: Option<estargz::soci::SpanBlocks>,
+        blocks: Option<(estargz::soci::SpanBlocks, Option<Digest>)>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -100,7 +100,7 @@ impl SociLayer {
                     .filter_map(|&(span, end)| Some((span, end?)))
                     .collect(),
                 prefetch: prefetch.into_iter().map(|(span, _)| span).collect(),
-                prefixes: blocks.map(Prefixes::new),
+                prefixes: blocks.map(|(blocks, windows)| Prefixes::new(blocks, windows)),
             }),
         }
     }

@@ -172,17 +172,25 @@ impl SpanSource {
         range: Range<u64>,
         kind: FetchKind,
     ) -> Result<bytes::Bytes, SpanFetchError> {
+        self.fetch_from(&self.location.digest, range, kind).await
+    }
+
+    /// [`Self::fetch`] from another blob of the layer's repository (the index's own).
+    pub async fn fetch_from(
+        &self,
+        blob: &estargz::Digest,
+        range: Range<u64>,
+        kind: FetchKind,
+    ) -> Result<bytes::Bytes, SpanFetchError> {
         let link = self.cache.link();
         let ticket = link.admit(kind).await;
-        let reading = self.client.read_blob_range(
-            &self.location.reference,
-            &self.location.digest,
-            range.clone(),
-        );
+        let reading = self
+            .client
+            .read_blob_range(&self.location.reference, blob, range.clone());
         let bytes = observe::range_request(SOCI_KIND, reading)
             .await
             .map_err(|source| SpanFetchError::Remote {
-                blob: self.location.digest,
+                blob: *blob,
                 range: range.clone(),
                 source: Box::new(source),
             })?;
@@ -191,7 +199,7 @@ impl SpanSource {
         observe::observer().fetched(SOCI_KIND, bytes.len() as u64);
         if u64::try_from(bytes.len()).ok() != Some(range.end - range.start) {
             return Err(SpanFetchError::Short {
-                blob: self.location.digest,
+                blob: *blob,
                 range,
                 got: bytes.len(),
             });

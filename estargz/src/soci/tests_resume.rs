@@ -1,0 +1,162 @@
+//! Resume points: decoding from every kept point with its stored sparse window gives the
+//! tar's bytes, hostile points are refused, and the points stay within the index budget.
+
+use crate::testutil::pseudo_random_bytes;
+
+use super::prefix::PrefixDecoder;
+use super::sparse_window;
+use super::*;
+
+/// Every point of `blocks`: its window entry matches its digest, and its span's blocks
+/// from the point's block on decode from it to exactly the tar's bytes.
+pub(super) fn check_points(
+    tar: &[u8],
+    blob: &[u8],
+    z: &Zinfo,
+    blocks: &SpanBlocks,
+    windows: &[u8],
+) {
+    for point in blocks.points() {
+        let w = point.window;
+        let entry = &windows[w.offset as usize..w.offset as usize + w.len as usize];
+        assert_eq!(crate::Digest::sha256(entry), w.digest);
+        let window = sparse_window::decode(entry).unwrap();
+        let span = point.span as usize;
+        let mut decoder = PrefixDecoder::at_point(z, blocks, point, window).unwrap();
+        let mut out = Vec::new();
+        for block in point.block as usize..blocks.count(span) {
+            let r = blocks.compressed_range(z, span, block).unwrap();
+            decoder
+                .feed(&blob[r.start as usize..r.end as usize], &mut out)
+                .unwrap();
+        }
+        let u = z.uncompressed_range(span).unwrap();
+        assert_eq!(
+            out.len() as u64,
+            u.end - point.uncompressed,
+            "point {point:?}"
+        );
+        assert!(
+            out[..] == tar[point.uncompressed as usize..u.end as usize],
+            "point {point:?} decodes to the tar"
+        );
+    }
+}
+
+fn text_tar() -> Vec<u8> {
+    let mut tar = crate::testutil::TarBuilder::new();
+    for i in 0..2000usize {
+        tar.file(&format!("t/{i}.txt"), &super::tests::text(i as u64, 4000));
+    }
+    tar.finish()
+}
+
+#[test]
+fn points_are_kept_where_windows_are_cheap_and_decode_exactly() {
+    // Poorly compressible data: windows are nearly empty, every block gets a point.
+    let mut tar = crate::testutil::TarBuilder::new();
+    tar.file("big.bin", &pseudo_random_bytes(7, 3 << 20));
+    let tar = tar.finish();
+    let blob = super::tests::gzip(&tar);
+    let o = BuildOptions::default();
+    let (ztoc, blocks, windows) =
+        build_ztoc_with_blocks(&blob[..], Compression::Gzip, &o, DEFAULT_BLOCK_SIZE).unwrap();
+    let z = Zinfo::new(&ztoc).unwrap();
+    let per_span = blob.len() as u64 / DEFAULT_BLOCK_SIZE / z.span_count() as u64;
+    assert!(
+        blocks.points().len() as u64 >= per_span.saturating_sub(2) * z.span_count() as u64,
+        "{} points for {} blocks",
+        blocks.points().len(),
+        blob.len() as u64 / DEFAULT_BLOCK_SIZE
+    );
+    assert!(
+        windows.len() < blocks.points().len() * 2048,
+        "windows are sparse"
+    );
+    check_points(&tar, &blob, &z, &blocks, &windows);
+    let parsed = SpanBlocks::from_bytes(&blocks.to_bytes(), &z).unwrap();
+    assert_eq!(parsed, blocks);
+}
+
+#[test]
+fn points_decode_exactly_from_sparse_windows_of_compressible_data() {
+    let tar = text_tar();
+    let members = super::tests::gzip_members(&tar, 300_000);
+    for blob in [super::tests::gzip(&tar), members] {
+        let o = BuildOptions {
+            index_budget_per_mille: 1000,
+            ..super::tests::opts(1 << 20, 1 << 20)
+        };
+        let (ztoc, blocks, windows) =
+            build_ztoc_with_blocks(&blob[..], Compression::Gzip, &o, 4096).unwrap();
+        let z = Zinfo::new(&ztoc).unwrap();
+        assert!(
+            blocks.points().len() > 10,
+            "{} points, blob {}",
+            blocks.points().len(),
+            blob.len()
+        );
+        assert!(!windows.is_empty(), "text refers to its windows");
+        let full = blocks.points().len() * 32 * 1024;
+        assert!(windows.len() < full / 4, "{} of {full}", windows.len());
+        check_points(&tar, &blob, &z, &blocks, &windows);
+    }
+}
+
+#[test]
+fn the_index_with_points_stays_within_three_percent() {
+    for tar in [text_tar(), super::tests::many_small_files(3000)] {
+        let blob = super::tests::gzip(&tar);
+        let o = super::tests::opts(256 << 10, 64 << 10);
+        let (ztoc, blocks, windows) =
+            build_ztoc_with_blocks(&blob[..], Compression::Gzip, &o, 4096).unwrap();
+        let index = ztoc.to_bytes().len() + blocks.to_bytes().len() + windows.len();
+        let budget = (blob.len() * 30 / 1000).max(ztoc.to_bytes().len() + blocks.to_bytes().len());
+        assert!(index <= budget, "index {index} > {budget}");
+        let z = Zinfo::new(&ztoc).unwrap();
+        check_points(&tar, &blob, &z, &blocks, &windows);
+    }
+}
+
+#[test]
+fn hostile_points_are_refused() {
+    let mut tar = crate::testutil::TarBuilder::new();
+    tar.file("big.bin", &pseudo_random_bytes(9, 3 << 20));
+    let tar = tar.finish();
+    let blob = super::tests::gzip(&tar);
+    let (ztoc, blocks, _) =
+        build_ztoc_with_blocks(&blob[..], Compression::Gzip, &BuildOptions::default(), 4096)
+            .unwrap();
+    let z = Zinfo::new(&ztoc).unwrap();
+    assert!(!blocks.points().is_empty());
+    let good = blocks.to_bytes();
+    let points_at = good.len() - blocks.points().len() * resume::POINT_BYTES as usize;
+    // Fields of the first point: span, block, compressed, uncompressed, bits.
+    for (at, value) in [
+        (0, u32::MAX as u64),
+        (4, 0),
+        (8, 0),
+        (16, u64::MAX),
+        (24, 9),
+    ] {
+        let mut bad = good.clone();
+        let field = &mut bad[points_at + at..];
+        let bytes = value.to_le_bytes();
+        let len = if at == 24 {
+            1
+        } else if at < 8 {
+            4
+        } else {
+            8
+        };
+        field[..len].copy_from_slice(&bytes[..len]);
+        assert!(
+            SpanBlocks::from_bytes(&bad, &z).is_err(),
+            "field at {at} = {value}"
+        );
+    }
+    // A blob of the previous layout (no points) still reads.
+    let mut v1 = good[..points_at - 4].to_vec();
+    v1[..8].copy_from_slice(b"ESZBLK01");
+    assert!(SpanBlocks::from_bytes(&v1, &z).unwrap().points().is_empty());
+}
