@@ -1,6 +1,7 @@
 //! Building one layer's zTOC and span blocks from its downloaded blob: one streaming
 //! pass (checking the blob against its digest when it came from an OCI layout), and with
-//! recorded reads a second pass whose spans start just before the runs they read.
+//! recorded reads, where the budget left no resume points, a second pass whose spans
+//! start just before the runs they read.
 
 use std::path::PathBuf;
 
@@ -25,7 +26,9 @@ pub(super) fn build_layer(
 ) -> Result<(Ztoc, SpanBlocks, Vec<u8>), IndexError> {
     let built = build_from_file(blob, compression, &build, verify, digest)?;
     let hints = prefetch::cut_hints(&built.0, paths);
-    if hints.is_empty() || compression != Compression::Gzip {
+    // Resume points already start reads near each recorded run (the prefetch artifact
+    // lists exact ranges), and checkpoints for the runs would take their budget.
+    if hints.is_empty() || compression != Compression::Gzip || !built.1.points().is_empty() {
         return Ok(built);
     }
     let build = BuildOptions {

@@ -6,7 +6,10 @@
 //! span ranges; lower priority values first). A range may add `uncompressed_end`: its last
 //! span is needed only up to that uncompressed offset, so with span blocks
 //! ([`super::blocks`]) only that prefix is fetched (an addition of ours; soci's JSON
-//! decoding ignores fields it does not know and fetches the whole range).
+//! decoding ignores fields it does not know and fetches the whole range). The artifact
+//! may also carry `ranges`, ours too: the uncompressed tar ranges the reads cover, in
+//! read order, near ones merged; with resume points ([`super::resume`]) a daemon then
+//! fetches just those, not the spans' heads.
 
 use std::ops::Range;
 
@@ -20,6 +23,9 @@ pub const PREFETCH_MEDIA_TYPE: &str = "application/vnd.amazon.soci.prefetch.v1+j
 pub const PREFETCH_VERSION: &str = "1.0";
 /// Largest prefetch artifact accepted by readers.
 pub const MAX_PREFETCH_SIZE: u64 = 4 << 20;
+/// Reads closer than this (uncompressed) make one range: a span block holds about as
+/// much, so the bytes between them mostly come anyway.
+const MERGE_GAP: u64 = 64 << 10;
 
 /// Why a prefetch artifact cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,9 @@ fn is_zero(v: &i64) -> bool {
 pub struct PrefetchArtifact {
     pub version: String,
     pub prefetch_spans: Vec<PrefetchSpan>,
+    /// The uncompressed `[start, end)` ranges the reads cover, in read order (ours).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<[u64; 2]>,
 }
 
 impl PrefetchArtifact {
@@ -63,7 +72,18 @@ impl PrefetchArtifact {
     pub fn from_reads(zinfo: &Zinfo, reads: impl IntoIterator<Item = Range<u64>>) -> Self {
         let mut needed: Vec<Option<u64>> = vec![None; zinfo.span_count()];
         let mut order = Vec::new();
+        let mut ranges: Vec<[u64; 2]> = Vec::new();
         for read in reads {
+            match ranges.last_mut() {
+                Some(last)
+                    if read.start <= last[1].saturating_add(MERGE_GAP)
+                        && read.end.saturating_add(MERGE_GAP) >= last[0] =>
+                {
+                    *last = [last[0].min(read.start), last[1].max(read.end)];
+                }
+                _ if read.start < read.end => ranges.push([read.start, read.end]),
+                _ => {}
+            }
             for span in zinfo.spans_for(read.clone()) {
                 let span_end = zinfo.uncompressed_range(span).map_or(0, |u| u.end);
                 let end = read.end.min(span_end);
@@ -102,7 +122,18 @@ impl PrefetchArtifact {
         PrefetchArtifact {
             version: PREFETCH_VERSION.to_owned(),
             prefetch_spans: out,
+            ranges,
         }
+    }
+
+    /// The `ranges` inside a layer of `size` uncompressed bytes, as ranges (clamped;
+    /// empty ones dropped).
+    pub fn ranges_within(&self, size: u64) -> Vec<Range<u64>> {
+        self.ranges
+            .iter()
+            .map(|&[a, b]| a.min(size)..b.min(size))
+            .filter(|r| r.start < r.end)
+            .collect()
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -182,6 +213,7 @@ mod tests {
                     uncompressed_end: None,
                 },
             ],
+            ranges: vec![[10, 20], [5000, 9000]],
         };
         let bytes = a.to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -194,6 +226,10 @@ mod tests {
         assert_eq!(a.span_ends(), vec![(3, None), (4, Some(1000)), (0, None)]);
         assert_eq!(v["prefetch_spans"][0]["uncompressed_end"], 1000);
         assert!(v["prefetch_spans"][1].get("uncompressed_end").is_none());
+        assert_eq!(a.ranges_within(6000), vec![10..20, 5000..6000]);
+        let without: PrefetchArtifact =
+            serde_json::from_slice(br#"{"version":"1.0","prefetch_spans":[]}"#).unwrap();
+        assert!(without.ranges.is_empty());
         assert!(matches!(
             PrefetchArtifact::from_bytes(&bytes, 4),
             Err(PrefetchError::Range { .. })

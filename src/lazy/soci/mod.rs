@@ -44,7 +44,7 @@ use crate::lazy::source::BlobLocation;
 use crate::snapshot::Labels;
 
 pub use blob_check::{check_whole_blob, spawn_check, CheckPacing};
-pub use soci_layer::SociLayer;
+pub use soci_layer::{PrefetchPlan, SociLayer};
 
 /// Largest zTOC accepted (checkpoint windows are 32 KiB each: 64 MiB is ~2000 spans).
 const MAX_ZTOC_SIZE: u64 = 64 << 20;
@@ -174,7 +174,7 @@ impl SociIndexes {
             .map(|b| (b, windows));
         tracing::info!(
             layer = %location.digest, ztoc = %ztoc_digest, spans = zinfo.span_count(),
-            prefetch_spans = prefetch.len(), span_blocks = blocks.is_some(),
+            prefetch_spans = prefetch.spans.len(), prefetch_ranges = prefetch.ranges.len(), span_blocks = blocks.is_some(),
             "serving layer through its soci index"
         );
         let source = span_fetch::SpanSource {
@@ -339,16 +339,15 @@ async fn small_blob(
 /// The spans a layer's prefetch artifact lists, in fetch order, each with how far into it
 /// it is needed (`None`: all of it). An artifact that cannot be read costs only the
 /// prefetch (logged), never the layer.
-fn prefetch_spans(
-    location: &BlobLocation,
-    bytes: &[u8],
-    zinfo: &Zinfo,
-) -> Vec<(usize, Option<u64>)> {
+fn prefetch_spans(location: &BlobLocation, bytes: &[u8], zinfo: &Zinfo) -> PrefetchPlan {
     match PrefetchArtifact::from_bytes(bytes, zinfo.span_count()) {
-        Ok(artifact) => artifact.span_ends(),
+        Ok(artifact) => PrefetchPlan {
+            spans: artifact.span_ends(),
+            ranges: artifact.ranges_within(zinfo.uncompressed_size()),
+        },
         Err(error) => {
             tracing::warn!(layer = %location.digest, %error, "soci prefetch artifact ignored");
-            Vec::new()
+            PrefetchPlan::default()
         }
     }
 }

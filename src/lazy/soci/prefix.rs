@@ -139,25 +139,17 @@ impl Prefixes {
         Ok(out)
     }
 
-    /// Fetches the spans `run`, the last one up to uncompressed offset `end` (a
-    /// prefetch), and keeps them for the layer's life (up to [`MAX_PINNED_BYTES`]).
+    /// Fetches the uncompressed bytes `range` (a prefetch) and keeps what its spans
+    /// decoded for the layer's life (up to [`MAX_PINNED_BYTES`]).
     pub async fn pin(
         &self,
         source: &SpanSource,
-        run: Range<usize>,
-        end: u64,
+        range: Range<u64>,
         kind: FetchKind,
     ) -> Result<(), PrefixError> {
-        let zinfo = &source.zinfo;
+        let run = source.zinfo.spans_for(range.clone());
         let mut guards = self.lock(run.clone()).await;
-        let wanted: Vec<Range<u64>> = run
-            .clone()
-            .map(|s| {
-                zinfo
-                    .uncompressed_range(s)
-                    .map_or(0..0, |u| u.start..u.end.min(end))
-            })
-            .collect();
+        let wanted = wanted(&source.zinfo, run.clone(), &range);
         self.extend(source, run.clone(), &mut guards, &wanted, kind)
             .await?;
         let lens: Vec<usize> = guards.iter().map(|g| g.bytes()).collect();
@@ -394,4 +386,15 @@ impl Prefixes {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The part of `range` in each of `spans`.
+fn wanted(zinfo: &estargz::soci::Zinfo, spans: Range<usize>, range: &Range<u64>) -> Vec<Range<u64>> {
+    spans
+        .map(|s| {
+            zinfo
+                .uncompressed_range(s)
+                .map_or(0..0, |u| range.start.max(u.start)..u.end.min(range.end))
+        })
+        .collect()
 }

@@ -60,8 +60,19 @@ struct Inner {
     prefetch: Vec<usize>,
     /// How far into a prefetched span it is needed, when not all of it.
     prefetch_ends: HashMap<usize, u64>,
+    /// The exact uncompressed ranges to fetch at mount, when the artifact has them.
+    prefetch_ranges: Vec<Range<u64>>,
     /// Span blocks of the index, when it has them: reads fetch span prefixes.
     prefixes: Option<Prefixes>,
+}
+
+/// What a layer's prefetch artifact asks for.
+#[derive(Debug, Default)]
+pub struct PrefetchPlan {
+    /// Spans in fetch order, each with how far into it it is needed (`None`: all).
+    pub spans: Vec<(usize, Option<u64>)>,
+    /// Exact uncompressed ranges in fetch order (with span blocks, these are fetched).
+    pub ranges: Vec<Range<u64>>,
 }
 
 /// A layer served from its SOCI zTOC.
@@ -84,7 +95,7 @@ impl SociLayer {
         source: SpanSource,
         ztoc: (Digest, Vec<FileMetadata>),
         index: estargz::Index,
-        prefetch: Vec<(usize, Option<u64>)>,
+        prefetch: PrefetchPlan,
         blocks: Option<(estargz::soci::SpanBlocks, Option<Digest>)>,
     ) -> Self {
         Self {
@@ -95,11 +106,13 @@ impl SociLayer {
                 ztoc: ztoc.0,
                 files: ztoc.1,
                 failed: AtomicBool::new(false),
+                prefetch_ranges: prefetch.ranges,
                 prefetch_ends: prefetch
+                    .spans
                     .iter()
                     .filter_map(|&(span, end)| Some((span, end?)))
                     .collect(),
-                prefetch: prefetch.into_iter().map(|(span, _)| span).collect(),
+                prefetch: prefetch.spans.into_iter().map(|(span, _)| span).collect(),
                 prefixes: blocks.map(|(blocks, windows)| Prefixes::new(blocks, windows)),
             }),
         }
@@ -142,7 +155,7 @@ impl SociLayer {
 
     /// Whether a prefetch artifact listed spans for this layer.
     pub fn has_prefetch(&self) -> bool {
-        !self.inner.prefetch.is_empty()
+        !self.inner.prefetch.is_empty() || !self.inner.prefetch_ranges.is_empty()
     }
 
     /// Fetches the prefetch artifact's spans (runs of adjacent ones in one request, a few
@@ -189,10 +202,46 @@ impl SociLayer {
         fetched
     }
 
-    /// [`Self::prefetch`] through span prefixes: a span the artifact needs only part of
-    /// is fetched up to there (and ends its run).
+    /// [`Self::prefetch`] through span prefixes: the artifact's exact ranges when it has
+    /// them (each read from the cheapest start, a resume point where there is one), else
+    /// its spans, a span needed only in part up to there (and ending its run).
     async fn prefetch_prefixes(self) -> usize {
         use futures::stream::StreamExt;
+        let mut ranges = self.inner.prefetch_ranges.clone();
+        if ranges.is_empty() {
+            ranges = self.span_runs_as_ranges();
+        }
+        let fetched = futures::stream::iter(ranges)
+            .map(|range| {
+                let this = self.clone();
+                async move {
+                    let (source, prefixes) = (&this.inner.source, this.prefixes()?);
+                    match prefixes
+                        .pin(source, range.clone(), FetchKind::Prefetch)
+                        .await
+                    {
+                        Ok(()) => Some(()),
+                        Err(error) => {
+                            tracing::warn!(layer = %source.location.digest, ?range, %error, "soci prefetch range failed");
+                            None
+                        }
+                    }
+                }
+            })
+            .buffered(PREFETCH_PARALLEL)
+            .filter_map(|n| async move { n })
+            .count()
+            .await;
+        tracing::info!(
+            layer = %self.inner.source.location.digest, ranges = fetched, "soci prefetch done"
+        );
+        fetched
+    }
+
+    /// The artifact's spans as uncompressed ranges: runs of adjacent spans (up to
+    /// [`MAX_RUN_SPANS`]), a run ending at a span needed only up to some offset.
+    fn span_runs_as_ranges(&self) -> Vec<Range<u64>> {
+        let zinfo = &self.inner.source.zinfo;
         let ends = &self.inner.prefetch_ends;
         let mut runs: Vec<(Range<usize>, u64)> = Vec::new();
         for &span in &self.inner.prefetch {
@@ -207,31 +256,13 @@ impl SociLayer {
                 _ => runs.push((span..span + 1, end)),
             }
         }
-        let fetched = futures::stream::iter(runs)
-            .map(|(run, end)| {
-                let this = self.clone();
-                async move {
-                    let (source, prefixes) = (&this.inner.source, this.prefixes()?);
-                    match prefixes
-                        .pin(source, run.clone(), end, FetchKind::Prefetch)
-                        .await
-                    {
-                        Ok(()) => Some(run.len()),
-                        Err(error) => {
-                            tracing::warn!(layer = %source.location.digest, ?run, %error, "soci prefetch spans failed");
-                            None
-                        }
-                    }
-                }
+        runs.into_iter()
+            .filter_map(|(run, end)| {
+                let start = zinfo.uncompressed_range(run.start)?.start;
+                let last = zinfo.uncompressed_range(run.end - 1)?.end;
+                Some(start..last.min(end))
             })
-            .buffered(PREFETCH_PARALLEL)
-            .filter_map(|n| async move { n })
-            .fold(0, |a, n| async move { a + n })
-            .await;
-        tracing::info!(
-            layer = %self.inner.source.location.digest, spans = fetched, "soci prefetch done"
-        );
-        fetched
+            .collect()
     }
 
     fn pin(&self, span: usize, bytes: Arc<Vec<u8>>) {
