@@ -10,9 +10,9 @@
 //! - `build`: one layer's zTOC and span blocks from its blob.
 
 mod build;
+mod index_report;
 pub mod prefetch;
 pub mod publish;
-mod index_report;
 pub mod soci;
 
 use std::collections::HashMap;
@@ -32,8 +32,8 @@ use crate::progress::Progress;
 use crate::record::Prioritized;
 use crate::store::{Store, StoreError};
 
-use publish::{publish_index, PublishError};
 pub use index_report::{IndexReport, LayerIndexReport, ManifestIndexReport, PrefetchReport};
+use publish::{publish_index, PublishError};
 use soci::{PrefetchEntry, ZtocEntry, EMPTY_CONFIG, PREFETCH_MEDIA_TYPE};
 
 /// Layers smaller than this are left to a normal pull by default (soci's default).

@@ -12,7 +12,7 @@ mod receive;
 mod segments;
 #[cfg(test)]
 mod tests;
-mod window;
+pub(crate) mod window;
 #[cfg(test)]
 mod window_tests;
 

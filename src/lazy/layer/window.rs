@@ -24,7 +24,7 @@ const ROUND_TRIPS: u64 = 4;
 
 /// Bounds of the window, from config and the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Bounds {
+pub(crate) struct Bounds {
     /// First size a growing window takes, and how far past the last window a miss may
     /// land and still count as sequential.
     pub min: u64,
@@ -37,7 +37,7 @@ pub(super) struct Bounds {
 
 impl Bounds {
     /// Bounds from config alone (the link not measured): windows open at `min`.
-    pub(super) fn new(min: u64, max: u64) -> Bounds {
+    pub(crate) fn new(min: u64, max: u64) -> Bounds {
         Bounds {
             min,
             max: max.max(min),
@@ -49,7 +49,7 @@ impl Bounds {
     /// worth of bytes (a request's time is then still mostly its round trip, so a smaller
     /// window saves nothing and leaves the next miss a whole round trip to wait) and grow
     /// to at most [`ROUND_TRIPS`] round trips' worth; never below `min` nor above `max`.
-    pub(super) fn for_link(self, round_trip_bytes: Option<u64>) -> Bounds {
+    pub(crate) fn for_link(self, round_trip_bytes: Option<u64>) -> Bounds {
         let Some(bytes) = round_trip_bytes else {
             return self;
         };
@@ -124,14 +124,14 @@ impl State {
 
 /// One layer's readahead window.
 #[derive(Debug, Default)]
-pub(super) struct Window {
+pub(crate) struct Window {
     state: Mutex<State>,
 }
 
 impl Window {
     /// A read missed chunks from blob offset `at` to `end`: the blob range to fetch after
     /// them (empty when reads jump around).
-    pub(super) fn on_miss(&self, at: u64, end: u64, bounds: Bounds) -> Range<u64> {
+    pub(crate) fn on_miss(&self, at: u64, end: u64, bounds: Bounds) -> Range<u64> {
         let mut state = self.lock();
         let last = &state.last;
         let sequential =
@@ -156,7 +156,7 @@ impl Window {
     /// A read of chunks starting at blob offset `at` (cached or not): when it entered the
     /// second half of the current window, the next window, which is fetched at once so
     /// that a sequential reader never waits for a miss.
-    pub(super) fn on_read(&self, at: u64, bounds: Bounds) -> Option<Range<u64>> {
+    pub(crate) fn on_read(&self, at: u64, bounds: Bounds) -> Option<Range<u64>> {
         let mut state = self.lock();
         state.extend_run(at, bounds);
         let mark = state.last.end.saturating_sub(state.size / 2);
@@ -185,12 +185,12 @@ struct Placed {
 }
 
 /// Every chunk of a layer in blob order, to find the chunks a blob range holds.
-pub(super) struct BlobOrder {
+pub(crate) struct BlobOrder {
     chunks: Vec<Placed>,
 }
 
 impl BlobOrder {
-    pub(super) fn new(index: &Index) -> BlobOrder {
+    pub(crate) fn new(index: &Index) -> BlobOrder {
         let mut chunks: Vec<Placed> = index
             .iter()
             .flat_map(|(file, entry)| {
@@ -211,7 +211,7 @@ impl BlobOrder {
     }
 
     /// The directory of the file whose chunk starts at blob offset `start`.
-    pub(super) fn dir_at(&self, start: u64) -> Option<EntryId> {
+    pub(crate) fn dir_at(&self, start: u64) -> Option<EntryId> {
         let at = self.chunks.partition_point(|p| p.start < start);
         self.chunks
             .get(at)
@@ -219,11 +219,20 @@ impl BlobOrder {
             .map(|p| p.dir)
     }
 
+    /// The directory of the file whose chunk holds blob offset `offset` (a read that may
+    /// start inside a chunk; SOCI layers, whose chunk offsets are tar offsets).
+    pub(crate) fn dir_around(&self, offset: u64) -> Option<EntryId> {
+        let at = self.chunks.partition_point(|p| p.start <= offset);
+        at.checked_sub(1)
+            .and_then(|i| self.chunks.get(i))
+            .map(|p| p.dir)
+    }
+
     /// The chunks lying whole inside `range`, in blob order, up to the first chunk of a
     /// file outside directory `dir`: files of one directory are read together (a
     /// package's modules); the next directory's are a guess that costs a whole window
     /// when wrong.
-    pub(super) fn within<'a>(
+    pub(crate) fn within<'a>(
         &'a self,
         index: &'a Index,
         range: Range<u64>,

@@ -245,9 +245,20 @@ async fn verify(weak: &WeakSociLayer, path: &Path) {
         return;
     };
     let (digest, ztoc) = (layer.source().location.digest, layer.ztoc());
+    let windows = match windows_blob(&layer).await {
+        Ok(windows) => windows,
+        Err(error) => {
+            tracing::warn!(layer = %digest, %error, "soci check skipped: windows not fetched");
+            return;
+        }
+    };
     let (this, path) = (layer.clone(), path.to_owned());
     let checked = tokio::task::spawn_blocking(move || {
-        super::verify::verify_blob(&path, &this.source().zinfo, this.files())
+        let points = this.prefixes().map(|p| super::verify::Points {
+            blocks: p.blocks(),
+            windows: &windows,
+        });
+        super::verify::verify_blob(&path, &this.source().zinfo, this.files(), points)
     })
     .await;
     match checked {
@@ -257,4 +268,29 @@ async fn verify(weak: &WeakSociLayer, path: &Path) {
         Ok(Err(error)) => layer.fail(&error.to_string()),
         Err(error) => tracing::warn!(layer = %digest, %error, "soci check skipped: task failed"),
     }
+}
+
+/// The whole windows blob of the layer's resume points (empty when no point needs one),
+/// fetched in the background class for the check.
+async fn windows_blob(layer: &SociLayer) -> Result<Vec<u8>, CheckError> {
+    let Some(prefixes) = layer.prefixes() else {
+        return Ok(Vec::new());
+    };
+    let len = prefixes
+        .blocks()
+        .points()
+        .iter()
+        .map(|p| p.window.offset.saturating_add(u64::from(p.window.len)))
+        .max()
+        .unwrap_or(0);
+    let Some(blob) = prefixes.windows().filter(|_| len > 0) else {
+        return Ok(Vec::new());
+    };
+    let bytes = with_retries(layer, || {
+        layer
+            .source()
+            .fetch_from(&blob, 0..len, FetchKind::Background)
+    })
+    .await?;
+    Ok(bytes.to_vec())
 }

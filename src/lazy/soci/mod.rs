@@ -16,6 +16,7 @@ mod blob_check;
 mod block_fetch;
 mod prefix;
 mod prefix_error;
+mod readahead;
 mod soci_layer;
 mod span_fetch;
 mod verify;
@@ -113,6 +114,7 @@ impl SociIndexes {
         cache: &Arc<ChunkCache>,
         location: &BlobLocation,
         labels: &Labels,
+        readahead: Option<(u64, u64)>,
     ) -> Result<Option<SociLayer>, SociError> {
         let Some(image) = self.image_index(client, location, labels).await? else {
             return Ok(None);
@@ -189,6 +191,7 @@ impl SociIndexes {
             index,
             prefetch,
             blocks,
+            readahead,
         )))
     }
 }

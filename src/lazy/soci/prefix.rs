@@ -102,26 +102,49 @@ impl Prefixes {
         }
     }
 
-    /// The uncompressed tar bytes `range` (clamped to the archive).
+    /// The span blocks and resume points.
+    pub fn blocks(&self) -> &SpanBlocks {
+        &self.blocks
+    }
+
+    /// The windows blob of the resume points, when the index has one.
+    pub fn windows(&self) -> Option<Digest> {
+        self.windows
+    }
+
+    /// Whether the uncompressed `range` is decoded already (a read of it needs no
+    /// fetch); a span busy with another read counts as not.
+    pub fn holds(&self, zinfo: &estargz::soci::Zinfo, range: Range<u64>) -> bool {
+        let spans = zinfo.spans_for(range.clone());
+        let wanted = wanted(zinfo, spans.clone(), &range);
+        let state = self.lock_state();
+        spans.zip(wanted).all(|(span, want)| {
+            state
+                .slots
+                .get(&span)
+                .and_then(|slot| slot.try_lock().ok())
+                .is_some_and(|s| s.covering(want.start, want.end).is_some())
+        })
+    }
+
+    /// The uncompressed tar bytes `range` (clamped to the archive); what is missing is
+    /// fetched through `fetch_end` (a readahead window past the read, when further).
     pub async fn read(
         &self,
         source: &SpanSource,
         range: Range<u64>,
+        fetch_end: u64,
         kind: FetchKind,
     ) -> Result<Vec<u8>, PrefixError> {
         let zinfo = &source.zinfo;
-        let spans = zinfo.spans_for(range.clone());
-        let mut guards = self.lock(spans.clone()).await;
-        let wanted: Vec<Range<u64>> = spans
-            .clone()
-            .map(|s| {
-                zinfo
-                    .uncompressed_range(s)
-                    .map_or(0..0, |u| range.start.max(u.start)..u.end.min(range.end))
-            })
-            .collect();
-        self.extend(source, spans.clone(), &mut guards, &wanted, kind)
+        let fetch = range.start..fetch_end.max(range.end);
+        let locked = zinfo.spans_for(fetch.clone());
+        let mut guards = self.lock(locked.clone()).await;
+        let to_fetch = wanted(zinfo, locked.clone(), &fetch);
+        self.extend(source, locked.clone(), &mut guards, &to_fetch, kind)
             .await?;
+        let spans = zinfo.spans_for(range.clone());
+        let wanted = wanted(zinfo, spans.clone(), &range);
         let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
         for ((span, guard), want) in spans.clone().zip(&guards).zip(&wanted) {
             let short = || PrefixError::Short {
@@ -135,7 +158,7 @@ impl Prefixes {
             out.extend_from_slice(segment.out.get(from..to).ok_or_else(short)?);
         }
         drop(guards);
-        self.touch(spans);
+        self.touch(locked);
         Ok(out)
     }
 
@@ -389,7 +412,11 @@ impl Prefixes {
 }
 
 /// The part of `range` in each of `spans`.
-fn wanted(zinfo: &estargz::soci::Zinfo, spans: Range<usize>, range: &Range<u64>) -> Vec<Range<u64>> {
+fn wanted(
+    zinfo: &estargz::soci::Zinfo,
+    spans: Range<usize>,
+    range: &Range<u64>,
+) -> Vec<Range<u64>> {
     spans
         .map(|s| {
             zinfo

@@ -18,6 +18,7 @@ use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::prefix::Prefixes;
+use super::readahead::Readahead;
 use super::span_fetch::{SpanBytes, SpanSource};
 use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::LayerContent;
@@ -64,6 +65,8 @@ struct Inner {
     prefetch_ranges: Vec<Range<u64>>,
     /// Span blocks of the index, when it has them: reads fetch span prefixes.
     prefixes: Option<Prefixes>,
+    /// The readahead window of span-prefix reads (none when readahead is off).
+    readahead: Option<Readahead>,
 }
 
 /// What a layer's prefetch artifact asks for.
@@ -97,7 +100,11 @@ impl SociLayer {
         index: estargz::Index,
         prefetch: PrefetchPlan,
         blocks: Option<(estargz::soci::SpanBlocks, Option<Digest>)>,
+        readahead: Option<(u64, u64)>,
     ) -> Self {
+        let readahead = readahead
+            .filter(|_| blocks.is_some())
+            .map(|bounds| Readahead::new(&index, &source.zinfo, bounds));
         Self {
             inner: Arc::new(Inner {
                 source,
@@ -114,6 +121,7 @@ impl SociLayer {
                     .collect(),
                 prefetch: prefetch.spans.into_iter().map(|(span, _)| span).collect(),
                 prefixes: blocks.map(|(blocks, windows)| Prefixes::new(blocks, windows)),
+                readahead,
             }),
         }
     }
@@ -287,12 +295,44 @@ impl SociLayer {
         );
     }
 
+    /// How far a span-prefix read of tar `[at, end)` fetches: on a miss, the window past
+    /// it; on a hit, `end`, and the next window is fetched now if the read entered the
+    /// second half of this one.
+    fn readahead(&self, prefixes: &Prefixes, at: u64, end: u64) -> u64 {
+        let (inner, source) = (&self.inner, &self.inner.source);
+        let Some(readahead) = &inner.readahead else {
+            return end;
+        };
+        let round_trip = source.cache.link().round_trip_bytes();
+        if !prefixes.holds(&source.zinfo, at..end) {
+            return readahead.on_miss(&inner.index, at, end, round_trip);
+        }
+        if let Some(next) = readahead.on_hit(&inner.index, at, round_trip) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let (source, prefixes) = (&this.inner.source, this.prefixes());
+                if let Some(prefixes) = prefixes {
+                    let kind = FetchKind::OnDemand;
+                    // Readers of these bytes wait on the spans' locks and find them.
+                    drop(prefixes.read(source, next.clone(), next.end, kind).await);
+                }
+            });
+        }
+        end
+    }
+
     /// Reads `len` bytes of the uncompressed tar at `offset` (clamped to the archive).
     async fn read_tar(&self, offset: u64, len: u64) -> Result<Vec<u8>, String> {
         let zinfo = &self.inner.source.zinfo;
         let end = offset.saturating_add(len);
         if let Some(prefixes) = &self.inner.prefixes {
-            let read = prefixes.read(&self.inner.source, offset..end, FetchKind::OnDemand);
+            let fetch_end = self.readahead(prefixes, offset, end);
+            let read = prefixes.read(
+                &self.inner.source,
+                offset..end,
+                fetch_end,
+                FetchKind::OnDemand,
+            );
             return read.await.map_err(|e| e.to_string());
         }
         let spans = zinfo.spans_for(offset..end);

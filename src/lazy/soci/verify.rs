@@ -1,13 +1,19 @@
 //! Checking a SOCI index against the layer itself, once the whole blob is here: the blob
 //! matches the layer digest (the download is verified), every span inflated from its
 //! checkpoint equals the same bytes of a plain sequential inflate, and the zTOC's file
-//! table equals the one the tar's own headers give. Before this, served bytes are only as
-//! good as the index that vouched for their spans; after a mismatch the layer is failed.
+//! table equals the one the tar's own headers give, and every resume point decodes with
+//! its window to the same bytes as far as the next point. Before this, served bytes are
+//! only as good as the index that vouched for their spans; after a mismatch the layer is
+//! failed.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use estargz::soci::{build_ztoc, decompress_span, BuildOptions, Compression, FileMetadata, Zinfo};
+use estargz::soci::{
+    build_ztoc, decompress_span, sparse_window, BuildOptions, Compression, FileMetadata,
+    PrefixDecoder, SpanBlocks, Zinfo,
+};
+use estargz::Digest;
 
 /// Why the index does not describe the layer.
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +28,24 @@ pub enum VerifyError {
     FileTable { index: usize, name: String },
     #[error("file table has {index} entries, the tar {tar}")]
     FileCount { index: usize, tar: usize },
+    #[error("resume point at uncompressed {at}: {problem}")]
+    Point { at: u64, problem: String },
 }
 
-/// Checks `zinfo` and `files` (from the index) against the blob in `path`.
-pub fn verify_blob(path: &Path, zinfo: &Zinfo, files: &[FileMetadata]) -> Result<(), VerifyError> {
+/// The resume points to check: the blocks blob and the whole windows blob (empty when
+/// no point needs a window).
+pub struct Points<'a> {
+    pub blocks: &'a SpanBlocks,
+    pub windows: &'a [u8],
+}
+
+/// Checks `zinfo`, `files` and `points` (from the index) against the blob in `path`.
+pub fn verify_blob(
+    path: &Path,
+    zinfo: &Zinfo,
+    files: &[FileMetadata],
+    points: Option<Points<'_>>,
+) -> Result<(), VerifyError> {
     let compression = zinfo.compression();
     // The tar's own file table, from one pass of our builder over the blob.
     let theirs = build_ztoc(
@@ -74,6 +94,64 @@ pub fn verify_blob(path: &Path, zinfo: &Zinfo, files: &[FileMetadata]) -> Result
         sequential.read_exact(&mut expected)?;
         if got != expected {
             return Err(bad("inflates to other bytes than the layer".into()));
+        }
+        if let Some(points) = &points {
+            verify_points(&mut blob, zinfo, points, span, u.start, &expected)?;
+        }
+    }
+    Ok(())
+}
+
+/// Each resume point of `span` (whose bytes from `start` are `expected`): its window
+/// matches its digest, and decoding from it gives `expected` up to the next point (or
+/// the span's end; past there the decoder's history is the layer's own).
+fn verify_points(
+    blob: &mut std::fs::File,
+    zinfo: &Zinfo,
+    points: &Points<'_>,
+    span: usize,
+    start: u64,
+    expected: &[u8],
+) -> Result<(), VerifyError> {
+    let blocks = points.blocks;
+    let list = blocks.points_of(span);
+    let span_end = start + expected.len() as u64;
+    for (i, point) in list.iter().enumerate() {
+        let bad = |problem: String| VerifyError::Point {
+            at: point.uncompressed,
+            problem,
+        };
+        let until = list.get(i + 1).map_or(span_end, |p| p.uncompressed);
+        let w = point.window;
+        let entry = usize::try_from(w.offset)
+            .ok()
+            .and_then(|a| points.windows.get(a..a.checked_add(w.len as usize)?))
+            .ok_or_else(|| bad("window outside the windows blob".into()))?;
+        if Digest::sha256(entry) != w.digest {
+            return Err(bad("window does not match its digest".into()));
+        }
+        let window = sparse_window::decode(entry).map_err(|e| bad(e.to_string()))?;
+        let mut decoder = PrefixDecoder::at_point(zinfo, blocks, point, window)
+            .map_err(|e| bad(e.to_string()))?;
+        let mut out = Vec::new();
+        let mut block = point.block as usize;
+        while point.uncompressed + (out.len() as u64) < until && block < blocks.count(span) {
+            let r = blocks
+                .compressed_range(zinfo, span, block)
+                .ok_or_else(|| bad("no such block".into()))?;
+            let mut bytes =
+                vec![0; usize::try_from(r.end - r.start).map_err(|e| bad(e.to_string()))?];
+            blob.seek(SeekFrom::Start(r.start))?;
+            blob.read_exact(&mut bytes)?;
+            decoder
+                .feed(&bytes, &mut out)
+                .map_err(|e| bad(e.to_string()))?;
+            block += 1;
+        }
+        let from = usize::try_from(point.uncompressed - start).unwrap_or(usize::MAX);
+        let len = usize::try_from(until - point.uncompressed).unwrap_or(usize::MAX);
+        if out.get(..len) != expected.get(from..from.saturating_add(len)) {
+            return Err(bad("decodes to other bytes than the layer".into()));
         }
     }
     Ok(())
