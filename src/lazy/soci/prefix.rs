@@ -112,6 +112,19 @@ impl Prefixes {
         self.windows
     }
 
+    /// Where the decoded bytes of a fetch reaching uncompressed `end` end: the recorded
+    /// end of the block that gives `end` (whole blocks are fetched and inflated).
+    pub fn block_end(&self, zinfo: &estargz::soci::Zinfo, end: u64) -> u64 {
+        let Some(span) = end.checked_sub(1).and_then(|last| zinfo.span_of(last)) else {
+            return end;
+        };
+        let needed = self.blocks.needed(span, end);
+        needed
+            .checked_sub(1)
+            .and_then(|b| self.blocks.block(span, b))
+            .map_or(end, |b| b.uncompressed_end.max(end))
+    }
+
     /// Whether the uncompressed `range` is decoded already (a read of it needs no
     /// fetch); a span busy with another read counts as not.
     pub fn holds(&self, zinfo: &estargz::soci::Zinfo, range: Range<u64>) -> bool {

@@ -305,7 +305,10 @@ impl SociLayer {
         };
         let round_trip = source.cache.link().round_trip_bytes();
         if !prefixes.holds(&source.zinfo, at..end) {
-            return readahead.on_miss(&inner.index, at, end, round_trip);
+            // The fetch decodes whole blocks: the window goes on from where they end, so
+            // the next files, decoded with them, count as read in sequence.
+            let decoded = prefixes.block_end(&source.zinfo, end);
+            return readahead.on_miss(&inner.index, at, decoded, round_trip);
         }
         if let Some(next) = readahead.on_hit(&inner.index, at, round_trip) {
             let this = self.clone();
