@@ -809,7 +809,11 @@ fn a_read_deep_into_a_span_starts_at_a_resume_point_not_the_span_start() {
         .build()
         .unwrap();
     let reference = stack.registry.push("soci/deep", "v1", &image).unwrap();
-    index(&reference);
+    let report = index(&reference);
+    let ztoc = report["manifests"][0]["layers"][1]["ztocDigest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let blob = &image.layers[1].blob.bytes;
     let span = first_span_size(blob);
     assert!(span > 2 << 20, "the file is deep in span 0: {span}");
@@ -831,4 +835,6 @@ fn a_read_deep_into_a_span_starts_at_a_resume_point_not_the_span_start() {
         bytes * 8 < span,
         "a read at the end of a span starts at a resume point: {bytes} of {span}"
     );
+    // The lite zTOC served the mount: the zTOC itself was never fetched.
+    assert_eq!(served(&log[log_start..], &[ztoc]), 0, "{daemon_log}");
 }

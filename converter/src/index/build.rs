@@ -6,15 +6,14 @@
 use std::path::PathBuf;
 
 use estargz::soci::{
-    build_ztoc_with_blocks, BuildError, BuildOptions, Compression, SpanBlocks, Ztoc,
-    DEFAULT_BLOCK_SIZE,
+    build_index, BuildError, BuildOptions, BuiltIndex, Compression, DEFAULT_BLOCK_SIZE,
 };
 use estargz::{Digest, Hasher};
 
 use super::{prefetch, IndexError};
 use crate::store::BlobFile;
 
-/// The zTOC, span blocks and resume-point windows blob of the layer `digest` in `blob`;
+/// The zTOC, span blocks, resume-point windows and lite zTOC of the layer `digest` in `blob`;
 /// `paths` are its recorded files (none: one pass).
 pub(super) fn build_layer(
     blob: &BlobFile,
@@ -23,12 +22,12 @@ pub(super) fn build_layer(
     verify: bool,
     digest: Digest,
     paths: &[String],
-) -> Result<(Ztoc, SpanBlocks, Vec<u8>), IndexError> {
+) -> Result<BuiltIndex, IndexError> {
     let built = build_from_file(blob, compression, &build, verify, digest)?;
-    let hints = prefetch::cut_hints(&built.0, paths);
+    let hints = prefetch::cut_hints(&built.ztoc, paths);
     // Resume points already start reads near each recorded run (the prefetch artifact
     // lists exact ranges), and checkpoints for the runs would take their budget.
-    if hints.is_empty() || compression != Compression::Gzip || !built.1.points().is_empty() {
+    if hints.is_empty() || compression != Compression::Gzip || !built.blocks.points().is_empty() {
         return Ok(built);
     }
     let build = BuildOptions {
@@ -44,7 +43,7 @@ fn build_from_file(
     build: &BuildOptions,
     verify: bool,
     digest: Digest,
-) -> Result<(Ztoc, SpanBlocks, Vec<u8>), IndexError> {
+) -> Result<BuiltIndex, IndexError> {
     let path: PathBuf = blob.path().to_owned();
     let file = std::fs::File::open(&path).map_err(|e| IndexError::Build {
         digest,
@@ -54,7 +53,7 @@ fn build_from_file(
         inner: file,
         hasher: verify.then(Hasher::new),
     };
-    let ztoc = build_ztoc_with_blocks(&mut reader, compression, build, DEFAULT_BLOCK_SIZE)
+    let ztoc = build_index(&mut reader, compression, build, DEFAULT_BLOCK_SIZE)
         .map_err(|source| IndexError::Build { digest, source })?;
     if let Some(hasher) = reader.hasher {
         let actual = hasher.finish();

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE};
-use estargz::soci::{BuildError, BuildOptions, Compression, BLOCKS_MEDIA_TYPE, WINDOWS_MEDIA_TYPE};
+use estargz::soci::{
+    BuildError, BuildOptions, Compression, BLOCKS_MEDIA_TYPE, LITE_MEDIA_TYPE, WINDOWS_MEDIA_TYPE,
+};
 use estargz::Digest;
 use futures_util::future::try_join_all;
 use tokio::sync::Semaphore;
@@ -100,6 +102,9 @@ struct Built {
     /// The resume points' windows blob (empty: none pushed) and its digest.
     windows: Vec<u8>,
     windows_digest: Digest,
+    /// The lite zTOC and its digest.
+    lite: Vec<u8>,
+    lite_digest: Digest,
     spans: u32,
     files: usize,
 }
@@ -208,11 +213,13 @@ pub async fn index_image(
                 "push span blocks {}",
                 b.blocks_digest
             )))?;
-        if !b.windows.is_empty() {
-            store
-                .put_blob_bytes(&b.windows_digest, b.windows.clone())
-                .await
-                .map_err(source_error(format!("push windows {}", b.windows_digest)))?;
+        for (digest, bytes) in [(b.windows_digest, &b.windows), (b.lite_digest, &b.lite)] {
+            if !bytes.is_empty() {
+                store
+                    .put_blob_bytes(&digest, bytes.clone())
+                    .await
+                    .map_err(source_error(format!("push {digest}")))?;
+            }
         }
     }
     let mut reports = Vec::new();
@@ -274,13 +281,14 @@ async fn index_layer(
     // A registry download was digest-checked on arrival; a layout blob is checked here.
     let verify = matches!(store, Store::Layout { .. });
     let (build, digest) = (opts.build.clone(), layer.digest);
-    let (ztoc, blocks, windows) = tokio::task::spawn_blocking(move || {
+    let index = tokio::task::spawn_blocking(move || {
         build::build_layer(&blob, compression, build, verify, digest, &paths)
     })
     .await
     .map_err(|source| IndexError::Join { digest, source })??;
+    let (ztoc, windows, lite) = (index.ztoc, index.windows, index.lite);
     let bytes = ztoc.to_bytes();
-    let blocks = blocks.to_bytes();
+    let blocks = index.blocks.to_bytes();
     let built = Built {
         digest: Digest::sha256(&bytes),
         spans: ztoc.max_span_id + 1,
@@ -291,8 +299,11 @@ async fn index_layer(
         blocks,
         windows_digest: Digest::sha256(&windows),
         windows,
+        lite_digest: Digest::sha256(&lite),
+        lite,
     };
-    let index_size = (built.ztoc.len() + built.blocks.len() + built.windows.len()) as u64;
+    let index_size =
+        (built.ztoc.len() + built.blocks.len() + built.windows.len() + built.lite.len()) as u64;
     p.indexed(layer.size, index_size, built.spans);
     Ok(built)
 }
@@ -374,11 +385,15 @@ async fn publish_manifest(
                 size: b.blocks.len() as u64,
                 layer_digest: layer.digest,
             });
-            if !b.windows.is_empty() {
+            let ours = [
+                (WINDOWS_MEDIA_TYPE, b.windows_digest, &b.windows),
+                (LITE_MEDIA_TYPE, b.lite_digest, &b.lite),
+            ];
+            for (media_type, digest, bytes) in ours.into_iter().filter(|o| !o.2.is_empty()) {
                 prefetches.push(PrefetchEntry {
-                    media_type: WINDOWS_MEDIA_TYPE,
-                    digest: b.windows_digest,
-                    size: b.windows.len() as u64,
+                    media_type,
+                    digest,
+                    size: bytes.len() as u64,
                     layer_digest: layer.digest,
                 });
             }

@@ -8,6 +8,7 @@
 //! - [`span`]: verify and inflate one span.
 //! - [`prefix`]: verify and inflate the first blocks of a span, block by block.
 //! - [`blocks`]: per-block digests inside spans, a blob of our own beside the zTOC.
+//! - [`lite`]: the zTOC with sparse windows, compressed: what our daemon fetches at mount.
 //! - [`resume`], [`sparse_window`]: resume points inside spans, with the part of their
 //!   window that is used, so a read deep into a span skips the span's head.
 //! - [`prefetch`]: the prefetch artifact (spans to fetch at mount).
@@ -19,8 +20,10 @@ pub mod blocks;
 pub mod filelist;
 mod flatbuf;
 pub mod gzip;
+mod index_build;
 mod inflate;
 mod input;
+pub mod lite;
 pub mod media;
 pub mod prefetch;
 pub mod prefix;
@@ -40,6 +43,8 @@ mod tests_resume;
 
 pub use blocks::{SpanBlocks, BLOCKS_MEDIA_TYPE, DEFAULT_BLOCK_SIZE};
 pub use flatbuf::FlatbufError;
+pub use index_build::{build_index, build_ztoc_with_blocks, BuiltIndex};
+pub use lite::{from_lite, LITE_MEDIA_TYPE};
 pub use prefix::{decompress_prefix, PrefixDecoder};
 pub use resume::{ResumePoint, WINDOWS_MEDIA_TYPE};
 pub use span::{decompress_span, SpanError};
@@ -47,6 +52,5 @@ pub use totoc::{index_of, toc_of};
 pub use zinfo::{Zinfo, ZinfoError};
 pub use ztoc::{Compression, FileMetadata, Ztoc, ZtocError, ZTOC_VERSION};
 pub use ztoc_build::{
-    build_ztoc, build_ztoc_with_blocks, BuildError, BuildOptions, DEFAULT_MIN_SPAN_SIZE,
-    DEFAULT_SPAN_SIZE,
+    build_ztoc, BuildError, BuildOptions, DEFAULT_MIN_SPAN_SIZE, DEFAULT_SPAN_SIZE,
 };

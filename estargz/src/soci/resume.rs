@@ -55,6 +55,8 @@ impl ResumePoint {
 /// A point offered during the pass, waiting for the compressed bytes after it.
 struct Pending {
     point: ResumePoint,
+    /// Set for a zTOC checkpoint (its index), whose sparse window goes to the lite zTOC.
+    checkpoint: Option<usize>,
     byte: u8,
     window: Vec<u8>,
     input: Vec<u8>,
@@ -63,6 +65,7 @@ struct Pending {
 /// A point with its encoded sparse window.
 pub(crate) struct Candidate {
     point: ResumePoint,
+    checkpoint: Option<usize>,
     entry: Vec<u8>,
 }
 
@@ -120,8 +123,38 @@ impl<'a, 's> ResumeRecorder<'a, 's> {
                     digest: Digest::sha256(&[]),
                 },
             },
+            checkpoint: None,
             byte,
             window: saved,
+            input: Vec::new(),
+        });
+    }
+
+    /// zTOC checkpoint `index` at `compressed` (bits leftover in `byte`), with its
+    /// `window`: its sparse window is found like a point's.
+    pub fn offer_checkpoint(
+        &mut self,
+        index: usize,
+        (compressed, uncompressed): (u64, u64),
+        (bits, byte): (u8, u8),
+        window: &[u8],
+    ) {
+        self.pending.push(Pending {
+            point: ResumePoint {
+                span: u32::try_from(index).unwrap_or(u32::MAX),
+                block: 0,
+                compressed,
+                uncompressed,
+                bits,
+                window: WindowRef {
+                    offset: 0,
+                    len: 0,
+                    digest: Digest::sha256(&[]),
+                },
+            },
+            checkpoint: Some(index),
+            byte,
+            window: window.to_vec(),
             input: Vec::new(),
         });
     }
@@ -158,6 +191,7 @@ impl<'a, 's> ResumeRecorder<'a, 's> {
             let entry = sparse_window::encode(&p.window, &used);
             let candidate = Candidate {
                 point: p.point,
+                checkpoint: p.checkpoint,
                 entry,
             };
             done.lock()
@@ -170,6 +204,18 @@ impl<'a, 's> ResumeRecorder<'a, 's> {
     pub fn results(&self) -> Arc<Mutex<Vec<Candidate>>> {
         self.done.clone()
     }
+}
+
+/// Splits the analyses into resume points and the checkpoints' sparse windows (32 KiB
+/// each, by checkpoint index).
+pub(crate) fn split(all: Vec<Candidate>) -> (Vec<Candidate>, Vec<(usize, Vec<u8>)>) {
+    let (checkpoints, points): (Vec<Candidate>, Vec<Candidate>) =
+        all.into_iter().partition(|c| c.checkpoint.is_some());
+    let windows = checkpoints
+        .into_iter()
+        .filter_map(|c| Some((c.checkpoint?, sparse_window::decode(&c.entry).ok()?)))
+        .collect();
+    (points, windows)
 }
 
 /// Keeps the points that fit in `budget` bytes (their table entries plus windows),

@@ -89,7 +89,7 @@ pub(super) fn opts(span: u64, min: u64) -> BuildOptions {
     }
 }
 
-fn span_bytes<'a>(z: &Zinfo, blob: &'a [u8], span: usize) -> &'a [u8] {
+pub(super) fn span_bytes<'a>(z: &Zinfo, blob: &'a [u8], span: usize) -> &'a [u8] {
     let r = z.compressed_range(span).unwrap();
     &blob[usize::try_from(r.start).unwrap()..usize::try_from(r.end).unwrap()]
 }

@@ -160,3 +160,35 @@ fn hostile_points_are_refused() {
     v1[..8].copy_from_slice(b"ESZBLK01");
     assert!(SpanBlocks::from_bytes(&v1, &z).unwrap().points().is_empty());
 }
+
+#[test]
+fn the_lite_ztoc_is_small_and_every_span_inflates_from_it_as_from_the_ztoc() {
+    let text = text_tar();
+    let mut random = crate::testutil::TarBuilder::new();
+    random.file("big.bin", &pseudo_random_bytes(11, 6 << 20));
+    for tar in [text, random.finish()] {
+        let blob = super::tests::gzip(&tar);
+        let o = super::tests::opts(256 << 10, 256 << 10);
+        let built = build_index(&blob[..], Compression::Gzip, &o, DEFAULT_BLOCK_SIZE).unwrap();
+        let lite = from_lite(&built.lite).unwrap();
+        assert_eq!(lite.files, built.ztoc.files);
+        assert_eq!(lite.span_digests, built.ztoc.span_digests);
+        let full = built.ztoc.to_bytes().len();
+        assert!(
+            built.lite.len() * 2 < full,
+            "lite {} of {full}",
+            built.lite.len()
+        );
+        let (z, zl) = (Zinfo::new(&built.ztoc).unwrap(), Zinfo::new(&lite).unwrap());
+        assert!(z.span_count() > 3);
+        for span in 0..z.span_count() {
+            let bytes = super::tests::span_bytes(&z, &blob, span);
+            assert_eq!(
+                decompress_span(&zl, span, bytes).unwrap(),
+                decompress_span(&z, span, bytes).unwrap(),
+                "span {span}"
+            );
+        }
+    }
+    assert!(from_lite(b"not zstd").is_err());
+}

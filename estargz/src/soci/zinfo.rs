@@ -81,6 +81,17 @@ impl CheckpointWriter {
     }
 }
 
+/// Replaces the window of checkpoint `index` in a gzip checkpoints blob (v2 layout) with
+/// `window` (32 KiB); a blob too short for it is left alone.
+pub(crate) fn set_window(blob: &mut [u8], index: usize, window: &[u8]) {
+    let at = HEADER + index * PACKED + 17;
+    if window.len() == WINDOW {
+        if let Some(slot) = blob.get_mut(at..at + WINDOW) {
+            slot.copy_from_slice(window);
+        }
+    }
+}
+
 /// The `TarZinfo` flatbuffer of an uncompressed layer.
 pub fn tar_zinfo_bytes(span_size: u64, size: u64) -> Vec<u8> {
     let mut b = Builder::new();

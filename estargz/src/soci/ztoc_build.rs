@@ -18,11 +18,11 @@ use miniz_oxide::inflate::TINFLStatus;
 
 use crate::digest::{Digest, Hasher};
 
-use super::blocks::{BlockRecorder, SpanBlocks};
+use super::blocks::BlockRecorder;
 use super::gzip::{self, GzipError, TRAILER_LEN};
 use super::inflate::{Inflater, WINDOW};
 use super::input::Input;
-use super::resume::{self, Candidate, ResumeRecorder};
+use super::resume::{Candidate, ResumeRecorder};
 use super::tarscan::{TarScanError, TarScanner};
 use super::zinfo::{tar_zinfo_bytes, CheckpointWriter};
 use super::ztoc::{Compression, Ztoc, MAX_SPANS, ZTOC_VERSION};
@@ -116,39 +116,7 @@ pub fn build_ztoc(
     build(reader, compression, opts, None, None).map(|(ztoc, _)| ztoc)
 }
 
-/// Builds the zTOC and, in the same pass, the verification blocks of its spans
-/// ([`super::blocks`]), `block_size` compressed bytes each, with the resume points
-/// ([`super::resume`]) that fit in the index budget left by the zTOC and the blocks.
-/// Returns the zTOC, the blocks and the windows blob of the points.
-pub fn build_ztoc_with_blocks(
-    reader: impl Read,
-    compression: Compression,
-    opts: &BuildOptions,
-    block_size: u64,
-) -> Result<(Ztoc, SpanBlocks, Vec<u8>), BuildError> {
-    let mut candidates = Vec::new();
-    let (ztoc, blocks) = build(
-        reader,
-        compression,
-        opts,
-        Some(BlockRecorder::new(block_size)),
-        Some(&mut candidates),
-    )?;
-    let mut blocks = blocks
-        .unwrap_or_else(|| BlockRecorder::new(block_size))
-        .finish();
-    let index = (ztoc.to_bytes().len() + blocks.to_bytes().len()) as u64;
-    let budget = (ztoc
-        .compressed_archive_size
-        .saturating_mul(opts.index_budget_per_mille)
-        / 1000)
-        .saturating_sub(index);
-    let (points, windows) = resume::select(candidates, budget);
-    blocks.set_points(points);
-    Ok((ztoc, blocks, windows))
-}
-
-fn build(
+pub(crate) fn build(
     reader: impl Read,
     compression: Compression,
     opts: &BuildOptions,
@@ -408,6 +376,10 @@ fn build_gzip<R: Read>(
                         spans.cut(out_total, input.offset(), tar.entry_count())?;
                         window.clear();
                         inflater.window_into(&mut window);
+                        if let Some(resume) = resume.as_deref_mut() {
+                            let at = (input.offset(), out_total);
+                            resume.offer_checkpoint(points.count(), at, (bits, last_byte), &window);
+                        }
                         points.push(input.offset(), out_total, bits, &window);
                         if bits != 0 {
                             spans.hash(&[last_byte], out_total);

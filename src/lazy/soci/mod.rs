@@ -28,9 +28,11 @@ use std::time::Duration;
 
 use estargz::soci::blocks::MAX_BLOCKS_SIZE;
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE, MAX_FILE_LIST_SIZE};
+use estargz::soci::lite::MAX_LITE_SIZE;
 use estargz::soci::prefetch::{PrefetchArtifact, MAX_PREFETCH_SIZE, PREFETCH_MEDIA_TYPE};
 use estargz::soci::{
-    index_of, media, SpanBlocks, Zinfo, Ztoc, BLOCKS_MEDIA_TYPE, WINDOWS_MEDIA_TYPE,
+    from_lite, index_of, media, SpanBlocks, Zinfo, Ztoc, BLOCKS_MEDIA_TYPE, LITE_MEDIA_TYPE,
+    WINDOWS_MEDIA_TYPE,
 };
 use estargz::Digest;
 use registry::{referrers_tag_reference, Client, Reference};
@@ -84,6 +86,8 @@ struct ImageIndex {
     blocks: HashMap<Digest, (Digest, u64)>,
     /// Windows of the blocks' resume points (ours): layer digest -> (blob digest, size).
     windows: HashMap<Digest, (Digest, u64)>,
+    /// Lite zTOCs (ours, fetched instead of the zTOC): layer digest -> (blob digest, size).
+    lites: HashMap<Digest, (Digest, u64)>,
     /// Sizes of the image's layers from its manifest (a zTOC must agree).
     layer_sizes: HashMap<Digest, u64>,
 }
@@ -132,21 +136,30 @@ impl SociIndexes {
         if ztoc_size > MAX_ZTOC_SIZE {
             return Err(bad(format!("{ztoc_size} bytes, over the limit")));
         }
-        // The zTOC and the blobs beside it in parallel: one round trip at mount, not three.
-        let ztoc_bytes = async {
-            let mut bytes = Vec::new();
-            client
-                .download_blob(repo, &ztoc_digest, &mut bytes)
-                .await
-                .map(|_| bytes)
-        };
         let layer = &location.digest;
         let beside = |blobs: &HashMap<Digest, (Digest, u64)>, max: u64, what: &'static str| {
             let blob = blobs.get(layer).copied();
             async move { small_blob(client, location, blob?, max, what).await }
         };
-        let (bytes, prefetch_bytes, blocks_bytes) = tokio::join!(
-            ztoc_bytes,
+        // The zTOC (its lite form when the index has one) and the blobs beside it in
+        // parallel: one round trip at mount, not three.
+        let lite = beside(&image.lites, MAX_LITE_SIZE, "soci lite ztoc");
+        let ztoc = async {
+            if let Some(bytes) = lite.await {
+                match from_lite(&bytes) {
+                    Ok(ztoc) => return Ok(ztoc),
+                    Err(error) => tracing::warn!(%layer, %error, "soci lite ztoc ignored"),
+                }
+            }
+            let mut bytes = Vec::new();
+            client
+                .download_blob(repo, &ztoc_digest, &mut bytes)
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+            Ztoc::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
+        };
+        let (ztoc, prefetch_bytes, blocks_bytes) = tokio::join!(
+            ztoc,
             beside(
                 &image.prefetches,
                 MAX_PREFETCH_SIZE,
@@ -154,8 +167,7 @@ impl SociIndexes {
             ),
             beside(&image.blocks, MAX_BLOCKS_SIZE, "soci span blocks"),
         );
-        let bytes = bytes.map_err(|e| bad(e.to_string()))?;
-        let ztoc = Ztoc::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        let ztoc = ztoc?;
         // An index built for another blob cannot describe this one.
         if let Some(&size) = image.layer_sizes.get(&location.digest) {
             if size != ztoc.compressed_archive_size {
@@ -433,6 +445,7 @@ async fn find_index(
         file_lists: blobs_of(FILE_LIST_MEDIA_TYPE),
         blocks: blobs_of(BLOCKS_MEDIA_TYPE),
         windows: blobs_of(WINDOWS_MEDIA_TYPE),
+        lites: blobs_of(LITE_MEDIA_TYPE),
         layer_sizes,
     })))
 }
