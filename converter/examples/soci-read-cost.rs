@@ -8,14 +8,15 @@
 //!   farthest read in it (what the daemon fetches with span blocks);
 //! - `touched`: only the blocks whose output overlaps a read, a bound for what ending the
 //!   wasted head of a span (closer checkpoints) could reach;
-//! - `spans` and `index`: how many, and the index size (zTOC + blocks; fetched at mount).
+//! - `spans` and `index`: how many, and the index size (zTOC, blocks, windows, lite zTOC;
+//!   the sizes of each and the resume points are printed on stderr).
 //!
 //! Usage: `cargo run --release -p estargz-convert --example soci-read-cost [MIB FILES
 //! [SPAN MIN_SPAN]]` (default 200 8000, as the benchmark, and the default span sizes).
 
 use std::collections::{BTreeMap, HashMap};
 
-use estargz::soci::{build_ztoc_with_blocks, BuildOptions, Compression, Zinfo, DEFAULT_BLOCK_SIZE};
+use estargz::soci::{build_index, BuildOptions, Compression, Zinfo, DEFAULT_BLOCK_SIZE};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -39,11 +40,21 @@ fn main() {
     let mb = |b: u64| format!("{:.1}", b as f64 / 1e6);
     for (i, layer) in image.layers.iter().enumerate() {
         let blob = &layer.blob.bytes[..];
-        let (ztoc, blocks, windows) =
-            build_ztoc_with_blocks(blob, Compression::Gzip, &build, DEFAULT_BLOCK_SIZE)
-                .expect("index the layer");
+        let built = build_index(blob, Compression::Gzip, &build, DEFAULT_BLOCK_SIZE)
+            .expect("index the layer");
+        let (ztoc, blocks, windows) = (built.ztoc, built.blocks, built.windows);
+        let with_window = blocks.points().iter().filter(|p| p.window.len > 0).count();
+        eprintln!(
+            "layer {i}: zTOC {} B, blocks {} B, {} resume points ({with_window} with a window, windows {} B), lite zTOC {} B",
+            ztoc.to_bytes().len(),
+            blocks.to_bytes().len(),
+            blocks.points().len(),
+            windows.len(),
+            built.lite.len()
+        );
         let zinfo = Zinfo::new(&ztoc).expect("checkpoints");
-        let index = ztoc.to_bytes().len() + blocks.to_bytes().len() + windows.len();
+        let index =
+            ztoc.to_bytes().len() + blocks.to_bytes().len() + windows.len() + built.lite.len();
         let offsets: HashMap<&str, (u64, u64)> = ztoc
             .files
             .iter()

@@ -361,10 +361,7 @@ impl FuseMounter {
     ) -> Result<Result<(), Option<OwnedFd>>, LazyError> {
         let digest = location.digest;
         let timeout = self.fuse.mount_timeout;
-        let readahead = (self.layer.readahead).then_some((
-            self.layer.readahead_min_bytes,
-            self.layer.readahead_max_bytes,
-        ));
+        let readahead = self.layer.readahead_bounds();
         let open = (self.soci).open(&self.client, &self.cache, location, labels, readahead);
         let opening = async { tokio::time::timeout(timeout, open).await };
         let layer = self

@@ -41,6 +41,14 @@ pub struct LayerConfig {
     pub readahead_max_bytes: u64,
 }
 
+impl LayerConfig {
+    /// The readahead window's bounds, bytes (`None` when readahead is off).
+    pub fn readahead_bounds(&self) -> Option<(u64, u64)> {
+        self.readahead
+            .then_some((self.readahead_min_bytes, self.readahead_max_bytes))
+    }
+}
+
 impl Default for LayerConfig {
     fn default() -> Self {
         LayerConfig {

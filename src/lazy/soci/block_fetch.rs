@@ -55,24 +55,31 @@ pub(super) async fn gather(
     .await?;
     let mut got: Vec<Option<(ChunkBytes, bool)>> =
         cached.into_iter().map(|c| c.map(|b| (b, false))).collect();
+    // Runs of missing blocks adjacent in the blob (a span's first block may share a byte
+    // with the previous span's last), each one range request, all at once.
+    let mut runs = Vec::new();
     let mut i = 0;
     while i < got.len() {
         if got[i].is_some() {
             i += 1;
             continue;
         }
-        // A run of missing blocks adjacent in the blob (a span's first block may
-        // share a byte with the previous span's last).
         let mut j = i + 1;
         while j < got.len() && got[j].is_none() && list[j].2.start <= list[j - 1].2.end {
             j += 1;
         }
-        let ranges: Vec<Range<u64>> = list[i..j].iter().map(|b| b.2.clone()).collect();
-        let pieces = source.fetch_pieces(&ranges, kind).await?;
-        for (slot, piece) in got[i..j].iter_mut().zip(pieces) {
+        runs.push(i..j);
+        i = j;
+    }
+    let fetches = runs.iter().map(|run| {
+        let ranges: Vec<Range<u64>> = list[run.clone()].iter().map(|b| b.2.clone()).collect();
+        async move { source.fetch_pieces(&ranges, kind).await }
+    });
+    let fetched = futures::future::try_join_all(fetches).await?;
+    for (run, pieces) in runs.into_iter().zip(fetched) {
+        for (slot, piece) in got[run].iter_mut().zip(pieces) {
             *slot = Some((piece, true));
         }
-        i = j;
     }
     let got: Vec<(ChunkBytes, bool)> = got.into_iter().flatten().collect();
     // Checked here, cached only once checked.

@@ -16,9 +16,9 @@ mod blob_check;
 mod block_fetch;
 mod prefix;
 mod prefix_error;
-mod readahead;
 mod soci_layer;
 mod span_fetch;
+mod tar_window;
 mod verify;
 mod window_fetch;
 

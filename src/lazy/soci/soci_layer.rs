@@ -18,8 +18,8 @@ use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::prefix::Prefixes;
-use super::readahead::Readahead;
 use super::span_fetch::{SpanBytes, SpanSource};
+use super::tar_window::Readahead;
 use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::LayerContent;
 use crate::lazy::link::FetchKind;
@@ -215,7 +215,7 @@ impl SociLayer {
     /// its spans, a span needed only in part up to there (and ending its run).
     async fn prefetch_prefixes(self) -> usize {
         use futures::stream::StreamExt;
-        let mut ranges = self.inner.prefetch_ranges.clone();
+        let mut ranges = self.merged_prefetch_ranges();
         if ranges.is_empty() {
             ranges = self.span_runs_as_ranges();
         }
@@ -244,6 +244,27 @@ impl SociLayer {
             layer = %self.inner.source.location.digest, ranges = fetched, "soci prefetch done"
         );
         fetched
+    }
+
+    /// The artifact's ranges, in its order, a range joined to the one before when it
+    /// starts less than a round trip's worth of bytes after it: ranges in one span are
+    /// fetched one after the other (they share its lock), so such a gap costs less
+    /// fetched than waited for.
+    fn merged_prefetch_ranges(&self) -> Vec<Range<u64>> {
+        let link = self.inner.source.cache.link().round_trip_bytes();
+        let gap = (self.inner.readahead.as_ref()).map_or(0, |r| r.round_trip_tar_bytes(link));
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for range in &self.inner.prefetch_ranges {
+            match out.last_mut() {
+                Some(last)
+                    if range.start >= last.start && range.start <= last.end.saturating_add(gap) =>
+                {
+                    last.end = last.end.max(range.end);
+                }
+                _ => out.push(range.clone()),
+            }
+        }
+        out
     }
 
     /// The artifact's spans as uncompressed ranges: runs of adjacent spans (up to
