@@ -5,6 +5,8 @@
 
 use std::ops::Range;
 
+use futures::{StreamExt, TryStreamExt};
+
 use estargz::soci::{SpanBlocks, SpanError};
 use estargz::Digest;
 
@@ -13,6 +15,10 @@ use super::span_fetch::SpanSource;
 use crate::lazy::cache::{CacheKey, ChunkBytes};
 use crate::lazy::link::FetchKind;
 use crate::lazy::observe;
+
+/// Range requests one gather keeps in flight (a prefetch of many ranges gathers many
+/// runs; a read, one or two).
+const MAX_RUNS_AT_ONCE: usize = 8;
 
 /// Blocks `blocks` of span `span`.
 pub(super) struct Want {
@@ -56,7 +62,7 @@ pub(super) async fn gather(
     let mut got: Vec<Option<(ChunkBytes, bool)>> =
         cached.into_iter().map(|c| c.map(|b| (b, false))).collect();
     // Runs of missing blocks adjacent in the blob (a span's first block may share a byte
-    // with the previous span's last), each one range request, all at once.
+    // with the previous span's last), each one range request, several at once.
     let mut runs = Vec::new();
     let mut i = 0;
     while i < got.len() {
@@ -71,11 +77,19 @@ pub(super) async fn gather(
         runs.push(i..j);
         i = j;
     }
-    let fetches = runs.iter().map(|run| {
-        let ranges: Vec<Range<u64>> = list[run.clone()].iter().map(|b| b.2.clone()).collect();
-        async move { source.fetch_pieces(&ranges, kind).await }
-    });
-    let fetched = futures::future::try_join_all(fetches).await?;
+    // Made here, not by a closure inside the stream (which would not be Send for every
+    // lifetime of `source`).
+    let fetches: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            let ranges: Vec<Range<u64>> = list[run.clone()].iter().map(|b| b.2.clone()).collect();
+            async move { source.fetch_pieces(&ranges, kind).await }
+        })
+        .collect();
+    let fetched: Vec<Vec<ChunkBytes>> = futures::stream::iter(fetches)
+        .buffered(MAX_RUNS_AT_ONCE)
+        .try_collect()
+        .await?;
     for (run, pieces) in runs.into_iter().zip(fetched) {
         for (slot, piece) in got[run].iter_mut().zip(pieces) {
             *slot = Some((piece, true));

@@ -68,6 +68,7 @@ type Slot = Arc<AsyncMutex<SpanState>>;
 type Guard = OwnedMutexGuard<SpanState>;
 
 /// Where a span's bytes for a read come from.
+#[derive(PartialEq)]
 enum Start {
     /// The segment at this index goes on.
     Segment(usize),
@@ -153,7 +154,7 @@ impl Prefixes {
         let fetch = range.start..fetch_end.max(range.end);
         let locked = zinfo.spans_for(fetch.clone());
         let mut guards = self.lock(locked.clone()).await;
-        let to_fetch = wanted(zinfo, locked.clone(), &fetch);
+        let to_fetch = wanted_all(zinfo, locked.clone(), std::slice::from_ref(&fetch));
         self.extend(source, locked.clone(), &mut guards, &to_fetch, kind)
             .await?;
         let spans = zinfo.spans_for(range.clone());
@@ -175,17 +176,20 @@ impl Prefixes {
         Ok(out)
     }
 
-    /// Fetches the uncompressed bytes `range` (a prefetch) and keeps what its spans
-    /// decoded for the layer's life (up to [`MAX_PINNED_BYTES`]).
+    /// Fetches the uncompressed bytes `ranges` (a prefetch; all in one go, so ranges in
+    /// one span do not wait for each other) and keeps what their spans decoded for the
+    /// layer's life (up to [`MAX_PINNED_BYTES`]).
     pub async fn pin(
         &self,
         source: &SpanSource,
-        range: Range<u64>,
+        ranges: &[Range<u64>],
         kind: FetchKind,
     ) -> Result<(), PrefixError> {
-        let run = source.zinfo.spans_for(range.clone());
+        let start = ranges.iter().map(|r| r.start).min().unwrap_or(0);
+        let end = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+        let run = source.zinfo.spans_for(start..end);
         let mut guards = self.lock(run.clone()).await;
-        let wanted = wanted(&source.zinfo, run.clone(), &range);
+        let wanted = wanted_all(&source.zinfo, run.clone(), ranges);
         self.extend(source, run.clone(), &mut guards, &wanted, kind)
             .await?;
         let lens: Vec<usize> = guards.iter().map(|g| g.bytes()).collect();
@@ -326,21 +330,29 @@ impl Prefixes {
         }
     }
 
-    /// Extends or starts decoders until each span has its `wanted` range.
+    /// Extends or starts decoders until each span has its `wanted` ranges.
     async fn extend(
         &self,
         source: &SpanSource,
         spans: Range<usize>,
         guards: &mut [Guard],
-        wanted: &[Range<u64>],
+        wanted: &[Vec<Range<u64>>],
         kind: FetchKind,
     ) -> Result<(), PrefixError> {
         let zinfo = &source.zinfo;
         loop {
-            let mut plans = Vec::new();
-            for ((span, guard), want) in spans.clone().zip(guards.iter()).zip(wanted) {
-                if let Some((start, blocks)) = self.plan(zinfo, span, guard, want)? {
-                    plans.push((start, Want { span, blocks }));
+            let mut plans: Vec<(Start, Want)> = Vec::new();
+            for ((span, guard), wants) in spans.clone().zip(guards.iter()).zip(wanted) {
+                let first = plans.len();
+                for want in wants {
+                    let Some((start, blocks)) = self.plan(zinfo, span, guard, want)? else {
+                        continue;
+                    };
+                    // Two ranges going on from the same start: one decoder, to the farther.
+                    match plans[first..].iter_mut().find(|(s, _)| *s == start) {
+                        Some((_, w)) => w.blocks.end = w.blocks.end.max(blocks.end),
+                        None => plans.push((start, Want { span, blocks })),
+                    }
                 }
             }
             if plans.is_empty() {
@@ -362,11 +374,27 @@ impl Prefixes {
                 futures::future::try_join_all(windows),
             )
             .await?;
+            // The segments that go on, taken out highest index first so the others keep
+            // their places.
+            let mut going_on: Vec<(usize, usize)> = plans
+                .iter()
+                .filter_map(|(start, w)| match start {
+                    Start::Segment(i) => Some((w.span, *i)),
+                    _ => None,
+                })
+                .collect();
+            going_on.sort_unstable_by(|a, b| b.cmp(a));
+            let mut taken = std::collections::HashMap::new();
+            for (span, i) in going_on {
+                let segment = guards[span - spans.start].segments.remove(i);
+                taken.insert((span, i), segment);
+            }
             let mut windows = windows.into_iter();
             for ((start, want), blocks) in plans.into_iter().zip(got) {
-                let state = &mut guards[want.span - spans.start];
                 let segment = match start {
-                    Start::Segment(i) => state.segments.swap_remove(i),
+                    Start::Segment(i) => taken
+                        .remove(&(want.span, i))
+                        .ok_or(SpanError::NoSuchSpan { span: want.span })?,
                     Start::Checkpoint => Segment {
                         start: zinfo.uncompressed_range(want.span).map_or(0, |u| u.start),
                         decoder: PrefixDecoder::new(zinfo, want.span)?,
@@ -390,7 +418,7 @@ impl Prefixes {
                 })
                 .await?;
                 match fed {
-                    Ok(segment) => state.segments.push(segment),
+                    Ok(segment) => guards[want.span - spans.start].segments.push(segment),
                     Err(error) => {
                         // The decoder is dropped: one that failed is not resumed.
                         tracing::error!(layer = %source.location.digest, %error, "soci block failed to decode");
@@ -430,11 +458,28 @@ fn wanted(
     spans: Range<usize>,
     range: &Range<u64>,
 ) -> Vec<Range<u64>> {
+    wanted_all(zinfo, spans, std::slice::from_ref(range))
+        .into_iter()
+        .map(|parts| parts.into_iter().next().unwrap_or(0..0))
+        .collect()
+}
+
+/// The parts of `ranges` in each of `spans` (non-empty ones only).
+fn wanted_all(
+    zinfo: &estargz::soci::Zinfo,
+    spans: Range<usize>,
+    ranges: &[Range<u64>],
+) -> Vec<Vec<Range<u64>>> {
     spans
         .map(|s| {
-            zinfo
-                .uncompressed_range(s)
-                .map_or(0..0, |u| range.start.max(u.start)..u.end.min(range.end))
+            let Some(u) = zinfo.uncompressed_range(s) else {
+                return Vec::new();
+            };
+            ranges
+                .iter()
+                .map(|r| r.start.max(u.start)..u.end.min(r.end))
+                .filter(|r| r.start < r.end)
+                .collect()
         })
         .collect()
 }

@@ -215,22 +215,20 @@ impl SociLayer {
     /// its spans, a span needed only in part up to there (and ending its run).
     async fn prefetch_prefixes(self) -> usize {
         use futures::stream::StreamExt;
-        let mut ranges = self.merged_prefetch_ranges();
+        let mut ranges = self.inner.prefetch_ranges.clone();
         if ranges.is_empty() {
             ranges = self.span_runs_as_ranges();
         }
-        let fetched = futures::stream::iter(ranges)
-            .map(|range| {
+        let groups = self.sharing_spans(ranges);
+        let fetched = futures::stream::iter(groups)
+            .map(|group| {
                 let this = self.clone();
                 async move {
                     let (source, prefixes) = (&this.inner.source, this.prefixes()?);
-                    match prefixes
-                        .pin(source, range.clone(), FetchKind::Prefetch)
-                        .await
-                    {
-                        Ok(()) => Some(()),
+                    match prefixes.pin(source, &group, FetchKind::Prefetch).await {
+                        Ok(()) => Some(group.len()),
                         Err(error) => {
-                            tracing::warn!(layer = %source.location.digest, ?range, %error, "soci prefetch range failed");
+                            tracing::warn!(layer = %source.location.digest, ranges = ?group, %error, "soci prefetch ranges failed");
                             None
                         }
                     }
@@ -238,7 +236,7 @@ impl SociLayer {
             })
             .buffered(PREFETCH_PARALLEL)
             .filter_map(|n| async move { n })
-            .count()
+            .fold(0, |a, n| async move { a + n })
             .await;
         tracing::info!(
             layer = %self.inner.source.location.digest, ranges = fetched, "soci prefetch done"
@@ -246,25 +244,23 @@ impl SociLayer {
         fetched
     }
 
-    /// The artifact's ranges, in its order, a range joined to the one before when it
-    /// starts less than a round trip's worth of bytes after it: ranges in one span are
-    /// fetched one after the other (they share its lock), so such a gap costs less
-    /// fetched than waited for.
-    fn merged_prefetch_ranges(&self) -> Vec<Range<u64>> {
-        let link = self.inner.source.cache.link().round_trip_bytes();
-        let gap = (self.inner.readahead.as_ref()).map_or(0, |r| r.round_trip_tar_bytes(link));
-        let mut out: Vec<Range<u64>> = Vec::new();
-        for range in &self.inner.prefetch_ranges {
-            match out.last_mut() {
-                Some(last)
-                    if range.start >= last.start && range.start <= last.end.saturating_add(gap) =>
-                {
-                    last.end = last.end.max(range.end);
+    /// `ranges` (in fetch order) in groups: a range joins the group before it when their
+    /// spans meet (one fetch for the group, where separate ones would queue on the span
+    /// locks they share).
+    fn sharing_spans(&self, ranges: Vec<Range<u64>>) -> Vec<Vec<Range<u64>>> {
+        let zinfo = &self.inner.source.zinfo;
+        let mut groups: Vec<(Range<usize>, Vec<Range<u64>>)> = Vec::new();
+        for range in ranges {
+            let spans = zinfo.spans_for(range.clone());
+            match groups.last_mut() {
+                Some((held, group)) if spans.start <= held.end && held.start <= spans.end => {
+                    *held = held.start.min(spans.start)..held.end.max(spans.end);
+                    group.push(range);
                 }
-                _ => out.push(range.clone()),
+                _ => groups.push((spans, vec![range])),
             }
         }
-        out
+        groups.into_iter().map(|(_, group)| group).collect()
     }
 
     /// The artifact's spans as uncompressed ranges: runs of adjacent spans (up to

@@ -44,12 +44,6 @@ impl Readahead {
         Bounds::new(scale(self.min), scale(self.max)).for_link(round_trip_bytes.map(scale))
     }
 
-    /// Tar bytes that fetching costs less than a request's round trip: what one round
-    /// trip of the link carries (the smallest window when the link is not measured yet).
-    pub fn round_trip_tar_bytes(&self, round_trip_bytes: Option<u64>) -> u64 {
-        self.bounds(round_trip_bytes).first
-    }
-
     /// A read of tar `[at, end)` missed: how far to fetch (at least `end`).
     pub fn on_miss(&self, index: &Index, at: u64, end: u64, round_trip_bytes: Option<u64>) -> u64 {
         let range = self.window.on_miss(at, end, self.bounds(round_trip_bytes));
