@@ -838,3 +838,84 @@ fn a_read_deep_into_a_span_starts_at_a_resume_point_not_the_span_start() {
     // The lite zTOC served the mount: the zTOC itself was never fetched.
     assert_eq!(served(&log[log_start..], &[ztoc]), 0, "{daemon_log}");
 }
+
+/// Files of one data layer spread over several spans, with resume points between them.
+fn image_of_many_files(seed: u64) -> (BuiltImage, Vec<(String, String)>) {
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    let mut sums = Vec::new();
+    for i in 0..48u64 {
+        let size = 60_000 + (i as usize * 37_123) % 240_000;
+        let content = testkit::image::content::random(seed * 1000 + i, size);
+        let path = format!("data/f{i:02}.bin");
+        layer.file(&path, &content, 0o644).unwrap();
+        sums.push((format!("/{path}"), estargz::Digest::sha256(&content).hex()));
+    }
+    let image = testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/true"])
+        .build()
+        .unwrap();
+    (image, sums)
+}
+
+#[test]
+fn containers_reading_the_same_spans_at_once_all_get_the_right_bytes() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("socic-", "[background_fetch]\nenable = false\n");
+    let (image, sums) = image_of_many_files(5);
+    let reference = stack.registry.push("soci/many", "v1", &image).unwrap();
+    index(&reference);
+    rpull(&stack.containerd, &reference);
+    // Four containers at once, two reading front to back and two back to front, so reads
+    // meet in the same spans from different starts (resume points, running decoders).
+    let orders = ["sort", "sort -r", "sort", "sort -r"];
+    let outputs: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = orders
+            .iter()
+            .map(|order| {
+                let (stack, reference) = (&stack, &reference);
+                scope.spawn(move || {
+                    let id = unique_id("socic");
+                    let script = format!("find /data -type f | {order} | xargs sha256sum");
+                    let run = [
+                        "run",
+                        "--rm",
+                        "--snapshotter",
+                        "stargz",
+                        reference,
+                        &id,
+                        "/bin/sh",
+                        "-c",
+                        &script,
+                    ];
+                    stack
+                        .containerd
+                        .ctr(run)
+                        .map(|o| o.stdout)
+                        .unwrap_or_default()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let daemon_log = stack.daemon.log_text();
+    for out in &outputs {
+        let mut got: Vec<(String, String)> = out
+            .lines()
+            .filter_map(|l| {
+                let (sum, path) = l.split_once("  ")?;
+                Some((path.to_owned(), sum.to_owned()))
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got, sums,
+            "every file's sha256, in every container: {daemon_log}"
+        );
+    }
+    let (_, remote) = committed_snapshots(&stack.containerd);
+    assert_eq!(remote, 2, "both layers were mounted lazily: {daemon_log}");
+}

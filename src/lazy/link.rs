@@ -66,6 +66,8 @@ pub struct Link {
 #[derive(Default)]
 struct State {
     on_wire: [usize; 3],
+    /// Requests admitted as small ([`Link::admit_sized`]), per class.
+    small_on_wire: [usize; 3],
     /// When a request of each class last left the wire.
     last_left: [Option<Instant>; 3],
     /// Moving average of the time to the first byte of a range request, seconds.
@@ -95,6 +97,35 @@ impl Link {
                     return Ticket {
                         link: self.clone(),
                         kind,
+                        small: false,
+                    };
+                }
+            }
+            left.await;
+        }
+    }
+
+    /// [`Self::admit`] for a request of `bytes`. One carrying no more than a round trip's
+    /// worth of bytes (32 KiB while the link is not measured yet) does not count toward
+    /// the lower classes' few requests at once: it holds an on-demand read back by about
+    /// a round trip at most, and counting it would let a prefetch of small ranges (each
+    /// with a tiny window request beside it) use the link by halves.
+    pub async fn admit_sized(self: &Arc<Self>, kind: FetchKind, bytes: u64) -> Ticket {
+        let small = bytes <= self.round_trip_bytes().unwrap_or(MIN_THROUGHPUT_SAMPLE);
+        if kind == FetchKind::OnDemand || !small {
+            return self.admit(kind).await;
+        }
+        loop {
+            let left = self.left.notified();
+            {
+                let mut state = self.lock();
+                let above = |k: FetchKind| FetchKind::ALL.iter().filter(move |a| **a < k);
+                if above(kind).all(|a| state.requests(*a) == 0) {
+                    state.small_on_wire[kind.slot()] += 1;
+                    return Ticket {
+                        link: self.clone(),
+                        kind,
+                        small: true,
                     };
                 }
             }
@@ -104,7 +135,7 @@ impl Link {
 
     /// Requests of `kind` on the wire now.
     pub fn on_wire(&self, kind: FetchKind) -> usize {
-        self.lock().on_wire[kind.slot()]
+        self.lock().requests(kind)
     }
 
     /// Whether a request of a class above `kind` is on the wire.
@@ -113,7 +144,7 @@ impl Link {
         FetchKind::ALL
             .iter()
             .filter(|k| **k < kind)
-            .any(|k| state.on_wire[k.slot()] > 0)
+            .any(|k| state.requests(*k) > 0)
     }
 
     /// How long no request of a class above `kind` has been on the wire: zero while one
@@ -123,13 +154,11 @@ impl Link {
         FetchKind::ALL
             .iter()
             .filter(|k| **k < kind)
-            .map(
-                |k| match (state.on_wire[k.slot()], state.last_left[k.slot()]) {
-                    (0, Some(left)) => left.elapsed(),
-                    (0, None) => Duration::MAX,
-                    _ => Duration::ZERO,
-                },
-            )
+            .map(|k| match (state.requests(*k), state.last_left[k.slot()]) {
+                (0, Some(left)) => left.elapsed(),
+                (0, None) => Duration::MAX,
+                _ => Duration::ZERO,
+            })
             .min()
             .unwrap_or(Duration::MAX)
     }
@@ -165,13 +194,20 @@ impl Link {
 }
 
 impl State {
+    /// Requests of `kind` on the wire, small ones included.
+    fn requests(&self, kind: FetchKind) -> usize {
+        self.on_wire[kind.slot()] + self.small_on_wire[kind.slot()]
+    }
+
     fn may_start(&self, kind: FetchKind) -> bool {
         let [on_demand, prefetch, background] = self.on_wire;
+        let [small_on_demand, small_prefetch, _] = self.small_on_wire;
+        let (on_demand, all_prefetch) = (on_demand + small_on_demand, prefetch + small_prefetch);
         match kind {
             FetchKind::OnDemand => true,
             FetchKind::Prefetch => on_demand == 0 && prefetch < LOWER_CLASS_REQUESTS,
             FetchKind::Background => {
-                on_demand == 0 && prefetch == 0 && background < LOWER_CLASS_REQUESTS
+                on_demand == 0 && all_prefetch == 0 && background < LOWER_CLASS_REQUESTS
             }
         }
     }
@@ -188,12 +224,19 @@ fn smooth(average: Option<f64>, sample: f64) -> f64 {
 pub struct Ticket {
     link: Arc<Link>,
     kind: FetchKind,
+    /// Admitted as small, outside the lower classes' limit.
+    small: bool,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut state = self.link.lock();
-        let slot = &mut state.on_wire[self.kind.slot()];
+        let counts = if self.small {
+            &mut state.small_on_wire
+        } else {
+            &mut state.on_wire
+        };
+        let slot = &mut counts[self.kind.slot()];
         *slot = slot.saturating_sub(1);
         state.last_left[self.kind.slot()] = Some(Instant::now());
         drop(state);
@@ -242,6 +285,42 @@ mod tests {
             .expect("task");
         assert_eq!(link.on_wire(FetchKind::Background), 1);
         drop(background);
+        assert_eq!(link.on_wire(FetchKind::Background), 0);
+    }
+
+    #[tokio::test]
+    async fn small_requests_pass_the_lower_class_limit_but_not_higher_classes() {
+        let link = Link::new();
+        let sized = |kind, bytes| {
+            let link = link.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(50), link.admit_sized(kind, bytes))
+                    .await
+                    .ok()
+            }
+        };
+        let full: Vec<Ticket> = futures::future::join_all(
+            (0..LOWER_CLASS_REQUESTS).map(|_| sized(FetchKind::Prefetch, 1 << 30)),
+        )
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+        assert_eq!(full.len(), LOWER_CLASS_REQUESTS);
+        assert!(sized(FetchKind::Prefetch, 1 << 30).await.is_none(), "limit");
+        let small = sized(FetchKind::Prefetch, 1024).await.expect("small goes");
+        assert_eq!(link.on_wire(FetchKind::Prefetch), LOWER_CLASS_REQUESTS + 1);
+        drop(full);
+        // A small prefetch request keeps background away like any other.
+        assert!(sized(FetchKind::Background, 1024).await.is_none());
+        let on_demand = admitted(&link, FetchKind::OnDemand).await.expect("at once");
+        drop(small);
+        assert!(
+            sized(FetchKind::Prefetch, 1024).await.is_none(),
+            "waits for on-demand"
+        );
+        drop(on_demand);
+        assert!(sized(FetchKind::Background, 1024).await.is_some());
         assert_eq!(link.on_wire(FetchKind::Background), 0);
     }
 

@@ -183,7 +183,7 @@ impl SpanSource {
         kind: FetchKind,
     ) -> Result<bytes::Bytes, SpanFetchError> {
         let link = self.cache.link();
-        let ticket = link.admit(kind).await;
+        let ticket = link.admit_sized(kind, range.end - range.start).await;
         let reading = self
             .client
             .read_blob_range(&self.location.reference, blob, range.clone());
