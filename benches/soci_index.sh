@@ -45,11 +45,15 @@ line=$("$INDEX" "$LAYER")
 layer_bytes=$(stat -c %s "$LAYER")
 ztoc_bytes=$(echo "$line" | sed -E 's/.*"ztoc_bytes": ([0-9]+).*/\1/')
 spans=$(echo "$line" | sed -E 's/.*"spans": ([0-9]+).*/\1/')
+index_bytes=$(echo "$line" | sed -E 's/.*"index_bytes": ([0-9]+).*/\1/')
+points=$(echo "$line" | sed -E 's/.*"points": ([0-9]+).*/\1/')
 files=$(echo "$line" | sed -E 's/.*"files": ([0-9]+).*/\1/')
 
 printf '%-28s %12s\n' "layer (gzip -6)" "$(( layer_bytes / 1048576 )) MiB, $files files"
 printf '%-28s %12.2f s\n' "gzip -dc (floor)" "$gz"
-printf '%-28s %12.2f s\n' "zTOC build" "$idx"
+printf '%-28s %12.2f s\n' "index build" "$idx"
 printf '%-28s %12.2f x\n' "build / gzip -dc" "$(echo "$idx / $gz" | bc -l)"
 printf '%-28s %12s\n' "zTOC size" "$ztoc_bytes bytes, $spans spans"
 printf '%-28s %12.2f %%\n' "zTOC / layer" "$(echo "100 * $ztoc_bytes / $layer_bytes" | bc -l)"
+printf '%-28s %12s\n' "whole index" "$index_bytes bytes, $points resume points"
+printf '%-28s %12.2f %%\n' "whole index / layer" "$(echo "100 * $index_bytes / $layer_bytes" | bc -l)"

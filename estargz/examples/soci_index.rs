@@ -1,11 +1,12 @@
-//! Builds the zTOC of one layer blob file and prints how long it took and how big the
-//! index is, as one JSON line (used by `benches/soci_index.sh`).
+//! Builds the index of one layer blob file as `estargz-convert index` does (zTOC, span
+//! blocks with resume points, windows, lite zTOC) and prints how long it took and how big
+//! the index is, as one JSON line (used by `benches/soci_index.sh`).
 //!
 //! Usage: `soci_index LAYER.tar.gz [gzip|tar] [MIN_SPAN_SIZE]`
 
 use std::time::Instant;
 
-use estargz::soci::{build_ztoc, BuildOptions, Compression};
+use estargz::soci::{build_index, BuildOptions, Compression, DEFAULT_BLOCK_SIZE};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -30,18 +31,22 @@ fn main() {
     };
     let layer_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
-    let ztoc = match build_ztoc(file, compression, &options) {
-        Ok(z) => z,
+    let built = match build_index(file, compression, &options, DEFAULT_BLOCK_SIZE) {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("index {path}: {e}");
             std::process::exit(1);
         }
     };
+    let ztoc = &built.ztoc;
     let bytes = ztoc.to_bytes();
+    let ours = built.blocks.to_bytes().len() + built.windows.len() + built.lite.len();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{{\"seconds\": {seconds:.3}, \"layer_bytes\": {layer_bytes}, \"ztoc_bytes\": {}, \"spans\": {}, \"files\": {}}}",
+        "{{\"seconds\": {seconds:.3}, \"layer_bytes\": {layer_bytes}, \"ztoc_bytes\": {}, \"index_bytes\": {}, \"points\": {}, \"spans\": {}, \"files\": {}}}",
         bytes.len(),
+        bytes.len() + ours,
+        built.blocks.points().len(),
         ztoc.max_span_id + 1,
         ztoc.files.len()
     );
