@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 seconds="${1:-20}"
 sanitizer="${FUZZ_SANITIZER:-none}"
-targets=(footer toc index reader tar)
+targets=(footer toc index reader tar soci)
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
