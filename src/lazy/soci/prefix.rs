@@ -304,7 +304,12 @@ impl Prefixes {
         if !state.segments.iter().any(|s| s.start == span_start) {
             consider(Start::Checkpoint, 0..upto(0), 0);
         }
-        let usable = |p: &&ResumePoint| p.window.len == 0 || self.windows.is_some();
+        // A point with a decoder already is that decoder (a second one would only redo
+        // it, and forever if the index makes it stop short).
+        let usable = |p: &&ResumePoint| {
+            (p.window.len == 0 || self.windows.is_some())
+                && !state.segments.iter().any(|s| s.start == p.uncompressed)
+        };
         if let Some(point) = self
             .blocks
             .points_of(span)
