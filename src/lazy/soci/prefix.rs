@@ -395,6 +395,8 @@ impl Prefixes {
                 taken.insert((span, i), segment);
             }
             let mut windows = windows.into_iter();
+            // Each decoder is fed on its own blocking thread: they are independent.
+            let mut feeding = Vec::with_capacity(plans.len());
             for ((start, want), blocks) in plans.into_iter().zip(got) {
                 let segment = match start {
                     Start::Segment(i) => taken
@@ -420,10 +422,12 @@ impl Prefixes {
                         segment.decoder.feed(block, &mut segment.out)?;
                     }
                     Ok::<_, SpanError>(segment)
-                })
-                .await?;
-                match fed {
-                    Ok(segment) => guards[want.span - spans.start].segments.push(segment),
+                });
+                feeding.push((want.span, fed));
+            }
+            for (span, fed) in feeding {
+                match fed.await? {
+                    Ok(segment) => guards[span - spans.start].segments.push(segment),
                     Err(error) => {
                         // The decoder is dropped: one that failed is not resumed.
                         tracing::error!(layer = %source.location.digest, %error, "soci block failed to decode");
