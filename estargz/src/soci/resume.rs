@@ -46,6 +46,23 @@ pub struct ResumePoint {
 }
 
 impl ResumePoint {
+    /// A point whose window has no place in a windows blob yet.
+    fn unplaced(span: u32, block: u32, (compressed, uncompressed): (u64, u64), bits: u8) -> Self {
+        let window = WindowRef {
+            offset: 0,
+            len: 0,
+            digest: Digest::sha256(&[]),
+        };
+        ResumePoint {
+            span,
+            block,
+            compressed,
+            uncompressed,
+            bits,
+            window,
+        }
+    }
+
     /// The first compressed byte decoding from here needs.
     pub fn fetch_start(&self) -> u64 {
         self.compressed - u64::from(self.bits != 0)
@@ -60,6 +77,18 @@ struct Pending {
     byte: u8,
     window: Vec<u8>,
     input: Vec<u8>,
+}
+
+impl Pending {
+    fn new(point: ResumePoint, checkpoint: Option<usize>, byte: u8, window: Vec<u8>) -> Self {
+        Pending {
+            point,
+            checkpoint,
+            byte,
+            window,
+            input: Vec::new(),
+        }
+    }
 }
 
 /// A point with its encoded sparse window.
@@ -110,24 +139,8 @@ impl<'a, 's> ResumeRecorder<'a, 's> {
         self.last = Some((span, block));
         let mut saved = Vec::with_capacity(WINDOW);
         window(&mut saved);
-        self.pending.push(Pending {
-            point: ResumePoint {
-                span,
-                block,
-                compressed,
-                uncompressed,
-                bits,
-                window: WindowRef {
-                    offset: 0,
-                    len: 0,
-                    digest: Digest::sha256(&[]),
-                },
-            },
-            checkpoint: None,
-            byte,
-            window: saved,
-            input: Vec::new(),
-        });
+        let point = ResumePoint::unplaced(span, block, (compressed, uncompressed), bits);
+        self.pending.push(Pending::new(point, None, byte, saved));
     }
 
     /// zTOC checkpoint `index` at `compressed` (bits leftover in `byte`), with its
@@ -139,24 +152,10 @@ impl<'a, 's> ResumeRecorder<'a, 's> {
         (bits, byte): (u8, u8),
         window: &[u8],
     ) {
-        self.pending.push(Pending {
-            point: ResumePoint {
-                span: u32::try_from(index).unwrap_or(u32::MAX),
-                block: 0,
-                compressed,
-                uncompressed,
-                bits,
-                window: WindowRef {
-                    offset: 0,
-                    len: 0,
-                    digest: Digest::sha256(&[]),
-                },
-            },
-            checkpoint: Some(index),
-            byte,
-            window: window.to_vec(),
-            input: Vec::new(),
-        });
+        let span = u32::try_from(index).unwrap_or(u32::MAX);
+        let point = ResumePoint::unplaced(span, 0, (compressed, uncompressed), bits);
+        self.pending
+            .push(Pending::new(point, Some(index), byte, window.to_vec()));
     }
 
     /// Compressed bytes consumed after the points offered so far; `out` is the
