@@ -11,7 +11,7 @@ use estargz::soci::{SpanBlocks, SpanError};
 use estargz::Digest;
 
 use super::prefix_error::PrefixError;
-use super::span_fetch::SpanSource;
+use super::span_fetch::{missing_runs, SpanSource};
 use crate::lazy::cache::{CacheKey, ChunkBytes};
 use crate::lazy::link::FetchKind;
 use crate::lazy::observe;
@@ -63,20 +63,8 @@ pub(super) async fn gather(
         cached.into_iter().map(|c| c.map(|b| (b, false))).collect();
     // Runs of missing blocks adjacent in the blob (a span's first block may share a byte
     // with the previous span's last), each one range request, several at once.
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < got.len() {
-        if got[i].is_some() {
-            i += 1;
-            continue;
-        }
-        let mut j = i + 1;
-        while j < got.len() && got[j].is_none() && list[j].2.start <= list[j - 1].2.end {
-            j += 1;
-        }
-        runs.push(i..j);
-        i = j;
-    }
+    let missing: Vec<bool> = got.iter().map(Option::is_none).collect();
+    let runs = missing_runs(&missing, |j| list[j].2.start <= list[j - 1].2.end);
     // Made here, not by a closure inside the stream (which would not be Send for every
     // lifetime of `source`).
     let fetches: Vec<_> = runs

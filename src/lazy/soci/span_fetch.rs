@@ -112,27 +112,19 @@ impl SpanSource {
                 })
             })
             .collect();
-        let mut i = 0;
-        while i < out.len() {
-            if out[i].is_some() {
-                i += 1;
-                continue;
-            }
-            let mut j = i + 1;
-            while j < out.len() && out[j].is_none() {
-                j += 1;
-            }
-            let ranges = (run.start + i..run.start + j)
+        let missing: Vec<bool> = out.iter().map(Option::is_none).collect();
+        // Spans are adjacent in the blob: every run of missing ones is one request.
+        for gap in missing_runs(&missing, |_| true) {
+            let ranges = (run.start + gap.start..run.start + gap.end)
                 .map(|span| self.range(span))
                 .collect::<Result<Vec<_>, _>>()?;
             let pieces = self.fetch_pieces(&ranges, kind).await?;
-            for (slot, bytes) in out[i..j].iter_mut().zip(pieces) {
+            for (slot, bytes) in out[gap].iter_mut().zip(pieces) {
                 *slot = Some(SpanBytes {
                     bytes,
                     fetched: true,
                 });
             }
-            i = j;
         }
         Ok(out.into_iter().flatten().collect())
     }
@@ -206,4 +198,24 @@ impl SpanSource {
         }
         Ok(bytes)
     }
+}
+
+/// The runs of consecutive `missing` entries, a run going on at `j` only while
+/// `joins(j)` (entry `j` is adjacent in the blob to entry `j - 1`).
+pub fn missing_runs(missing: &[bool], joins: impl Fn(usize) -> bool) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < missing.len() {
+        if !missing[i] {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < missing.len() && missing[j] && joins(j) {
+            j += 1;
+        }
+        runs.push(i..j);
+        i = j;
+    }
+    runs
 }
