@@ -192,3 +192,50 @@ fn the_lite_ztoc_is_small_and_every_span_inflates_from_it_as_from_the_ztoc() {
     }
     assert!(from_lite(b"not zstd").is_err());
 }
+
+#[test]
+fn spans_stretch_where_windows_would_outgrow_the_budget_and_the_index_stays_within_it() {
+    // Large text files between some binaries (about 3:1 overall): a window per
+    // `span_size` of output would be several per cent of the layer, so regular cuts wait.
+    let mut t = crate::testutil::TarBuilder::new();
+    for i in 0..32u64 {
+        t.file(&format!("doc/{i}.txt"), &super::tests::text(i, 256 << 10));
+        t.file(
+            &format!("bin/{i}"),
+            &crate::testutil::pseudo_random_bytes(i, 64 << 10),
+        );
+    }
+    let tar = t.finish();
+    let blob = super::tests::gzip(&tar);
+    let span = 512 << 10;
+    let built = super::build_index(
+        &blob[..],
+        Compression::Gzip,
+        &super::tests::opts(span, span),
+        64 << 10,
+    )
+    .unwrap();
+    let z = Zinfo::new(&built.ztoc).unwrap();
+    let longest = (0..z.span_count())
+        .map(|s| z.uncompressed_range(s).map(|r| r.end - r.start).unwrap())
+        .max()
+        .unwrap();
+    let index = built.ztoc.to_bytes().len()
+        + built.blocks.to_bytes().len()
+        + built.windows.len()
+        + built.lite.len();
+    eprintln!(
+        "blob {} tar {} spans {} longest {longest} index {index}",
+        blob.len(),
+        tar.len(),
+        z.span_count()
+    );
+    assert!(longest > span, "no span was stretched: longest {longest}");
+    assert!(longest <= 16 * span + (128 << 10), "longest span {longest}");
+    assert!(
+        index * 1000 <= blob.len() * 30,
+        "index {index} over 3 % of {}",
+        blob.len()
+    );
+    check_points(&tar, &blob, &z, &built.blocks, &built.windows);
+}

@@ -9,7 +9,12 @@
 //! of the file table) must stay within 2.8 % of the compressed bytes read. Spans of large
 //! or poorly compressible files use little of it (a 4 MiB span of binaries is ~2 MiB
 //! compressed), which is what pays for closer spans where many small files are; an early
-//! span also needs 512 KiB of compressed bytes. Regular cuts are never held back.
+//! span also needs 512 KiB of compressed bytes. Where the layer compresses so well that
+//! even regular cuts would outgrow the budget (text: a 4 MiB span is under 1 MiB
+//! compressed, so its window alone is over 3 %), regular cuts are held back too, up to
+//! [`MAX_SPAN_STRETCH`] spans' worth: reads inside the longer spans start at resume points,
+//! which cost far less than a checkpoint window. Not where the file table alone takes
+//! most of the budget: longer spans could not bring the zTOC within it.
 
 use std::io::Read;
 use std::sync::PoisonError;
@@ -43,9 +48,9 @@ const MIN_HINT_SPAN: u64 = 64 << 10;
 const SMALL_FILES_PER_SPAN: usize = 64;
 /// Compressed bytes a span needs before an early cut.
 const EARLY_CUT_COMPRESSED: u64 = 512 << 10;
-/// The index may take this many per mille of the compressed bytes read before an early
-/// cut is allowed.
-const INDEX_BUDGET_PER_MILLE: u64 = 28;
+/// A span may grow to this many times `span_size` while a cut would put the zTOC over
+/// its share of the budget.
+const MAX_SPAN_STRETCH: u64 = 16;
 /// The index (zTOC, blocks, resume points and their windows) stays within this many per
 /// mille of the layer: resume points get what the zTOC and the blocks leave.
 const INDEX_TARGET_PER_MILLE: u64 = 30;
@@ -56,10 +61,17 @@ const FILE_COST: u64 = 128;
 /// gzip headers longer than this (names, comments, extra fields) are refused.
 const MAX_GZIP_HEADER: usize = 1 << 20;
 
+/// The zTOC's share of the index budget: five sixths (25 of the default 30 per mille),
+/// leaving the rest to the lite zTOC, the blocks and resume points.
+fn ztoc_share_per_mille(opts: &BuildOptions) -> u64 {
+    opts.index_budget_per_mille * 5 / 6
+}
+
 /// How to build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    /// Uncompressed bytes between checkpoints, at most (default 4 MiB).
+    /// Uncompressed bytes between checkpoints (default 4 MiB); a span grows up to 16 times
+    /// this where the zTOC would otherwise outgrow its share of the index budget.
     pub span_size: u64,
     /// Uncompressed bytes between checkpoints, at least, when spans end early because
     /// of many small files (default 1 MiB; equal to `span_size` disables adapting).
@@ -222,13 +234,21 @@ impl Spans {
         self.within_budget(input, files, HINT_BUDGET_PER_MILLE)
     }
 
-    /// The index after one more cut (spans so far, this one and the next, and the
-    /// files) stays within the budget.
+    /// The zTOC after one more cut (the checkpoints of the spans so far, of this one and
+    /// of the next) and the files stays within `per_mille` of the compressed bytes read.
     fn within_budget(&self, input: u64, files: usize, per_mille: u64) -> bool {
         let index = (self.digests.len() as u64 + 2)
             .saturating_mul(SPAN_COST)
             .saturating_add((files as u64).saturating_mul(FILE_COST));
         index.saturating_mul(1000) <= input.saturating_mul(per_mille)
+    }
+
+    /// Whether the file table takes at most half of `per_mille` of the compressed bytes
+    /// read, so windows fill the rest and longer spans can bring the zTOC within it
+    /// (where the file table alone fills it, holding cuts back would only cost reads).
+    fn windows_fill_budget(&self, input: u64, files: usize, per_mille: u64) -> bool {
+        let table = (files as u64).saturating_mul(FILE_COST);
+        table.saturating_mul(2000) <= input.saturating_mul(per_mille)
     }
 
     /// Adds compressed bytes of the current span; `out` is the uncompressed offset
@@ -259,11 +279,16 @@ impl Spans {
     /// Whether a span ending here would be due.
     fn due(&self, opts: &BuildOptions, out: u64, input: u64, files: usize) -> bool {
         let len = out - self.last_out;
-        len > opts.span_size
-            || (len >= opts.min_span_size
-                && files - self.last_files >= SMALL_FILES_PER_SPAN
-                && input - self.last_in >= EARLY_CUT_COMPRESSED
-                && self.within_budget(input, files, INDEX_BUDGET_PER_MILLE))
+        let share = ztoc_share_per_mille(opts);
+        if len > opts.span_size {
+            return len > opts.span_size.saturating_mul(MAX_SPAN_STRETCH)
+                || self.within_budget(input, files, share)
+                || !self.windows_fill_budget(input, files, share);
+        }
+        len >= opts.min_span_size
+            && files - self.last_files >= SMALL_FILES_PER_SPAN
+            && input - self.last_in >= EARLY_CUT_COMPRESSED
+            && self.within_budget(input, files, share)
     }
 
     fn cut(&mut self, out: u64, input: u64, files: usize) -> Result<(), BuildError> {
