@@ -31,7 +31,9 @@
 # Env: IMAGE (default interp), INTERP_MIB (default 200), INTERP_FILES (default 8000),
 #      SIZE_MIB (lazy-bench, default 200), RUNS (default 1), RATE (default 100mbit), DELAY_MS
 #      (default 10), LINKS (default "loopback shaped"), CASES (default all six),
-#      LOG_LEVEL (default info), NET (default 10.231.9).
+#      LOG_LEVEL (default info; a filter such as info,estargz_snapshotter::lazy::soci=debug
+#      logs every SOCI range request), LOGS_TO (a directory: each run's daemon log is
+#      kept there), NET (default 10.231.9).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -93,6 +95,10 @@ measure() {
   fi
   sleep 1 # the registry logs a request when it is done
   read -r bytes requests < <(blob_gets "$REG_LOG" "$first_line")
+  if [[ -n "${LOGS_TO:-}" ]]; then
+    mkdir -p "$LOGS_TO"
+    cp "$WORK/run/snapshotter/log" "$LOGS_TO/$link-$case-$round.log"
+  fi
   stop_stack
   printf '%-9s %-13s round %d: ready after %6ss (pull %6ss), %7s MB in %d blob GETs\n' \
     "$link" "$case" "$round" "$(calc "$ready - $start")" "$(calc "$pulled - $start")" "$(mb "$bytes")" "$requests"

@@ -175,7 +175,9 @@ impl SpanSource {
         kind: FetchKind,
     ) -> Result<bytes::Bytes, SpanFetchError> {
         let link = self.cache.link();
+        let asked = std::time::Instant::now();
         let ticket = link.admit_sized(kind, range.end - range.start).await;
+        let admitted = asked.elapsed();
         let reading = self
             .client
             .read_blob_range(&self.location.reference, blob, range.clone());
@@ -187,6 +189,12 @@ impl SpanSource {
                 source: Box::new(source),
             })?;
         drop(ticket);
+        tracing::debug!(
+            %blob, start = range.start, len = range.end - range.start, ?kind,
+            queued_ms = admitted.as_millis() as u64,
+            total_ms = asked.elapsed().as_millis() as u64,
+            "soci range request"
+        );
         // Not added to the link's estimates: this call cannot tell latency from transfer.
         observe::observer().fetched(SOCI_KIND, bytes.len() as u64);
         if u64::try_from(bytes.len()).ok() != Some(range.end - range.start) {
