@@ -919,3 +919,74 @@ fn containers_reading_the_same_spans_at_once_all_get_the_right_bytes() {
     let (_, remote) = committed_snapshots(&stack.containerd);
     assert_eq!(remote, 2, "both layers were mounted lazily: {daemon_log}");
 }
+
+#[test]
+fn bodies_that_break_part_way_never_serve_wrong_bytes_and_reads_go_on_after() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let config = "[background_fetch]\nenable = false\n[prefetch]\nenable = false\n";
+    let (stack, proxy) = LazyStack::start_behind_proxy("socit-", config);
+    // A file of many blocks: its fetch streams, and a body cut in half hands the decoder
+    // the first blocks before it breaks.
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("data", 0o755).unwrap();
+    let content = testkit::image::content::random(7, 3 << 20);
+    layer.file("data/rest.bin", &content, 0o644).unwrap();
+    let image = testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/sha256sum", "/data/rest.bin"])
+        .build()
+        .unwrap();
+    let want = estargz::Digest::sha256(&content).hex();
+    let reference = stack.registry.push("soci/trunc", "v1", &image).unwrap();
+    index(&reference);
+    let via_proxy = reference.replacen(&stack.registry.host(), &proxy.host(), 1);
+    rpull(&stack.containerd, &via_proxy);
+    let run = |id: String| {
+        let args = ["run", "--rm", "--snapshotter", "stargz", &via_proxy, &id];
+        stack.containerd.ctr(args).map(|o| o.stdout)
+    };
+    proxy.set_mode(testkit::FaultMode::Truncate);
+    let broken = run(unique_id("socit")).unwrap_or_default();
+    let faulted = proxy.faulted();
+    proxy.set_mode(testkit::FaultMode::Pass);
+    let daemon_log = stack.daemon.log_text();
+    assert!(faulted > 0, "the read went through the proxy: {daemon_log}");
+    // The first blocks of a cut body were handed out before it broke.
+    let handed_before_a_break = without_colours(&daemon_log)
+        .lines()
+        .filter(|l| l.contains("soci range body broke"))
+        .filter_map(|l| {
+            l.split("handed=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0u64);
+    assert!(handed_before_a_break > 0, "{daemon_log}");
+    assert!(
+        broken.trim().is_empty() || broken.starts_with(&want),
+        "a broken body never makes a wrong file: {broken}"
+    );
+    // What the decoders got before the bodies broke is kept; the next read goes on.
+    let out = run(unique_id("socit")).unwrap();
+    assert!(out.starts_with(&want), "{out}\n{}", stack.daemon.log_text());
+}
+
+/// `log` without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

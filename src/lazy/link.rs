@@ -49,6 +49,11 @@ impl FetchKind {
 /// megabytes), few enough that an on-demand read waits behind little.
 const LOWER_CLASS_REQUESTS: usize = 2;
 
+/// Small requests ([`Link::admit_sized`]) of a lower class on the wire at once: together
+/// at most this many round trips' worth of bytes ahead of an on-demand read, less than
+/// the few large requests of the class carry.
+const LOWER_CLASS_SMALL_REQUESTS: usize = 8;
+
 /// Weight of the newest sample in the moving averages.
 const SMOOTHING: f64 = 0.25;
 
@@ -120,7 +125,8 @@ impl Link {
             {
                 let mut state = self.lock();
                 let above = |k: FetchKind| FetchKind::ALL.iter().filter(move |a| **a < k);
-                if above(kind).all(|a| state.requests(*a) == 0) {
+                let room = state.small_on_wire[kind.slot()] < LOWER_CLASS_SMALL_REQUESTS;
+                if room && above(kind).all(|a| state.requests(*a) == 0) {
                     state.small_on_wire[kind.slot()] += 1;
                     return Ticket {
                         link: self.clone(),

@@ -23,6 +23,7 @@ use crate::lazy::producers::prefetch::{self, PrefetchConfig};
 use crate::lazy::producers::preopen::{listed_layers, Preopened};
 use crate::lazy::producers::record::{RecordConfig, Recorder};
 use crate::lazy::recorded::Recorded;
+use crate::lazy::soci::ahead as soci_ahead;
 use crate::lazy::source::{
     toc_digest_from_labels, BlobLocation, LabelError, RegistryBlob, RemoteConfig, RemoteError,
 };
@@ -197,6 +198,8 @@ pub struct FuseMounter {
     preopened: Preopened,
     /// SOCI index look-ups, remembered per image (layers without eStargz labels).
     soci: Arc<crate::lazy::soci::SociIndexes>,
+    /// SOCI layers of the images being pulled, opened ahead of their Prepare.
+    soci_ahead: soci_ahead::SociAhead,
     /// The open layer of each blob, shared by all its mounts.
     layers: SharedLayers,
 }
@@ -221,6 +224,7 @@ impl FuseMounter {
             board: Arc::default(),
             preopened: Preopened::default(),
             soci: Arc::default(),
+            soci_ahead: soci_ahead::SociAhead::default(),
             layers: SharedLayers::default(),
         })
     }
@@ -361,24 +365,34 @@ impl FuseMounter {
     ) -> Result<Result<(), Option<OwnedFd>>, LazyError> {
         let digest = location.digest;
         let timeout = self.fuse.mount_timeout;
-        let readahead = self.layer.readahead_bounds();
-        let open = (self.soci).open(&self.client, &self.cache, location, labels, readahead);
+        let params = soci_ahead::OpenParams {
+            client: &self.client,
+            cache: &self.cache,
+            labels,
+            readahead: self.layer.readahead_bounds(),
+        };
+        if self.prefetch.open_layers_ahead && adopted.is_none() {
+            let prefetch = self.prefetch.enable;
+            (self.soci_ahead).start(&self.soci, &self.runtime, location, &params, prefetch);
+        }
+        let open = self.soci_ahead.open(&self.soci, location, &params);
         let opening = async { tokio::time::timeout(timeout, open).await };
-        let layer = self
+        let opened = self
             .runtime
             .block_on(opening)
             .map_err(|_| LazyError::Timeout { digest, timeout })??;
-        let Some(layer) = layer else {
+        let Some(soci_ahead::Opened { layer, prefetch }) = opened else {
             return Ok(Err(adopted));
         };
         let recorder = self.recorder_for(location, labels);
         // Containers wait on an adopted mount: it serves at once.
         if self.prefetch.enable && layer.has_prefetch() && adopted.is_none() {
-            // Like the eStargz landmark: the learned spans come before ready, bounded.
+            // Like the eStargz landmark: the learned spans come before ready, bounded; a
+            // layer opened ahead has had its prefetch under way since.
             let timeout = self.prefetch.timeout;
-            let prefetching = async {
-                tokio::time::timeout(timeout, self.runtime.spawn(layer.clone().prefetch())).await
-            };
+            let prefetch =
+                prefetch.unwrap_or_else(|| soci_ahead::start_prefetch(&layer, &self.runtime));
+            let prefetching = async { tokio::time::timeout(timeout, prefetch).await };
             if self.runtime.block_on(prefetching).is_err() {
                 tracing::info!(%digest, ?timeout, "soci prefetch still running at its timeout; mounting");
             }

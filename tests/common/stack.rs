@@ -13,7 +13,7 @@ use estargz_convert::platform::PlatformFilter;
 use estargz_convert::progress::{Mode, Progress};
 use estargz_convert::record::Prioritized;
 use estargz_convert::store::Store;
-use testkit::{BuiltImage, Containerd, ContainerdOptions, DataFile, Registry};
+use testkit::{BuiltImage, Containerd, ContainerdOptions, DataFile, FaultProxy, Registry};
 
 use super::Daemon;
 
@@ -166,10 +166,33 @@ impl LazyStack {
     /// Like [`LazyStack::start`], with `extra_config` (TOML tables) for the daemon.
     pub fn start_with_config(prefix: &str, extra_config: &str) -> LazyStack {
         let registry = Registry::start().unwrap();
+        LazyStack::start_on(registry, &[], prefix, extra_config)
+    }
+
+    /// Like [`LazyStack::start_with_config`], with a fault proxy in front of the registry
+    /// (images pulled through `proxy.host()` reach blobs through it).
+    pub fn start_behind_proxy(prefix: &str, extra_config: &str) -> (LazyStack, FaultProxy) {
+        let registry = Registry::start().unwrap();
+        let proxy = FaultProxy::start(&registry.host()).unwrap();
+        let stack = LazyStack::start_on(registry, &[proxy.host()], prefix, extra_config);
+        (stack, proxy)
+    }
+
+    /// The daemon (plain HTTP to `registry` and `more_hosts`) and containerd.
+    fn start_on(
+        registry: Registry,
+        more_hosts: &[String],
+        prefix: &str,
+        extra_config: &str,
+    ) -> LazyStack {
         let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let hosts: Vec<String> = std::iter::once(registry.host())
+            .chain(more_hosts.iter().cloned())
+            .map(|h| format!("\"{h}\""))
+            .collect();
         let config = format!(
-            "[remote]\nplain_http = [\"{}\"]\n{extra_config}",
-            registry.host()
+            "[remote]\nplain_http = [{}]\n{extra_config}",
+            hosts.join(", ")
         );
         let daemon = Daemon::start_with_config(dir.path(), &config);
         let containerd = Containerd::start_with(ContainerdOptions {

@@ -1,7 +1,8 @@
 //! Span blocks for the reads of a layer: from the chunk cache (keyed by block digest),
 //! else the registry, the missing blocks adjacent in the blob in one range request on the
-//! shared link in the caller's class. Every block is checked against its digest before it
-//! is returned; a fetched one is cached only once checked.
+//! shared link in the caller's class. Blocks are handed out in order as they arrive, each
+//! as an [`UncheckedBlock`] whose bytes can only be had once they match its digest; a
+//! fetched one is cached only once checked.
 
 use std::ops::Range;
 
@@ -12,7 +13,7 @@ use estargz::Digest;
 
 use super::prefix_error::PrefixError;
 use super::span_fetch::{missing_runs, SpanSource};
-use crate::lazy::cache::{CacheKey, ChunkBytes};
+use crate::lazy::cache::{CacheKey, ChunkBytes, ChunkCache};
 use crate::lazy::link::FetchKind;
 use crate::lazy::observe;
 
@@ -26,18 +27,89 @@ pub(super) struct Want {
     pub blocks: Range<usize>,
 }
 
-/// The blocks `wants` asks for, in order, each with whether it was fetched: from the
-/// cache, else fetched (blocks adjacent in the blob in one request); all checked
-/// against their digests, fetched ones then cached.
+/// A block as it came, from the cache or the registry, not yet checked.
+pub(super) struct UncheckedBlock {
+    span: usize,
+    block: usize,
+    digest: Digest,
+    bytes: ChunkBytes,
+    fetched: bool,
+}
+
+impl UncheckedBlock {
+    /// Whether the bytes came over the network (rather than from the cache).
+    pub fn fetched(&self) -> bool {
+        self.fetched
+    }
+
+    /// The block's bytes once they match its digest (blocking: hashes them); a fetched
+    /// block is then cached. A mismatch is logged and counted.
+    pub fn check(self, cache: &ChunkCache, layer: &Digest) -> Result<ChunkBytes, SpanError> {
+        let got = Digest::sha256(&self.bytes);
+        if got != self.digest {
+            let error = SpanError::BlockDigest {
+                span: self.span,
+                block: self.block,
+                got,
+                want: self.digest,
+            };
+            tracing::error!(%layer, %error, "soci block failed verification");
+            observe::observer().verification_failed(observe::SOCI_BLOCK);
+            return Err(error);
+        }
+        if self.fetched {
+            cache.put_disk(CacheKey::Content(self.digest), self.bytes.clone());
+        }
+        Ok(self.bytes)
+    }
+}
+
+/// The blocks `wants` asks for, each checked, in order, with whether it was fetched.
 pub(super) async fn gather(
     blocks: &SpanBlocks,
     source: &SpanSource,
     wants: &[Want],
     kind: FetchKind,
 ) -> Result<Vec<Vec<(ChunkBytes, bool)>>, PrefixError> {
+    let mut unchecked: Vec<Vec<UncheckedBlock>> = wants.iter().map(|_| Vec::new()).collect();
+    gather_unchecked(blocks, source, wants, kind, |want, block| {
+        unchecked[want].push(block);
+    })
+    .await?;
+    let (cache, layer) = (source.cache.clone(), source.location.digest);
+    let checked = tokio::task::spawn_blocking(move || {
+        unchecked
+            .into_iter()
+            .map(|blocks| {
+                blocks
+                    .into_iter()
+                    .map(|b| {
+                        let fetched = b.fetched();
+                        b.check(&cache, &layer).map(|bytes| (bytes, fetched))
+                    })
+                    .collect::<Result<Vec<_>, SpanError>>()
+            })
+            .collect::<Result<Vec<_>, SpanError>>()
+    })
+    .await?;
+    Ok(checked?)
+}
+
+/// The blocks `wants` asks for, handed to `deliver(want index, block)` in order as they
+/// come: cached ones at once, fetched ones as each arrives (runs of missing blocks
+/// adjacent in the blob in one request, several at once). On an error nothing after the
+/// failed block is handed out, so every want gets a prefix of its blocks.
+pub(super) async fn gather_unchecked(
+    blocks: &SpanBlocks,
+    source: &SpanSource,
+    wants: &[Want],
+    kind: FetchKind,
+    mut deliver: impl FnMut(usize, UncheckedBlock),
+) -> Result<(), PrefixError> {
     let zinfo = &source.zinfo;
+    // (want index, span, block, compressed range, digest), in the order handed out.
     let mut list = Vec::new();
-    for want in wants {
+    for (w, want) in wants.iter().enumerate() {
         for block in want.blocks.clone() {
             let (Some(range), Some(info)) = (
                 blocks.compressed_range(zinfo, want.span, block),
@@ -45,73 +117,76 @@ pub(super) async fn gather(
             ) else {
                 return Err(SpanError::NoSuchSpan { span: want.span }.into());
             };
-            list.push((want.span, block, range, info.digest));
+            list.push((w, want.span, block, range, info.digest));
         }
     }
     let cache = source.cache.clone();
     let keys: Vec<(CacheKey, u64)> = list
         .iter()
-        .map(|(_, _, r, digest)| (CacheKey::Content(*digest), r.end - r.start))
+        .map(|(_, _, _, r, digest)| (CacheKey::Content(*digest), r.end - r.start))
         .collect();
-    let cached: Vec<Option<ChunkBytes>> = tokio::task::spawn_blocking(move || {
+    let mut cached: Vec<Option<ChunkBytes>> = tokio::task::spawn_blocking(move || {
         keys.iter()
             .map(|(key, len)| cache.peek(key, *len))
             .collect()
     })
     .await?;
-    let mut got: Vec<Option<(ChunkBytes, bool)>> =
-        cached.into_iter().map(|c| c.map(|b| (b, false))).collect();
+    let mut hand = |j: usize, bytes: ChunkBytes, fetched: bool| {
+        let (w, span, block, _, digest) = list[j].clone();
+        let unchecked = UncheckedBlock {
+            span,
+            block,
+            digest,
+            bytes,
+            fetched,
+        };
+        deliver(w, unchecked);
+    };
     // Runs of missing blocks adjacent in the blob (a span's first block may share a byte
-    // with the previous span's last), each one range request, several at once.
-    let missing: Vec<bool> = got.iter().map(Option::is_none).collect();
-    let runs = missing_runs(&missing, |j| list[j].2.start <= list[j - 1].2.end);
-    // Made here, not by a closure inside the stream (which would not be Send for every
-    // lifetime of `source`).
-    let fetches: Vec<_> = runs
-        .iter()
-        .map(|run| {
-            let ranges: Vec<Range<u64>> = list[run.clone()].iter().map(|b| b.2.clone()).collect();
-            async move { source.fetch_pieces(&ranges, kind).await }
-        })
-        .collect();
-    let fetched: Vec<Vec<ChunkBytes>> = futures::stream::iter(fetches)
-        .buffered(MAX_RUNS_AT_ONCE)
-        .try_collect()
-        .await?;
-    for (run, pieces) in runs.into_iter().zip(fetched) {
-        for (slot, piece) in got[run].iter_mut().zip(pieces) {
-            *slot = Some((piece, true));
-        }
+    // with the previous span's last), each one range request whose blocks come out as
+    // they arrive, through a channel per run so they are handed out in order.
+    let missing: Vec<bool> = cached.iter().map(Option::is_none).collect();
+    let runs = missing_runs(&missing, |j| list[j].3.start <= list[j - 1].3.end);
+    let mut receivers = Vec::with_capacity(runs.len());
+    let mut fetches = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        receivers.push(rx);
+        let ranges: Vec<Range<u64>> = list[run.clone()].iter().map(|b| b.3.clone()).collect();
+        let first = run.start;
+        fetches.push(async move {
+            let piece = |i: usize, bytes: ChunkBytes| drop(tx.send((first + i, bytes)));
+            source.fetch_pieces_streamed(&ranges, kind, piece).await
+        });
     }
-    let got: Vec<(ChunkBytes, bool)> = got.into_iter().flatten().collect();
-    // Checked here, cached only once checked.
-    let (checking, cache, layer) = (got.clone(), source.cache.clone(), source.location.digest);
-    let checked = tokio::task::spawn_blocking(move || {
-        for ((span, block, _, want), (bytes, fetched)) in list.into_iter().zip(checking) {
-            let got = Digest::sha256(&bytes);
-            if got != want {
-                let error = SpanError::BlockDigest {
-                    span,
-                    block,
-                    got,
-                    want,
-                };
-                tracing::error!(%layer, %error, "soci block failed verification");
-                observe::observer().verification_failed(observe::SOCI_BLOCK);
-                return Err(error);
+    // An async block, so that once it is done (the first error ends it) the requests still
+    // going are dropped, and with them their channels: the handing below never waits on
+    // a request nobody drives.
+    let driving = async move {
+        let stream = futures::stream::iter(fetches).buffer_unordered(MAX_RUNS_AT_ONCE);
+        stream.try_collect::<Vec<()>>().await
+    };
+    let handing = async {
+        let mut next = 0;
+        for (run, mut rx) in runs.iter().zip(receivers) {
+            for (i, slot) in cached[next..run.start].iter_mut().enumerate() {
+                hand(next + i, slot.take().unwrap_or_default(), false);
             }
-            if fetched {
-                cache.put_disk(CacheKey::Content(want), bytes);
+            next = run.start;
+            while let Some((j, bytes)) = rx.recv().await {
+                hand(j, bytes, true);
+                next = j + 1;
+            }
+            if next < run.end {
+                // The run failed: what comes after it must wait for a later read.
+                return;
             }
         }
-        Ok(())
-    })
-    .await?;
-    checked?;
-    let mut out = Vec::with_capacity(wants.len());
-    let mut it = got.into_iter();
-    for want in wants {
-        out.push(it.by_ref().take(want.blocks.len()).collect());
-    }
-    Ok(out)
+        for (i, slot) in cached[next..].iter_mut().enumerate() {
+            hand(next + i, slot.take().unwrap_or_default(), false);
+        }
+    };
+    let (driven, ()) = futures::join!(driving, handing);
+    driven?;
+    Ok(())
 }

@@ -12,8 +12,10 @@
 //! layer is reported ready. After the mount, [`check_whole_blob`] checks the index
 //! against the whole layer from the bytes background fetching brings into the cache.
 
+pub mod ahead;
 mod blob_check;
 mod block_fetch;
+mod feeding;
 mod prefix;
 mod prefix_error;
 mod soci_layer;

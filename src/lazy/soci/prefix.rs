@@ -20,7 +20,8 @@ use estargz::soci::{PrefixDecoder, ResumePoint, SpanBlocks, SpanError};
 use estargz::Digest;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::block_fetch::{gather, Want};
+use super::block_fetch::{gather, gather_unchecked, Want};
+use super::feeding::{Feeders, Segment};
 use super::prefix_error::PrefixError;
 use super::span_fetch::{SpanBytes, SpanSource};
 use super::window_fetch;
@@ -31,19 +32,6 @@ use crate::lazy::link::FetchKind;
 const CACHED_SPANS: usize = 16;
 /// Uncompressed bytes of prefetched prefixes kept for the layer's life.
 const MAX_PINNED_BYTES: usize = 256 << 20;
-
-/// One decoder of a span and what it produced, from uncompressed offset `start` on.
-struct Segment {
-    start: u64,
-    decoder: PrefixDecoder,
-    out: Vec<u8>,
-}
-
-impl Segment {
-    fn end(&self) -> u64 {
-        self.start.saturating_add(self.out.len() as u64)
-    }
-}
 
 /// A span's decoders.
 #[derive(Default)]
@@ -363,22 +351,7 @@ impl Prefixes {
             if plans.is_empty() {
                 return Ok(());
             }
-            let windows = plans.iter().filter_map(|(start, _)| match start {
-                Start::Point(p) => Some(window_fetch::window(source, self.windows, p, kind)),
-                _ => None,
-            });
-            let wants: Vec<Want> = plans
-                .iter()
-                .map(|(_, w)| Want {
-                    span: w.span,
-                    blocks: w.blocks.clone(),
-                })
-                .collect();
-            let (got, windows) = futures::future::try_join(
-                gather(&self.blocks, source, &wants, kind),
-                futures::future::try_join_all(windows),
-            )
-            .await?;
+            let windows = self.windows;
             // The segments that go on, taken out highest index first so the others keep
             // their places.
             let mut going_on: Vec<(usize, usize)> = plans
@@ -389,51 +362,82 @@ impl Prefixes {
                 })
                 .collect();
             going_on.sort_unstable_by(|a, b| b.cmp(a));
-            let mut taken = std::collections::HashMap::new();
+            let mut taken = HashMap::new();
             for (span, i) in going_on {
                 let segment = guards[span - spans.start].segments.remove(i);
                 taken.insert((span, i), segment);
             }
-            let mut windows = windows.into_iter();
-            // Each decoder is fed on its own blocking thread: they are independent.
-            let mut feeding = Vec::with_capacity(plans.len());
-            for ((start, want), blocks) in plans.into_iter().zip(got) {
+            let layer = source.location.digest;
+            let feeders = Feeders::new(plans.iter().map(|(_, w)| w.span), &source.cache, layer);
+            let mut points = Vec::new();
+            for (i, (start, want)) in plans.iter().enumerate() {
                 let segment = match start {
-                    Start::Segment(i) => taken
-                        .remove(&(want.span, i))
-                        .ok_or(SpanError::NoSuchSpan { span: want.span })?,
-                    Start::Checkpoint => Segment {
+                    Start::Segment(j) => Some(
+                        (taken.remove(&(want.span, *j)))
+                            .ok_or(SpanError::NoSuchSpan { span: want.span })?,
+                    ),
+                    Start::Checkpoint => Some(Segment {
                         start: zinfo.uncompressed_range(want.span).map_or(0, |u| u.start),
                         decoder: PrefixDecoder::new(zinfo, want.span)?,
                         out: Vec::new(),
-                    },
+                    }),
                     Start::Point(p) => {
-                        let window = windows.next().unwrap_or_default();
-                        Segment {
-                            start: p.uncompressed,
-                            decoder: PrefixDecoder::at_point(zinfo, &self.blocks, &p, window)?,
-                            out: Vec::new(),
-                        }
+                        points.push((i, *p));
+                        None
                     }
                 };
-                let fed = tokio::task::spawn_blocking(move || {
-                    let mut segment = segment;
-                    for (block, _) in &blocks {
-                        segment.decoder.feed(block, &mut segment.out)?;
-                    }
-                    Ok::<_, SpanError>(segment)
-                });
-                feeding.push((want.span, fed));
+                if let Some(segment) = segment {
+                    feeders.start(i, segment);
+                }
             }
-            for (span, fed) in feeding {
-                match fed.await? {
-                    Ok(segment) => guards[span - spans.start].segments.push(segment),
+            // A decoder at a resume point is handed over once its window is in; its
+            // blocks queue until then.
+            let windowing = futures::future::try_join_all(points.iter().map(|(i, p)| {
+                let feeders = &feeders;
+                async move {
+                    let window = window_fetch::window(source, windows, p, kind).await?;
+                    let decoder = PrefixDecoder::at_point(zinfo, &self.blocks, p, window)?;
+                    let out = Vec::new();
+                    let start = p.uncompressed;
+                    feeders.start(
+                        *i,
+                        Segment {
+                            start,
+                            decoder,
+                            out,
+                        },
+                    );
+                    Ok::<_, PrefixError>(())
+                }
+            }));
+            let wants: Vec<Want> = plans
+                .iter()
+                .map(|(_, w)| Want {
+                    span: w.span,
+                    blocks: w.blocks.clone(),
+                })
+                .collect();
+            let gathering = gather_unchecked(&self.blocks, source, &wants, kind, |i, block| {
+                feeders.block(i, block)
+            });
+            let (gathered, windowed) = futures::future::join(gathering, windowing).await;
+            // What the decoders got is kept even when a fetch failed part way: each got a
+            // prefix of its blocks. One that failed to decode is dropped, not resumed.
+            let mut failed = None;
+            for (span, fed) in feeders.finish().await? {
+                match fed {
+                    Ok(Some(segment)) => guards[span - spans.start].segments.push(segment),
+                    Ok(None) => {}
                     Err(error) => {
-                        // The decoder is dropped: one that failed is not resumed.
-                        tracing::error!(layer = %source.location.digest, %error, "soci block failed to decode");
-                        return Err(error.into());
+                        tracing::error!(%layer, %error, "soci block failed to decode");
+                        failed.get_or_insert(error);
                     }
                 }
+            }
+            gathered?;
+            windowed?;
+            if let Some(error) = failed {
+                return Err(error.into());
             }
         }
     }

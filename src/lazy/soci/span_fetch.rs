@@ -157,6 +157,81 @@ impl SpanSource {
             .collect()
     }
 
+    /// [`Self::fetch_pieces`], each piece handed to `piece(i, bytes)` as soon as its last
+    /// byte is in (so the front of a long run is checked and decoded while the rest is on
+    /// the wire). A body that breaks part way is asked for again from the first piece not
+    /// handed out, with the retries of a plain range request.
+    pub async fn fetch_pieces_streamed(
+        &self,
+        ranges: &[Range<u64>],
+        kind: FetchKind,
+        mut piece: impl FnMut(usize, ChunkBytes),
+    ) -> Result<(), SpanFetchError> {
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return Ok(());
+        };
+        let whole = first.start..last.end;
+        let blob = self.location.digest;
+        let asked = std::time::Instant::now();
+        let ticket = self
+            .cache
+            .link()
+            .admit_sized(kind, whole.end - whole.start)
+            .await;
+        let queued = asked.elapsed();
+        let opening = (self.client).open_blob_range(&self.location.reference, &blob, whole.clone());
+        let mut handed = 0;
+        let mut buffer = bytes::BytesMut::new();
+        let mut first_byte = None;
+        let streamed: Result<(), registry::Error> = async {
+            let mut body = observe::range_request(SOCI_KIND, opening).await?;
+            while let Some(bytes) = body.next_piece().await? {
+                first_byte.get_or_insert_with(|| asked.elapsed() - queued);
+                buffer.extend_from_slice(&bytes);
+                let have = whole.start + buffer.len() as u64;
+                while let Some(r) = ranges.get(handed).filter(|r| r.end <= have) {
+                    let (a, b) = (
+                        (r.start - whole.start) as usize,
+                        (r.end - whole.start) as usize,
+                    );
+                    piece(handed, ChunkBytes::from(&buffer[a..b]));
+                    handed += 1;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        drop(ticket);
+        tracing::debug!(
+            %blob, start = whole.start, len = whole.end - whole.start, ?kind,
+            queued_ms = queued.as_millis() as u64,
+            total_ms = asked.elapsed().as_millis() as u64,
+            "soci streamed range request"
+        );
+        observe::observer().fetched(SOCI_KIND, buffer.len() as u64);
+        match (&streamed, first_byte) {
+            // Unlike a collected body, a streamed one tells latency from transfer: it sizes
+            // what the link takes as a small request ([`crate::lazy::link::Link::admit_sized`]).
+            (Ok(()), Some(first_byte)) => {
+                let total = asked.elapsed() - queued;
+                self.cache
+                    .link()
+                    .record(buffer.len() as u64, first_byte, total);
+            }
+            (Err(error), _) => {
+                tracing::debug!(%blob, %error, handed, "soci range body broke; asking for the rest");
+            }
+            _ => {}
+        }
+        if handed < ranges.len() {
+            let rest = self.fetch_pieces(&ranges[handed..], kind).await?;
+            for (i, bytes) in rest.into_iter().enumerate() {
+                piece(handed + i, bytes);
+            }
+        }
+        Ok(())
+    }
+
     /// One range request of class `kind`: admitted on the shared link (so it waits while
     /// higher classes are on the wire), counted in the metrics.
     pub async fn fetch(
