@@ -142,11 +142,21 @@ impl Prefixes {
         let fetch = range.start..fetch_end.max(range.end);
         let locked = zinfo.spans_for(fetch.clone());
         let mut guards = self.lock(locked.clone()).await;
-        let to_fetch = wanted_all(zinfo, locked.clone(), std::slice::from_ref(&fetch));
-        self.extend(source, locked.clone(), &mut guards, &to_fetch, kind)
-            .await?;
         let spans = zinfo.spans_for(range.clone());
         let wanted = wanted(zinfo, spans.clone(), &range);
+        // A read that found its spans busy (another read or the prefetch held them) was
+        // taken for a miss; when its bytes are here once it holds them, it is a hit and
+        // does not wait for a readahead past it.
+        let here = (spans.clone().zip(&wanted)).all(|(span, want)| {
+            guards[span - locked.start]
+                .covering(want.start, want.end)
+                .is_some()
+        });
+        if !here {
+            let to_fetch = wanted_all(zinfo, locked.clone(), std::slice::from_ref(&fetch));
+            self.extend(source, locked.clone(), &mut guards, &to_fetch, kind)
+                .await?;
+        }
         let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
         for ((span, guard), want) in spans.clone().zip(&guards).zip(&wanted) {
             let short = || PrefixError::Short {
@@ -350,6 +360,15 @@ impl Prefixes {
             }
             if plans.is_empty() {
                 return Ok(());
+            }
+            for (start, w) in &plans {
+                let from = match start {
+                    Start::Segment(i) => format!("decoder {i}"),
+                    Start::Checkpoint => "checkpoint".to_owned(),
+                    Start::Point(p) => format!("point at {}", p.uncompressed),
+                };
+                let wants = wanted.get(w.span - spans.start);
+                tracing::debug!(span = w.span, blocks = ?w.blocks, %from, ?wants, ?kind, "soci span plan");
             }
             let windows = self.windows;
             // The segments that go on, taken out highest index first so the others keep
