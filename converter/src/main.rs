@@ -104,13 +104,14 @@ struct IndexCli {
     /// Image to index.
     #[arg(value_name = "IMAGE")]
     image: Location,
-    /// Uncompressed bytes between checkpoints, at most.
+    /// Uncompressed bytes between checkpoints (up to 16 times this where their windows
+    /// would outgrow the index's 3 % budget: well-compressible layers).
     #[arg(long, value_name = "BYTES", default_value_t = estargz::soci::DEFAULT_SPAN_SIZE,
           value_parser = clap::value_parser!(u64).range(65536..))]
     span_size: u64,
     /// Uncompressed bytes between checkpoints, at least, when many small files make spans
-    /// end early (default 1 MiB or --span-size if smaller; equal to --span-size: fixed
-    /// spans).
+    /// end early (default 1 MiB or --span-size if smaller; equal to --span-size: no
+    /// early ends).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(65536..))]
     min_span_size: Option<u64>,
     /// Layers smaller than this (compressed) are left to a normal pull.
