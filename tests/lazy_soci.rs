@@ -907,14 +907,7 @@ fn containers_reading_the_same_spans_at_once_all_get_the_right_bytes() {
     });
     let daemon_log = stack.daemon.log_text();
     for out in &outputs {
-        let mut got: Vec<(String, String)> = out
-            .lines()
-            .filter_map(|l| {
-                let (sum, path) = l.split_once("  ")?;
-                Some((path.to_owned(), sum.to_owned()))
-            })
-            .collect();
-        got.sort();
+        let got = sums_printed(out);
         assert_eq!(
             got, sums,
             "every file's sha256, in every container: {daemon_log}"
@@ -979,4 +972,80 @@ fn bodies_that_break_part_way_never_serve_wrong_bytes_and_reads_go_on_after() {
     // What the decoders got before the bodies broke is kept; the next read goes on.
     let out = run(unique_id("socit")).unwrap();
     assert!(out.starts_with(&want), "{out}\n{}", stack.daemon.log_text());
+}
+
+#[test]
+fn images_sharing_layers_pulled_at_once_all_run_with_the_right_bytes() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("socis-", "[background_fetch]\nenable = false\n");
+    // One image under three repositories, each indexed: three pulls at once whose layers
+    // are the same blobs, each opening the layers above the first ahead of its Prepare.
+    let (image, sums) = image_of_many_files(8);
+    let references: Vec<String> = ["soci/share1", "soci/share2", "soci/share3"]
+        .iter()
+        .map(|repo| {
+            let reference = stack.registry.push(repo, "v1", &image).unwrap();
+            index(&reference);
+            reference
+        })
+        .collect();
+    let outputs: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = references
+            .iter()
+            .map(|reference| {
+                let stack = &stack;
+                scope.spawn(move || {
+                    rpull(&stack.containerd, reference);
+                    let id = unique_id("socis");
+                    let script = "find /data -type f | sort | xargs sha256sum";
+                    let run = [
+                        "run",
+                        "--rm",
+                        "--snapshotter",
+                        "stargz",
+                        reference,
+                        &id,
+                        "/bin/sh",
+                        "-c",
+                        script,
+                    ];
+                    stack
+                        .containerd
+                        .ctr(run)
+                        .map(|o| o.stdout)
+                        .unwrap_or_default()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let daemon_log = stack.daemon.log_text();
+    for out in &outputs {
+        let got = sums_printed(out);
+        assert_eq!(
+            got, sums,
+            "every file's sha256, in every image: {daemon_log}"
+        );
+    }
+    // The data layer's Prepare found it opened, with its prefetch, by busybox's.
+    assert!(
+        daemon_log.contains("using the soci layer opened ahead"),
+        "{daemon_log}"
+    );
+    let (_, remote) = committed_snapshots(&stack.containerd);
+    assert_eq!(remote, 2, "both layers were mounted lazily: {daemon_log}");
+}
+
+/// `(path, sha256)` of each line `sha256sum` printed, sorted by path.
+fn sums_printed(out: &str) -> Vec<(String, String)> {
+    let mut got: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let (sum, path) = l.split_once("  ")?;
+            Some((path.to_owned(), sum.to_owned()))
+        })
+        .collect();
+    got.sort();
+    got
 }
