@@ -228,6 +228,17 @@ impl BlobOrder {
             .map(|p| p.dir)
     }
 
+    /// The chunk holding blob offset `offset` (SOCI layers, whose chunk offsets are tar
+    /// offsets and whose chunks are whole files or 64 MiB pieces of them).
+    pub(crate) fn chunk_around<'a>(&self, index: &'a Index, offset: u64) -> Option<&'a ChunkInfo> {
+        let at = self.chunks.partition_point(|p| p.start <= offset);
+        let placed = self.chunks.get(at.checked_sub(1)?)?;
+        let chunk = index
+            .chunks(placed.file)
+            .get(usize::try_from(placed.chunk).ok()?)?;
+        (offset < chunk.compressed.start.saturating_add(chunk.size)).then_some(chunk)
+    }
+
     /// The chunks lying whole inside `range`, in blob order, up to the first chunk of a
     /// file outside directory `dir`: files of one directory are read together (a
     /// package's modules); the next directory's are a guess that costs a whole window

@@ -3,7 +3,8 @@
 //! at tar offsets). A miss fetches, past the read, what runs after a jump typically reach
 //! and, while misses follow each other, a window growing to a few round trips of the link;
 //! a read entering the second half of the window fetches the next one. Windows never go
-//! past the files of the directory being read. The link's byte figures are scaled by the
+//! past the files of the directory being read; within the file being read they may end
+//! anywhere. The link's byte figures are scaled by the
 //! layer's compression ratio, since the window counts uncompressed bytes.
 
 use std::ops::Range;
@@ -63,13 +64,73 @@ impl Readahead {
         (end > range.start).then_some(range.start..end)
     }
 
-    /// The end of the last chunk lying whole in `range` among the files of the directory
-    /// of the file read at `at`.
+    /// How far into `range` the window may go: to the end of the last file lying whole
+    /// in it among the files of the directory of the file read at `at`, and at least as
+    /// far as the window reaches into that file itself. Unlike an eStargz chunk, a file
+    /// here need not be fetched whole: a window may end inside it, so reading a large
+    /// file runs ahead of the reader as a sequence of windows.
     fn within_dir(&self, index: &Index, range: Range<u64>, at: u64) -> Option<u64> {
         let dir = self.order.dir_around(at)?;
-        self.order
-            .within(index, range, dir)
+        let whole = (self.order.within(index, range.clone(), dir))
             .map(|c| c.compressed.start.saturating_add(c.size))
-            .max()
+            .max();
+        let in_file = (self.order.chunk_around(index, at))
+            .map(|c| c.compressed.start.saturating_add(c.size).min(range.end))
+            .filter(|&end| end > range.start);
+        whole.max(in_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estargz::soci::{build_ztoc, index_of, BuildOptions, Compression};
+    use estargz::testutil::TarBuilder;
+
+    /// A readahead over a tar of `d/big` (8 MiB), then `d/small`; and `d/big`'s offset.
+    fn layer() -> (Index, Readahead, u64) {
+        let mut t = TarBuilder::new();
+        t.file("d/big", &vec![7u8; 8 << 20]);
+        t.file("d/small", b"small");
+        let tar = t.finish();
+        let ztoc = build_ztoc(
+            &tar[..],
+            Compression::Uncompressed,
+            &BuildOptions::default(),
+        )
+        .expect("ztoc");
+        let (index, zinfo) = (
+            index_of(&ztoc).expect("index"),
+            Zinfo::new(&ztoc).expect("zinfo"),
+        );
+        let readahead = Readahead::new(&index, &zinfo, (256 << 10, 4 << 20));
+        let big = ztoc.files.iter().find(|f| f.name == "d/big").expect("big");
+        (index, readahead, big.uncompressed_offset)
+    }
+
+    #[test]
+    fn sequential_misses_in_a_large_file_read_ahead_inside_it() {
+        let (index, readahead, start) = layer();
+        let step = 128 << 10;
+        // The first read is a jump: nothing learned yet, no window.
+        let first = readahead.on_miss(&index, start, start + step, None);
+        assert_eq!(first, start + step);
+        // The next one follows it: the window goes on inside the file (it used to stop at
+        // the read, since the file does not lie whole in the window).
+        let second = readahead.on_miss(&index, start + step, start + 2 * step, None);
+        assert!(
+            second > start + 2 * step,
+            "no window past the read: {second}"
+        );
+        assert!(second <= start + (8 << 20), "the window stays in the file");
+        // A read in the second half of that window asks for the next one, in the file.
+        let next = readahead
+            .on_hit(&index, second - 1, None)
+            .expect("next window");
+        assert!(
+            next.start == second && next.end > second,
+            "{next:?} after {second}"
+        );
+        assert!(next.end <= start + (8 << 20), "{next:?}");
     }
 }
