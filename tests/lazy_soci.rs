@@ -1049,3 +1049,50 @@ fn sums_printed(out: &str) -> Vec<(String, String)> {
     got.sort();
     got
 }
+
+#[test]
+fn soci_images_still_run_after_the_daemon_is_killed_and_started_again() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let config = "[background_fetch]\nenable = false\n";
+    let mut stack = LazyStack::start_with_config("sociz-", config);
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/restart", "v1", &image).unwrap();
+    index(&reference);
+    rpull(&stack.containerd, &reference);
+    let run = |stack: &LazyStack| {
+        let id = unique_id("sociz");
+        let args = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+        stack
+            .containerd
+            .ctr(args)
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    };
+    assert_eq!(run(&stack).trim(), SMALL_TEXT);
+    // SIGKILL (an OOM kill or an upgrade), then the daemon again on the same root.
+    stack.daemon.kill();
+    let registry = stack.registry.host();
+    stack.daemon = common::Daemon::start_with_config(
+        stack.dir.path(),
+        &format!("[remote]\nplain_http = [\"{registry}\"]\n{config}"),
+    );
+    // containerd's connection to the daemon backs off for a few seconds: retried.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut out = run(&stack);
+    while out.trim() != SMALL_TEXT && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        out = run(&stack);
+    }
+    let daemon_log = stack.daemon.log_text();
+    assert_eq!(out.trim(), SMALL_TEXT, "{daemon_log}");
+    assert!(
+        daemon_log.contains("remote snapshot mounted again"),
+        "the SOCI layers were mounted again at startup: {daemon_log}"
+    );
+    let (_, remote) = committed_snapshots(&stack.containerd);
+    assert!(
+        remote >= 2,
+        "the layers are still served lazily: {daemon_log}"
+    );
+}
