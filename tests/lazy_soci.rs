@@ -1096,3 +1096,74 @@ fn soci_images_still_run_after_the_daemon_is_killed_and_started_again() {
         "the layers are still served lazily: {daemon_log}"
     );
 }
+
+#[test]
+fn a_daemon_killed_during_a_soci_pull_serves_the_image_after_a_restart() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let config = "[background_fetch]\nenable = false\n";
+    let mut stack = LazyStack::start_with_config("socim-", config);
+    let image = image_with_data();
+    let reference = stack.registry.push("soci/killed", "v1", &image).unwrap();
+    index(&reference);
+    // The pull on another thread; the daemon is killed once it serves a layer through
+    // the index (the layers above it are being opened ahead then).
+    let mut command = std::process::Command::new(testkit::containerd::CTR_REMOTE_BIN);
+    command
+        .arg("--address")
+        .arg(stack.containerd.address())
+        .args(["--namespace", stack.containerd.namespace()])
+        .args(["image", "rpull", "--plain-http", "--snapshotter", "stargz"])
+        .arg(&reference);
+    let pulling = std::thread::spawn(move || command.output());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !stack
+        .daemon
+        .log_text()
+        .contains("serving layer through its soci index")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stack.daemon.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    stack.daemon.kill();
+    let first = pulling.join().unwrap().map(|o| o.status.success());
+    eprintln!("the pull the kill interrupted succeeded: {first:?}");
+    let registry = stack.registry.host();
+    stack.daemon = common::Daemon::start_with_config(
+        stack.dir.path(),
+        &format!("[remote]\nplain_http = [\"{registry}\"]\n{config}"),
+    );
+    // The pull again (containerd's connection backs off for a few seconds), then a run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pull = [
+        "image",
+        "rpull",
+        "--plain-http",
+        "--snapshotter",
+        "stargz",
+        &reference,
+    ];
+    while let Err(error) = stack.containerd.ctr_remote(pull) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{error}: {}",
+            stack.daemon.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let id = unique_id("socim");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let out = stack
+        .containerd
+        .ctr(run)
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let daemon_log = stack.daemon.log_text();
+    assert_eq!(out.trim(), SMALL_TEXT, "{daemon_log}");
+    let (_, remote) = committed_snapshots(&stack.containerd);
+    assert!(remote >= 2, "the layers are served lazily: {daemon_log}");
+}
