@@ -255,6 +255,7 @@ fn read_points(
             .is_none_or(|l: &ResumePoint| l.uncompressed < point.uncompressed);
         if block == 0
             || point.bits > 7
+            || (point.bits != 0 && point.compressed == 0)
             || !inside
             || !within
             || !ordered

@@ -63,9 +63,10 @@ impl ResumePoint {
         }
     }
 
-    /// The first compressed byte decoding from here needs.
+    /// The first compressed byte decoding from here needs (a point with leftover bits at
+    /// byte 0 has no byte before it: such points are refused when the blocks are read).
     pub fn fetch_start(&self) -> u64 {
-        self.compressed - u64::from(self.bits != 0)
+        self.compressed.saturating_sub(u64::from(self.bits != 0))
     }
 }
 

@@ -155,6 +155,11 @@ fn hostile_points_are_refused() {
             "field at {at} = {value}"
         );
     }
+    // Leftover bits at compressed byte 0: no byte before it to take them from.
+    let mut bad = good.clone();
+    bad[points_at + 8..points_at + 16].copy_from_slice(&0u64.to_le_bytes());
+    bad[points_at + 24] = 3;
+    assert!(SpanBlocks::from_bytes(&bad, &z).is_err());
     // A blob of the previous layout (no points) still reads.
     let mut v1 = good[..points_at - 4].to_vec();
     v1[..8].copy_from_slice(b"ESZBLK01");
