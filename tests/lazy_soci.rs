@@ -129,6 +129,12 @@ fn unconverted_image_with_a_soci_index_is_pulled_lazily_and_runs() {
     let (committed, remote) = committed_snapshots(&stack.containerd);
     assert_eq!(committed, 3, "{daemon_log}");
     assert_eq!(remote, 3, "every layer is a remote snapshot: {daemon_log}");
+    // The layers above busybox were opened while it was prepared, and taken by their own
+    // Prepares.
+    let taken = daemon_log
+        .matches("using the soci layer opened ahead")
+        .count();
+    assert_eq!(taken, 2, "{daemon_log}");
     assert_eq!(
         daemon_log
             .matches("layer mounted lazily through its soci index")
@@ -882,24 +888,8 @@ fn containers_reading_the_same_spans_at_once_all_get_the_right_bytes() {
             .map(|order| {
                 let (stack, reference) = (&stack, &reference);
                 scope.spawn(move || {
-                    let id = unique_id("socic");
                     let script = format!("find /data -type f | {order} | xargs sha256sum");
-                    let run = [
-                        "run",
-                        "--rm",
-                        "--snapshotter",
-                        "stargz",
-                        reference,
-                        &id,
-                        "/bin/sh",
-                        "-c",
-                        &script,
-                    ];
-                    stack
-                        .containerd
-                        .ctr(run)
-                        .map(|o| o.stdout)
-                        .unwrap_or_default()
+                    run_script(stack, reference, "socic", &script)
                 })
             })
             .collect();
@@ -997,24 +987,8 @@ fn images_sharing_layers_pulled_at_once_all_run_with_the_right_bytes() {
                 let stack = &stack;
                 scope.spawn(move || {
                     rpull(&stack.containerd, reference);
-                    let id = unique_id("socis");
                     let script = "find /data -type f | sort | xargs sha256sum";
-                    let run = [
-                        "run",
-                        "--rm",
-                        "--snapshotter",
-                        "stargz",
-                        reference,
-                        &id,
-                        "/bin/sh",
-                        "-c",
-                        script,
-                    ];
-                    stack
-                        .containerd
-                        .ctr(run)
-                        .map(|o| o.stdout)
-                        .unwrap_or_default()
+                    run_script(stack, reference, "socis", script)
                 })
             })
             .collect();
@@ -1028,11 +1002,6 @@ fn images_sharing_layers_pulled_at_once_all_run_with_the_right_bytes() {
             "every file's sha256, in every image: {daemon_log}"
         );
     }
-    // The data layer's Prepare found it opened, with its prefetch, by busybox's.
-    assert!(
-        daemon_log.contains("using the soci layer opened ahead"),
-        "{daemon_log}"
-    );
     let (_, remote) = committed_snapshots(&stack.containerd);
     assert_eq!(remote, 2, "both layers were mounted lazily: {daemon_log}");
 }
@@ -1108,13 +1077,7 @@ fn a_daemon_killed_during_a_soci_pull_serves_the_image_after_a_restart() {
     index(&reference);
     // The pull on another thread; the daemon is killed once it serves a layer through
     // the index (the layers above it are being opened ahead then).
-    let mut command = std::process::Command::new(testkit::containerd::CTR_REMOTE_BIN);
-    command
-        .arg("--address")
-        .arg(stack.containerd.address())
-        .args(["--namespace", stack.containerd.namespace()])
-        .args(["image", "rpull", "--plain-http", "--snapshotter", "stargz"])
-        .arg(&reference);
+    let mut command = stack::rpull_command(&stack.containerd, &reference);
     let pulling = std::thread::spawn(move || command.output());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !stack
@@ -1166,4 +1129,23 @@ fn a_daemon_killed_during_a_soci_pull_serves_the_image_after_a_restart() {
     assert_eq!(out.trim(), SMALL_TEXT, "{daemon_log}");
     let (_, remote) = committed_snapshots(&stack.containerd);
     assert!(remote >= 2, "the layers are served lazily: {daemon_log}");
+}
+
+/// The stdout of `sh -c SCRIPT` in a container of `reference` (empty when it failed).
+fn run_script(stack: &LazyStack, reference: &str, prefix: &str, script: &str) -> String {
+    let id = unique_id(prefix);
+    let run = [
+        "run",
+        "--rm",
+        "--snapshotter",
+        "stargz",
+        reference,
+        &id,
+        "/bin/sh",
+        "-c",
+        script,
+    ];
+    (stack.containerd.ctr(run))
+        .map(|o| o.stdout)
+        .unwrap_or_default()
 }

@@ -466,17 +466,6 @@ fn prepares_logged(stack: &LazyStack, from: usize) -> usize {
     new.lines().filter(prepare).count()
 }
 
-fn rpull_command(stack: &LazyStack, image: &str) -> std::process::Command {
-    let mut command = std::process::Command::new(testkit::containerd::CTR_REMOTE_BIN);
-    command
-        .arg("--address")
-        .arg(stack.containerd.address())
-        .args(["--namespace", stack.containerd.namespace()])
-        .args(["image", "rpull", "--plain-http", "--snapshotter", "stargz"])
-        .arg(image);
-    command
-}
-
 /// The daemon's config: plain HTTP to `registry`, the fuse manager on or off, metrics on
 /// `metrics`.
 fn daemon_config(registry: &str, manager: bool, metrics: std::net::SocketAddr) -> String {
@@ -494,7 +483,7 @@ fn crash_round(stack: &mut LazyStack, apps: &[String], at: KillAt, config: &str)
     let pulls: Vec<_> = apps
         .iter()
         .map(|image| {
-            let command = rpull_command(stack, image);
+            let command = stack::rpull_command(&stack.containerd, image);
             std::thread::spawn(move || testkit::tools::run_command(command).map(drop))
         })
         .collect();

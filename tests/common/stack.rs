@@ -209,6 +209,18 @@ impl LazyStack {
     }
 }
 
+/// The command line of [`rpull`], to run on another thread (and be interrupted).
+pub fn rpull_command(containerd: &Containerd, reference: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(testkit::containerd::CTR_REMOTE_BIN);
+    command
+        .arg("--address")
+        .arg(containerd.address())
+        .args(["--namespace", containerd.namespace()])
+        .args(["image", "rpull", "--plain-http", "--snapshotter", "stargz"])
+        .arg(reference);
+    command
+}
+
 /// `ctr-remote image rpull --plain-http --snapshotter stargz REFERENCE` through `containerd`.
 pub fn rpull(containerd: &Containerd, reference: &str) {
     let args = [

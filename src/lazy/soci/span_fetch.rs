@@ -202,11 +202,13 @@ impl SpanSource {
         }
         .await;
         drop(ticket);
-        tracing::debug!(
-            %blob, start = whole.start, len = whole.end - whole.start, ?kind,
-            queued_ms = queued.as_millis() as u64,
-            total_ms = asked.elapsed().as_millis() as u64,
-            "soci streamed range request"
+        log_request(
+            &blob,
+            &whole,
+            kind,
+            queued,
+            asked.elapsed(),
+            "soci streamed range request",
         );
         observe::observer().fetched(SOCI_KIND, buffer.len() as u64);
         match (&streamed, first_byte) {
@@ -264,11 +266,13 @@ impl SpanSource {
                 source: Box::new(source),
             })?;
         drop(ticket);
-        tracing::debug!(
-            %blob, start = range.start, len = range.end - range.start, ?kind,
-            queued_ms = admitted.as_millis() as u64,
-            total_ms = asked.elapsed().as_millis() as u64,
-            "soci range request"
+        log_request(
+            blob,
+            &range,
+            kind,
+            admitted,
+            asked.elapsed(),
+            "soci range request",
         );
         // Not added to the link's estimates: this call cannot tell latency from transfer.
         observe::observer().fetched(SOCI_KIND, bytes.len() as u64);
@@ -281,6 +285,22 @@ impl SpanSource {
         }
         Ok(bytes)
     }
+}
+
+/// One range request at debug level: how long it queued on the link and took in all.
+fn log_request(
+    blob: &estargz::Digest,
+    range: &Range<u64>,
+    kind: FetchKind,
+    queued: std::time::Duration,
+    total: std::time::Duration,
+    what: &str,
+) {
+    tracing::debug!(
+        %blob, start = range.start, len = range.end - range.start, ?kind,
+        queued_ms = queued.as_millis() as u64, total_ms = total.as_millis() as u64,
+        "{what}"
+    );
 }
 
 /// The runs of consecutive `missing` entries, a run going on at `j` only while
