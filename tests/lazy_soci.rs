@@ -1023,29 +1023,13 @@ fn sums_printed(out: &str) -> Vec<(String, String)> {
 fn soci_images_still_run_after_the_daemon_is_killed_and_started_again() {
     testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
     testkit::require!(testkit::Prereq::DevFuse);
-    let config = "[background_fetch]\nenable = false\n";
-    let mut stack = LazyStack::start_with_config("sociz-", config);
-    let image = image_with_data();
-    let reference = stack.registry.push("soci/restart", "v1", &image).unwrap();
-    index(&reference);
+    let (mut stack, reference) = stack_with_an_indexed_image("sociz-", "soci/restart");
     rpull(&stack.containerd, &reference);
-    let run = |stack: &LazyStack| {
-        let id = unique_id("sociz");
-        let args = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
-        stack
-            .containerd
-            .ctr(args)
-            .map(|o| o.stdout)
-            .unwrap_or_default()
-    };
+    let run = |stack: &LazyStack| run_image(stack, &reference, "sociz");
     assert_eq!(run(&stack).trim(), SMALL_TEXT);
     // SIGKILL (an OOM kill or an upgrade), then the daemon again on the same root.
     stack.daemon.kill();
-    let registry = stack.registry.host();
-    stack.daemon = common::Daemon::start_with_config(
-        stack.dir.path(),
-        &format!("[remote]\nplain_http = [\"{registry}\"]\n{config}"),
-    );
+    start_daemon_again(&mut stack);
     // containerd's connection to the daemon backs off for a few seconds: retried.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut out = run(&stack);
@@ -1070,11 +1054,7 @@ fn soci_images_still_run_after_the_daemon_is_killed_and_started_again() {
 fn a_daemon_killed_during_a_soci_pull_serves_the_image_after_a_restart() {
     testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
     testkit::require!(testkit::Prereq::DevFuse);
-    let config = "[background_fetch]\nenable = false\n";
-    let mut stack = LazyStack::start_with_config("socim-", config);
-    let image = image_with_data();
-    let reference = stack.registry.push("soci/killed", "v1", &image).unwrap();
-    index(&reference);
+    let (mut stack, reference) = stack_with_an_indexed_image("socim-", "soci/killed");
     // The pull on another thread; the daemon is killed once it serves a layer through
     // the index (the layers above it are being opened ahead then).
     let mut command = stack::rpull_command(&stack.containerd, &reference);
@@ -1095,11 +1075,7 @@ fn a_daemon_killed_during_a_soci_pull_serves_the_image_after_a_restart() {
     stack.daemon.kill();
     let first = pulling.join().unwrap().map(|o| o.status.success());
     eprintln!("the pull the kill interrupted succeeded: {first:?}");
-    let registry = stack.registry.host();
-    stack.daemon = common::Daemon::start_with_config(
-        stack.dir.path(),
-        &format!("[remote]\nplain_http = [\"{registry}\"]\n{config}"),
-    );
+    start_daemon_again(&mut stack);
     // The pull again (containerd's connection backs off for a few seconds), then a run.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let pull = [
@@ -1118,17 +1094,42 @@ fn a_daemon_killed_during_a_soci_pull_serves_the_image_after_a_restart() {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let id = unique_id("socim");
-    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
-    let out = stack
-        .containerd
-        .ctr(run)
-        .map(|o| o.stdout)
-        .unwrap_or_default();
+    let out = run_image(&stack, &reference, "socim");
     let daemon_log = stack.daemon.log_text();
     assert_eq!(out.trim(), SMALL_TEXT, "{daemon_log}");
     let (_, remote) = committed_snapshots(&stack.containerd);
     assert!(remote >= 2, "the layers are served lazily: {daemon_log}");
+}
+
+/// Daemon config of the kill tests: only the reads fetch.
+const NO_BACKGROUND: &str = "[background_fetch]\nenable = false\n";
+
+/// A stack (no background fetching) and `image_with_data` pushed as `repo:v1` and
+/// indexed; returns its reference.
+fn stack_with_an_indexed_image(prefix: &str, repo: &str) -> (LazyStack, String) {
+    let stack = LazyStack::start_with_config(prefix, NO_BACKGROUND);
+    let reference = stack.registry.push(repo, "v1", &image_with_data()).unwrap();
+    index(&reference);
+    (stack, reference)
+}
+
+/// The daemon started again on the stack's root (after it was killed).
+fn start_daemon_again(stack: &mut LazyStack) {
+    let registry = stack.registry.host();
+    stack.daemon = common::Daemon::start_with_config(
+        stack.dir.path(),
+        &format!("[remote]\nplain_http = [\"{registry}\"]\n{NO_BACKGROUND}"),
+    );
+}
+
+/// The stdout of a container of `reference` running its own command (empty when it
+/// failed).
+fn run_image(stack: &LazyStack, reference: &str, prefix: &str) -> String {
+    let id = unique_id(prefix);
+    let run = ["run", "--rm", "--snapshotter", "stargz", reference, &id];
+    (stack.containerd.ctr(run))
+        .map(|o| o.stdout)
+        .unwrap_or_default()
 }
 
 /// The stdout of `sh -c SCRIPT` in a container of `reference` (empty when it failed).
