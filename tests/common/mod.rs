@@ -5,6 +5,7 @@ pub mod cri;
 pub mod grpc;
 pub mod metrics;
 pub mod remote;
+pub mod soci;
 pub mod stack;
 
 use std::path::{Path, PathBuf};

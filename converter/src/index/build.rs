@@ -1,12 +1,13 @@
 //! Building one layer's zTOC and span blocks from its downloaded blob: one streaming
 //! pass (checking the blob against its digest when it came from an OCI layout), and with
 //! recorded reads, where the budget left no resume points, a second pass whose spans
-//! start just before the runs they read.
+//! start just before the runs they read; and the exact compressed ranges of those reads.
 
 use std::path::PathBuf;
 
 use estargz::soci::{
-    build_index, BuildError, BuildOptions, BuiltIndex, Compression, DEFAULT_BLOCK_SIZE,
+    build_index, BuildError, BuildOptions, BuiltIndex, Compression, LearnedRanges,
+    DEFAULT_BLOCK_SIZE,
 };
 use estargz::{Digest, Hasher};
 
@@ -22,19 +23,25 @@ pub(super) fn build_layer(
     verify: bool,
     digest: Digest,
     paths: &[String],
-) -> Result<BuiltIndex, IndexError> {
-    let built = build_from_file(blob, compression, &build, verify, digest)?;
+) -> Result<(BuiltIndex, Option<LearnedRanges>), IndexError> {
+    let mut built = build_from_file(blob, compression, &build, verify, digest)?;
     let hints = prefetch::cut_hints(&built.ztoc, paths);
     // Resume points already start reads near each recorded run (the prefetch artifact
     // lists exact ranges), and checkpoints for the runs would take their budget.
-    if hints.is_empty() || compression != Compression::Gzip || !built.blocks.points().is_empty() {
-        return Ok(built);
+    if !hints.is_empty() && compression == Compression::Gzip && built.blocks.points().is_empty() {
+        let build = BuildOptions {
+            cut_before: hints,
+            ..build
+        };
+        built = build_from_file(blob, compression, &build, false, digest)?;
     }
-    let build = BuildOptions {
-        cut_before: hints,
-        ..build
-    };
-    build_from_file(blob, compression, &build, false, digest)
+    let learned = prefetch::learned_for(&built, paths, blob.path()).map_err(|source| {
+        IndexError::Learned {
+            digest,
+            source: Box::new(source),
+        }
+    })?;
+    Ok((built, learned))
 }
 
 fn build_from_file(

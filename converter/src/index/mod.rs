@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE};
 use estargz::soci::{
-    BuildError, BuildOptions, Compression, BLOCKS_MEDIA_TYPE, LITE_MEDIA_TYPE, WINDOWS_MEDIA_TYPE,
+    BuildError, BuildOptions, Compression, BLOCKS_MEDIA_TYPE, LEARNED_MEDIA_TYPE, LITE_MEDIA_TYPE,
+    WINDOWS_MEDIA_TYPE,
 };
 use estargz::Digest;
 use futures_util::future::try_join_all;
@@ -84,6 +85,11 @@ pub enum IndexError {
     },
     #[error("no manifest of {0} matches the requested platforms")]
     NoPlatformMatched(Digest),
+    #[error("layer {digest}: learned ranges: {source}")]
+    Learned {
+        digest: Digest,
+        source: Box<estargz::soci::learned::LearnedError>,
+    },
     #[error("layer {digest}: prefetch spans: {source}")]
     Prefetch {
         digest: Digest,
@@ -105,6 +111,9 @@ struct Built {
     /// The lite zTOC and its digest.
     lite: Vec<u8>,
     lite_digest: Digest,
+    /// The exact ranges of the recorded reads (empty: none) and their digest.
+    learned: Vec<u8>,
+    learned_digest: Digest,
     spans: u32,
     files: usize,
 }
@@ -213,7 +222,12 @@ pub async fn index_image(
                 "push span blocks {}",
                 b.blocks_digest
             )))?;
-        for (digest, bytes) in [(b.windows_digest, &b.windows), (b.lite_digest, &b.lite)] {
+        let ours = [
+            (b.windows_digest, &b.windows),
+            (b.lite_digest, &b.lite),
+            (b.learned_digest, &b.learned),
+        ];
+        for (digest, bytes) in ours {
             if !bytes.is_empty() {
                 store
                     .put_blob_bytes(&digest, bytes.clone())
@@ -286,6 +300,8 @@ async fn index_layer(
     })
     .await
     .map_err(|source| IndexError::Join { digest, source })??;
+    let (index, learned) = index;
+    let learned = learned.map(|l| l.to_bytes()).unwrap_or_default();
     let (ztoc, windows, lite) = (index.ztoc, index.windows, index.lite);
     let bytes = ztoc.to_bytes();
     let blocks = index.blocks.to_bytes();
@@ -301,6 +317,8 @@ async fn index_layer(
         windows,
         lite_digest: Digest::sha256(&lite),
         lite,
+        learned_digest: Digest::sha256(&learned),
+        learned,
     };
     let index_size =
         (built.ztoc.len() + built.blocks.len() + built.windows.len() + built.lite.len()) as u64;
@@ -349,6 +367,15 @@ async fn publish_manifest(
                     size,
                     layer_digest: layer.digest,
                 });
+                // Ours: the same reads as exact compressed ranges (soci ignores it).
+                if !b.learned.is_empty() {
+                    prefetches.push(PrefetchEntry {
+                        media_type: LEARNED_MEDIA_TYPE,
+                        digest: b.learned_digest,
+                        size: b.learned.len() as u64,
+                        layer_digest: layer.digest,
+                    });
+                }
             }
         }
         if let (true, Some(record)) = (*status == "estargz", &opts.record) {

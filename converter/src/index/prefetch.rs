@@ -1,12 +1,15 @@
 //! Learned prefetch for indexed layers: the files an access record lists for a layer
 //! become the spans holding their contents, in the order they were first read, as a SOCI
-//! prefetch artifact; and where the layer's spans should start so that those reads need
+//! prefetch artifact, with their exact compressed ranges; and where the layer's spans should start so that those reads need
 //! little before them.
 
 use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 
+use estargz::soci::learned::LearnedError;
 use estargz::soci::prefetch::PrefetchArtifact;
-use estargz::soci::{Zinfo, ZinfoError, Ztoc};
+use estargz::soci::{BuiltIndex, LearnedRanges, Zinfo, ZinfoError, Ztoc};
 use estargz::EntryType;
 
 /// Paths as the record and the tar may spell them (`./a/b`, `/a/b`, `a/b/`) compared as one.
@@ -52,10 +55,47 @@ pub fn artifact_for(
     ztoc: &Ztoc,
     paths: &[String],
 ) -> Result<Option<(PrefetchArtifact, usize)>, ZinfoError> {
-    if paths.is_empty() {
+    let reads = reads_of(ztoc, paths);
+    if reads.is_empty() {
         return Ok(None);
     }
-    let contents: HashMap<&str, std::ops::Range<u64>> = ztoc
+    let matched = reads.len();
+    let zinfo = Zinfo::new(ztoc)?;
+    let artifact = PrefetchArtifact::from_reads(&zinfo, reads);
+    Ok((!artifact.prefetch_spans.is_empty()).then_some((artifact, matched)))
+}
+
+/// The learned ranges of `paths` in the layer `built` indexes ([`estargz::soci::learned`]):
+/// the artifact's ranges, each with its exact compressed bytes read from `blob`. `None`
+/// when none of the paths has content in the layer.
+pub fn learned_for(
+    built: &BuiltIndex,
+    paths: &[String],
+    blob: &std::path::Path,
+) -> Result<Option<LearnedRanges>, LearnedError> {
+    let Ok(Some((artifact, _))) = artifact_for(&built.ztoc, paths) else {
+        return Ok(None);
+    };
+    let Ok(zinfo) = Zinfo::new(&built.ztoc) else {
+        return Ok(None);
+    };
+    let mut file = std::fs::File::open(blob)?;
+    let read_at = |range: Range<u64>| {
+        let mut bytes = vec![0; usize::try_from(range.end - range.start).unwrap_or(0)];
+        file.seek(SeekFrom::Start(range.start))?;
+        file.read_exact(&mut bytes)?;
+        Ok(bytes)
+    };
+    let reads = artifact.ranges_within(zinfo.uncompressed_size());
+    LearnedRanges::build(&zinfo, &built.blocks, &built.windows, &reads, read_at).map(Some)
+}
+
+/// The content ranges of `paths` (record order) in the layer `ztoc` indexes.
+fn reads_of(ztoc: &Ztoc, paths: &[String]) -> Vec<Range<u64>> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let contents: HashMap<&str, Range<u64>> = ztoc
         .files
         .iter()
         .filter(|f| f.entry_type == EntryType::Reg && f.uncompressed_size > 0)
@@ -65,17 +105,10 @@ pub fn artifact_for(
             (normalize(&f.name), start..end)
         })
         .collect();
-    let reads: Vec<_> = paths
+    paths
         .iter()
         .filter_map(|p| contents.get(normalize(p)).cloned())
-        .collect();
-    if reads.is_empty() {
-        return Ok(None);
-    }
-    let matched = reads.len();
-    let zinfo = Zinfo::new(ztoc)?;
-    let artifact = PrefetchArtifact::from_reads(&zinfo, reads);
-    Ok((!artifact.prefetch_spans.is_empty()).then_some((artifact, matched)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! - [`resume`], [`sparse_window`]: resume points inside spans, with the part of their
 //!   window that is used, so a read deep into a span skips the span's head.
 //! - [`prefetch`]: the prefetch artifact (spans to fetch at mount).
+//! - [`learned`]: the exact compressed ranges of recorded reads, each with its digest.
 //! - [`filelist`]: an eStargz layer's learned files, carried by the same index.
 //! - [`totoc`]: the file table as TOC entries, for the daemon's path tree.
 //! - `tarscan`, `gzip`, `inflate`, `flatbuf`: the pieces underneath.
@@ -23,6 +24,8 @@ pub mod gzip;
 mod index_build;
 mod inflate;
 mod input;
+pub mod learned;
+mod learned_build;
 pub mod lite;
 pub mod media;
 pub mod prefetch;
@@ -39,11 +42,14 @@ pub mod ztoc_build;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_learned;
+#[cfg(test)]
 mod tests_resume;
 
 pub use blocks::{SpanBlocks, BLOCKS_MEDIA_TYPE, DEFAULT_BLOCK_SIZE};
 pub use flatbuf::FlatbufError;
 pub use index_build::{build_index, build_ztoc_with_blocks, BuiltIndex};
+pub use learned::{LearnedRanges, LEARNED_MEDIA_TYPE};
 pub use lite::{from_lite, LITE_MEDIA_TYPE};
 pub use prefix::{decompress_prefix, PrefixDecoder};
 pub use resume::{ResumePoint, WINDOWS_MEDIA_TYPE};

@@ -128,6 +128,52 @@ impl PrefixDecoder {
         })
     }
 
+    /// The blob offset of the first compressed byte this decoder takes (before any feed).
+    pub fn fetch_start(&self, zinfo: &Zinfo, blocks: &SpanBlocks) -> Option<u64> {
+        let block = blocks.compressed_range(zinfo, self.span, self.first_block)?;
+        block.start.checked_add(self.skip as u64)
+    }
+
+    /// Feeds `bytes`, exactly the compressed bytes from [`Self::fetch_start`] on (they may
+    /// end inside a block: a range whose digest the index gives as a whole, see
+    /// [`super::learned`]). The decoder then goes on block by block: its next block is the
+    /// one holding the byte after `bytes`, fed whole, its bytes before that one skipped.
+    pub fn feed_exact(
+        &mut self,
+        zinfo: &Zinfo,
+        blocks: &SpanBlocks,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SpanError> {
+        let span = self.span;
+        let no_span = || SpanError::NoSuchSpan { span };
+        let start = self.fetch_start(zinfo, blocks).ok_or_else(no_span)?;
+        let span_bytes = zinfo.compressed_range(span).ok_or_else(no_span)?;
+        let end = start.saturating_add(bytes.len() as u64);
+        if self.blocks != 0 || end > span_bytes.end {
+            return Err(SpanError::Length {
+                span,
+                got: bytes.len(),
+                want: span_bytes.end.saturating_sub(start),
+            });
+        }
+        self.skip = 0;
+        self.feed(bytes, out)?;
+        let block = usize::try_from((end - span_bytes.start) / blocks.block_size()).unwrap_or(0);
+        self.blocks = 0;
+        match blocks.compressed_range(zinfo, span, block) {
+            Some(r) => {
+                self.first_block = block;
+                self.skip = usize::try_from(end - r.start).unwrap_or(usize::MAX);
+            }
+            None => {
+                self.first_block = blocks.count(span);
+                self.skip = 0;
+            }
+        }
+        Ok(())
+    }
+
     /// Blocks fed so far.
     pub fn blocks(&self) -> usize {
         self.blocks

@@ -257,6 +257,7 @@ async fn verify(weak: &WeakSociLayer, path: &Path) {
         let points = this.prefixes().map(|p| super::verify::Points {
             blocks: p.blocks(),
             windows: &windows,
+            learned: this.prefetch_plan().learned(),
         });
         super::verify::verify_blob(&path, &this.source().zinfo, this.files(), points)
     })

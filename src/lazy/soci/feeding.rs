@@ -28,6 +28,25 @@ impl Segment {
     }
 }
 
+/// A span's decoders.
+#[derive(Default)]
+pub(super) struct SpanState {
+    pub segments: Vec<Segment>,
+}
+
+impl SpanState {
+    /// The segment holding `[from, to)`.
+    pub fn covering(&self, from: u64, to: u64) -> Option<&Segment> {
+        self.segments
+            .iter()
+            .find(|s| s.start <= from && s.end() >= to)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.segments.iter().map(|s| s.out.len()).sum()
+    }
+}
+
 /// What a feeder ends with: its decoder and all it produced (`None` when it was never
 /// handed one), or why it stopped.
 type Fed = Result<Option<Segment>, SpanError>;

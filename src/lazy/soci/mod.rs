@@ -13,12 +13,15 @@
 //! against the whole layer from the bytes background fetching brings into the cache.
 
 pub mod ahead;
+mod beside;
 mod blob_check;
 mod block_fetch;
 mod feeding;
+mod learned_fetch;
 mod prefix;
 mod prefix_error;
 mod soci_layer;
+mod soci_prefetch;
 mod span_fetch;
 mod tar_window;
 mod verify;
@@ -30,11 +33,12 @@ use std::time::Duration;
 
 use estargz::soci::blocks::MAX_BLOCKS_SIZE;
 use estargz::soci::filelist::{FileList, FILE_LIST_MEDIA_TYPE, MAX_FILE_LIST_SIZE};
+use estargz::soci::learned::MAX_LEARNED_SIZE;
 use estargz::soci::lite::MAX_LITE_SIZE;
-use estargz::soci::prefetch::{PrefetchArtifact, MAX_PREFETCH_SIZE, PREFETCH_MEDIA_TYPE};
+use estargz::soci::prefetch::{MAX_PREFETCH_SIZE, PREFETCH_MEDIA_TYPE};
 use estargz::soci::{
-    from_lite, index_of, media, SpanBlocks, Zinfo, Ztoc, BLOCKS_MEDIA_TYPE, LITE_MEDIA_TYPE,
-    WINDOWS_MEDIA_TYPE,
+    from_lite, index_of, media, Zinfo, Ztoc, BLOCKS_MEDIA_TYPE, LEARNED_MEDIA_TYPE,
+    LITE_MEDIA_TYPE, WINDOWS_MEDIA_TYPE,
 };
 use estargz::Digest;
 use registry::{referrers_tag_reference, Client, Reference};
@@ -47,9 +51,11 @@ use crate::lazy::producers::prefetch::{self, PrefetchOutcome};
 use crate::lazy::source::image_manifest::{ImageManifests, PlaceError};
 use crate::lazy::source::BlobLocation;
 use crate::snapshot::Labels;
+use beside::{learned_ranges, prefetch_spans, small_blob, span_blocks};
 
 pub use blob_check::{check_whole_blob, spawn_check, CheckPacing};
-pub use soci_layer::{PrefetchPlan, SociLayer};
+pub use soci_layer::SociLayer;
+pub use soci_prefetch::PrefetchPlan;
 
 /// Largest zTOC accepted (checkpoint windows are 32 KiB each: 64 MiB is ~2000 spans).
 const MAX_ZTOC_SIZE: u64 = 64 << 20;
@@ -90,6 +96,8 @@ struct ImageIndex {
     windows: HashMap<Digest, (Digest, u64)>,
     /// Lite zTOCs (ours, fetched instead of the zTOC): layer digest -> (blob digest, size).
     lites: HashMap<Digest, (Digest, u64)>,
+    /// Learned ranges (ours): layer digest -> (blob digest, size).
+    learned: HashMap<Digest, (Digest, u64)>,
     /// Sizes of the image's layers from its manifest (a zTOC must agree).
     layer_sizes: HashMap<Digest, u64>,
 }
@@ -160,7 +168,7 @@ impl SociIndexes {
                 .map_err(|e| bad(e.to_string()))?;
             Ztoc::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
         };
-        let (ztoc, prefetch_bytes, blocks_bytes) = tokio::join!(
+        let (ztoc, prefetch_bytes, blocks_bytes, learned_bytes) = tokio::join!(
             ztoc,
             beside(
                 &image.prefetches,
@@ -168,6 +176,7 @@ impl SociIndexes {
                 "soci prefetch artifact"
             ),
             beside(&image.blocks, MAX_BLOCKS_SIZE, "soci span blocks"),
+            beside(&image.learned, MAX_LEARNED_SIZE, "soci learned ranges"),
         );
         let ztoc = ztoc?;
         // An index built for another blob cannot describe this one.
@@ -181,16 +190,19 @@ impl SociIndexes {
         }
         let zinfo = Zinfo::new(&ztoc).map_err(|e| bad(e.to_string()))?;
         let index = index_of(&ztoc).map_err(|e| bad(e.to_string()))?;
-        let prefetch = prefetch_bytes
+        let mut prefetch = prefetch_bytes
             .map(|b| prefetch_spans(location, &b, &zinfo))
             .unwrap_or_default();
         let windows = image.windows.get(&location.digest).map(|&(d, _)| d);
-        let blocks = blocks_bytes
-            .and_then(|b| span_blocks(location, &b, &zinfo))
-            .map(|b| (b, windows));
+        let blocks = blocks_bytes.and_then(|b| span_blocks(location, &b, &zinfo));
+        if let (Some(bytes), Some(blocks)) = (learned_bytes, &blocks) {
+            prefetch.learned = learned_ranges(location, &bytes, &zinfo, blocks);
+        }
+        let blocks = blocks.map(|b| (b, windows));
         tracing::info!(
             layer = %location.digest, ztoc = %ztoc_digest, spans = zinfo.span_count(),
-            prefetch_spans = prefetch.spans.len(), prefetch_ranges = prefetch.ranges.len(), span_blocks = blocks.is_some(),
+            prefetch_spans = prefetch.spans.len(), prefetch_ranges = prefetch.ranges.len(),
+            learned_ranges = prefetch.learned.len(), span_blocks = blocks.is_some(),
             "serving layer through its soci index"
         );
         let source = span_fetch::SpanSource {
@@ -327,59 +339,6 @@ impl SociIndexes {
     }
 }
 
-/// A small blob the index lists beside a zTOC (`what` names it in logs); `None`, logged,
-/// when it is over `max` bytes or cannot be fetched: such a blob costs only what it adds,
-/// never the layer.
-async fn small_blob(
-    client: &Client,
-    location: &BlobLocation,
-    (digest, size): (Digest, u64),
-    max: u64,
-    what: &'static str,
-) -> Option<Vec<u8>> {
-    let layer = location.digest;
-    if size > max {
-        tracing::warn!(%layer, blob = %digest, size, "{what} too large, ignored");
-        return None;
-    }
-    let mut bytes = Vec::new();
-    if let Err(error) = client
-        .download_blob(&location.reference, &digest, &mut bytes)
-        .await
-    {
-        tracing::warn!(%layer, blob = %digest, %error, "{what} not fetched");
-        return None;
-    }
-    Some(bytes)
-}
-
-/// The spans a layer's prefetch artifact lists, in fetch order, each with how far into it
-/// it is needed (`None`: all of it). An artifact that cannot be read costs only the
-/// prefetch (logged), never the layer.
-fn prefetch_spans(location: &BlobLocation, bytes: &[u8], zinfo: &Zinfo) -> PrefetchPlan {
-    match PrefetchArtifact::from_bytes(bytes, zinfo.span_count()) {
-        Ok(artifact) => PrefetchPlan {
-            spans: artifact.span_ends(),
-            ranges: artifact.ranges_within(zinfo.uncompressed_size()),
-        },
-        Err(error) => {
-            tracing::warn!(layer = %location.digest, %error, "soci prefetch artifact ignored");
-            PrefetchPlan::default()
-        }
-    }
-}
-
-/// The span blocks beside a layer's zTOC. Reached by digest from the same index manifest
-/// as the zTOC, so trusted like it. One that does not fit the zTOC is logged and the
-/// layer is served whole spans at a time.
-fn span_blocks(location: &BlobLocation, bytes: &[u8], zinfo: &Zinfo) -> Option<SpanBlocks> {
-    SpanBlocks::from_bytes(bytes, zinfo)
-        .inspect_err(
-            |error| tracing::warn!(layer = %location.digest, %error, "soci span blocks ignored"),
-        )
-        .ok()
-}
-
 /// The image's SOCI index, v2 annotation first, then v1 referrers.
 async fn find_index(
     client: &Client,
@@ -448,6 +407,7 @@ async fn find_index(
         blocks: blobs_of(BLOCKS_MEDIA_TYPE),
         windows: blobs_of(WINDOWS_MEDIA_TYPE),
         lites: blobs_of(LITE_MEDIA_TYPE),
+        learned: blobs_of(LEARNED_MEDIA_TYPE),
         layer_sizes,
     })))
 }

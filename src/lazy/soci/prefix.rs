@@ -21,9 +21,9 @@ use estargz::Digest;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::block_fetch::{gather, gather_unchecked, Want};
-use super::feeding::{Feeders, Segment};
+use super::feeding::{Feeders, Segment, SpanState};
 use super::prefix_error::PrefixError;
-use super::span_fetch::{SpanBytes, SpanSource};
+use super::span_fetch::{wanted, wanted_all, SpanBytes, SpanSource};
 use super::window_fetch;
 use crate::lazy::cache::ChunkBytes;
 use crate::lazy::link::FetchKind;
@@ -32,25 +32,6 @@ use crate::lazy::link::FetchKind;
 const CACHED_SPANS: usize = 16;
 /// Uncompressed bytes of prefetched prefixes kept for the layer's life.
 const MAX_PINNED_BYTES: usize = 256 << 20;
-
-/// A span's decoders.
-#[derive(Default)]
-struct SpanState {
-    segments: Vec<Segment>,
-}
-
-impl SpanState {
-    /// The segment holding `[from, to)`.
-    fn covering(&self, from: u64, to: u64) -> Option<&Segment> {
-        self.segments
-            .iter()
-            .find(|s| s.start <= from && s.end() >= to)
-    }
-
-    fn bytes(&self) -> usize {
-        self.segments.iter().map(|s| s.out.len()).sum()
-    }
-}
 
 type Slot = Arc<AsyncMutex<SpanState>>;
 type Guard = OwnedMutexGuard<SpanState>;
@@ -203,6 +184,29 @@ impl Prefixes {
         drop(state);
         self.touch(run);
         Ok(())
+    }
+
+    /// Keeps `segment` (decoded elsewhere, e.g. from a learned range) as a decoder of
+    /// `span` holding `needed`, for the layer's life like a prefetch (up to
+    /// [`MAX_PINNED_BYTES`]); dropped when the span holds `needed` already.
+    pub async fn install(&self, span: usize, segment: Segment, needed: Range<u64>) {
+        let mut guards = self.lock(span..span + 1).await;
+        let Some(guard) = guards.first_mut() else {
+            return;
+        };
+        if guard.covering(needed.start, needed.end).is_none() {
+            guard.segments.push(segment);
+        }
+        let len = guard.bytes();
+        drop(guards);
+        let mut state = self.lock_state();
+        let total = state.pinned_bytes.saturating_add(len);
+        if total <= MAX_PINNED_BYTES && state.pinned.insert(span) {
+            state.pinned_bytes = total;
+            state.order.retain(|&s| s != span);
+        }
+        drop(state);
+        self.touch(span..span + 1);
     }
 
     /// The compressed bytes of the whole spans `run` assembled from their blocks (cached
@@ -482,36 +486,4 @@ impl Prefixes {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// The part of `range` in each of `spans`.
-fn wanted(
-    zinfo: &estargz::soci::Zinfo,
-    spans: Range<usize>,
-    range: &Range<u64>,
-) -> Vec<Range<u64>> {
-    wanted_all(zinfo, spans, std::slice::from_ref(range))
-        .into_iter()
-        .map(|parts| parts.into_iter().next().unwrap_or(0..0))
-        .collect()
-}
-
-/// The parts of `ranges` in each of `spans` (non-empty ones only).
-fn wanted_all(
-    zinfo: &estargz::soci::Zinfo,
-    spans: Range<usize>,
-    ranges: &[Range<u64>],
-) -> Vec<Vec<Range<u64>>> {
-    spans
-        .map(|s| {
-            let Some(u) = zinfo.uncompressed_range(s) else {
-                return Vec::new();
-            };
-            ranges
-                .iter()
-                .map(|r| r.start.max(u.start)..u.end.min(r.end))
-                .filter(|r| r.start < r.end)
-                .collect()
-        })
-        .collect()
 }

@@ -18,6 +18,7 @@ use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::prefix::Prefixes;
+use super::soci_prefetch::{Prefetch, PrefetchPlan};
 use super::span_fetch::{SpanBytes, SpanSource};
 use super::tar_window::Readahead;
 use crate::lazy::fallback::FallbackReason;
@@ -29,12 +30,10 @@ use crate::lazy::observe;
 const CACHED_SPANS: usize = 16;
 /// Uncompressed bytes of prefetched spans kept for the layer's life (beyond the cache).
 const MAX_PINNED_BYTES: usize = 256 << 20;
-/// Prefetch requests in flight at once.
-const PREFETCH_PARALLEL: usize = 4;
 /// Most spans one request fetches (a run of adjacent misses is cut into such pieces).
-const MAX_RUN_SPANS: usize = 8;
+pub(super) const MAX_RUN_SPANS: usize = 8;
 
-type SpanFuture = Shared<BoxFuture<'static, Result<Arc<Vec<u8>>, String>>>;
+pub(super) type SpanFuture = Shared<BoxFuture<'static, Result<Arc<Vec<u8>>, String>>>;
 type RunFuture = Shared<BoxFuture<'static, Result<Arc<Vec<SpanBytes>>, String>>>;
 
 #[derive(Default)]
@@ -57,25 +56,12 @@ struct Inner {
     files: Vec<FileMetadata>,
     /// Set when the index was found not to describe the layer: every read is EIO.
     failed: AtomicBool,
-    /// Spans to fetch at mount, in order (from the prefetch artifact).
-    prefetch: Vec<usize>,
-    /// How far into a prefetched span it is needed, when not all of it.
-    prefetch_ends: HashMap<usize, u64>,
-    /// The exact uncompressed ranges to fetch at mount, when the artifact has them.
-    prefetch_ranges: Vec<Range<u64>>,
+    /// What to fetch at mount (from the prefetch artifact).
+    prefetch: Prefetch,
     /// Span blocks of the index, when it has them: reads fetch span prefixes.
     prefixes: Option<Prefixes>,
     /// The readahead window of span-prefix reads (none when readahead is off).
     readahead: Option<Readahead>,
-}
-
-/// What a layer's prefetch artifact asks for.
-#[derive(Debug, Default)]
-pub struct PrefetchPlan {
-    /// Spans in fetch order, each with how far into it it is needed (`None`: all).
-    pub spans: Vec<(usize, Option<u64>)>,
-    /// Exact uncompressed ranges in fetch order (with span blocks, these are fetched).
-    pub ranges: Vec<Range<u64>>,
 }
 
 /// A layer served from its SOCI zTOC.
@@ -113,13 +99,7 @@ impl SociLayer {
                 ztoc: ztoc.0,
                 files: ztoc.1,
                 failed: AtomicBool::new(false),
-                prefetch_ranges: prefetch.ranges,
-                prefetch_ends: prefetch
-                    .spans
-                    .iter()
-                    .filter_map(|&(span, end)| Some((span, end?)))
-                    .collect(),
-                prefetch: prefetch.spans.into_iter().map(|(span, _)| span).collect(),
+                prefetch: Prefetch::from(prefetch),
                 prefixes: blocks.map(|(blocks, windows)| Prefixes::new(blocks, windows)),
                 readahead,
             }),
@@ -146,6 +126,11 @@ impl SociLayer {
     }
 
     /// The span prefixes, when the index has span blocks.
+    /// What to fetch at mount.
+    pub(super) fn prefetch_plan(&self) -> &Prefetch {
+        &self.inner.prefetch
+    }
+
     pub(super) fn prefixes(&self) -> Option<&Prefixes> {
         self.inner.prefixes.as_ref()
     }
@@ -161,136 +146,8 @@ impl SociLayer {
         futures::future::join_all(flights).await;
     }
 
-    /// Whether a prefetch artifact listed spans for this layer.
-    pub fn has_prefetch(&self) -> bool {
-        !self.inner.prefetch.is_empty() || !self.inner.prefetch_ranges.is_empty()
-    }
-
-    /// Fetches the prefetch artifact's spans (runs of adjacent ones in one request, a few
-    /// requests at a time, in its order) and keeps them; returns how many were fetched.
-    /// A failed span is only logged: reads retry it.
-    pub async fn prefetch(self) -> usize {
-        use futures::stream::StreamExt;
-        if self.inner.prefixes.is_some() {
-            return self.prefetch_prefixes().await;
-        }
-        let runs = runs_in_order(&self.inner.prefetch);
-        let fetched = futures::stream::iter(runs)
-            .map(|run| {
-                let this = self.clone();
-                async move {
-                    let futures = this.spans(run.clone(), FetchKind::Prefetch);
-                    let results = futures::future::join_all(futures).await;
-                    run.zip(results).collect::<Vec<_>>()
-                }
-            })
-            .buffered(PREFETCH_PARALLEL)
-            .map(futures::stream::iter)
-            .flatten()
-            .filter_map(|(span, result)| {
-                let this = self.clone();
-                async move {
-                    match result {
-                        Ok(bytes) => {
-                            this.pin(span, bytes);
-                            Some(())
-                        }
-                        Err(error) => {
-                            tracing::warn!(layer = %this.inner.source.location.digest, span, %error, "soci prefetch span failed");
-                            None
-                        }
-                    }
-                }
-            })
-            .count()
-            .await;
-        tracing::info!(
-            layer = %self.inner.source.location.digest, spans = fetched, "soci prefetch done"
-        );
-        fetched
-    }
-
-    /// [`Self::prefetch`] through span prefixes: the artifact's exact ranges when it has
-    /// them (each read from the cheapest start, a resume point where there is one), else
-    /// its spans, a span needed only in part up to there (and ending its run).
-    async fn prefetch_prefixes(self) -> usize {
-        use futures::stream::StreamExt;
-        let mut ranges = self.inner.prefetch_ranges.clone();
-        if ranges.is_empty() {
-            ranges = self.span_runs_as_ranges();
-        }
-        let groups = self.sharing_spans(ranges);
-        let fetched = futures::stream::iter(groups)
-            .map(|group| {
-                let this = self.clone();
-                async move {
-                    let (source, prefixes) = (&this.inner.source, this.prefixes()?);
-                    match prefixes.pin(source, &group, FetchKind::Prefetch).await {
-                        Ok(()) => Some(group.len()),
-                        Err(error) => {
-                            tracing::warn!(layer = %source.location.digest, ranges = ?group, %error, "soci prefetch ranges failed");
-                            None
-                        }
-                    }
-                }
-            })
-            .buffered(PREFETCH_PARALLEL)
-            .filter_map(|n| async move { n })
-            .fold(0, |a, n| async move { a + n })
-            .await;
-        tracing::info!(
-            layer = %self.inner.source.location.digest, ranges = fetched, "soci prefetch done"
-        );
-        fetched
-    }
-
-    /// `ranges` (in fetch order) in groups: a range joins the group before it when their
-    /// spans meet (one fetch for the group, where separate ones would queue on the span
-    /// locks they share).
-    fn sharing_spans(&self, ranges: Vec<Range<u64>>) -> Vec<Vec<Range<u64>>> {
-        let zinfo = &self.inner.source.zinfo;
-        let mut groups: Vec<(Range<usize>, Vec<Range<u64>>)> = Vec::new();
-        for range in ranges {
-            let spans = zinfo.spans_for(range.clone());
-            match groups.last_mut() {
-                Some((held, group)) if spans.start <= held.end && held.start <= spans.end => {
-                    *held = held.start.min(spans.start)..held.end.max(spans.end);
-                    group.push(range);
-                }
-                _ => groups.push((spans, vec![range])),
-            }
-        }
-        groups.into_iter().map(|(_, group)| group).collect()
-    }
-
-    /// The artifact's spans as uncompressed ranges: runs of adjacent spans (up to
-    /// [`MAX_RUN_SPANS`]), a run ending at a span needed only up to some offset.
-    fn span_runs_as_ranges(&self) -> Vec<Range<u64>> {
-        let zinfo = &self.inner.source.zinfo;
-        let ends = &self.inner.prefetch_ends;
-        let mut runs: Vec<(Range<usize>, u64)> = Vec::new();
-        for &span in &self.inner.prefetch {
-            let end = ends.get(&span).copied().unwrap_or(u64::MAX);
-            match runs.last_mut() {
-                Some((run, last_end))
-                    if *last_end == u64::MAX && run.end == span && run.len() < MAX_RUN_SPANS =>
-                {
-                    run.end += 1;
-                    *last_end = end;
-                }
-                _ => runs.push((span..span + 1, end)),
-            }
-        }
-        runs.into_iter()
-            .filter_map(|(run, end)| {
-                let start = zinfo.uncompressed_range(run.start)?.start;
-                let last = zinfo.uncompressed_range(run.end - 1)?.end;
-                Some(start..last.min(end))
-            })
-            .collect()
-    }
-
-    fn pin(&self, span: usize, bytes: Arc<Vec<u8>>) {
+    /// Keeps decoded span `span` for the layer's life (up to [`MAX_PINNED_BYTES`]).
+    pub(super) fn pin(&self, span: usize, bytes: Arc<Vec<u8>>) {
         let mut spans = self.lock();
         if spans.pinned.contains_key(&span) {
             return;
@@ -376,7 +233,7 @@ impl SociLayer {
 
     /// The decoded spans `wanted`, in order: from the cache, joining fetches in flight,
     /// or fetched now (adjacent misses together, in class `kind`).
-    fn spans(&self, wanted: Range<usize>, kind: FetchKind) -> Vec<SpanFuture> {
+    pub(super) fn spans(&self, wanted: Range<usize>, kind: FetchKind) -> Vec<SpanFuture> {
         let mut spans = self.lock();
         let mut out: Vec<Option<SpanFuture>> = Vec::with_capacity(wanted.len());
         let mut missing = Vec::new();
@@ -521,7 +378,7 @@ impl LayerContent for SociLayer {
 }
 
 /// `spans` cut into runs of adjacent ones (at most [`MAX_RUN_SPANS`] long), in their order.
-fn runs_in_order(spans: &[usize]) -> Vec<Range<usize>> {
+pub(super) fn runs_in_order(spans: &[usize]) -> Vec<Range<usize>> {
     let mut runs: Vec<Range<usize>> = Vec::new();
     for &span in spans {
         match runs.last_mut() {

@@ -322,3 +322,34 @@ pub fn missing_runs(missing: &[bool], joins: impl Fn(usize) -> bool) -> Vec<Rang
     }
     runs
 }
+/// The part of `range` in each of `spans`.
+pub(super) fn wanted(
+    zinfo: &estargz::soci::Zinfo,
+    spans: Range<usize>,
+    range: &Range<u64>,
+) -> Vec<Range<u64>> {
+    wanted_all(zinfo, spans, std::slice::from_ref(range))
+        .into_iter()
+        .map(|parts| parts.into_iter().next().unwrap_or(0..0))
+        .collect()
+}
+
+/// The parts of `ranges` in each of `spans` (non-empty ones only).
+pub(super) fn wanted_all(
+    zinfo: &estargz::soci::Zinfo,
+    spans: Range<usize>,
+    ranges: &[Range<u64>],
+) -> Vec<Vec<Range<u64>>> {
+    spans
+        .map(|s| {
+            let Some(u) = zinfo.uncompressed_range(s) else {
+                return Vec::new();
+            };
+            ranges
+                .iter()
+                .map(|r| r.start.max(u.start)..u.end.min(r.end))
+                .filter(|r| r.start < r.end)
+                .collect()
+        })
+        .collect()
+}

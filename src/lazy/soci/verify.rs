@@ -1,14 +1,17 @@
 //! Checking a SOCI index against the layer itself, once the whole blob is here: the blob
 //! matches the layer digest (the download is verified), every span inflated from its
 //! checkpoint equals the same bytes of a plain sequential inflate, and the zTOC's file
-//! table equals the one the tar's own headers give, and every resume point decodes with
-//! its window to the same bytes as far as the next point. Before this, served bytes are
+//! table equals the one the tar's own headers give, every resume point decodes with its
+//! window to the same bytes as far as the next point, and every learned range decodes
+//! (from its own start and window) to the layer's bytes. Before this, served bytes are
 //! only as good as the index that vouched for their spans; after a mismatch the layer is
 //! failed.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
+use estargz::soci::learned::LearnedRange;
 use estargz::soci::{
     build_ztoc, decompress_span, sparse_window, BuildOptions, Compression, FileMetadata,
     PrefixDecoder, SpanBlocks, Zinfo,
@@ -30,13 +33,16 @@ pub enum VerifyError {
     FileCount { index: usize, tar: usize },
     #[error("resume point at uncompressed {at}: {problem}")]
     Point { at: u64, problem: String },
+    #[error("learned range at uncompressed {at}: {problem}")]
+    Learned { at: u64, problem: String },
 }
 
 /// The resume points to check: the blocks blob and the whole windows blob (empty when
-/// no point needs a window).
+/// no point needs a window); and the learned ranges.
 pub struct Points<'a> {
     pub blocks: &'a SpanBlocks,
     pub windows: &'a [u8],
+    pub learned: &'a [Arc<LearnedRange>],
 }
 
 /// Checks `zinfo`, `files` and `points` (from the index) against the blob in `path`.
@@ -97,6 +103,7 @@ pub fn verify_blob(
         }
         if let Some(points) = &points {
             verify_points(&mut blob, zinfo, points, span, u.start, &expected)?;
+            verify_learned(&mut blob, zinfo, points, span, u.start, &expected)?;
         }
     }
     Ok(())
@@ -151,6 +158,36 @@ fn verify_points(
         let from = usize::try_from(point.uncompressed - start).unwrap_or(usize::MAX);
         let len = usize::try_from(until - point.uncompressed).unwrap_or(usize::MAX);
         if out.get(..len) != expected.get(from..from.saturating_add(len)) {
+            return Err(bad("decodes to other bytes than the layer".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Each learned range of `span` (whose bytes from `start` are `expected`): its compressed
+/// bytes match its digest and decode, from its start and window, to the layer's bytes.
+fn verify_learned(
+    blob: &mut std::fs::File,
+    zinfo: &Zinfo,
+    points: &Points<'_>,
+    span: usize,
+    start: u64,
+    expected: &[u8],
+) -> Result<(), VerifyError> {
+    for range in points.learned.iter().filter(|r| r.span == span) {
+        let bad = |problem: String| VerifyError::Learned {
+            at: range.needed.start,
+            problem,
+        };
+        let c = &range.compressed;
+        let mut bytes = vec![0; usize::try_from(c.end - c.start).map_err(|e| bad(e.to_string()))?];
+        blob.seek(SeekFrom::Start(c.start))?;
+        blob.read_exact(&mut bytes)?;
+        let decoded =
+            (range.decode(zinfo, points.blocks, &bytes)).map_err(|e| bad(e.to_string()))?;
+        let from = usize::try_from(decoded.start.saturating_sub(start)).unwrap_or(usize::MAX);
+        let want = expected.get(from..from.saturating_add(decoded.out.len()));
+        if want != Some(&decoded.out[..]) {
             return Err(bad("decodes to other bytes than the layer".into()));
         }
     }
