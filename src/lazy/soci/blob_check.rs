@@ -287,10 +287,13 @@ async fn windows_blob(layer: &SociLayer) -> Result<Vec<u8>, CheckError> {
     let Some(blob) = prefixes.windows().filter(|_| len > 0) else {
         return Ok(Vec::new());
     };
+    if let Some(held) = &blob.held {
+        return Ok(held.clone());
+    }
     let bytes = with_retries(layer, || {
         layer
             .source()
-            .fetch_from(&blob, 0..len, FetchKind::Background)
+            .fetch_from(&blob.digest, 0..len, FetchKind::Background)
     })
     .await?;
     Ok(bytes.to_vec())

@@ -17,14 +17,13 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use estargz::soci::{PrefixDecoder, ResumePoint, SpanBlocks, SpanError};
-use estargz::Digest;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::block_fetch::{gather, gather_unchecked, Want};
 use super::feeding::{Feeders, Segment, SpanState};
 use super::prefix_error::PrefixError;
 use super::span_fetch::{wanted, wanted_all, SpanBytes, SpanSource};
-use super::window_fetch;
+use super::window_fetch::{self, WindowsBlob};
 use crate::lazy::cache::ChunkBytes;
 use crate::lazy::link::FetchKind;
 
@@ -59,12 +58,12 @@ struct State {
 pub struct Prefixes {
     blocks: SpanBlocks,
     /// The windows blob of the resume points, when the index has one.
-    windows: Option<Digest>,
+    windows: Option<WindowsBlob>,
     state: Mutex<State>,
 }
 
 impl Prefixes {
-    pub fn new(blocks: SpanBlocks, windows: Option<Digest>) -> Self {
+    pub fn new(blocks: SpanBlocks, windows: Option<WindowsBlob>) -> Self {
         Self {
             blocks,
             windows,
@@ -78,8 +77,8 @@ impl Prefixes {
     }
 
     /// The windows blob of the resume points, when the index has one.
-    pub fn windows(&self) -> Option<Digest> {
-        self.windows
+    pub fn windows(&self) -> Option<&WindowsBlob> {
+        self.windows.as_ref()
     }
 
     /// Where the decoded bytes of a fetch reaching uncompressed `end` end: the recorded
@@ -374,7 +373,7 @@ impl Prefixes {
                 let wants = wanted.get(w.span - spans.start);
                 tracing::debug!(span = w.span, blocks = ?w.blocks, %from, ?wants, ?kind, "soci span plan");
             }
-            let windows = self.windows;
+            let windows = self.windows.as_ref();
             // The segments that go on, taken out highest index first so the others keep
             // their places.
             let mut going_on: Vec<(usize, usize)> = plans

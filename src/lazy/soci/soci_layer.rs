@@ -21,6 +21,7 @@ use super::prefix::Prefixes;
 use super::soci_prefetch::{Prefetch, PrefetchPlan};
 use super::span_fetch::{SpanBytes, SpanSource};
 use super::tar_window::Readahead;
+use super::window_fetch::WindowsBlob;
 use crate::lazy::fallback::FallbackReason;
 use crate::lazy::fs::LayerContent;
 use crate::lazy::link::FetchKind;
@@ -85,7 +86,7 @@ impl SociLayer {
         ztoc: (Digest, Vec<FileMetadata>),
         index: estargz::Index,
         prefetch: PrefetchPlan,
-        blocks: Option<(estargz::soci::SpanBlocks, Option<Digest>)>,
+        blocks: Option<(estargz::soci::SpanBlocks, Option<WindowsBlob>)>,
         readahead: Option<(u64, u64)>,
     ) -> Self {
         let readahead = readahead

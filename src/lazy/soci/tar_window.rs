@@ -47,8 +47,24 @@ impl Readahead {
 
     /// A read of tar `[at, end)` missed: how far to fetch (at least `end`).
     pub fn on_miss(&self, index: &Index, at: u64, end: u64, round_trip_bytes: Option<u64>) -> u64 {
-        let range = self.window.on_miss(at, end, self.bounds(round_trip_bytes));
-        self.within_dir(index, range, at).unwrap_or(end).max(end)
+        let bounds = self.bounds(round_trip_bytes);
+        let range = self.window.on_miss(at, end, bounds);
+        let window = self.within_dir(index, range, at).unwrap_or(end).max(end);
+        window.max(self.whole_file(index, at, bounds.max))
+    }
+
+    /// A read at a file's first byte is mostly the start of reading the file whole
+    /// (`cat`, exec, an import): as an eStargz miss fetches the file's chunk, the miss
+    /// fetches the file, up to `max` (the largest window the link allows) past `at`.
+    fn whole_file(&self, index: &Index, at: u64, max: u64) -> u64 {
+        (self.order.chunk_around(index, at))
+            .filter(|c| c.compressed.start == at)
+            .map_or(at, |c| {
+                c.compressed
+                    .start
+                    .saturating_add(c.size)
+                    .min(at.saturating_add(max))
+            })
     }
 
     /// A read at tar offset `at` found its bytes: the next window to fetch now, if the
@@ -112,7 +128,12 @@ mod tests {
     fn sequential_misses_in_a_large_file_read_ahead_inside_it() {
         let (index, readahead, start) = layer();
         let step = 128 << 10;
-        // The first read is a jump: nothing learned yet, no window.
+        // A read from the file's first byte fetches the file up to the largest window.
+        let first = readahead.on_miss(&index, start, start + step, None);
+        assert_eq!(first, start + (4 << 20));
+        // A jump into the middle of the file: nothing learned yet, no window.
+        let (index, readahead, start) = layer();
+        let start = start + step;
         let first = readahead.on_miss(&index, start, start + step, None);
         assert_eq!(first, start + step);
         // The next one follows it: the window goes on inside the file (it used to stop at

@@ -1,6 +1,8 @@
-//! The sparse window of a resume point ([`estargz::soci::resume`]): from the chunk cache
-//! (keyed by the entry's digest), else one range request into the index's windows blob;
-//! checked against the digest the blocks blob gives before it is decoded, then cached.
+//! The sparse window of a resume point ([`estargz::soci::resume`]): from the windows blob
+//! when it came whole at mount (a small one does: a read jumping into a span then needs
+//! no request of its own for it), else the chunk cache (keyed by the entry's digest), else
+//! one range request into the blob; checked against the digest the blocks blob gives
+//! before it is decoded; a fetched one is then cached.
 
 use estargz::soci::{sparse_window, ResumePoint, SpanError};
 use estargz::Digest;
@@ -11,11 +13,17 @@ use crate::lazy::cache::{CacheKey, ChunkBytes};
 use crate::lazy::link::FetchKind;
 use crate::lazy::observe;
 
+/// A layer's windows blob: its digest, and its bytes when it was fetched whole.
+pub struct WindowsBlob {
+    pub digest: Digest,
+    pub held: Option<Vec<u8>>,
+}
+
 /// The 32 KiB window `point` resumes with; `windows` is the windows blob (`None` when the
 /// index has none: only points needing no window can be used then).
 pub async fn window(
     source: &SpanSource,
-    windows: Option<Digest>,
+    windows: Option<&WindowsBlob>,
     point: &ResumePoint,
     kind: FetchKind,
 ) -> Result<Vec<u8>, PrefixError> {
@@ -28,15 +36,21 @@ pub async fn window(
         return Err(SpanError::NoSuchSpan { span }.into());
     };
     let key = CacheKey::Content(w.digest);
-    let cache = source.cache.clone();
     let len = u64::from(w.len);
-    let cached = tokio::task::spawn_blocking(move || cache.peek(&key, len)).await?;
-    let (entry, fetched) = match cached {
-        Some(bytes) => (bytes, false),
+    let range = w.offset..w.offset.saturating_add(len);
+    let held = (blob.held.as_deref())
+        .and_then(|b| b.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?));
+    let (entry, fetched) = match held {
+        Some(bytes) => (ChunkBytes::from(bytes.to_vec()), false),
         None => {
-            let range = w.offset..w.offset.saturating_add(len);
-            let bytes = source.fetch_from(&blob, range, kind).await?;
-            (ChunkBytes::from(bytes.to_vec()), true)
+            let cache = source.cache.clone();
+            match tokio::task::spawn_blocking(move || cache.peek(&key, len)).await? {
+                Some(bytes) => (bytes, false),
+                None => {
+                    let bytes = source.fetch_from(&blob.digest, range, kind).await?;
+                    (ChunkBytes::from(bytes.to_vec()), true)
+                }
+            }
         }
     };
     let (cache, layer) = (source.cache.clone(), source.location.digest);
