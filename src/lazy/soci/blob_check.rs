@@ -287,7 +287,7 @@ async fn windows_blob(layer: &SociLayer) -> Result<Vec<u8>, CheckError> {
     let Some(blob) = prefixes.windows().filter(|_| len > 0) else {
         return Ok(Vec::new());
     };
-    if let Some(held) = &blob.held {
+    if let Some(held) = blob.held() {
         return Ok(held.clone());
     }
     let bytes = with_retries(layer, || {

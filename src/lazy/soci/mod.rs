@@ -60,9 +60,6 @@ pub use soci_prefetch::PrefetchPlan;
 
 /// Largest zTOC accepted (checkpoint windows are 32 KiB each: 64 MiB is ~2000 spans).
 const MAX_ZTOC_SIZE: u64 = 64 << 20;
-/// A windows blob up to this size (or a round trip's worth of bytes, when more) is
-/// fetched whole at mount.
-const SMALL_WINDOWS: u64 = 64 << 10;
 /// Images whose look-up result is remembered.
 const MAX_REMEMBERED: usize = 1024;
 
@@ -172,20 +169,7 @@ impl SociIndexes {
                 .map_err(|e| bad(e.to_string()))?;
             Ztoc::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
         };
-        // A small windows blob comes whole: a read jumping into a span then sends no
-        // request of its own for its resume point's window.
-        let small_windows = cache
-            .link()
-            .round_trip_bytes()
-            .unwrap_or(0)
-            .max(SMALL_WINDOWS);
-        let windows_whole = async {
-            let (digest, size) = image.windows.get(layer).copied()?;
-            let what = "soci windows";
-            (size <= small_windows).then_some(())?;
-            small_blob(client, location, (digest, size), small_windows, what).await
-        };
-        let (ztoc, prefetch_bytes, blocks_bytes, learned_bytes, windows_bytes) = tokio::join!(
+        let (ztoc, prefetch_bytes, blocks_bytes, learned_bytes) = tokio::join!(
             ztoc,
             beside(
                 &image.prefetches,
@@ -194,7 +178,6 @@ impl SociIndexes {
             ),
             beside(&image.blocks, MAX_BLOCKS_SIZE, "soci span blocks"),
             beside(&image.learned, MAX_LEARNED_SIZE, "soci learned ranges"),
-            windows_whole,
         );
         let ztoc = ztoc?;
         // An index built for another blob cannot describe this one.
@@ -211,13 +194,8 @@ impl SociIndexes {
         let mut prefetch = prefetch_bytes
             .map(|b| prefetch_spans(location, &b, &zinfo))
             .unwrap_or_default();
-        let windows = image
-            .windows
-            .get(&location.digest)
-            .map(|&(digest, _)| WindowsBlob {
-                digest,
-                held: windows_bytes,
-            });
+        let windows = (image.windows.get(&location.digest))
+            .map(|&(digest, size)| WindowsBlob::new(digest, size));
         let blocks = blocks_bytes.and_then(|b| span_blocks(location, &b, &zinfo));
         if let (Some(bytes), Some(blocks)) = (learned_bytes, &blocks) {
             prefetch.learned = learned_ranges(location, &bytes, &zinfo, blocks);

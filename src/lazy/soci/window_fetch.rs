@@ -1,11 +1,13 @@
-//! The sparse window of a resume point ([`estargz::soci::resume`]): from the windows blob
-//! when it came whole at mount (a small one does: a read jumping into a span then needs
-//! no request of its own for it), else the chunk cache (keyed by the entry's digest), else
-//! one range request into the blob; checked against the digest the blocks blob gives
-//! before it is decoded; a fetched one is then cached.
+//! The sparse window of a resume point ([`estargz::soci::resume`]): from the chunk cache
+//! (keyed by the entry's digest), else the index's windows blob: the whole blob, once,
+//! when it is no more than a round trip's worth of bytes (a window request costs a round
+//! trip either way, and later jumps into spans then need no request for theirs), else one
+//! range request for the entry. Checked against the digest the blocks blob gives before
+//! it is decoded; one that came over the network is then cached.
 
 use estargz::soci::{sparse_window, ResumePoint, SpanError};
 use estargz::Digest;
+use tokio::sync::OnceCell;
 
 use super::prefix_error::PrefixError;
 use super::span_fetch::SpanSource;
@@ -13,10 +15,43 @@ use crate::lazy::cache::{CacheKey, ChunkBytes};
 use crate::lazy::link::FetchKind;
 use crate::lazy::observe;
 
-/// A layer's windows blob: its digest, and its bytes when it was fetched whole.
+/// The largest windows blob fetched whole while the link is not measured yet.
+const WHOLE_UNMEASURED: u64 = 64 << 10;
+
+/// A layer's windows blob: its digest and size, and its bytes once fetched whole.
 pub struct WindowsBlob {
     pub digest: Digest,
-    pub held: Option<Vec<u8>>,
+    size: u64,
+    whole: OnceCell<Vec<u8>>,
+}
+
+impl WindowsBlob {
+    pub fn new(digest: Digest, size: u64) -> Self {
+        Self {
+            digest,
+            size,
+            whole: OnceCell::new(),
+        }
+    }
+
+    /// The whole blob when it was fetched whole.
+    pub fn held(&self) -> Option<&Vec<u8>> {
+        self.whole.get()
+    }
+
+    /// The whole blob, fetched once, when it is small enough for the link; `None` when
+    /// not (or the fetch failed: entries are then fetched one by one).
+    async fn whole(&self, source: &SpanSource, kind: FetchKind) -> Option<&Vec<u8>> {
+        let link = source.cache.link().round_trip_bytes();
+        if self.size > link.unwrap_or(0).max(WHOLE_UNMEASURED) {
+            return None;
+        }
+        let fetch = || async {
+            let bytes = source.fetch_from(&self.digest, 0..self.size, kind).await?;
+            Ok::<_, PrefixError>(bytes.to_vec())
+        };
+        self.whole.get_or_try_init(fetch).await.ok()
+    }
 }
 
 /// The 32 KiB window `point` resumes with; `windows` is the windows blob (`None` when the
@@ -38,14 +73,16 @@ pub async fn window(
     let key = CacheKey::Content(w.digest);
     let len = u64::from(w.len);
     let range = w.offset..w.offset.saturating_add(len);
-    let held = (blob.held.as_deref())
-        .and_then(|b| b.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?));
-    let (entry, fetched) = match held {
-        Some(bytes) => (ChunkBytes::from(bytes.to_vec()), false),
+    let cache = source.cache.clone();
+    let cached = tokio::task::spawn_blocking(move || cache.peek(&key, len)).await?;
+    let (entry, fetched) = match cached {
+        Some(bytes) => (bytes, false),
         None => {
-            let cache = source.cache.clone();
-            match tokio::task::spawn_blocking(move || cache.peek(&key, len)).await? {
-                Some(bytes) => (bytes, false),
+            let whole = (blob.whole(source, kind).await).and_then(|b| {
+                b.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?)
+            });
+            match whole {
+                Some(bytes) => (ChunkBytes::from(bytes.to_vec()), true),
                 None => {
                     let bytes = source.fetch_from(&blob.digest, range, kind).await?;
                     (ChunkBytes::from(bytes.to_vec()), true)
