@@ -176,7 +176,8 @@ fn hostile_learned_ranges_are_refused() {
     bad[32] = 7;
     assert!(refused(&bad));
     let u0 = z.uncompressed_range(0).unwrap();
-    let changes: Vec<(&str, Box<dyn Fn(&mut LearnedRange)>)> = vec![
+    type Change = Box<dyn Fn(&mut LearnedRange)>;
+    let changes: Vec<(&str, Change)> = vec![
         ("span", Box::new(|r| r.span = 10_000)),
         ("needed start", Box::new(|r| r.needed.start = u64::MAX)),
         ("needed end", Box::new(|r| r.needed.end = u64::MAX)),
