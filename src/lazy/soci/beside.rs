@@ -7,7 +7,7 @@ use estargz::soci::{LearnedRanges, SpanBlocks, Zinfo};
 use estargz::Digest;
 use registry::Client;
 
-use super::PrefetchPlan;
+use super::prefetch_plan::PrefetchPlan;
 use crate::lazy::source::BlobLocation;
 
 /// A small blob the index lists beside a zTOC (`what` names it in logs); `None`, logged,

@@ -18,6 +18,7 @@ mod blob_check;
 mod block_fetch;
 mod feeding;
 mod learned_fetch;
+mod prefetch_plan;
 mod prefix;
 mod prefix_error;
 mod soci_layer;
@@ -55,8 +56,8 @@ use beside::{learned_ranges, prefetch_spans, small_blob, span_blocks};
 use window_fetch::WindowsBlob;
 
 pub use blob_check::{check_whole_blob, spawn_check, CheckPacing};
+pub use prefetch_plan::PrefetchPlan;
 pub use soci_layer::SociLayer;
-pub use soci_prefetch::PrefetchPlan;
 
 /// Largest zTOC accepted (checkpoint windows are 32 KiB each: 64 MiB is ~2000 spans).
 const MAX_ZTOC_SIZE: u64 = 64 << 20;

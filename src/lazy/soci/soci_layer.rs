@@ -17,8 +17,8 @@ use estargz::soci::{decompress_span, FileMetadata};
 use estargz::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
+use super::prefetch_plan::{Prefetch, PrefetchPlan};
 use super::prefix::Prefixes;
-use super::soci_prefetch::{Prefetch, PrefetchPlan};
 use super::span_fetch::{SpanBytes, SpanSource};
 use super::tar_window::Readahead;
 use super::window_fetch::WindowsBlob;
