@@ -504,7 +504,7 @@ fn containers_reading_the_same_spans_at_once_all_get_the_right_bytes() {
                 let (stack, reference) = (&stack, &reference);
                 scope.spawn(move || {
                     let script = format!("find /data -type f | {order} | xargs sha256sum");
-                    run_script(stack, reference, "socic", &script)
+                    stack.run_script(reference, "socic", &script)
                 })
             })
             .collect();
@@ -603,7 +603,7 @@ fn images_sharing_layers_pulled_at_once_all_run_with_the_right_bytes() {
                 scope.spawn(move || {
                     rpull(&stack.containerd, reference);
                     let script = "find /data -type f | sort | xargs sha256sum";
-                    run_script(stack, reference, "socis", script)
+                    stack.run_script(reference, "socis", script)
                 })
             })
             .collect();
@@ -742,25 +742,6 @@ fn start_daemon_again(stack: &mut LazyStack) {
 fn run_image(stack: &LazyStack, reference: &str, prefix: &str) -> String {
     let id = unique_id(prefix);
     let run = ["run", "--rm", "--snapshotter", "stargz", reference, &id];
-    (stack.containerd.ctr(run))
-        .map(|o| o.stdout)
-        .unwrap_or_default()
-}
-
-/// The stdout of `sh -c SCRIPT` in a container of `reference` (empty when it failed).
-fn run_script(stack: &LazyStack, reference: &str, prefix: &str, script: &str) -> String {
-    let id = unique_id(prefix);
-    let run = [
-        "run",
-        "--rm",
-        "--snapshotter",
-        "stargz",
-        reference,
-        &id,
-        "/bin/sh",
-        "-c",
-        script,
-    ];
     (stack.containerd.ctr(run))
         .map(|o| o.stdout)
         .unwrap_or_default()

@@ -8,6 +8,8 @@ mod common;
 use common::soci::{index, index_with, push_soci_index_with, served, without_colors, ztoc_of};
 use common::stack::{self, convert_to_estargz, rpull, LazyStack};
 
+use std::ops::Range;
+
 use testkit::{unique_id, BuiltImage};
 
 /// busybox, 24 MiB of incompressible data (`/data/big/two.bin` is 8 MiB of it), and a
@@ -79,21 +81,13 @@ fn learned_prefetch_fetches_the_recorded_files_at_mount() {
         "prefetch fetched {at_mount} bytes for the 8 MiB file: {daemon_log}"
     );
 
-    let id = unique_id("socip");
-    let run = [
-        "run",
-        "--rm",
-        "--snapshotter",
-        "stargz",
+    // Readers at once: one that finds a span busy with another must still be
+    // served what is there, not take it for a miss and fetch past it.
+    let out = stack.run_script(
         &reference,
-        &id,
-        "/bin/sh",
-        "-c",
-        // Readers at once: one that finds a span busy with another must still be
-        // served what is there, not take it for a miss and fetch past it.
+        "socip",
         "for i in 1 2 3 4; do (cat /data/big/two.bin | wc -c) & done; wait",
-    ];
-    let out = stack.containerd.ctr(run).unwrap().stdout;
+    );
     let daemon_log = stack.daemon.log_text();
     let want = (8u64 << 20).to_string();
     let counts: Vec<&str> = out.split_whitespace().collect();
@@ -118,19 +112,7 @@ fn a_soci_mount_is_recorded_and_the_record_learns_a_prefetch() {
     let reference = stack.registry.push("soci/rec", "v1", &image).unwrap();
     assert_eq!(index(&reference)["indexed"], 3);
     rpull(&stack.containerd, &reference);
-    let id = unique_id("socir");
-    let run = [
-        "run",
-        "--rm",
-        "--snapshotter",
-        "stargz",
-        &reference,
-        &id,
-        "/bin/sh",
-        "-c",
-        "cat /data/big/two.bin | wc -c",
-    ];
-    let out = stack.containerd.ctr(run).unwrap().stdout;
+    let out = stack.run_script(&reference, "socir", "cat /data/big/two.bin | wc -c");
     assert_eq!(out.trim(), (8u64 << 20).to_string());
 
     let record_dir = stack.dir.path().join("root/record");
@@ -204,19 +186,7 @@ fn a_record_given_with_an_estargz_image_is_prefetched_from_a_referrer() {
         "{daemon_log}"
     );
 
-    let id = unique_id("socie");
-    let run = [
-        "run",
-        "--rm",
-        "--snapshotter",
-        "stargz",
-        &esgz,
-        &id,
-        "/bin/sh",
-        "-c",
-        "cat /data/big/two.bin | wc -c",
-    ];
-    let out = stack.containerd.ctr(run).unwrap().stdout;
+    let out = stack.run_script(&esgz, "socie", "cat /data/big/two.bin | wc -c");
     assert_eq!(out.trim(), (8u64 << 20).to_string());
     let log = std::fs::read_to_string(&log_path).unwrap();
     let total = served(&log[log_start..], &data_layer);
@@ -233,40 +203,22 @@ fn a_learned_range_failing_its_digest_is_never_served_and_reads_fetch_the_file_a
     let stack = LazyStack::start_with_config("socil-", "[background_fetch]\nenable = false\n");
     let image = image_with_data();
     let reference = stack.registry.push("soci/badlearn", "v1", &image).unwrap();
-    let blobs: Vec<&[u8]> = image.layers.iter().map(|l| &l.blob.bytes[..]).collect();
-    let opts = estargz::soci::BuildOptions::default();
-    let build = |blob: &[u8]| {
-        let gzip = estargz::soci::Compression::Gzip;
-        let block = estargz::soci::DEFAULT_BLOCK_SIZE;
-        estargz::soci::build_ztoc_with_blocks(blob, gzip, &opts, block).unwrap()
-    };
     // The data layer (index 1), its learned ranges for two.bin, the first one's digest
     // wrong: as if the registry served other bytes than the indexer read.
-    let (ztoc, blocks, windows) = build(blobs[1]);
-    let zinfo = estargz::soci::Zinfo::new(&ztoc).unwrap();
-    let file = ztoc
-        .files
-        .iter()
-        .find(|f| f.name.ends_with("two.bin"))
-        .unwrap();
-    let read = file.uncompressed_offset..file.uncompressed_offset + file.uncompressed_size;
-    let read_range = read.clone();
-    let mut learned =
-        estargz::soci::LearnedRanges::build(&zinfo, &blocks, &windows, &[read], |r| {
-            Ok(blobs[1][r.start as usize..r.end as usize].to_vec())
-        })
-        .unwrap();
-    assert!(learned.ranges.len() >= 2, "{:?}", learned.ranges.len());
-    learned.ranges[0].digest = estargz::Digest::sha256(b"other bytes");
-    let ztocs: Vec<Option<Vec<u8>>> = blobs.iter().map(|b| Some(ztoc_of(b).to_bytes())).collect();
-    let mut beside = vec![
-        (estargz::soci::BLOCKS_MEDIA_TYPE, 1, blocks.to_bytes()),
-        (estargz::soci::LEARNED_MEDIA_TYPE, 1, learned.to_bytes()),
-    ];
-    if !windows.is_empty() {
-        beside.push((estargz::soci::WINDOWS_MEDIA_TYPE, 1, windows));
-    }
-    push_soci_index_with(&stack.registry, "soci/badlearn", &image, &ztocs, &beside);
+    let block = estargz::soci::DEFAULT_BLOCK_SIZE;
+    let (registry, two) = (&stack.registry, "two.bin");
+    let read_range = push_learned_index(
+        registry,
+        "soci/badlearn",
+        &image,
+        block,
+        two,
+        |f| f,
+        |learned| {
+            assert!(learned.ranges.len() >= 2, "{:?}", learned.ranges.len());
+            learned.ranges[0].digest = estargz::Digest::sha256(b"other bytes");
+        },
+    );
 
     rpull(&stack.containerd, &reference);
     let daemon_log = stack.daemon.log_text();
@@ -277,22 +229,11 @@ fn a_learned_range_failing_its_digest_is_never_served_and_reads_fetch_the_file_a
     // The other ranges were kept; the file's first bytes come through the blocks, each
     // checked, and the whole file reads right.
     let mut tar = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(blobs[1]), &mut tar).unwrap();
+    let data = &image.layers[1].blob.bytes[..];
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(data), &mut tar).unwrap();
     let want =
         estargz::Digest::sha256(&tar[read_range.start as usize..read_range.end as usize]).hex();
-    let id = unique_id("socil");
-    let run = [
-        "run",
-        "--rm",
-        "--snapshotter",
-        "stargz",
-        &reference,
-        &id,
-        "/bin/sh",
-        "-c",
-        "sha256sum /data/big/two.bin",
-    ];
-    let out = stack.containerd.ctr(run).unwrap().stdout;
+    let out = stack.run_script(&reference, "socil", "sha256sum /data/big/two.bin");
     let daemon_log = stack.daemon.log_text();
     assert!(out.starts_with(&want), "{out} (want {want}): {daemon_log}");
 }
@@ -314,41 +255,24 @@ fn a_learned_range_with_a_wrong_window_fails_the_layer_at_the_whole_layer_check(
         .build()
         .unwrap();
     let reference = stack.registry.push("soci/badwindow", "v1", &image).unwrap();
-    let blobs: Vec<&[u8]> = image.layers.iter().map(|l| &l.blob.bytes[..]).collect();
-    let (gzip, block) = (estargz::soci::Compression::Gzip, 4096);
-    let opts = estargz::soci::BuildOptions::default();
-    let (ztoc, blocks, windows) =
-        estargz::soci::build_ztoc_with_blocks(blobs[1], gzip, &opts, block).unwrap();
-    let zinfo = estargz::soci::Zinfo::new(&ztoc).unwrap();
-    let file = ztoc
-        .files
-        .iter()
-        .find(|f| f.name.ends_with("text.txt"))
-        .unwrap();
     // A read deep in the text: it starts at a block end whose window the text refers to.
-    let at = file.uncompressed_offset + (2 << 20);
-    let mut learned = estargz::soci::LearnedRanges::build(
-        &zinfo,
-        &blocks,
-        &windows,
-        std::slice::from_ref(&(at..at + 20_000)),
-        |r| Ok(blobs[1][r.start as usize..r.end as usize].to_vec()),
-    )
-    .unwrap();
-    let range = (learned.ranges.iter_mut())
-        .find(|r| !r.window.is_empty())
-        .expect("a learned range with a window");
-    let all = vec![true; 32 << 10];
-    range.window = estargz::soci::sparse_window::encode(&vec![b'x'; 32 << 10], &all);
-    let ztocs: Vec<Option<Vec<u8>>> = blobs.iter().map(|b| Some(ztoc_of(b).to_bytes())).collect();
-    let mut beside = vec![
-        (estargz::soci::BLOCKS_MEDIA_TYPE, 1, blocks.to_bytes()),
-        (estargz::soci::LEARNED_MEDIA_TYPE, 1, learned.to_bytes()),
-    ];
-    if !windows.is_empty() {
-        beside.push((estargz::soci::WINDOWS_MEDIA_TYPE, 1, windows));
-    }
-    push_soci_index_with(&stack.registry, "soci/badwindow", &image, &ztocs, &beside);
+    let deep = |file: Range<u64>| file.start + (2 << 20)..file.start + (2 << 20) + 20_000;
+    let registry = &stack.registry;
+    push_learned_index(
+        registry,
+        "soci/badwindow",
+        &image,
+        4096,
+        "text.txt",
+        deep,
+        |learned| {
+            let range = (learned.ranges.iter_mut())
+                .find(|r| !r.window.is_empty())
+                .expect("a learned range with a window");
+            let all = vec![true; 32 << 10];
+            range.window = estargz::soci::sparse_window::encode(&vec![b'x'; 32 << 10], &all);
+        },
+    );
 
     rpull(&stack.containerd, &reference);
     let wait = std::time::Duration::from_secs(120);
@@ -373,4 +297,45 @@ fn a_learned_range_with_a_wrong_window_fails_the_layer_at_the_whole_layer_check(
         "a failed layer serves nothing: {out}\n{}",
         stack.daemon.log_text()
     );
+}
+
+/// Indexes `image` by hand: zTOCs for every layer; for the data layer (index 1) span
+/// blocks of `block_size`, their windows and learned ranges for `read` (of the byte range
+/// of the file whose name ends in `file`), changed by `tamper` before they are pushed.
+/// Returns the read.
+fn push_learned_index(
+    registry: &testkit::Registry,
+    repo: &str,
+    image: &BuiltImage,
+    block_size: u64,
+    file: &str,
+    read: impl Fn(Range<u64>) -> Range<u64>,
+    tamper: impl FnOnce(&mut estargz::soci::LearnedRanges),
+) -> Range<u64> {
+    let blobs: Vec<&[u8]> = image.layers.iter().map(|l| &l.blob.bytes[..]).collect();
+    let (gzip, opts) = (
+        estargz::soci::Compression::Gzip,
+        estargz::soci::BuildOptions::default(),
+    );
+    let (ztoc, blocks, windows) =
+        estargz::soci::build_ztoc_with_blocks(blobs[1], gzip, &opts, block_size).unwrap();
+    let zinfo = estargz::soci::Zinfo::new(&ztoc).unwrap();
+    let f = ztoc.files.iter().find(|f| f.name.ends_with(file)).unwrap();
+    let read = read(f.uncompressed_offset..f.uncompressed_offset + f.uncompressed_size);
+    let reads = std::slice::from_ref(&read);
+    let mut learned = estargz::soci::LearnedRanges::build(&zinfo, &blocks, &windows, reads, |r| {
+        Ok(blobs[1][r.start as usize..r.end as usize].to_vec())
+    })
+    .unwrap();
+    tamper(&mut learned);
+    let ztocs: Vec<Option<Vec<u8>>> = blobs.iter().map(|b| Some(ztoc_of(b).to_bytes())).collect();
+    let mut beside = vec![
+        (estargz::soci::BLOCKS_MEDIA_TYPE, 1, blocks.to_bytes()),
+        (estargz::soci::LEARNED_MEDIA_TYPE, 1, learned.to_bytes()),
+    ];
+    if !windows.is_empty() {
+        beside.push((estargz::soci::WINDOWS_MEDIA_TYPE, 1, windows));
+    }
+    push_soci_index_with(registry, repo, image, &ztocs, &beside);
+    read
 }

@@ -157,6 +157,26 @@ pub struct LazyStack {
 }
 
 impl LazyStack {
+    /// The stdout of `sh -c SCRIPT` in a container of `reference`, through our
+    /// snapshotter (empty when it failed).
+    pub fn run_script(&self, reference: &str, prefix: &str, script: &str) -> String {
+        let id = testkit::unique_id(prefix);
+        let run = [
+            "run",
+            "--rm",
+            "--snapshotter",
+            "stargz",
+            reference,
+            &id,
+            "/bin/sh",
+            "-c",
+            script,
+        ];
+        (self.containerd.ctr(run))
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    }
+
     /// Starts the three under a fresh temp dir named with `prefix` (keep it short: the
     /// daemon's socket path must fit in sun_path).
     pub fn start(prefix: &str) -> LazyStack {
