@@ -8,6 +8,7 @@
 //! failed.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -88,10 +89,7 @@ pub fn verify_blob(
         else {
             return Err(bad("missing".into()));
         };
-        let mut compressed =
-            vec![0; usize::try_from(c.end - c.start).map_err(|e| bad(e.to_string()))?];
-        blob.seek(SeekFrom::Start(c.start))?;
-        blob.read_exact(&mut compressed)?;
+        let compressed = read_range(&mut blob, c)?;
         let got = decompress_span(zinfo, span, &compressed).map_err(|e| bad(e.to_string()))?;
         expected.resize(
             usize::try_from(u.end - u.start).map_err(|e| bad(e.to_string()))?,
@@ -146,10 +144,7 @@ fn verify_points(
             let r = blocks
                 .compressed_range(zinfo, span, block)
                 .ok_or_else(|| bad("no such block".into()))?;
-            let mut bytes =
-                vec![0; usize::try_from(r.end - r.start).map_err(|e| bad(e.to_string()))?];
-            blob.seek(SeekFrom::Start(r.start))?;
-            blob.read_exact(&mut bytes)?;
+            let bytes = read_range(blob, r)?;
             decoder
                 .feed(&bytes, &mut out)
                 .map_err(|e| bad(e.to_string()))?;
@@ -179,10 +174,7 @@ fn verify_learned(
             at: range.needed.start,
             problem,
         };
-        let c = &range.compressed;
-        let mut bytes = vec![0; usize::try_from(c.end - c.start).map_err(|e| bad(e.to_string()))?];
-        blob.seek(SeekFrom::Start(c.start))?;
-        blob.read_exact(&mut bytes)?;
+        let bytes = read_range(blob, range.compressed.clone())?;
         let decoded =
             (range.decode(zinfo, points.blocks, &bytes)).map_err(|e| bad(e.to_string()))?;
         let from = usize::try_from(decoded.start.saturating_sub(start)).unwrap_or(usize::MAX);
@@ -192,6 +184,15 @@ fn verify_learned(
         }
     }
     Ok(())
+}
+
+/// The bytes `range` of the downloaded blob.
+fn read_range(blob: &mut std::fs::File, range: Range<u64>) -> std::io::Result<Vec<u8>> {
+    let len = usize::try_from(range.end - range.start).map_err(std::io::Error::other)?;
+    let mut bytes = vec![0; len];
+    blob.seek(SeekFrom::Start(range.start))?;
+    blob.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The fields a reader relies on; times compared as instants (writers format them
