@@ -10,7 +10,7 @@ use common::stack::{self, convert_to_estargz, rpull, LazyStack};
 
 use std::ops::Range;
 
-use testkit::{unique_id, BuiltImage};
+use testkit::{unique_id, BuiltImage, MultiRangeAnswer};
 
 /// busybox, 24 MiB of incompressible data (`/data/big/two.bin` is 8 MiB of it), and a
 /// small text file.
@@ -338,4 +338,90 @@ fn push_learned_index(
     }
     push_soci_index_with(registry, repo, image, &ztocs, &beside);
     read
+}
+
+/// Learned reads apart in one layer (three files with unread ones between) come in one
+/// request: a multi-range one where the registry answers with parts, and range by range
+/// where it answers such a request with the whole blob (as ECR does). Either way every
+/// range is kept and the files read right.
+#[test]
+fn learned_ranges_apart_come_in_one_request_or_range_by_range() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let names = ["a", "b", "c", "d", "e"];
+    let contents: Vec<Vec<u8>> = (0..names.len() as u64)
+        .map(|i| testkit::image::content::random(30 + i, 2 << 20))
+        .collect();
+    let mut layer = testkit::LayerBuilder::new();
+    layer.dir("d", 0o755).unwrap();
+    for (name, content) in names.iter().zip(&contents) {
+        layer
+            .file(&format!("d/{name}.bin"), content, 0o644)
+            .unwrap();
+    }
+    let image = testkit::ImageBuilder::new()
+        .layer(testkit::busybox_layer().unwrap())
+        .layer(layer.finish().unwrap())
+        .cmd(&["/bin/true"])
+        .build()
+        .unwrap();
+    let read = [0, 2, 4];
+    let record_dir = tempfile::tempdir().unwrap();
+    let record = record_dir.path().join("record.jsonl");
+    let lines: Vec<String> = (read.iter())
+        .map(|&i| {
+            let line = serde_json::json!({
+                "path": format!("d/{}.bin", names[i]),
+                "manifestDigest": image.manifest.digest.to_string(),
+                "layerIndex": 1,
+            });
+            format!("{line}\n")
+        })
+        .collect();
+    std::fs::write(&record, lines.concat()).unwrap();
+    let script = (read.iter())
+        .map(|&i| format!("sha256sum /d/{}.bin", names[i]))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let sums: Vec<String> = (read.iter())
+        .map(|&i| estargz::Digest::sha256(&contents[i]).hex())
+        .collect();
+
+    for answer in [MultiRangeAnswer::Parts, MultiRangeAnswer::WholeBlob] {
+        let config = "[background_fetch]\nenable = false\n";
+        let (stack, proxy) = LazyStack::start_behind_proxy("socia-", config);
+        proxy.set_multi_range(answer);
+        let reference = stack.registry.push("soci/apart", "v1", &image).unwrap();
+        index_with(&reference, Some(&record));
+        let via_proxy = reference.replacen(&stack.registry.host(), &proxy.host(), 1);
+        rpull(&stack.containerd, &via_proxy);
+        let daemon_log = stack.daemon.log_text();
+        let lines: Vec<String> = daemon_log.lines().map(without_colors).collect();
+        let field = |line: &str, key: &str| -> Option<u64> {
+            let at = line.find(key)? + key.len();
+            line[at..].split_whitespace().next()?.parse().ok()
+        };
+        let learned = (lines.iter())
+            .find(|l| l.contains("soci learned prefetch done"))
+            .unwrap_or_else(|| panic!("{answer:?}: no learned prefetch: {daemon_log}"));
+        let (kept, of) = (field(learned, " ranges="), field(learned, " of="));
+        assert!(kept == of && of >= Some(3), "{answer:?}: {learned}");
+        assert_eq!(proxy.multi_range_reads(), 1, "{answer:?}: {daemon_log}");
+        // One request for the three files' runs, or none where the registry refused.
+        let apart = (lines.iter())
+            .filter(|l| l.contains("soci request for ranges apart"))
+            .filter_map(|l| field(l, " runs="))
+            .collect::<Vec<_>>();
+        let refused = daemon_log.contains("does not serve multi-range requests");
+        match answer {
+            MultiRangeAnswer::Parts => assert!(apart == [3] && !refused, "{daemon_log}"),
+            _ => assert!(apart.is_empty() && refused, "{answer:?}: {daemon_log}"),
+        }
+        let out = stack.run_script(&via_proxy, "socia", &script);
+        let got: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(got, sums, "{answer:?}: {}", stack.daemon.log_text());
+    }
 }

@@ -13,6 +13,7 @@
 //! against the whole layer from the bytes background fetching brings into the cache.
 
 pub mod ahead;
+mod apart_fetch;
 mod beside;
 mod blob_check;
 mod block_fetch;
