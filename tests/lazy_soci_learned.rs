@@ -53,6 +53,12 @@ fn learned_prefetch_fetches_the_recorded_files_at_mount() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     let at_mount = served(&log[log_start..], &data_layer);
     let daemon_log = stack.daemon.log_text();
+    // The Prepares, the layers opened ahead and the index look-up all need the image
+    // manifest at once: one GET (each counts toward a registry's pull rate limit).
+    let by_tag = (daemon_log.lines().map(without_colors))
+        .filter(|l| l.contains("registry request") && l.contains("/soci/learn/manifests/v1 "))
+        .count();
+    assert_eq!(by_tag, 1, "the manifest by tag, once: {daemon_log}");
     // Before any container read: the recorded file's spans came at mount.
     assert!(
         at_mount >= 8 << 20,

@@ -61,6 +61,10 @@ pub type FetchedManifest = (Digest, Arc<Value>);
 #[derive(Default)]
 pub struct ImageManifests {
     fetched: Mutex<HashMap<String, (Instant, FetchedManifest)>>,
+    /// One fetch per reference at a time: the layers of one pull (their Prepares, the
+    /// layers opened ahead, the look-ups) ask at once, and each GET of a manifest counts
+    /// toward a registry's pull rate limit (Docker Hub's does).
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ImageManifests {
@@ -138,17 +142,45 @@ impl ImageManifests {
         remembered: bool,
     ) -> Result<FetchedManifest, PlaceError> {
         let key = reference.to_string();
+        let by_digest = reference.digest.is_some();
         if remembered {
-            if let Some(found) = self.recall(&key, reference.digest.is_some()) {
+            if let Some(found) = self.recall(&key, by_digest) {
                 return Ok(found);
             }
         }
+        let asked = Instant::now();
+        let turn = {
+            let mut fetching = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+            fetching.entry(key.clone()).or_default().clone()
+        };
+        let _turn = turn.lock().await;
+        // What a fetch that ended while this one waited brought is as fresh as asked for.
+        if let Some(found) = self.recall_since(&key, asked) {
+            return Ok(found);
+        }
+        if remembered {
+            if let Some(found) = self.recall(&key, by_digest) {
+                return Ok(found);
+            }
+        }
+        let fetched = self.fetch_now(client, reference, &key).await;
+        let mut fetching = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+        fetching.remove(&key);
+        fetched
+    }
+
+    async fn fetch_now(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        key: &str,
+    ) -> Result<FetchedManifest, PlaceError> {
         let manifest =
             client
                 .get_manifest(reference)
                 .await
                 .map_err(|source| PlaceError::Manifest {
-                    reference: key.clone(),
+                    reference: key.to_owned(),
                     source,
                 })?;
         let json: Value =
@@ -163,9 +195,16 @@ impl ImageManifests {
             memo.clear();
         }
         let now = Instant::now();
-        memo.insert(key, (now, fetched.clone()));
+        memo.insert(key.to_owned(), (now, fetched.clone()));
         memo.insert(by_digest, (now, fetched.clone()));
         Ok(fetched)
+    }
+
+    /// The manifest remembered for `key` if it was fetched at or after `since`.
+    fn recall_since(&self, key: &str, since: Instant) -> Option<FetchedManifest> {
+        let memo = self.lock();
+        let (at, found) = memo.get(key)?;
+        (*at >= since).then(|| found.clone())
     }
 
     fn recall(&self, key: &str, by_digest: bool) -> Option<FetchedManifest> {
