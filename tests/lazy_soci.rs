@@ -6,7 +6,8 @@
 
 mod common;
 use common::soci::{
-    index, push_soci_index, push_soci_index_with_blocks, served, without_colors, ztoc_of,
+    index, push_soci_index, push_soci_index_v2, push_soci_index_with_blocks, served,
+    without_colors, ztoc_of,
 };
 use common::stack::{self, committed_snapshots, rpull, LazyStack};
 
@@ -134,6 +135,36 @@ fn whole_layer_check_reads_the_blob_through_the_cache() {
         bytes <= image_size + image_size / 50,
         "registry served {bytes} bytes for {image_size} bytes of layers"
     );
+}
+
+/// A SOCI v2 index (soci's default since 0.10): no subject, the image manifest rewritten
+/// to name it in its `com.amazon.soci.index-digest` annotation. Found through the
+/// annotation, without a referrers look-up, and every layer is served through it.
+#[test]
+fn an_image_naming_its_soci_v2_index_in_an_annotation_is_pulled_lazily() {
+    testkit::require!(stack: testkit::prereq::CONTAINERD_STACK);
+    testkit::require!(testkit::Prereq::DevFuse);
+    let stack = LazyStack::start_with_config("sociv-", "[background_fetch]\nenable = false\n");
+    let image = image_with_data();
+    stack.registry.push("soci/v2", "orig", &image).unwrap();
+    let blobs: Vec<&[u8]> = image.layers.iter().map(|l| &l.blob.bytes[..]).collect();
+    let ztocs: Vec<Option<Vec<u8>>> = blobs.iter().map(|b| Some(ztoc_of(b).to_bytes())).collect();
+    push_soci_index_v2(&stack.registry, "soci/v2", &image, &ztocs, "v2");
+    let reference = format!("{}/soci/v2:v2", stack.registry.host());
+
+    rpull(&stack.containerd, &reference);
+    let id = unique_id("sociv");
+    let run = ["run", "--rm", "--snapshotter", "stargz", &reference, &id];
+    let out = stack
+        .containerd
+        .ctr(run)
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let daemon_log = stack.daemon.log_text();
+    assert_eq!(out.trim(), SMALL_TEXT, "{daemon_log}");
+    let mounted = daemon_log.matches("layer mounted lazily through its soci index");
+    assert_eq!(mounted.count(), 3, "{daemon_log}");
+    assert!(!daemon_log.contains("/referrers/"), "{daemon_log}");
 }
 
 #[test]

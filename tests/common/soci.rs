@@ -107,6 +107,65 @@ pub fn push_soci_index_with(
     ztocs: &[Option<Vec<u8>>],
     beside: &[(&str, usize, Vec<u8>)],
 ) {
+    use serde_json::json;
+    let manifest = &image.manifest;
+    let subject = json!({
+        "mediaType": manifest.media_type,
+        "digest": manifest.digest.to_string(),
+        "size": manifest.bytes.len(),
+    });
+    let (soci, soci_digest) =
+        push_index_manifest(registry, repo, image, ztocs, beside, Some(subject));
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    let referrers = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": oci_manifest,
+            "digest": soci_digest.to_string(),
+            "size": soci.len(),
+            "artifactType": estargz::soci::media::SOCI_INDEX_V1,
+        }],
+    });
+    let tag = format!("sha256-{}", manifest.digest.hex());
+    let referrers = serde_json::to_vec(&referrers).unwrap();
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    (registry.client())
+        .push_manifest(repo, &tag, index_type, &referrers)
+        .unwrap();
+}
+
+/// A hand-made SOCI v2 index for `image` in `repo` (as soci 0.10 and later build them): no
+/// subject; the image manifest, rewritten to name the index in its
+/// `com.amazon.soci.index-digest` annotation, is pushed under `tag` (a new image digest).
+pub fn push_soci_index_v2(
+    registry: &testkit::Registry,
+    repo: &str,
+    image: &BuiltImage,
+    ztocs: &[Option<Vec<u8>>],
+    tag: &str,
+) {
+    let (_, soci_digest) = push_index_manifest(registry, repo, image, ztocs, &[], None);
+    let mut rewritten: serde_json::Value = serde_json::from_slice(&image.manifest.bytes).unwrap();
+    rewritten["annotations"][estargz::soci::media::IMAGE_INDEX_DIGEST] =
+        soci_digest.to_string().into();
+    let bytes = serde_json::to_vec(&rewritten).unwrap();
+    (registry.client())
+        .push_manifest(repo, tag, &image.manifest.media_type, &bytes)
+        .unwrap();
+}
+
+/// Pushes the zTOCs, the blobs `beside` them and the SOCI index manifest naming them: v1
+/// with `subject`, else v2. Returns the index manifest and its digest.
+fn push_index_manifest(
+    registry: &testkit::Registry,
+    repo: &str,
+    image: &BuiltImage,
+    ztocs: &[Option<Vec<u8>>],
+    beside: &[(&str, usize, Vec<u8>)],
+    subject: Option<serde_json::Value>,
+) -> (Vec<u8>, estargz::Digest) {
+    use estargz::soci::media::{SOCI_INDEX_V1, SOCI_INDEX_V2};
     use estargz::Digest;
     use serde_json::json;
     let client = registry.client();
@@ -143,48 +202,31 @@ pub fn push_soci_index_with(
             }
         }));
     }
-    let manifest = &image.manifest;
-    let soci = json!({
+    let config_type = if subject.is_some() {
+        SOCI_INDEX_V1
+    } else {
+        SOCI_INDEX_V2
+    };
+    let mut soci = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {
-            "mediaType": "application/vnd.amazon.soci.index.v1+json",
+            "mediaType": config_type,
             "digest": Digest::sha256(&config).to_string(),
             "size": 2,
         },
         "layers": layers,
-        "subject": {
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest.to_string(),
-            "size": manifest.bytes.len(),
-        },
     });
+    if let Some(subject) = subject {
+        soci["subject"] = subject;
+    }
     let soci = serde_json::to_vec(&soci).unwrap();
     let soci_digest = Digest::sha256(&soci);
     let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
     client
         .push_manifest(repo, &soci_digest.to_string(), oci_manifest, &soci)
         .unwrap();
-    let referrers = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": oci_manifest,
-            "digest": soci_digest.to_string(),
-            "size": soci.len(),
-            "artifactType": "application/vnd.amazon.soci.index.v1+json",
-        }],
-    });
-    let tag = format!("sha256-{}", manifest.digest.hex());
-    let referrers = serde_json::to_vec(&referrers).unwrap();
-    client
-        .push_manifest(
-            repo,
-            &tag,
-            "application/vnd.oci.image.index.v1+json",
-            &referrers,
-        )
-        .unwrap();
+    (soci, soci_digest)
 }
 
 pub fn ztoc_of(blob: &[u8]) -> estargz::soci::Ztoc {
