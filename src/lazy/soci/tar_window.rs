@@ -14,6 +14,11 @@ use estargz::Index;
 
 use crate::lazy::layer::window::{BlobOrder, Bounds, Window};
 
+/// How much of a file a read at its first byte fetches at least: the chunk an eStargz
+/// layer converted with the default chunk size would fetch for the same miss (its files
+/// are cut into chunks of this many uncompressed bytes).
+const WHOLE_FILE_BYTES: u64 = estargz::writer::DEFAULT_CHUNK_SIZE;
+
 /// One SOCI layer's window and the tar-order list of its files' chunks.
 pub struct Readahead {
     window: Window,
@@ -50,12 +55,15 @@ impl Readahead {
         let bounds = self.bounds(round_trip_bytes);
         let range = self.window.on_miss(at, end, bounds);
         let window = self.within_dir(index, range, at).unwrap_or(end).max(end);
-        window.max(self.whole_file(index, at, bounds.max))
+        let whole_file_max = bounds.max.max(WHOLE_FILE_BYTES);
+        window.max(self.whole_file(index, at, whole_file_max))
     }
 
     /// A read at a file's first byte is mostly the start of reading the file whole
     /// (`cat`, exec, an import): as an eStargz miss fetches the file's chunk, the miss
-    /// fetches the file, up to `max` (the largest window the link allows) past `at`.
+    /// fetches the file, up to `max` past `at` ([`WHOLE_FILE_BYTES`], or the largest
+    /// window the link allows when that is more). Blocks are checked and served as they
+    /// arrive, so the reader waits for its own bytes only, not the file's end.
     fn whole_file(&self, index: &Index, at: u64, max: u64) -> u64 {
         (self.order.chunk_around(index, at))
             .filter(|c| c.compressed.start == at)
@@ -119,7 +127,7 @@ mod tests {
             index_of(&ztoc).expect("index"),
             Zinfo::new(&ztoc).expect("zinfo"),
         );
-        let readahead = Readahead::new(&index, &zinfo, (256 << 10, 4 << 20));
+        let readahead = Readahead::new(&index, &zinfo, (256 << 10, 1 << 20));
         let big = ztoc.files.iter().find(|f| f.name == "d/big").expect("big");
         (index, readahead, big.uncompressed_offset)
     }
@@ -128,9 +136,10 @@ mod tests {
     fn sequential_misses_in_a_large_file_read_ahead_inside_it() {
         let (index, readahead, start) = layer();
         let step = 128 << 10;
-        // A read from the file's first byte fetches the file up to the largest window.
+        // A read from the file's first byte fetches the file up to an eStargz chunk's
+        // worth, more than the largest window (1 MiB here).
         let first = readahead.on_miss(&index, start, start + step, None);
-        assert_eq!(first, start + (4 << 20));
+        assert_eq!(first, start + WHOLE_FILE_BYTES);
         // A jump into the middle of the file: nothing learned yet, no window.
         let (index, readahead, start) = layer();
         let start = start + step;
