@@ -82,6 +82,12 @@ fn unconverted_image_with_a_soci_index_is_pulled_lazily_and_runs() {
         0,
         "{daemon_log}"
     );
+    // The index manifest came embedded in the referrers listing: never asked for by
+    // digest (nor the image manifest, remembered from its tag).
+    let by_digest = (daemon_log.lines().map(without_colors))
+        .filter(|l| l.contains("registry request") && l.contains("/manifests/sha256:"))
+        .count();
+    assert_eq!(by_digest, 0, "{daemon_log}");
     let log = std::fs::read_to_string(&log_path).unwrap();
     let bytes = served(&log[log_start..], &layers);
     eprintln!("registry served {bytes} of {image_size} layer bytes");

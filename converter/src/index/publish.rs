@@ -93,7 +93,7 @@ pub async fn publish_index(
                 Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(registry_error(e)),
             };
-            let index = add_referrer(existing, digest, size, build_tool);
+            let index = add_referrer(existing, soci, build_tool);
             let bytes = oci::to_json_bytes(&index, "referrers index")?;
             client
                 .push_manifest(&tagged, OCI_INDEX, &bytes)
@@ -112,7 +112,7 @@ pub async fn publish_index(
                 }
                 Err(_) => None,
             };
-            let index = add_referrer(existing, digest, size, build_tool);
+            let index = add_referrer(existing, soci, build_tool);
             let bytes = oci::to_json_bytes(&index, "referrers index")?;
             let index_desc = Descriptor::new(OCI_INDEX, Digest::sha256(&bytes), bytes.len() as u64);
             layout

@@ -365,19 +365,23 @@ async fn find_index(
     let v2 = image["annotations"][media::IMAGE_INDEX_DIGEST]
         .as_str()
         .and_then(|d| d.parse::<Digest>().ok());
-    let index_digest = match v2 {
-        Some(digest) => Some(digest),
+    let found = match v2 {
+        Some(digest) => Some((digest, None)),
         None => v1_index(client, repo, manifest).await?,
     };
-    let Some(index_digest) = index_digest else {
+    let Some((index_digest, embedded)) = found else {
         tracing::info!(%manifest, "image has no soci index");
         return Ok(None);
     };
-    let index = client
-        .get_manifest(&repo.with_digest(index_digest))
-        .await
-        .map_err(registry_error)?;
-    let json: Value = serde_json::from_slice(&index.bytes).map_err(|e| SociError::Index {
+    let index_bytes = match embedded {
+        Some(bytes) => bytes,
+        None => {
+            let reference = repo.with_digest(index_digest);
+            let index = client.get_manifest(&reference).await;
+            index.map_err(registry_error)?.bytes
+        }
+    };
+    let json: Value = serde_json::from_slice(&index_bytes).map_err(|e| SociError::Index {
         index: index_digest,
         problem: e.to_string(),
     })?;
@@ -418,12 +422,14 @@ async fn find_index(
 
 /// A v1 SOCI index naming `manifest` as subject: referrers API, else the tag schema.
 /// Both are asked at once: most registries answer the API with 404 (docker-registry
-/// does), and the tag schema's answer then comes without a further round trip.
+/// does), and the tag schema's answer then comes without a further round trip. With the
+/// index's digest comes the index itself when the listing embeds it (descriptor `data`,
+/// as `estargz-convert index` writes it) and it matches the digest: one round trip fewer.
 async fn v1_index(
     client: &Client,
     repo: &Reference,
     manifest: Digest,
-) -> Result<Option<Digest>, SociError> {
+) -> Result<Option<(Digest, Option<Vec<u8>>)>, SociError> {
     let registry_error = |source| SociError::Registry {
         manifest,
         source: Box::new(source),
@@ -445,11 +451,51 @@ async fn v1_index(
     };
     let json: Value = serde_json::from_slice(&listing).unwrap_or(Value::Null);
     // The newest entry wins when several indexes were pushed.
-    Ok(json["manifests"]
+    let newest = json["manifests"]
         .as_array()
         .into_iter()
         .flatten()
         .rev()
-        .find(|m| m["artifactType"] == media::SOCI_INDEX_V1)
-        .and_then(|m| m["digest"].as_str()?.parse().ok()))
+        .find(|m| m["artifactType"] == media::SOCI_INDEX_V1);
+    let Some(entry) = newest else {
+        return Ok(None);
+    };
+    let Some(digest) = entry["digest"].as_str().and_then(|d| d.parse().ok()) else {
+        return Ok(None);
+    };
+    Ok(Some((digest, embedded(entry, &digest))))
+}
+
+/// The content a listing entry embeds (`data`, base64), if it is the entry's digest's.
+fn embedded(entry: &Value, digest: &Digest) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let data = entry["data"].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()?;
+    (Digest::sha256(&bytes) == *digest).then_some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_embedded_index_is_taken_only_when_it_matches_the_digest() {
+        use base64::Engine;
+        let index = b"{\"schemaVersion\":2}";
+        let digest = Digest::sha256(index);
+        let data = base64::engine::general_purpose::STANDARD.encode(index);
+        let entry = serde_json::json!({ "digest": digest.to_string(), "data": data });
+        assert_eq!(embedded(&entry, &digest), Some(index.to_vec()));
+        let other = Digest::sha256(b"another index");
+        assert_eq!(
+            embedded(&entry, &other),
+            None,
+            "wrong bytes: fetched instead"
+        );
+        let broken = serde_json::json!({ "digest": digest.to_string(), "data": "%%" });
+        assert_eq!(embedded(&broken, &digest), None);
+        assert_eq!(embedded(&serde_json::json!({}), &digest), None);
+    }
 }
