@@ -5,7 +5,9 @@
 //! again. A range that fails its digest is never served.
 
 mod common;
-use common::soci::{index, index_with, push_soci_index_with, served, without_colors, ztoc_of};
+use common::soci::{
+    index, index_with, log_field, push_soci_index_with, served, without_colors, ztoc_of,
+};
 use common::stack::{self, convert_to_estargz, rpull, LazyStack};
 
 use std::ops::Range;
@@ -69,19 +71,8 @@ fn learned_prefetch_fetches_the_recorded_files_at_mount() {
     let learned = (daemon_log.lines().map(without_colors))
         .find(|l| l.contains("soci learned prefetch done"))
         .unwrap_or_else(|| panic!("no learned prefetch: {daemon_log}"));
-    let ranges = |key: &str| -> u64 {
-        let at = learned.find(key).unwrap() + key.len();
-        learned[at..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    assert!(
-        ranges(" ranges=") >= 2 && ranges(" ranges=") == ranges(" of="),
-        "{learned}"
-    );
+    let (kept, of) = (log_field(&learned, " ranges="), log_field(&learned, " of="));
+    assert!(kept >= Some(2) && kept == of, "{learned}");
     assert!(
         at_mount < (8 << 20) + (64 << 10),
         "prefetch fetched {at_mount} bytes for the 8 MiB file: {daemon_log}"
@@ -403,20 +394,16 @@ fn learned_ranges_apart_come_in_one_request_or_range_by_range() {
         rpull(&stack.containerd, &via_proxy);
         let daemon_log = stack.daemon.log_text();
         let lines: Vec<String> = daemon_log.lines().map(without_colors).collect();
-        let field = |line: &str, key: &str| -> Option<u64> {
-            let at = line.find(key)? + key.len();
-            line[at..].split_whitespace().next()?.parse().ok()
-        };
         let learned = (lines.iter())
             .find(|l| l.contains("soci learned prefetch done"))
             .unwrap_or_else(|| panic!("{answer:?}: no learned prefetch: {daemon_log}"));
-        let (kept, of) = (field(learned, " ranges="), field(learned, " of="));
+        let (kept, of) = (log_field(learned, " ranges="), log_field(learned, " of="));
         assert!(kept == of && of >= Some(3), "{answer:?}: {learned}");
         assert_eq!(proxy.multi_range_reads(), 1, "{answer:?}: {daemon_log}");
         // One request for the three files' runs, or none where the registry refused.
         let apart = (lines.iter())
             .filter(|l| l.contains("soci request for ranges apart"))
-            .filter_map(|l| field(l, " runs="))
+            .filter_map(|l| log_field(l, " runs="))
             .collect::<Vec<_>>();
         let refused = daemon_log.contains("does not serve multi-range requests");
         match answer {

@@ -234,6 +234,12 @@ pub fn ztoc_of(blob: &[u8]) -> estargz::soci::Ztoc {
     estargz::soci::build_ztoc(blob, estargz::soci::Compression::Gzip, &options).unwrap()
 }
 
+/// The number after `key` (e.g. `" ranges="`) in a log line without colors.
+pub fn log_field(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(key)? + key.len();
+    line[at..].split_whitespace().next()?.parse().ok()
+}
+
 /// A log line without its ANSI color sequences.
 pub fn without_colors(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
