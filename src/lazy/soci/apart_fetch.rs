@@ -74,10 +74,15 @@ impl SpanSource {
         mut piece: impl FnMut(usize, ChunkBytes),
     ) -> Result<(), SpanFetchError> {
         let mut handed = vec![false; ranges.len()];
-        let runs = covering_runs(ranges).len();
-        if runs == 1 || (runs > 1 && self.client.multi_range(&self.location.reference)) {
+        let runs = covering_runs(ranges);
+        let one_request = match runs.len() {
+            0 => false,
+            1 => true,
+            _ => self.client.multi_range(&self.location.reference),
+        };
+        if one_request {
             if let Err(error) = self
-                .receive_apart(ranges, kind, &mut handed, &mut piece)
+                .receive_apart(ranges, runs, kind, &mut handed, &mut piece)
                 .await
             {
                 let blob = self.location.digest;
@@ -115,17 +120,19 @@ impl SpanSource {
         })
     }
 
-    /// The request for all of `ranges` (a plain range request when they make one run):
-    /// marks in `handed` what it handed out. `Ok` also when the registry answered a
-    /// multi-range request without parts (nothing handed, now known single-range).
+    /// The request for all of `ranges`, whose [`covering_runs`] are `runs` (a plain range
+    /// request for one run): marks in `handed` what it handed out. `Ok` also when the
+    /// registry answered a multi-range request without parts (nothing handed, now known
+    /// single-range).
     async fn receive_apart(
         &self,
         ranges: &[Range<u64>],
+        runs: Vec<Range<u64>>,
         kind: FetchKind,
         handed: &mut [bool],
         piece: &mut impl FnMut(usize, ChunkBytes),
     ) -> Result<(), SpanFetchError> {
-        let mut runs: Vec<Run> = covering_runs(ranges)
+        let mut runs: Vec<Run> = runs
             .into_iter()
             .map(|range| Run {
                 bytes: Vec::with_capacity((range.end - range.start) as usize),

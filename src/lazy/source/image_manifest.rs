@@ -154,14 +154,14 @@ impl ImageManifests {
             fetching.entry(key.clone()).or_default().clone()
         };
         let _turn = turn.lock().await;
-        // What a fetch that ended while this one waited brought is as fresh as asked for.
-        if let Some(found) = self.recall_since(&key, asked) {
+        // A fetch that ended while this one waited: remembered, or fresh enough when a
+        // fresh one was asked for.
+        let found = match remembered {
+            true => self.recall(&key, by_digest),
+            false => self.recall_since(&key, asked),
+        };
+        if let Some(found) = found {
             return Ok(found);
-        }
-        if remembered {
-            if let Some(found) = self.recall(&key, by_digest) {
-                return Ok(found);
-            }
         }
         let fetched = self.fetch_now(client, reference, &key).await;
         let mut fetching = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
